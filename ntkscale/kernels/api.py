@@ -1,0 +1,212 @@
+"""Kernel entry points: ``kernel_fn``, per-tile computation, diagonal statistics.
+
+``kernel_fn(x1, x2=None, get=None)`` follows neural-tangents. The tiling layer
+calls :func:`diag_stats` once per row block and :func:`kernel_tile` once per
+tile; the latter picks the fused CPU kernel for NumPy chains and the generic
+array-namespace recursion otherwise (CuPy, JAX, residual branches).
+"""
+
+from __future__ import annotations
+
+import json
+from collections import namedtuple
+from dataclasses import dataclass
+from typing import Any, Callable, Literal, Optional
+
+import numpy as np
+
+from . import fused
+from .backend import Namespace, is_numpy, namespace_of
+from .layers import (ABRelu, Dense, Erf, FanInSum, FanOut, Gelu, Identity, Layer,
+                     Parallel, Serial, Sin, UnsupportedArchitectureError)
+from .state import KernelState
+from .validate import check_get, check_inputs, resolve_dtype
+
+__all__ = ["DiagStats", "diag_stats", "kernel_tile", "make_kernel_fn", "spec_of", "from_spec",
+           "spec_json"]
+
+Path = Literal["auto", "fused", "generic"]
+
+
+@dataclass(frozen=True)
+class DiagStats:
+    """Per-row statistics of a row block, computed once and reused by every tile.
+
+    Attributes
+    ----------
+    cov0 : array, shape (n,)
+        Input variance ``|x|^2 / d``.
+    act_vars : ndarray or None, shape (n_activations, n)
+        Variance entering each activation (chains on NumPy only).
+    nngp, ntk : array, shape (n,)
+        Diagonal of the NNGP and NTK Gram matrices.
+    """
+
+    cov0: Any
+    act_vars: Optional[np.ndarray]
+    nngp: Any
+    ntk: Any
+
+
+def _prepare(layer: Layer) -> None:
+    if not isinstance(layer, Layer):
+        raise TypeError(f"expected an ntkscale layer/architecture, got {type(layer).__name__}")
+    layer.check_kernel()
+
+
+def _program(layer: Layer, ns: Namespace, d: int, path: Path) -> Optional[fused.Program]:
+    if path == "generic" or not is_numpy(ns):
+        if path == "fused":
+            raise ValueError("the fused path runs on NumPy arrays only")
+        return None
+    prog = fused.compile_program(layer.flat(), d)
+    if prog is None and path == "fused":
+        raise ValueError("the fused path needs a chain of Dense/ABRelu/Erf/Identity layers")
+    return prog
+
+
+def _input_state(ns: Namespace, x1: Any, x2: Any, cov1: Any, cov2: Any, want_ntk: bool) -> KernelState:
+    d = x1.shape[1]
+    other = x1 if x2 is None else x2
+    nngp = (x1 @ other.T) / d
+    ntk = ns.zeros_like(nngp) if want_ntk else None
+    return KernelState(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov1 if x2 is None else cov2, width=d)
+
+
+def diag_stats(layer: Layer, x: Any, *, dtype: Any = None, path: Path = "auto",
+               validate: bool = True) -> DiagStats:
+    """Diagonal statistics of a row block ``x`` of shape (n, d).
+
+    Returns the input variances, the variance at each activation (for the
+    fused path) and the NNGP/NTK diagonals, all from an O(n * depth) pass.
+    """
+    _prepare(layer)
+    ns = namespace_of(x)
+    dt = resolve_dtype(dtype)
+    if validate:
+        x, _ = check_inputs(ns, x, None, dt)
+    d = x.shape[1]
+    cov0 = ns.sum(x * x, axis=1) / d
+    prog = _program(layer, ns, d, path)
+    k = KernelState(nngp=cov0, ntk=ns.zeros_like(cov0), cov1=None, cov2=None, width=d, diag=True)
+    act_vars = None
+    if prog is not None:
+        rows = []
+        for leaf in layer.flat():
+            if isinstance(leaf, (ABRelu, Erf)):
+                rows.append(np.asarray(k.nngp, np.float64))
+            k = leaf.kernel(ns, k)
+        act_vars = np.stack(rows) if rows else np.zeros((0, x.shape[0]))
+    else:
+        k = layer.kernel(ns, k)
+    return DiagStats(cov0=cov0, act_vars=act_vars, nngp=k.nngp, ntk=k.ntk)
+
+
+def kernel_tile(layer: Layer, x1: Any, x2: Optional[Any], stats1: DiagStats,
+                stats2: Optional[DiagStats], get: tuple[str, ...] = ("nngp", "ntk"), *,
+                dtype: Any = None, out_dtype: Any = None, path: Path = "auto") -> dict[str, Any]:
+    """Compute one tile of the Gram matrices for row blocks ``x1`` and ``x2``.
+
+    Parameters
+    ----------
+    x1 : array, shape (n1, d)
+    x2 : array, shape (n2, d), or None for the symmetric (diagonal) tile ``x1 x1``
+    stats1, stats2 : DiagStats
+        From :func:`diag_stats` on the same blocks (``stats2`` ignored if ``x2`` is None).
+    get : tuple of {'nngp', 'ntk'}
+
+    Returns
+    -------
+    dict mapping each kind in ``get`` to an array of shape (n1, n2).
+
+    Inputs are trusted (validated once upstream); only shapes are checked here.
+    """
+    ns = namespace_of(x1, x2)
+    dt = resolve_dtype(dtype)
+    odt = dt if out_dtype is None else np.dtype(out_dtype)
+    x1 = x1.astype(dt) if x1.dtype != dt else x1
+    if x2 is not None:
+        x2 = x2.astype(dt) if x2.dtype != dt else x2
+    s2 = stats1 if x2 is None else stats2
+    d = x1.shape[1]
+    prog = _program(layer, ns, d, path)
+    if prog is not None and stats1.act_vars is not None and s2.act_vars is not None:
+        G = x1 @ (x1 if x2 is None else x2).T
+        q, t = fused.run_program(prog, G, d, stats1.act_vars, s2.act_vars, odt, symmetric=x2 is None)
+        out = {"nngp": q, "ntk": t}
+    else:
+        k = _input_state(ns, x1, x2, stats1.cov0, s2.cov0, "ntk" in get)
+        k = layer.kernel(ns, k)
+        out = {"nngp": k.nngp.astype(odt), "ntk": None if k.ntk is None else k.ntk.astype(odt)}
+    if x2 is None:  # exact diagonal (c = 1): no sqrt(eps) rounding from the GEMM
+        out = {name: _set_diag(ns, out[name], getattr(stats1, name)) for name in get}
+    return {name: out[name] for name in get}
+
+
+def _set_diag(ns: Namespace, a: Any, diag: Any) -> Any:
+    idx = ns.arange(a.shape[0])
+    if ns.name == "jax":
+        return a.at[idx, idx].set(diag.astype(a.dtype))
+    a[idx, idx] = diag
+    return a
+
+
+def make_kernel_fn(layer: Layer) -> Callable[..., Any]:
+    """neural-tangents style ``kernel_fn(x1, x2=None, get=None, *, dtype=None)``.
+
+    ``get`` a string returns that array; a tuple (or None, meaning both) returns a
+    namedtuple ``Kernel`` with those fields. Shapes: (n1, n2); ``x2=None`` is the
+    symmetric case ``x1 x1``.
+    """
+
+    def kernel_fn(x1: Any, x2: Any = None, get: Any = None, *, dtype: Any = None,
+                  path: Path = "auto") -> Any:
+        _prepare(layer)
+        kinds, single = check_get(get)
+        ns = namespace_of(x1, x2)
+        dt = resolve_dtype(dtype)
+        x1c, x2c = check_inputs(ns, x1, x2, dt)
+        s1 = diag_stats(layer, x1c, dtype=dt, path=path, validate=False)
+        s2 = None if x2c is None else diag_stats(layer, x2c, dtype=dt, path=path, validate=False)
+        out = kernel_tile(layer, x1c, x2c, s1, s2, kinds, dtype=dt, path=path)
+        if single:
+            return out[kinds[0]]
+        return namedtuple("Kernel", kinds)(*(out[k] for k in kinds))
+
+    kernel_fn.__doc__ = make_kernel_fn.__doc__
+    return kernel_fn
+
+
+# ----------------------------------------------------------------------------
+# JSON specs (stored with every Gram so a store refuses other architectures)
+# ----------------------------------------------------------------------------
+def spec_of(layer: Layer) -> dict:
+    """The architecture as a JSON-able dict."""
+    return layer.spec()
+
+
+def spec_json(layer: Layer) -> str:
+    """Canonical JSON text of the spec (sorted keys), for fingerprints."""
+    return json.dumps(spec_of(layer), sort_keys=True, separators=(",", ":"))
+
+
+def from_spec(spec: dict) -> Layer:
+    """Rebuild an architecture from :func:`spec_of` output."""
+    kind = spec.get("layer")
+    args = {k: v for k, v in spec.items() if k != "layer"}
+    if kind == "serial":
+        return Serial(tuple(from_spec(s) for s in args["layers"]))
+    if kind == "parallel":
+        return Parallel(tuple(from_spec(s) for s in args["layers"]))
+    simple = {"Dense": Dense, "ABRelu": ABRelu, "Erf": Erf, "Gelu": Gelu, "Sin": Sin,
+              "Identity": Identity, "FanOut": FanOut, "FanInSum": FanInSum}
+    if kind == "Dense":
+        args["s"] = tuple(args.get("s", (1, 1)))
+    if kind in simple:
+        return simple[kind](**args)
+    if kind == "Elementwise":
+        raise UnsupportedArchitectureError(
+            f"spec names a user Elementwise layer {args.get('name')!r}, which cannot be rebuilt "
+            "from JSON; pass the architecture object instead")
+    raise UnsupportedArchitectureError(f"unknown layer in spec: {spec!r}")
+

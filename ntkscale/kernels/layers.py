@@ -1,0 +1,438 @@
+"""Layers and combinators with neural-tangents' ``stax`` conventions.
+
+Each layer is a small frozen dataclass that knows (i) its infinite-width kernel
+rule, (ii) a JSON spec (stored next to every Gram so a store can refuse other
+architectures), and (iii) its finite-width JAX network (see ``network.py``).
+Like in neural-tangents, every layer unpacks into ``(init_fn, apply_fn,
+kernel_fn)``::
+
+    init_fn, apply_fn, kernel_fn = serial(Dense(512), Relu(), Dense(1))
+
+References
+----------
+Novak et al. (2020), "Neural Tangents: Fast and Easy Infinite Neural Networks
+in Python", ICLR (the ``stax`` API and the NTK/standard parameterizations).
+Jacot, Gabriel & Hongler (2018), "Neural Tangent Kernel" (Dense NTK rule).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+from . import elementwise as ew
+from .backend import Namespace
+from .state import KernelState
+
+__all__ = [
+    "Layer", "Dense", "ABRelu", "Relu", "LeakyRelu", "Abs", "Identity", "Erf", "Gelu",
+    "Sin", "Cos", "Elementwise", "Serial", "Parallel", "FanOut", "FanInSum",
+    "serial", "parallel", "UnsupportedArchitectureError",
+]
+
+States = Any  # a KernelState, or a list of them between FanOut and FanInSum
+
+
+class UnsupportedArchitectureError(ValueError):
+    """The architecture has no closed-form infinite-width kernel (or is malformed)."""
+
+
+def _check_float(name: str, value: Any, *, positive: bool = False, nonneg: bool = False,
+                 layer: str = "") -> float:
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{layer}: {name} must be a real number, got {value!r}") from None
+    if not math.isfinite(v):
+        raise ValueError(f"{layer}: {name} must be finite, got {value!r}")
+    if positive and v <= 0:
+        raise ValueError(f"{layer}: {name} must be > 0, got {value!r}")
+    if nonneg and v < 0:
+        raise ValueError(f"{layer}: {name} must be >= 0, got {value!r}")
+    return v
+
+
+class Layer:
+    """Base class: a kernel rule, a JSON spec, and a finite network."""
+
+    # -- kernel rule -------------------------------------------------------
+    def kernel(self, ns: Namespace, k: States) -> States:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def check_kernel(self) -> None:
+        """Raise :class:`UnsupportedArchitectureError` if no closed form exists."""
+
+    # -- description -------------------------------------------------------
+    def spec(self) -> dict:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def flat(self) -> list["Layer"]:
+        """The layer as a flat chain (``serial`` flattens nested serials)."""
+        return [self]
+
+    # -- neural-tangents style triple ---------------------------------------
+    @property
+    def kernel_fn(self) -> Callable[..., Any]:
+        from .api import make_kernel_fn
+
+        return make_kernel_fn(self)
+
+    @property
+    def init_fn(self) -> Callable[..., Any]:
+        from .network import make_init_fn
+
+        return make_init_fn(self)
+
+    @property
+    def apply_fn(self) -> Callable[..., Any]:
+        from .network import make_apply_fn
+
+        return make_apply_fn(self)
+
+    def __iter__(self) -> Iterator[Callable[..., Any]]:
+        return iter((self.init_fn, self.apply_fn, self.kernel_fn))
+
+
+# ----------------------------------------------------------------------------
+# Dense
+# ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Dense(Layer):
+    """Fully connected layer, ``Dense(out_dim, W_std, b_std, parameterization, s)``.
+
+    NTK parameterization (default): ``z = W_std/sqrt(n_in) * x W + b_std * b`` with
+    ``W, b ~ N(0, 1)``; kernel rule ``nngp <- W_std^2 nngp + b_std^2`` and
+    ``ntk <- nngp_new + W_std^2 ntk``. ``out_dim`` does not enter the kernel.
+
+    Standard parameterization: ``W ~ N(0, W_std^2 s0 / n_in)``, ``b ~ N(0, b_std^2)``,
+    ``z = x W / sqrt(s0) + b``, output width ``out_dim * s1``; the NTK picks up the
+    fan-in: ``ntk <- (n_in/s0) nngp + W_std^2 ntk + [b_std is not None]`` (NT's rule;
+    it grows with the width of the previous layer).
+    """
+
+    out_dim: int
+    W_std: float = 1.0
+    b_std: Optional[float] = None
+    parameterization: str = "ntk"
+    s: tuple[int, int] = (1, 1)
+
+    def __post_init__(self) -> None:
+        name = f"Dense({self.out_dim})"
+        if not isinstance(self.out_dim, int) or isinstance(self.out_dim, bool) or self.out_dim < 1:
+            raise ValueError(f"{name}: out_dim must be a positive int, got {self.out_dim!r}")
+        object.__setattr__(self, "W_std", _check_float("W_std", self.W_std, nonneg=True, layer=name))
+        if self.b_std is not None:
+            object.__setattr__(self, "b_std", _check_float("b_std", self.b_std, nonneg=True, layer=name))
+        p = str(self.parameterization).lower()
+        if p not in ("ntk", "standard"):
+            raise ValueError(f"{name}: parameterization must be 'ntk' or 'standard', got "
+                             f"{self.parameterization!r}")
+        object.__setattr__(self, "parameterization", p)
+        s = tuple(int(v) for v in self.s)
+        if len(s) != 2 or min(s) < 1:
+            raise ValueError(f"{name}: s must be two positive ints, got {self.s!r}")
+        object.__setattr__(self, "s", s)
+
+    def affine(self) -> tuple[float, float, float, float]:
+        """Coefficients ``(W2, b2, A, B)`` of ``nngp' = W2 nngp + b2`` and
+        ``ntk' = A nngp + W2 ntk + B`` (``A`` needs the fan-in in the standard case)."""
+        w2 = self.W_std ** 2
+        b2 = 0.0 if self.b_std is None else self.b_std ** 2
+        return w2, b2, w2, b2
+
+    def kernel(self, ns: Namespace, k: KernelState) -> KernelState:
+        w2, b2, _, _ = self.affine()
+        nngp = w2 * k.nngp + b2
+        if k.ntk is None:
+            ntk = None
+        elif self.parameterization == "ntk":
+            ntk = nngp + w2 * k.ntk
+        else:
+            ntk = (k.width / self.s[0]) * k.nngp + w2 * k.ntk + (0.0 if self.b_std is None else 1.0)
+        cov1 = None if k.cov1 is None else w2 * k.cov1 + b2
+        cov2 = None if k.cov2 is None else (cov1 if k.cov2 is k.cov1 else w2 * k.cov2 + b2)
+        width = self.out_dim * (self.s[1] if self.parameterization == "standard" else 1)
+        return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, width=width)
+
+    def spec(self) -> dict:
+        return {"layer": "Dense", "out_dim": self.out_dim, "W_std": self.W_std, "b_std": self.b_std,
+                "parameterization": self.parameterization, "s": list(self.s)}
+
+
+# ----------------------------------------------------------------------------
+# Elementwise activations
+# ----------------------------------------------------------------------------
+class _Activation(Layer):
+    """An activation: applies a pair transform to the matrix and to the variances."""
+
+    def transform(self, ns: Namespace, q: Any, ntk: Any, v1: Any, v2: Any) -> tuple[Any, Any]:
+        raise NotImplementedError  # pragma: no cover
+
+    def kernel(self, ns: Namespace, k: KernelState) -> KernelState:
+        if k.diag:
+            q, ntk = self.transform(ns, k.nngp, k.ntk, k.nngp, k.nngp)
+            return k.replace(nngp=q, ntk=ntk)
+        v1, v2 = k.cov1[:, None], k.cov2[None, :]
+        q, ntk = self.transform(ns, k.nngp, k.ntk, v1, v2)
+        cov1 = self.transform(ns, k.cov1, None, k.cov1, k.cov1)[0]
+        cov2 = cov1 if k.cov2 is k.cov1 else self.transform(ns, k.cov2, None, k.cov2, k.cov2)[0]
+        return k.replace(nngp=q, ntk=ntk, cov1=cov1, cov2=cov2)
+
+
+@dataclass(frozen=True)
+class ABRelu(_Activation):
+    """``a*min(x, 0) + b*max(x, 0)``; ``Relu``, ``LeakyRelu``, ``Abs`` are special cases."""
+
+    a: float
+    b: float
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "a", _check_float("a", self.a, layer="ABRelu"))
+        object.__setattr__(self, "b", _check_float("b", self.b, layer="ABRelu"))
+
+    def transform(self, ns, q, ntk, v1, v2):
+        return ew.abrelu(ns, q, ntk, v1, v2, self.a, self.b)
+
+    def spec(self) -> dict:
+        return {"layer": "ABRelu", "a": self.a, "b": self.b}
+
+
+def Relu() -> ABRelu:
+    """ReLU, ``max(x, 0)``."""
+    return ABRelu(0.0, 1.0)
+
+
+def LeakyRelu(alpha: float) -> ABRelu:
+    """Leaky ReLU, ``alpha*min(x, 0) + max(x, 0)``."""
+    return ABRelu(alpha, 1.0)
+
+
+def Abs() -> ABRelu:
+    """Absolute value."""
+    return ABRelu(-1.0, 1.0)
+
+
+@dataclass(frozen=True)
+class Identity(_Activation):
+    """Identity: leaves inputs and kernels unchanged."""
+
+    def transform(self, ns, q, ntk, v1, v2):
+        return ew.identity(ns, q, ntk, v1, v2)
+
+    def spec(self) -> dict:
+        return {"layer": "Identity"}
+
+
+@dataclass(frozen=True)
+class Erf(_Activation):
+    """``a*erf(b*x) + c``."""
+
+    a: float = 1.0
+    b: float = 1.0
+    c: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("a", "b", "c"):
+            object.__setattr__(self, name, _check_float(name, getattr(self, name), layer="Erf"))
+
+    def transform(self, ns, q, ntk, v1, v2):
+        return ew.erf(ns, q, ntk, v1, v2, self.a, self.b, self.c)
+
+    def spec(self) -> dict:
+        return {"layer": "Erf", "a": self.a, "b": self.b, "c": self.c}
+
+
+@dataclass(frozen=True)
+class Gelu(_Activation):
+    """Exact GELU ``x * Phi(x)`` (``approximate=True`` only changes the finite network)."""
+
+    approximate: bool = False
+
+    def transform(self, ns, q, ntk, v1, v2):
+        return ew.gelu(ns, q, ntk, v1, v2)
+
+    def spec(self) -> dict:
+        return {"layer": "Gelu", "approximate": bool(self.approximate)}
+
+
+@dataclass(frozen=True)
+class Sin(_Activation):
+    """``a*sin(b*x + c)``."""
+
+    a: float = 1.0
+    b: float = 1.0
+    c: float = 0.0
+
+    def __post_init__(self) -> None:
+        for name in ("a", "b", "c"):
+            object.__setattr__(self, name, _check_float(name, getattr(self, name), layer="Sin"))
+
+    def transform(self, ns, q, ntk, v1, v2):
+        return ew.sin(ns, q, ntk, v1, v2, self.a, self.b, self.c)
+
+    def spec(self) -> dict:
+        return {"layer": "Sin", "a": self.a, "b": self.b, "c": self.c}
+
+
+def Cos(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Sin:
+    """``a*cos(b*x + c)``."""
+    return Sin(a, b, c + math.pi / 2)
+
+
+@dataclass(frozen=True)
+class Elementwise(_Activation):
+    """A user activation ``fn``; its kernel needs ``nngp_fn`` and ``d_nngp_fn``.
+
+    ``nngp_fn(q, v1, v2)`` must return ``E[fn(u) fn(v)]`` and ``d_nngp_fn(q, v1, v2)``
+    ``E[fn'(u) fn'(v)]``. Without them only the finite network exists, and asking
+    for the kernel raises :class:`UnsupportedArchitectureError`.
+    """
+
+    fn: Callable[[Any], Any]
+    nngp_fn: Optional[Callable[..., Any]] = None
+    d_nngp_fn: Optional[Callable[..., Any]] = None
+    name: str = "Elementwise"
+
+    def check_kernel(self) -> None:
+        if self.nngp_fn is None or self.d_nngp_fn is None:
+            raise UnsupportedArchitectureError(
+                f"layer {self.name!r} has no closed-form infinite-width kernel: pass "
+                "nngp_fn and d_nngp_fn to Elementwise, or use a built-in activation "
+                "(Relu, LeakyRelu, Abs, ABRelu, Erf, Gelu, Sin, Cos, Identity)")
+
+    def transform(self, ns, q, ntk, v1, v2):
+        self.check_kernel()
+        q_new = self.nngp_fn(q, v1, v2)
+        return q_new, (None if ntk is None else ntk * self.d_nngp_fn(q, v1, v2))
+
+    def spec(self) -> dict:
+        return {"layer": "Elementwise", "name": self.name}
+
+
+# ----------------------------------------------------------------------------
+# Combinators
+# ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Serial(Layer):
+    """Layers applied one after another (``serial``)."""
+
+    layers: tuple[Layer, ...] = field(default_factory=tuple)
+
+    def kernel(self, ns: Namespace, k: States) -> States:
+        for layer in self.layers:
+            k = layer.kernel(ns, k)
+        return k
+
+    def check_kernel(self) -> None:
+        for layer in self.layers:
+            layer.check_kernel()
+        _check_branches(self.layers)
+
+    def flat(self) -> list[Layer]:
+        return [leaf for layer in self.layers for leaf in layer.flat()]
+
+    def spec(self) -> dict:
+        return {"layer": "serial", "layers": [layer.spec() for layer in self.layers]}
+
+
+@dataclass(frozen=True)
+class Parallel(Layer):
+    """Apply the i-th layer to the i-th branch (``parallel``; use after ``FanOut``)."""
+
+    layers: tuple[Layer, ...] = field(default_factory=tuple)
+
+    def kernel(self, ns: Namespace, k: States) -> States:
+        if not isinstance(k, list) or len(k) != len(self.layers):
+            raise UnsupportedArchitectureError(
+                f"parallel of {len(self.layers)} layers needs {len(self.layers)} branches; "
+                "put FanOut(n) before it")
+        return [layer.kernel(ns, ki) for layer, ki in zip(self.layers, k)]
+
+    def check_kernel(self) -> None:
+        for layer in self.layers:
+            layer.check_kernel()
+
+    def spec(self) -> dict:
+        return {"layer": "parallel", "layers": [layer.spec() for layer in self.layers]}
+
+
+@dataclass(frozen=True)
+class FanOut(Layer):
+    """Copy the input into ``num`` branches."""
+
+    num: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.num, int) or self.num < 1:
+            raise ValueError(f"FanOut: num must be a positive int, got {self.num!r}")
+
+    def kernel(self, ns: Namespace, k: States) -> States:
+        return [k] * self.num
+
+    def spec(self) -> dict:
+        return {"layer": "FanOut", "num": self.num}
+
+
+@dataclass(frozen=True)
+class FanInSum(Layer):
+    """Sum the branches (independent branches: kernels add)."""
+
+    def kernel(self, ns: Namespace, k: States) -> States:
+        if not isinstance(k, list):
+            raise UnsupportedArchitectureError("FanInSum needs branches; put FanOut(n) before it")
+        out = k[0]
+        for other in k[1:]:
+            ntk = None if out.ntk is None else out.ntk + other.ntk
+            cov1 = None if out.cov1 is None else out.cov1 + other.cov1
+            cov2 = None if out.cov2 is None else (cov1 if out.cov2 is out.cov1 else out.cov2 + other.cov2)
+            out = out.replace(nngp=out.nngp + other.nngp, ntk=ntk, cov1=cov1, cov2=cov2,
+                              width=max(out.width, other.width))
+        return out
+
+    def spec(self) -> dict:
+        return {"layer": "FanInSum"}
+
+
+def _check_branches(layers: Sequence[Layer]) -> None:
+    """Branch counts must balance: FanOut(n) ... parallel(n) ... FanInSum."""
+    branches = 1
+    for layer in layers:
+        if isinstance(layer, FanOut):
+            if branches != 1:
+                raise UnsupportedArchitectureError("nested FanOut without FanInSum is not supported")
+            branches = layer.num
+        elif isinstance(layer, Parallel):
+            if len(layer.layers) != branches:
+                raise UnsupportedArchitectureError(
+                    f"parallel of {len(layer.layers)} layers applied to {branches} branch(es)")
+        elif isinstance(layer, FanInSum):
+            if branches == 1:
+                raise UnsupportedArchitectureError("FanInSum without a preceding FanOut")
+            branches = 1
+        elif branches != 1:
+            raise UnsupportedArchitectureError(
+                f"{type(layer).__name__} applied to {branches} branches; wrap it in parallel(...)")
+    if branches != 1:
+        raise UnsupportedArchitectureError("the architecture ends with unmerged branches; add FanInSum()")
+
+
+def serial(*layers: Layer) -> Serial:
+    """Compose layers in sequence (neural-tangents' ``stax.serial``)."""
+    _check_layers(layers, "serial")
+    return Serial(tuple(layers))
+
+
+def parallel(*layers: Layer) -> Parallel:
+    """Apply layers to branches in parallel (neural-tangents' ``stax.parallel``)."""
+    _check_layers(layers, "parallel")
+    return Parallel(tuple(layers))
+
+
+def _check_layers(layers: Sequence[Any], where: str) -> None:
+    if not layers:
+        raise ValueError(f"{where}() needs at least one layer")
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, Layer):
+            raise TypeError(f"{where}(): argument {i} is {type(layer).__name__}, not an ntkscale layer "
+                            "(use ntkscale.stax.Dense, Relu, ...)")

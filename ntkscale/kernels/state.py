@@ -1,0 +1,35 @@
+"""The kernel state that flows through the layers of an architecture."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any, Optional
+
+__all__ = ["KernelState"]
+
+
+@dataclass(frozen=True)
+class KernelState:
+    """Covariances of a batch pair at one point of the network.
+
+    Two modes share one set of layer rules:
+
+    * matrix mode (``diag=False``): ``nngp``/``ntk`` have shape ``(n1, n2)``,
+      ``cov1`` shape ``(n1,)`` and ``cov2`` shape ``(n2,)`` are the variances
+      of the two row blocks (``cov2 is cov1`` in the symmetric case).
+    * diagonal mode (``diag=True``): ``nngp``/``ntk`` have shape ``(n,)`` and are
+      the kernel's diagonal; ``cov1``/``cov2`` are unused (``None``).
+
+    ``width`` is the feature count of the current representation; only the
+    standard parameterization reads it (its NTK scales with fan-in).
+    """
+
+    nngp: Any
+    ntk: Optional[Any]
+    cov1: Optional[Any]
+    cov2: Optional[Any]
+    width: int
+    diag: bool = False
+
+    def replace(self, **kw: Any) -> "KernelState":
+        return replace(self, **kw)
