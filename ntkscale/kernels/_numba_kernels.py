@@ -130,11 +130,18 @@ def chain_kernel_sym(G, inv_d, kinds, params, slot, f, g, out_q, out_t):
                 bq[ii, jj] = G[i0 + ii, j0 + jj] * inv_d
         for ii in range(mi):
             _layers(bq[ii], bt[ii], i0 + ii, j0, kinds, params, slot, f, g, f, g)
-        for ii in range(mi):
-            for jj in range(mj):
-                out_q[i0 + ii, j0 + jj] = bq[ii, jj]
-                out_t[i0 + ii, j0 + jj] = bt[ii, jj]
-        if bi != bj:
+        if bi == bj:  # diagonal block: keep the upper half and mirror it (exact symmetry)
+            for ii in range(mi):
+                for jj in range(ii, mj):
+                    out_q[i0 + ii, j0 + jj] = bq[ii, jj]
+                    out_t[i0 + ii, j0 + jj] = bt[ii, jj]
+                    out_q[j0 + jj, i0 + ii] = bq[ii, jj]
+                    out_t[j0 + jj, i0 + ii] = bt[ii, jj]
+        else:
+            for ii in range(mi):
+                for jj in range(mj):
+                    out_q[i0 + ii, j0 + jj] = bq[ii, jj]
+                    out_t[i0 + ii, j0 + jj] = bt[ii, jj]
             for jj in range(mj):
                 for ii in range(mi):
                     out_q[j0 + jj, i0 + ii] = bq[ii, jj]

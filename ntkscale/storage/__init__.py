@@ -1,0 +1,7 @@
+"""The only layer that touches zarr/fsspec: store layout, fingerprints, chunk ledger."""
+
+from .gram_store import FORMAT, CorruptTileError, GramStore, StoreMismatchError, fingerprint
+from .url import StoreAccessError, is_local, is_memory, open_store
+
+__all__ = ["FORMAT", "CorruptTileError", "GramStore", "StoreMismatchError", "fingerprint",
+           "StoreAccessError", "is_local", "is_memory", "open_store"]

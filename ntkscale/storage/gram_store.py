@@ -1,0 +1,207 @@
+"""The Gram store: a Zarr v3 group with inputs, per-row statistics and Gram tiles.
+
+Layout (``n1 x n2`` Gram, tile size ``T``; symmetric stores have no ``x2``)::
+
+    zarr.json        attrs["ntkscale"]: format, architecture spec, fingerprints,
+                     tile, dtypes, kinds, version, complete flag
+    x1, x2           inputs, chunks (T, d)                      float64
+    stats1, stats2   per-row statistics, chunks (R, T)          float64
+                     rows: cov0, nngp diag, ntk diag, activation variances
+    nngp, ntk        Gram tiles, one chunk per tile (T, T)      float32 | float64
+                     (symmetric: upper-triangle tiles only; reads mirror them)
+
+Every chunk carries a CRC32C checksum (zarr's ``crc32c`` codec), so a corrupted
+tile is detected on read and named. Chunks are written whole, each by one task,
+and ``LocalStore`` writes them atomically: an existing chunk is a finished tile,
+which is what resuming relies on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional
+
+import numpy as np
+import zarr
+from zarr.codecs import BytesCodec, Crc32cCodec
+from zarr.core.sync import sync
+
+from .url import StoreAccessError, open_store
+
+__all__ = ["GramStore", "StoreMismatchError", "CorruptTileError", "fingerprint", "FORMAT"]
+
+FORMAT = 1
+STAT_ROWS = ("cov0", "nngp", "ntk")  # followed by one row per activation (fused chains)
+
+
+class StoreMismatchError(ValueError):
+    """The store was built from other data, another architecture or other settings."""
+
+
+class CorruptTileError(OSError):
+    """A stored chunk failed its checksum or could not be decoded."""
+
+
+def fingerprint(x: np.ndarray) -> str:
+    """Hash of an input matrix: its shape, dtype and bytes (blake2b, 128 bit)."""
+    h = hashlib.blake2b(digest_size=16)
+    h.update(repr((tuple(x.shape), str(x.dtype))).encode())
+    h.update(np.ascontiguousarray(x).view(np.uint8).ravel())
+    return h.hexdigest()
+
+
+def _codecs() -> dict:
+    return dict(serializer=BytesCodec(), compressors=[Crc32cCodec()], filters=None)
+
+
+@dataclass
+class GramStore:
+    """Handle on one Gram store (cheap to create; workers open their own)."""
+
+    url: str
+    group: zarr.Group
+    storage_options: Optional[dict] = None
+
+    # ------------------------------------------------------------------ open
+    @classmethod
+    def open(cls, url: Any, *, mode: str = "r", storage_options: Optional[dict] = None) -> "GramStore":
+        """Open an existing store (``mode='r'`` or ``'r+'``)."""
+        store = open_store(url, read_only=(mode == "r"), storage_options=storage_options)
+        try:
+            group = zarr.open_group(store, mode=mode)
+        except (FileNotFoundError, KeyError, ValueError) as e:
+            raise StoreAccessError(f"no Gram store at {url!r} ({e}); build one with build_gram") from e
+        if "ntkscale" not in group.attrs:
+            raise StoreAccessError(f"{url!r} is a zarr group but not an ntkscale Gram store")
+        return cls(str(url), group, storage_options)
+
+    @classmethod
+    def exists(cls, url: Any, storage_options: Optional[dict] = None) -> bool:
+        try:
+            cls.open(url, storage_options=storage_options)
+            return True
+        except (StoreAccessError, OSError):
+            return False
+
+    @classmethod
+    def create(cls, url: Any, meta: dict, x1: np.ndarray, x2: Optional[np.ndarray],
+               n_stat_rows: int, *, storage_options: Optional[dict] = None) -> "GramStore":
+        """Create the group, write the inputs, and make empty statistic and tile arrays."""
+        store = open_store(url, read_only=False, storage_options=storage_options)
+        group = zarr.open_group(store, mode="w")
+        T = meta["tile"]
+        for name, x in (("x1", x1), ("x2", x2)):
+            if x is None:
+                continue
+            arr = group.create_array(name, shape=x.shape, chunks=(min(T, max(len(x), 1)), x.shape[1]),
+                                     dtype=x.dtype, fill_value=0, **_codecs())
+            arr[...] = x
+            sname = "stats1" if name == "x1" else "stats2"
+            group.create_array(sname, shape=(n_stat_rows, len(x)), chunks=(n_stat_rows, T),
+                               dtype="float64", fill_value=np.nan, **_codecs())
+        n1, n2 = meta["shape"]
+        for kind in meta["kinds"]:
+            group.create_array(kind, shape=(n1, n2), chunks=(T, T), dtype=meta["store_dtype"],
+                               fill_value=0, **_codecs())
+        group.attrs["ntkscale"] = dict(meta, complete=False)
+        return cls(str(url), group, storage_options)
+
+    # ------------------------------------------------------------- metadata
+    @property
+    def meta(self) -> dict:
+        return dict(self.group.attrs["ntkscale"])
+
+    def set_complete(self, value: bool = True) -> None:
+        meta = self.meta
+        meta["complete"] = bool(value)
+        self.group.attrs["ntkscale"] = meta
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(self.meta["shape"])  # type: ignore[return-value]
+
+    @property
+    def tile(self) -> int:
+        return int(self.meta["tile"])
+
+    @property
+    def symmetric(self) -> bool:
+        return bool(self.meta["symmetric"])
+
+    def check_compatible(self, expect: dict) -> None:
+        """Refuse a store built from other data/architecture/settings (names the difference)."""
+        meta = self.meta
+        if meta.get("format") != FORMAT:
+            raise StoreMismatchError(f"store {self.url!r} has format {meta.get('format')}, this "
+                                     f"ntkscale writes {FORMAT}; rebuild it with overwrite=True")
+        checks = [
+            ("fingerprint1", "was built from other data (input fingerprint differs)"),
+            ("fingerprint2", "was built from other second-argument data (fingerprint differs)"),
+            ("arch", "was built for another architecture"),
+            ("symmetric", "has another symmetry (train Gram vs cross Gram)"),
+            ("store_dtype", "stores another dtype"),
+            ("compute_dtype", "was computed in another dtype"),
+            ("tile", "uses another tile size"),
+        ]
+        for key, why in checks:
+            if key in expect and meta.get(key) != expect[key]:
+                raise StoreMismatchError(
+                    f"store {self.url!r} {why}: stored {key}={meta.get(key)!r}, requested "
+                    f"{expect[key]!r}. Use another store URL, or pass overwrite=True to replace it")
+        missing = [k for k in expect.get("kinds", ()) if k not in meta["kinds"]]
+        if missing:
+            raise StoreMismatchError(f"store {self.url!r} holds kinds {meta['kinds']}, not {missing}; "
+                                     "use another store URL or overwrite=True")
+
+    # ---------------------------------------------------------------- tiles
+    def array(self, name: str) -> zarr.Array:
+        return self.group[name]  # type: ignore[return-value]
+
+    def tile_bounds(self, i: int, j: int) -> tuple[slice, slice]:
+        n1, n2 = self.shape
+        T = self.tile
+        return slice(i * T, min((i + 1) * T, n1)), slice(j * T, min((j + 1) * T, n2))
+
+    def done_chunks(self, name: str) -> set[tuple[int, ...]]:
+        """Chunk indices that exist in array ``name`` (finished tiles / blocks)."""
+        pattern = re.compile(r"^c/(\d+)(?:/(\d+))?$")
+        prefix = f"{self.array(name).path}/"
+
+        async def _list() -> list[str]:
+            return [k async for k in self.group.store.list_prefix(prefix)]
+
+        out = set()
+        for key in sync(_list()):
+            m = pattern.match(key[len(prefix):])
+            if m:
+                out.add(tuple(int(g) for g in m.groups() if g is not None))
+        return out
+
+    def read(self, name: str, rows: slice, cols: Optional[slice] = None) -> np.ndarray:
+        """Read a region, naming the tile if a chunk is corrupt."""
+        arr = self.array(name)
+        region = (rows,) if cols is None else (rows, cols)
+        try:
+            return np.asarray(arr[region])
+        except Exception as e:  # zarr raises ValueError/RuntimeError on checksum or decode failure
+            T = self.tile
+            where = f"row block {rows.start // T}" if cols is None else \
+                f"tile ({rows.start // T}, {cols.start // T})"
+            raise CorruptTileError(
+                f"{name!r} {where} in store {self.url!r} cannot be read ({type(e).__name__}: {e}). "
+                "The chunk is corrupt or truncated: delete it and re-run the build to recompute it, "
+                "or rebuild with overwrite=True") from e
+
+    def write_tile(self, name: str, i: int, j: int, values: np.ndarray) -> None:
+        rows, cols = self.tile_bounds(i, j)
+        self.array(name)[rows, cols] = values
+
+    def iter_tiles(self) -> Iterable[tuple[int, int]]:
+        n1, n2 = self.shape
+        T = self.tile
+        nb1, nb2 = -(-n1 // T), -(-n2 // T)
+        for i in range(nb1):
+            for j in range(i if self.symmetric else 0, nb2):
+                yield i, j

@@ -1,0 +1,214 @@
+"""Build NTK/NNGP Gram matrices tile by tile on a Dask cluster into a Zarr store.
+
+The build is resumable: chunks that exist are finished tiles, and a re-run
+computes only the missing ones. A store built from other data, another
+architecture or other settings is refused (unless ``overwrite=True``).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from .. import __version__
+from ..cluster import Runner, get_runner
+from ..kernels import Layer, spec_json
+from ..kernels.backend import namespace_of
+from ..kernels.fused import compile_program
+from ..kernels.validate import check_get, check_inputs, resolve_dtype
+from ..storage import FORMAT, GramStore, StoreAccessError, fingerprint, is_memory
+from ..storage.gram_store import STAT_ROWS
+from ..storage.url import open_store
+from . import tasks
+from .executor import run_tasks
+from .plan import TilePlan, choose_tile
+
+__all__ = ["BuildReport", "build_gram", "build_cross_gram"]
+
+log = logging.getLogger("ntkscale")
+
+
+@dataclass
+class BuildReport:
+    """What a build did."""
+
+    url: str
+    shape: tuple[int, int]
+    tile: int
+    kinds: tuple[str, ...]
+    n_tiles: int
+    computed: int
+    resumed: bool
+    seconds: float
+    dashboard: Optional[str] = None
+    tile_seconds: list[float] = field(default_factory=list)
+
+
+def build_gram(arch: Layer, X: Any, store: Any, *, get: Sequence[str] | str = ("ntk",),
+               tile: Optional[int] = None, dtype: Any = np.float32, compute_dtype: Any = np.float64,
+               client: Any = None, overwrite: bool = False, progress: Optional[bool] = None,
+               storage_options: Optional[dict] = None,
+               on_tile: Optional[Callable[[tuple], None]] = None, _delay: float = 0.0) -> BuildReport:
+    """Compute the symmetric Gram ``K(X, X)`` into ``store`` (upper-triangle tiles).
+
+    Parameters
+    ----------
+    arch : Layer
+        Architecture from :mod:`ntkscale.stax` (``serial(Dense(...), Relu(), ...)``).
+    X : array, shape (n, d)
+        Training inputs (validated: 2-d, real, finite).
+    store : str or path
+        Local path, ``file://``, ``memory://`` (in-process runs only), ``s3://``, ...
+    get : 'ntk', 'nngp' or both
+        Kernels to store.
+    tile : int, optional
+        Tile edge; default from the per-worker memory budget (see ``plan.choose_tile``).
+    dtype : float32 (default) or float64
+        Storage dtype. Kernels are computed in ``compute_dtype`` (float64).
+    client : None, 'sync', scheduler address or distributed.Client
+        None starts a local cluster of single-threaded worker processes.
+    overwrite : bool
+        Replace a store built from other data/architecture instead of refusing.
+    progress : bool, optional
+        Progress bar over tiles (default: only when attached to a terminal).
+    on_tile : callable, optional
+        Called with ``(i, j, seconds, pid)`` after each tile (may raise to stop).
+
+    Returns
+    -------
+    BuildReport
+    """
+    return _build(arch, X, None, store, get=get, tile=tile, dtype=dtype, compute_dtype=compute_dtype,
+                  client=client, overwrite=overwrite, progress=progress,
+                  storage_options=storage_options, on_tile=on_tile, delay=_delay)
+
+
+def build_cross_gram(arch: Layer, X1: Any, X2: Any, store: Any, **kwargs: Any) -> BuildReport:
+    """Compute the cross Gram ``K(X1, X2)`` of shape (n1, n2) (e.g. test x train) into ``store``.
+
+    Same options as :func:`build_gram`; every tile is stored (no symmetry).
+    """
+    delay = kwargs.pop("_delay", 0.0)
+    return _build(arch, X1, X2, store, delay=delay, **kwargs)
+
+
+def _prepare_inputs(X1: Any, X2: Any, compute_dtype: np.dtype) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    ns = namespace_of(*(x for x in (X1, X2) if hasattr(x, "shape")))
+    if ns.name != "numpy":
+        raise TypeError("build_gram takes host (NumPy) inputs; workers move tiles to their own devices")
+    x1, x2 = check_inputs(ns, np.asarray(X1), None if X2 is None else np.asarray(X2), compute_dtype)
+    return np.ascontiguousarray(x1), None if x2 is None else np.ascontiguousarray(x2)
+
+
+def _build(arch: Layer, X1: Any, X2: Any, url: Any, *, get: Any = ("ntk",), tile: Optional[int] = None,
+           dtype: Any = np.float32, compute_dtype: Any = np.float64, client: Any = None,
+           overwrite: bool = False, progress: Optional[bool] = None,
+           storage_options: Optional[dict] = None, on_tile: Optional[Callable] = None,
+           delay: float = 0.0) -> BuildReport:
+    t0 = time.perf_counter()
+    # ---- every check before any heavy work ----------------------------------
+    if not isinstance(arch, Layer):
+        raise TypeError(f"arch must be an ntkscale architecture (stax.serial(...)), got {type(arch).__name__}")
+    arch.check_kernel()
+    kinds, _ = check_get(get)
+    store_dt = resolve_dtype(dtype)
+    comp_dt = resolve_dtype(compute_dtype)
+    if tile is not None and (not isinstance(tile, (int, np.integer)) or tile < 1):
+        raise ValueError(f"tile must be a positive int, got {tile!r}")
+    x1, x2 = _prepare_inputs(X1, X2, comp_dt)
+    url = str(url)
+    expect = {
+        "fingerprint1": fingerprint(x1), "fingerprint2": None if x2 is None else fingerprint(x2),
+        "arch": spec_json(arch), "symmetric": x2 is None, "store_dtype": store_dt.name,
+        "compute_dtype": comp_dt.name, "kinds": list(kinds),
+    }
+    if tile is not None:
+        expect["tile"] = int(tile)
+    open_store(url, read_only=False, storage_options=storage_options)  # fails early if unwritable
+    existing = None if overwrite else _try_open(url, storage_options)
+    if existing is not None:
+        existing.check_compatible(expect)
+    runner = get_runner(client, quiet=not progress)
+    try:
+        if is_memory(url) and not runner.is_sync:
+            raise StoreAccessError(f"{url!r} lives in this process's memory and worker processes "
+                                   "cannot see it; use client='sync' or a path / object-store URL")
+        if existing is None:
+            existing = _create(url, x1, x2, kinds, store_dt, comp_dt, tile, expect, runner, arch,
+                               storage_options)
+            resumed = False
+        else:
+            resumed = True
+        gs = existing
+        meta = gs.meta
+        build_id = meta["build_id"]
+        _run_stats(gs, runner, arch, build_id, storage_options, progress)
+        plan = TilePlan(meta["shape"][0], meta["shape"][1], meta["tile"], meta["symmetric"])
+        done = set.intersection(*(gs.done_chunks(k) for k in meta["kinds"]))
+        todo = [t for t in plan.tiles() if t not in done]
+        times: list[float] = []
+
+        def record(result: tuple) -> None:
+            times.append(result[2])
+            if on_tile is not None:
+                on_tile(result)
+
+        token = uuid.uuid4().hex[:8]
+        run_tasks(runner, tasks.tile_task, [(gs.url, build_id, i, j, arch) for i, j in todo],
+                  keys=[f"gram-tile-{build_id[:8]}-{token}-{i}-{j}" for i, j in todo],
+                  desc="Gram tiles", progress=progress, on_result=record,
+                  storage_options=storage_options, delay=delay)
+        missing = [t for t in plan.tiles() if t not in
+                   set.intersection(*(gs.done_chunks(k) for k in meta["kinds"]))]
+        if missing:  # pragma: no cover - would be a storage bug
+            raise RuntimeError(f"{len(missing)} tiles still missing after the build, e.g. {missing[:3]}")
+        gs.set_complete(True)
+        return BuildReport(url=gs.url, shape=tuple(meta["shape"]), tile=meta["tile"], kinds=tuple(meta["kinds"]),
+                           n_tiles=len(plan.tiles()), computed=len(todo), resumed=resumed,
+                           seconds=time.perf_counter() - t0, dashboard=runner.dashboard(),
+                           tile_seconds=times)
+    finally:
+        runner.close()
+
+
+def _try_open(url: str, storage_options: Optional[dict]) -> Optional[GramStore]:
+    try:
+        return GramStore.open(url, mode="r+", storage_options=storage_options)
+    except StoreAccessError:
+        return None
+
+
+def _create(url: str, x1: np.ndarray, x2: Optional[np.ndarray], kinds: tuple[str, ...],
+            store_dt: np.dtype, comp_dt: np.dtype, tile: Optional[int], expect: dict, runner: Runner,
+            arch: Layer, storage_options: Optional[dict]) -> GramStore:
+    n1, n2 = len(x1), len(x1 if x2 is None else x2)
+    d = x1.shape[1]
+    if tile is None:
+        tile = choose_tile(n1, n2, d, memory_per_task=runner.memory_per_slot(), n_kinds=len(kinds),
+                           store_itemsize=store_dt.itemsize, parallel_tasks=runner.slots())
+    prog = compile_program(arch.flat(), d)
+    n_rows = len(STAT_ROWS) + (prog.n_slots if prog is not None else 0)
+    meta = dict(expect, format=FORMAT, shape=[n1, n2], tile=int(tile), d=d,
+                version=__version__, build_id=uuid.uuid4().hex, stat_rows=n_rows)
+    log.info("creating Gram store %s: %dx%d, tile %d, kinds %s", url, n1, n2, tile, kinds)
+    return GramStore.create(url, meta, x1, x2, n_rows, storage_options=storage_options)
+
+
+def _run_stats(gs: GramStore, runner: Runner, arch: Layer, build_id: str,
+               storage_options: Optional[dict], progress: Optional[bool]) -> None:
+    meta = gs.meta
+    T = meta["tile"]
+    calls = []
+    for which in (1,) if meta["symmetric"] else (1, 2):
+        n = meta["shape"][which - 1]
+        done = gs.done_chunks(f"stats{which}")
+        calls += [(gs.url, build_id, which, b, arch, meta["compute_dtype"])
+                  for b in range(-(-n // T)) if (0, b) not in done]
+    run_tasks(runner, tasks.stats_task, calls,
+              keys=[f"gram-stats-{build_id[:8]}-{uuid.uuid4().hex[:6]}-{c[2]}-{c[3]}" for c in calls],
+              desc="row statistics", progress=False, storage_options=storage_options)

@@ -1,0 +1,86 @@
+"""Tile planning: the tile size from a per-worker memory budget (pure arithmetic)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+__all__ = ["TilePlan", "tile_task_bytes", "choose_tile"]
+
+_ALIGN = 256  # tiles are multiples of the fused kernel's block size where possible
+
+
+def tile_task_bytes(T: int, d: int, n_kinds: int, store_itemsize: int, compute_itemsize: int = 8) -> int:
+    """Peak bytes one tile task holds: two input blocks, the product/NNGP buffer,
+    the NTK buffer, and the cast copies written to the store."""
+    blocks = 2 * T * d * compute_itemsize
+    buffers = 2 * T * T * compute_itemsize
+    casts = n_kinds * T * T * store_itemsize
+    return blocks + buffers + casts
+
+
+def choose_tile(n1: int, n2: int, d: int, *, memory_per_task: float, n_kinds: int = 2,
+                store_itemsize: int = 4, parallel_tasks: int = 1, min_tile: int = 1024,
+                max_tile: int = 8192) -> int:
+    """Tile edge for an ``n1 x n2`` Gram.
+
+    The largest tile (multiple of 256, at most ``max_tile``) whose task fits
+    ``memory_per_task`` with 2x headroom; then the grid is refined (tiles of
+    ``ceil(n / blocks)``, so edge tiles are not slivers) until there are at least
+    8 tiles per parallel slot, but tiles never go below ``min_tile`` (tasks of a
+    few ms are dominated by scheduling). ``T >= max(n1, n2)`` means one tile.
+    """
+    if memory_per_task <= 0:
+        raise ValueError(f"memory_per_task must be > 0, got {memory_per_task}")
+    fits = [T for T in range(_ALIGN, max_tile + 1, _ALIGN)
+            if 2 * tile_task_bytes(T, d, n_kinds, store_itemsize) <= memory_per_task]
+    if not fits:
+        need = 2 * tile_task_bytes(_ALIGN, d, n_kinds, store_itemsize)
+        raise MemoryError(f"even a {_ALIGN}x{_ALIGN} tile with d={d} needs {need / 2**20:.0f} MiB per task "
+                          f"(2x headroom) but the budget is {memory_per_task / 2**20:.0f} MiB; give workers "
+                          "more memory or fewer threads")
+    n = max(n1, n2)
+    t_max = fits[-1]
+    if n <= min(min_tile, t_max):
+        return int(n)
+    blocks = math.ceil(n / t_max)
+    T = _align_up(math.ceil(n / blocks))
+    while True:
+        finer = _align_up(math.ceil(n / (blocks + 1)))
+        grid = math.ceil(n1 / T) * math.ceil(n2 / T)
+        if grid >= 8 * parallel_tasks or finer < min_tile:
+            break
+        blocks += 1
+        T = finer
+    return int(min(T, n))
+
+
+def _align_up(v: int) -> int:
+    return -(-v // _ALIGN) * _ALIGN
+
+
+@dataclass(frozen=True)
+class TilePlan:
+    """Which tiles make up an ``n1 x n2`` Gram with tile edge ``tile``."""
+
+    n1: int
+    n2: int
+    tile: int
+    symmetric: bool
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return -(-self.n1 // self.tile), -(-self.n2 // self.tile)
+
+    def tiles(self) -> list[tuple[int, int]]:
+        """Tile indices; upper triangle (i <= j) only for a symmetric Gram."""
+        g1, g2 = self.grid
+        return [(i, j) for i in range(g1) for j in range(i if self.symmetric else 0, g2)]
+
+    def bounds(self, i: int, j: int) -> tuple[int, int, int, int]:
+        T = self.tile
+        return i * T, min((i + 1) * T, self.n1), j * T, min((j + 1) * T, self.n2)
+
+    def stored_bytes(self, n_kinds: int, itemsize: int) -> int:
+        return sum((r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in
+                   (self.bounds(i, j) for i, j in self.tiles())) * n_kinds * itemsize

@@ -1,0 +1,118 @@
+"""Worker-side task functions. Each opens the store by URL: workers never receive X.
+
+They are plain functions of (store URL, indices, architecture) so any scheduler
+(distributed, or an in-process loop) can run them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from functools import lru_cache
+from typing import Any, Optional
+
+import numpy as np
+
+from ..kernels import DiagStats, diag_stats, kernel_tile
+from ..storage import GramStore
+from ..storage.gram_store import STAT_ROWS
+
+__all__ = ["stats_task", "tile_task", "panel_matvec_task", "open_cached"]
+
+
+@lru_cache(maxsize=16)
+def _open(url: str, mode: str, opts_key: Any, build_id: str) -> GramStore:
+    store = GramStore.open(url, mode=mode, storage_options=dict(opts_key) if opts_key else None)
+    if store.meta.get("build_id") != build_id:
+        raise RuntimeError(f"store {url!r} was replaced while tasks were running "
+                           f"(build id {store.meta.get('build_id')} != {build_id})")
+    return store
+
+
+def open_cached(url: str, build_id: str, mode: str = "r",
+                storage_options: Optional[dict] = None) -> GramStore:
+    """Open a store once per worker process and build (``build_id`` is created with the
+    store, so an overwritten store at the same URL is never served from a stale cache)."""
+    key = tuple(sorted(storage_options.items())) if storage_options else None
+    return _open(url, mode, key, build_id)
+
+
+def _stats_from_rows(rows: np.ndarray) -> DiagStats:
+    act = rows[len(STAT_ROWS):]
+    return DiagStats(cov0=rows[0], act_vars=act if act.shape[0] else None, nngp=rows[1], ntk=rows[2])
+
+
+def stats_rows(stats: DiagStats) -> np.ndarray:
+    """Pack DiagStats into the store's (R, n) row layout."""
+    rows = [np.asarray(stats.cov0), np.asarray(stats.nngp), np.asarray(stats.ntk)]
+    if stats.act_vars is not None:
+        rows.extend(np.asarray(stats.act_vars))
+    return np.stack(rows).astype(np.float64)
+
+
+def stats_task(url: str, build_id: str, which: int, block: int, arch: Any, compute_dtype: str,
+               storage_options: Optional[dict] = None) -> int:
+    """Compute and store the per-row statistics of row block ``block`` of x1/x2."""
+    store = open_cached(url, build_id, "r+", storage_options)
+    T = store.tile
+    x = store.read(f"x{which}", slice(block * T, (block + 1) * T))
+    rows = stats_rows(diag_stats(arch, x, dtype=compute_dtype, validate=False))
+    store.array(f"stats{which}")[:, block * T: block * T + x.shape[0]] = rows
+    return block
+
+
+def tile_task(url: str, build_id: str, i: int, j: int, arch: Any,
+              storage_options: Optional[dict] = None, delay: float = 0.0) -> tuple[int, int, float, int]:
+    """Compute tile (i, j) of every stored kind and write one chunk per kind.
+
+    Returns ``(i, j, seconds, pid)``. ``delay`` (seconds) exists for interruption tests.
+    """
+    t0 = time.perf_counter()
+    store = open_cached(url, build_id, "r+", storage_options)
+    meta = store.meta
+    rows, cols = store.tile_bounds(i, j)
+    x1 = store.read("x1", rows)
+    st1 = _stats_from_rows(store.read("stats1", slice(None), rows))
+    if store.symmetric and i == j:
+        x2, st2 = None, None
+    else:
+        src = "1" if store.symmetric else "2"
+        x2 = store.read(f"x{src}", cols)
+        st2 = _stats_from_rows(store.read(f"stats{src}", slice(None), cols))
+    out = kernel_tile(arch, x1, x2, st1, st2, tuple(meta["kinds"]),
+                      dtype=meta["compute_dtype"], out_dtype=meta["store_dtype"])
+    if delay:
+        time.sleep(delay)
+    for kind, values in out.items():
+        store.write_tile(kind, i, j, values)
+    return i, j, time.perf_counter() - t0, os.getpid()
+
+
+def panel_matvec_task(url: str, build_id: str, kind: str, panel: list[int], V: np.ndarray,
+                      storage_options: Optional[dict] = None) -> dict[int, np.ndarray]:
+    """Partial products of the stored tiles in row panels ``panel`` with ``V`` (n2, k).
+
+    Each stored tile is read once: for a symmetric store, tile (i, j) with i < j
+    contributes ``K_ij V_j`` to block i and ``K_ij^T V_i`` to block j.
+    Returns ``{row block: partial (rows, k) float64}``; the caller sums them.
+    """
+    store = open_cached(url, build_id, "r", storage_options)
+    n1, n2 = store.shape
+    T = store.tile
+    g2 = -(-n2 // T)
+    out: dict[int, np.ndarray] = {}
+
+    def add(block: int, value: np.ndarray) -> None:
+        if block in out:
+            out[block] += value
+        else:
+            out[block] = value
+
+    for i in panel:
+        for j in range(i if store.symmetric else 0, g2):
+            rows, cols = store.tile_bounds(i, j)
+            K = store.read(kind, rows, cols).astype(np.float64, copy=False)
+            add(i, K @ V[cols])
+            if store.symmetric and i != j:
+                add(j, K.T @ V[rows])
+    return out
