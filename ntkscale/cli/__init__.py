@@ -1,0 +1,1 @@
+"""Thin command-line interface: parse, then call the library."""
