@@ -26,6 +26,7 @@ __all__ = ["DiagStats", "diag_stats", "kernel_tile", "make_kernel_fn", "spec_of"
            "spec_json"]
 
 Path = Literal["auto", "fused", "generic"]
+_PATHS = ("auto", "fused", "generic")
 
 
 @dataclass(frozen=True)
@@ -51,10 +52,13 @@ class DiagStats:
 def _prepare(layer: Layer) -> None:
     if not isinstance(layer, Layer):
         raise TypeError(f"expected an ntkscale layer/architecture, got {type(layer).__name__}")
-    layer.check_kernel()
+    # as a one-layer serial: a bare FanOut/parallel/FanInSum is checked for balance too
+    Serial((layer,)).check_kernel()
 
 
 def _program(layer: Layer, ns: Namespace, d: int, path: Path) -> Optional[fused.Program]:
+    if not isinstance(path, str) or path not in _PATHS:
+        raise ValueError(f"path must be one of {_PATHS}, got {path!r}")
     if path == "generic" or not is_numpy(ns):
         if path == "fused":
             raise ValueError("the fused path runs on NumPy arrays only")

@@ -352,6 +352,7 @@ class Parallel(Layer):
     def check_kernel(self) -> None:
         for layer in self.layers:
             layer.check_kernel()
+            _check_branches(layer.layers if isinstance(layer, Serial) else [layer])
 
     def spec(self) -> dict:
         return {"layer": "parallel", "layers": [layer.spec() for layer in self.layers]}

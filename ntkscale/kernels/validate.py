@@ -19,7 +19,10 @@ KINDS = ("nngp", "ntk")
 
 def resolve_dtype(dtype: Any) -> np.dtype:
     """Compute dtype: float64 (default) or float32."""
-    dt = np.dtype(np.float64 if dtype is None else dtype)
+    try:
+        dt = np.dtype(np.float64 if dtype is None else dtype)
+    except TypeError:
+        raise ValueError(f"dtype must be float32 or float64, got {dtype!r}") from None
     if dt not in (np.dtype(np.float32), np.dtype(np.float64)):
         raise ValueError(f"dtype must be float32 or float64, got {dt}")
     return dt
@@ -30,10 +33,14 @@ def check_get(get: Any) -> tuple[tuple[str, ...], bool]:
     if get is None:
         return KINDS, False
     single = isinstance(get, str)
-    kinds = (get,) if single else tuple(get)
+    msg = f"get must be 'nngp', 'ntk' or a tuple of them, got {get!r}"
+    try:
+        kinds = (get,) if single else tuple(get)
+    except TypeError:  # not iterable, e.g. an int
+        raise ValueError(msg) from None
     bad = [k for k in kinds if k not in KINDS]
     if bad or not kinds or len(set(kinds)) != len(kinds):
-        raise ValueError(f"get must be 'nngp', 'ntk' or a tuple of them, got {get!r}")
+        raise ValueError(msg)
     return kinds, single
 
 
