@@ -1,6 +1,7 @@
 """Kernel benchmark: ntkscale's NNGP+NTK against the X·Xᵀ GEMM floor and a plain NumPy recursion.
 
-Times, in one process and on the same data (medians over ``--reps`` repetitions):
+Times, in one process and on the same data (medians over ``--reps`` rounds; each round runs
+every measurement once, interleaved, so that a shared machine's drifts hit them alike):
 
 * ``gemm``          ``x @ x.T`` — the floor: every kernel entry needs one inner product;
 * ``ntkscale``      ``kernel_fn(x, None, ('nngp', 'ntk'))`` — both kernels at once (the realistic call;
@@ -55,14 +56,17 @@ def _architecture(depth: int):
     return stax.serial(*layers), spec
 
 
-def _time(fn, reps: int) -> tuple[float, list[float], object]:
-    samples, out = [], None
+def _time_interleaved(fns: dict, reps: int) -> dict[str, list[float]]:
+    """Run every function once per round, ``reps`` rounds: slow drifts of a shared machine
+    (other jobs, turbo, thermal) then hit all measurements alike instead of one of them."""
+    samples: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(reps):
-        out = None  # free the previous result before the next run
-        t0 = time.perf_counter()
-        out = fn()
-        samples.append(time.perf_counter() - t0)
-    return statistics.median(samples), samples, out
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            out = fn()
+            samples[name].append(time.perf_counter() - t0)
+            del out  # free before the next measurement
+    return samples
 
 
 def _rel_diff(a: np.ndarray, b: np.ndarray) -> float:
@@ -105,37 +109,42 @@ def _run(args: argparse.Namespace) -> dict:
     warmup = time.perf_counter() - t0
     kernel_fn(x, None)
 
-    results: dict[str, dict] = {}
-
-    def record(name, fn):
-        med, samples, out = _time(fn, args.reps)
-        results[name] = {"median_s": med, "samples_s": samples}
-        print(f"  {name:<14s} median {med:8.3f} s   (min {min(samples):.3f}, max {max(samples):.3f})", flush=True)
-        return out
-
     print(f"n = {args.n}, d = {args.d}, depth {args.depth} ReLU, float64, {args.reps} reps, "
           f"{os.cpu_count()} CPUs; numba warm-up {warmup:.2f} s "
           f"({'disk cache' if args.use_cache else 'compile, empty cache'})", flush=True)
-    record("gemm", lambda: x @ x.T)
-    k = record("ntkscale", lambda: kernel_fn(x, None, ("nngp", "ntk")))
-    k_nngp, k_ntk = k.nngp, k.ntk
-    del k
-    record("ntkscale_ntk", lambda: kernel_fn(x, None, "ntk"))
+
+    # correctness first (one run each), then the timed rounds
+    k = kernel_fn(x, None, ("nngp", "ntk"))
     diffs = {}
+    fns = {"gemm": lambda: x @ x.T,
+           "ntkscale": lambda: kernel_fn(x, None, ("nngp", "ntk")),
+           "ntkscale_ntk": lambda: kernel_fn(x, None, "ntk")}
     if not args.skip_generic:
-        g = record("generic", lambda: kernel_fn(x, None, path="generic"))
-        diffs["generic_vs_fused"] = max(_rel_diff(k_nngp, g.nngp), _rel_diff(k_ntk, g.ntk))
+        g = kernel_fn(x, None, path="generic")
+        diffs["generic_vs_fused"] = max(_rel_diff(k.nngp, g.nngp), _rel_diff(k.ntk, g.ntk))
         del g
+        fns["generic"] = lambda: kernel_fn(x, None, path="generic")
     if not args.skip_plain:
-        q, t = record("plain", lambda: reference_kernels(spec, x))
-        diffs["plain_vs_fused"] = max(_rel_diff(k_nngp, q), _rel_diff(k_ntk, t))
+        q, t = reference_kernels(spec, x)
+        diffs["plain_vs_fused"] = max(_rel_diff(k.nngp, q), _rel_diff(k.ntk, t))
         del q, t
+        fns["plain"] = lambda: reference_kernels(spec, x)
+    del k
+
+    samples = _time_interleaved(fns, args.reps)
+    results = {name: {"median_s": statistics.median(v), "samples_s": v} for name, v in samples.items()}
+    for name, r in results.items():
+        v = r["samples_s"]
+        print(f"  {name:<14s} median {r['median_s']:8.3f} s   (min {min(v):.3f}, max {max(v):.3f})")
 
     floor = results["gemm"]["median_s"]
     ratios = {f"{name}/gemm": r["median_s"] / floor for name, r in results.items() if name != "gemm"}
-    print("ratios to the GEMM floor (target ntkscale/gemm <= 1.5):")
+    # the same ratio taken within each round, then the median: robust to drifts between rounds
+    paired = {f"{name}/gemm": statistics.median(a / b for a, b in zip(v, samples["gemm"]))
+              for name, v in samples.items() if name != "gemm"}
+    print("ratios to the GEMM floor (target ntkscale/gemm <= 1.5):  median-of-medians | median per round")
     for name, r in ratios.items():
-        print(f"  {name:<20s} {r:6.2f}")
+        print(f"  {name:<20s} {r:6.2f} | {paired[name]:6.2f}")
     for name, v in diffs.items():
         print(f"  max |Δ|/max|K| {name}: {v:.2e}")
 
@@ -148,8 +157,7 @@ def _run(args: argparse.Namespace) -> dict:
     report = {
         "benchmark": "kernel",
         "config": {"n": args.n, "d": args.d, "depth": args.depth, "reps": args.reps, "dtype": "float64",
-                   "architecture": "3 x [Dense(512, W_std=sqrt2, b_std=0.1), Relu] + Dense(1)"
-                   if args.depth == 3 else f"{args.depth} x [Dense(512, W_std=sqrt2, b_std=0.1), Relu] + Dense(1)",
+                   "architecture": f"{args.depth} x [Dense(512, W_std=sqrt2, b_std=0.1), Relu] + Dense(1)",
                    "get": ["nngp", "ntk"]},
         "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": sys.version.split()[0],
                     "numpy": np.__version__, "numba_threads": numba_threads},
@@ -157,6 +165,7 @@ def _run(args: argparse.Namespace) -> dict:
         "warmup_kind": "numba disk cache" if args.use_cache else "numba compile (empty cache)",
         "timings": results,
         "ratios": ratios,
+        "ratios_paired": paired,
         "max_rel_diff": diffs,
         "target": {"ntkscale/gemm": 1.5},
     }

@@ -10,7 +10,7 @@ wrong fan-in in the standard parameterization, a wrong activation moment) leaves
 error that does not shrink with width and fails (i) or (ii); finer errors are the closed-form
 tests' job (test_closed_forms.py, test_activations.py).
 
-Runtime ~25 s on 2 CPU cores (jacrev of 8 inputs through up to 3 hidden layers of 2048).
+Runtime ~30 s on 2 CPU cores (jacrev of 8 inputs through up to 3 hidden layers of 2048).
 """
 
 import math
@@ -72,29 +72,36 @@ def _assert_shrinks(name, small, large, width):
     assert large < 6 / math.sqrt(width), f"{name}: error {large:.3g} above 6/sqrt({width})"
 
 
-CASES = {  # name: (hidden widths as a function of the width, activation, parameterization, b_std)
-    "relu_1": (lambda w: [w], stax.Relu(), "ntk", 0.1),
-    "relu_3": (lambda w: [w, w, w], stax.Relu(), "ntk", 0.1),
-    "erf_2_nobias": (lambda w: [w, w], stax.Erf(), "ntk", None),
-    "erf_abc_1": (lambda w: [w], stax.Erf(a=1.5, b=0.7, c=0.2), "ntk", 0.1),
-    "gelu_2": (lambda w: [w, w], stax.Gelu(), "ntk", 0.1),
-    "leaky_relu_2": (lambda w: [w, w], stax.LeakyRelu(0.2), "ntk", 0.1),
+def _standard_s(w):
+    # NT's width scalings s = (s_in, s_out): hidden width out_dim·s_out = 2w, and the next layer's
+    # fan-in is divided by its s_in (NT: s[0] of a layer = s[1] of the previous one)
+    return stax.serial(stax.Dense(w, W_std=1.5, b_std=0.1, parameterization="standard", s=(1, 2)), stax.Relu(),
+                       stax.Dense(1, W_std=1.5, b_std=0.1, parameterization="standard", s=(2, 1)))
+
+
+CASES = {  # name: width -> architecture
+    "relu_1": lambda w: _mlp([w], stax.Relu()),
+    "relu_3": lambda w: _mlp([w, w, w], stax.Relu()),
+    "erf_2_nobias": lambda w: _mlp([w, w], stax.Erf(), b_std=None),
+    "erf_abc_1": lambda w: _mlp([w], stax.Erf(a=1.5, b=0.7, c=0.2)),
+    "gelu_2": lambda w: _mlp([w, w], stax.Gelu()),
+    "leaky_relu_2": lambda w: _mlp([w, w], stax.LeakyRelu(0.2)),
     # standard parameterization with unequal widths: the kernel's fan-in for each Dense must be
     # the previous Dense's out_dim (the input dimension d for the first), as in the finite net
-    "standard_relu_2": (lambda w: [w, w // 2], stax.Relu(), "standard", 0.1),
-    "standard_erf_1": (lambda w: [w], stax.Erf(), "standard", 0.1),
+    "standard_relu_2": lambda w: _mlp([w, w // 2], stax.Relu(), "standard"),
+    "standard_erf_1": lambda w: _mlp([w], stax.Erf(), "standard"),
+    "standard_s_scaling": _standard_s,
 }
 
 
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_finite_width_kernels_converge(name):
-    widths, act, param, b_std = CASES[name]
-    make = lambda w: _mlp(widths(w), act, param, b_std)  # noqa: E731
+    make = CASES[name]
     nngp_s, ntk_s, k_s = _errors(make, SMALL)
     nngp_l, ntk_l, k_l = _errors(make, LARGE)
     _assert_shrinks(f"{name} NNGP", nngp_s, nngp_l, LARGE)
     _assert_shrinks(f"{name} NTK", ntk_s, ntk_l, LARGE)
-    if param == "ntk":  # the NTK-parameterization limit does not depend on the width
+    if make(SMALL).layers[0].parameterization == "ntk":  # the NTK-param limit is width-independent
         np.testing.assert_allclose(k_s.ntk, k_l.ntk, rtol=1e-14)
     else:  # NT's standard NTK grows with the width (fan-in factors): ~ LARGE/SMALL = 8x here
         ratio = np.abs(k_l.ntk).max() / np.abs(k_s.ntk).max()
