@@ -1,0 +1,137 @@
+"""Combinators: serial, parallel, FanOut, FanInSum (neural-tangents' stax names)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from .backend import Namespace
+from .layers import Layer, States, UnsupportedArchitectureError
+
+# ----------------------------------------------------------------------------
+# Combinators
+# ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Serial(Layer):
+    """Layers applied one after another (``serial``)."""
+
+    layers: tuple[Layer, ...] = field(default_factory=tuple)
+
+    def kernel(self, ns: Namespace, k: States) -> States:
+        for layer in self.layers:
+            k = layer.kernel(ns, k)
+        return k
+
+    def check_kernel(self) -> None:
+        for layer in self.layers:
+            layer.check_kernel()
+        _check_branches(self.layers)
+
+    def flat(self) -> list[Layer]:
+        return [leaf for layer in self.layers for leaf in layer.flat()]
+
+    def spec(self) -> dict:
+        return {"layer": "serial", "layers": [layer.spec() for layer in self.layers]}
+
+
+@dataclass(frozen=True)
+class Parallel(Layer):
+    """Apply the i-th layer to the i-th branch (``parallel``; use after ``FanOut``)."""
+
+    layers: tuple[Layer, ...] = field(default_factory=tuple)
+
+    def kernel(self, ns: Namespace, k: States) -> States:
+        if not isinstance(k, list) or len(k) != len(self.layers):
+            raise UnsupportedArchitectureError(
+                f"parallel of {len(self.layers)} layers needs {len(self.layers)} branches; "
+                "put FanOut(n) before it")
+        return [layer.kernel(ns, ki) for layer, ki in zip(self.layers, k)]
+
+    def check_kernel(self) -> None:
+        for layer in self.layers:
+            layer.check_kernel()
+            _check_branches(layer.layers if isinstance(layer, Serial) else [layer])
+
+    def spec(self) -> dict:
+        return {"layer": "parallel", "layers": [layer.spec() for layer in self.layers]}
+
+
+@dataclass(frozen=True)
+class FanOut(Layer):
+    """Copy the input into ``num`` branches."""
+
+    num: int
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.num, int) or self.num < 1:
+            raise ValueError(f"FanOut: num must be a positive int, got {self.num!r}")
+
+    def kernel(self, ns: Namespace, k: States) -> States:
+        return [k] * self.num
+
+    def spec(self) -> dict:
+        return {"layer": "FanOut", "num": self.num}
+
+
+@dataclass(frozen=True)
+class FanInSum(Layer):
+    """Sum the branches (independent branches: kernels add)."""
+
+    def kernel(self, ns: Namespace, k: States) -> States:
+        if not isinstance(k, list):
+            raise UnsupportedArchitectureError("FanInSum needs branches; put FanOut(n) before it")
+        out = k[0]
+        for other in k[1:]:
+            ntk = None if out.ntk is None else out.ntk + other.ntk
+            cov1 = None if out.cov1 is None else out.cov1 + other.cov1
+            cov2 = None if out.cov2 is None else (cov1 if out.cov2 is out.cov1 else out.cov2 + other.cov2)
+            out = out.replace(nngp=out.nngp + other.nngp, ntk=ntk, cov1=cov1, cov2=cov2,
+                              width=max(out.width, other.width))
+        return out
+
+    def spec(self) -> dict:
+        return {"layer": "FanInSum"}
+
+
+def _check_branches(layers: Sequence[Layer]) -> None:
+    """Branch counts must balance: FanOut(n) ... parallel(n) ... FanInSum."""
+    branches = 1
+    for layer in layers:
+        if isinstance(layer, FanOut):
+            if branches != 1:
+                raise UnsupportedArchitectureError("nested FanOut without FanInSum is not supported")
+            branches = layer.num
+        elif isinstance(layer, Parallel):
+            if len(layer.layers) != branches:
+                raise UnsupportedArchitectureError(
+                    f"parallel of {len(layer.layers)} layers applied to {branches} branch(es)")
+        elif isinstance(layer, FanInSum):
+            if branches == 1:
+                raise UnsupportedArchitectureError("FanInSum without a preceding FanOut")
+            branches = 1
+        elif branches != 1:
+            raise UnsupportedArchitectureError(
+                f"{type(layer).__name__} applied to {branches} branches; wrap it in parallel(...)")
+    if branches != 1:
+        raise UnsupportedArchitectureError("the architecture ends with unmerged branches; add FanInSum()")
+
+
+def serial(*layers: Layer) -> Serial:
+    """Compose layers in sequence (neural-tangents' ``stax.serial``)."""
+    _check_layers(layers, "serial")
+    return Serial(tuple(layers))
+
+
+def parallel(*layers: Layer) -> Parallel:
+    """Apply layers to branches in parallel (neural-tangents' ``stax.parallel``)."""
+    _check_layers(layers, "parallel")
+    return Parallel(tuple(layers))
+
+
+def _check_layers(layers: Sequence[Any], where: str) -> None:
+    if not layers:
+        raise ValueError(f"{where}() needs at least one layer")
+    for i, layer in enumerate(layers):
+        if not isinstance(layer, Layer):
+            raise TypeError(f"{where}(): argument {i} is {type(layer).__name__}, not an ntkscale layer "
+                            "(use ntkscale.stax.Dense, Relu, ...)")
