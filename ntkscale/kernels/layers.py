@@ -18,8 +18,8 @@ Jacot, Gabriel & Hongler (2018), "Neural Tangent Kernel" (Dense NTK rule).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Iterator, Optional
 
 from . import elementwise as ew
 from .backend import Namespace
