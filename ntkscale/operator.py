@@ -138,7 +138,10 @@ class StoredGram:
         """``K @ V`` for V of shape (n2,) or (n2, k), float64; one pass over the tiles."""
         V2, vec = _as_block(V, self.shape[1])
         meta = self.store.meta
-        Vs = V2 if self.runner.is_sync else self.runner.client.scatter(V2, broadcast=True)
+        # hash=False: identical V in consecutive calls would otherwise share one key, and
+        # the release of the previous call's future can drop it under the new tasks
+        # ("cancelled for reason: lost dependencies").
+        Vs = V2 if self.runner.is_sync else self.runner.client.scatter(V2, broadcast=True, hash=False)
         panels = self._panels()
         token = uuid.uuid4().hex[:8]
         parts = run_tasks(self.runner, tasks.panel_matvec_task,

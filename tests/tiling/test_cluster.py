@@ -25,6 +25,11 @@ def test_cluster_build_matches_dense(client, arch, tmp_path):
         V = np.random.default_rng(0).standard_normal((N, 3))
         np.testing.assert_allclose(op.matvec(V), K.ntk @ V, rtol=1e-10)
         np.testing.assert_allclose(op.matvec(V[:, 0]), K.ntk @ V[:, 0], rtol=1e-10)
+        # the same V again and again (as a solver may send): each call scatters its own copy;
+        # with content-hashed keys this used to fail with "lost dependencies"
+        for _ in range(6):
+            np.testing.assert_allclose(op.matvec(V), K.ntk @ V, rtol=1e-10)
+        assert op.passes == 8
 
 
 def test_resume_after_client_stop_is_bit_identical(client, arch, tmp_path):
