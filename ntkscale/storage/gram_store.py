@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional
 
 import numpy as np
@@ -63,6 +63,7 @@ class GramStore:
     url: str
     group: zarr.Group
     storage_options: Optional[dict] = None
+    _arrays: dict = field(default_factory=dict, repr=False, compare=False)
 
     # ------------------------------------------------------------------ open
     @classmethod
@@ -157,7 +158,10 @@ class GramStore:
 
     # ---------------------------------------------------------------- tiles
     def array(self, name: str) -> zarr.Array:
-        return self.group[name]  # type: ignore[return-value]
+        """Array ``name`` (handles are cached: opening one reads its metadata document)."""
+        if name not in self._arrays:
+            self._arrays[name] = self.group[name]
+        return self._arrays[name]  # type: ignore[return-value]
 
     def tile_bounds(self, i: int, j: int) -> tuple[slice, slice]:
         n1, n2 = self.shape

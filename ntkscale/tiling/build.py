@@ -150,7 +150,9 @@ def _build(arch: Layer, X1: Any, X2: Any, url: Any, *, get: Any = ("ntk",), tile
         _run_stats(gs, runner, arch, build_id, storage_options, progress)
         plan = TilePlan(meta["shape"][0], meta["shape"][1], meta["tile"], meta["symmetric"])
         done = set.intersection(*(gs.done_chunks(k) for k in meta["kinds"]))
-        todo = [t for t in plan.tiles() if t not in done]
+        # largest first (off-diagonal tiles before the half-cost diagonal ones): the
+        # scheduler runs tasks roughly in submission order, so workers finish together
+        todo = sorted((t for t in plan.tiles() if t not in done), key=plan.cost, reverse=True)
         times: list[float] = []
 
         def record(result: tuple) -> None:
@@ -190,7 +192,8 @@ def _create(url: str, x1: np.ndarray, x2: Optional[np.ndarray], kinds: tuple[str
     d = x1.shape[1]
     if tile is None:
         tile = choose_tile(n1, n2, d, memory_per_task=runner.memory_per_slot(), n_kinds=len(kinds),
-                           store_itemsize=store_dt.itemsize, parallel_tasks=runner.slots())
+                           store_itemsize=store_dt.itemsize, parallel_tasks=runner.slots(),
+                           symmetric=x2 is None)
     prog = compile_program(arch.flat(), d)
     n_rows = len(STAT_ROWS) + (prog.n_slots if prog is not None else 0)
     meta = dict(expect, format=FORMAT, shape=[n1, n2], tile=int(tile), d=d,

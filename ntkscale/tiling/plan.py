@@ -13,7 +13,7 @@ _ALIGN = 256  # tiles are multiples of the fused kernel's block size where possi
 def tile_task_bytes(T: int, d: int, n_kinds: int, store_itemsize: int, compute_itemsize: int = 8) -> int:
     """Peak bytes one tile task holds: two input blocks, the product/NNGP buffer,
     the NTK buffer, and the cast copies written to the store."""
-    blocks = 2 * T * d * compute_itemsize
+    blocks = 4 * T * d * compute_itemsize  # two in use, two more in the worker's row-block cache
     buffers = 2 * T * T * compute_itemsize
     casts = n_kinds * T * T * store_itemsize
     return blocks + buffers + casts
@@ -21,14 +21,15 @@ def tile_task_bytes(T: int, d: int, n_kinds: int, store_itemsize: int, compute_i
 
 def choose_tile(n1: int, n2: int, d: int, *, memory_per_task: float, n_kinds: int = 2,
                 store_itemsize: int = 4, parallel_tasks: int = 1, min_tile: int = 1024,
-                max_tile: int = 8192) -> int:
+                max_tile: int = 8192, symmetric: bool = False) -> int:
     """Tile edge for an ``n1 x n2`` Gram.
 
     The largest tile (multiple of 256, at most ``max_tile``) whose task fits
     ``memory_per_task`` with 2x headroom; then the grid is refined (tiles of
     ``ceil(n / blocks)``, so edge tiles are not slivers) until there are at least
-    8 tiles per parallel slot, but tiles never go below ``min_tile`` (tasks of a
-    few ms are dominated by scheduling). ``T >= max(n1, n2)`` means one tile.
+    8 tiles per parallel slot (upper-triangle tiles when ``symmetric``), but tiles
+    never go below ``min_tile`` (small tasks are dominated by reading their inputs
+    and by scheduling). ``T >= max(n1, n2)`` means one tile.
     """
     if memory_per_task <= 0:
         raise ValueError(f"memory_per_task must be > 0, got {memory_per_task}")
@@ -47,7 +48,8 @@ def choose_tile(n1: int, n2: int, d: int, *, memory_per_task: float, n_kinds: in
     T = _align_up(math.ceil(n / blocks))
     while True:
         finer = _align_up(math.ceil(n / (blocks + 1)))
-        grid = math.ceil(n1 / T) * math.ceil(n2 / T)
+        g1, g2 = math.ceil(n1 / T), math.ceil(n2 / T)
+        grid = g1 * (g1 + 1) // 2 if symmetric else g1 * g2
         if grid >= 8 * parallel_tasks or finer < min_tile:
             break
         blocks += 1
@@ -80,6 +82,12 @@ class TilePlan:
     def bounds(self, i: int, j: int) -> tuple[int, int, int, int]:
         T = self.tile
         return i * T, min((i + 1) * T, self.n1), j * T, min((j + 1) * T, self.n2)
+
+    def cost(self, tile: tuple[int, int]) -> float:
+        """Relative work of a tile: its area, halved on the diagonal of a symmetric Gram
+        (the fused kernel computes the upper triangle only)."""
+        r0, r1, c0, c1 = self.bounds(*tile)
+        return (r1 - r0) * (c1 - c0) * (0.5 if self.symmetric and tile[0] == tile[1] else 1.0)
 
     def stored_bytes(self, n_kinds: int, itemsize: int) -> int:
         return sum((r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in

@@ -37,6 +37,25 @@ def open_cached(url: str, build_id: str, mode: str = "r",
     return _open(url, mode, key, build_id)
 
 
+@lru_cache(maxsize=6)
+def _rows(url: str, build_id: str, mode: str, opts_key: Any, name: str, start: int, stop: int) -> np.ndarray:
+    """Row block ``start:stop`` of ``x1``/``x2`` (rows) or ``stats1``/``stats2`` (columns),
+    cached per worker: consecutive tiles of one row panel reuse their inputs."""
+    store = _open(url, mode, opts_key, build_id)
+    if name.startswith("x"):
+        out = store.read(name, slice(start, stop))
+    else:
+        out = store.read(name, slice(None), slice(start, stop))
+    out.setflags(write=False)
+    return out
+
+
+def _read_rows(url: str, build_id: str, mode: str, storage_options: Optional[dict], name: str,
+               rows: slice) -> np.ndarray:
+    key = tuple(sorted(storage_options.items())) if storage_options else None
+    return _rows(url, build_id, mode, key, name, rows.start, rows.stop)
+
+
 def _stats_from_rows(rows: np.ndarray) -> DiagStats:
     act = rows[len(STAT_ROWS):]
     return DiagStats(cov0=rows[0], act_vars=act if act.shape[0] else None, nngp=rows[1], ntk=rows[2])
@@ -71,14 +90,15 @@ def tile_task(url: str, build_id: str, i: int, j: int, arch: Any,
     store = open_cached(url, build_id, "r+", storage_options)
     meta = store.meta
     rows, cols = store.tile_bounds(i, j)
-    x1 = store.read("x1", rows)
-    st1 = _stats_from_rows(store.read("stats1", slice(None), rows))
+    args = (url, build_id, "r+", storage_options)
+    x1 = _read_rows(*args, "x1", rows)
+    st1 = _stats_from_rows(_read_rows(*args, "stats1", rows))
     if store.symmetric and i == j:
         x2, st2 = None, None
     else:
         src = "1" if store.symmetric else "2"
-        x2 = store.read(f"x{src}", cols)
-        st2 = _stats_from_rows(store.read(f"stats{src}", slice(None), cols))
+        x2 = _read_rows(*args, f"x{src}", cols)
+        st2 = _stats_from_rows(_read_rows(*args, f"stats{src}", cols))
     out = kernel_tile(arch, x1, x2, st1, st2, tuple(meta["kinds"]),
                       dtype=meta["compute_dtype"], out_dtype=meta["store_dtype"])
     if delay:

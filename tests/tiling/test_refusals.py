@@ -90,10 +90,14 @@ def test_plan_respects_budget():
     T = choose_tile(100_000, 100_000, 784, memory_per_task=4 * 2**30, parallel_tasks=2)
     assert 2 * tile_task_bytes(T, 784, 2, 4) <= 4 * 2**30 and T >= 1024
     assert choose_tile(8192, 8192, 784, memory_per_task=8 * 2**30, parallel_tasks=2) == 2048
+    # symmetric: 8 tiles per slot counts upper-triangle tiles (2048 gives 10 < 16; 1536 gives 21)
+    assert choose_tile(8192, 8192, 784, memory_per_task=8 * 2**30, parallel_tasks=2, symmetric=True) == 1536
     assert choose_tile(300, 300, 10, memory_per_task=2**30) == 300
     with pytest.raises(MemoryError, match="budget"):
         choose_tile(10**6, 10**6, 10**6, memory_per_task=2**20)
     plan = TilePlan(700, 700, 128, True)
     assert len(plan.tiles()) == 21 and plan.bounds(5, 5) == (640, 700, 640, 700)
+    assert plan.cost((0, 1)) == 128 * 128 and plan.cost((0, 0)) == 128 * 128 / 2
+    assert plan.cost((5, 5)) == 60 * 60 / 2 and TilePlan(700, 700, 128, False).cost((0, 0)) == 128 * 128
     assert plan.stored_bytes(1, 4) == 4 * sum((min(700, (i + 1) * 128) - i * 128) * (min(700, (j + 1) * 128) - j * 128)
                                               for i, j in plan.tiles())
