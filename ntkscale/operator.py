@@ -1,7 +1,7 @@
 """Gram operators: what solvers see (shape, dtype, diag, matvec, block reads).
 
 ``StoredGram`` reads a Gram store; a matvec is one streaming pass over the stored
-tiles, one task per row panel, partial products summed here on the client, so
+tiles in a few balanced tasks per worker, partial products summed here on the client, so
 no task graph grows across solver iterations. ``DenseGram`` wraps an in-memory
 array with the same interface, so solvers are tested on both.
 """
@@ -16,6 +16,7 @@ import numpy as np
 from .cluster import Runner, get_runner
 from .storage import GramStore
 from .tiling import tasks
+from .tiling.plan import TilePlan
 from .tiling.executor import run_tasks
 
 __all__ = ["GramOperator", "DenseGram", "StoredGram"]
@@ -127,12 +128,13 @@ class StoredGram:
         row = 1 if self.kind == "nngp" else 2
         return self.store.read("stats1", slice(row, row + 1))[0]
 
-    def _panels(self) -> list[list[int]]:
-        g1 = -(-self.shape[0] // self.store.tile)
-        if not self.symmetric:
-            return [[i] for i in range(g1)]
-        # pair panel i (g1 - i tiles) with panel g1-1-i so tasks are balanced
-        return [[i] if i == g1 - 1 - i else [i, g1 - 1 - i] for i in range((g1 + 1) // 2)]
+    def _task_tiles(self) -> list[list[tuple[int, int]]]:
+        """Stored tiles cut into contiguous row-major groups of equal count: a few
+        groups per worker slot (balance), at most 32 tiles each (short tasks)."""
+        plan = TilePlan(self.shape[0], self.shape[1], self.store.tile, self.symmetric)
+        tiles = plan.tiles()
+        n_tasks = min(len(tiles), max(2 * self.runner.slots(), -(-len(tiles) // 32)))
+        return [[(int(a), int(b)) for a, b in g] for g in np.array_split(np.array(tiles), n_tasks)]
 
     def matvec(self, V: Any) -> np.ndarray:
         """``K @ V`` for V of shape (n2,) or (n2, k), float64; one pass over the tiles."""
@@ -142,11 +144,11 @@ class StoredGram:
         # the release of the previous call's future can drop it under the new tasks
         # ("cancelled for reason: lost dependencies").
         Vs = V2 if self.runner.is_sync else self.runner.client.scatter(V2, broadcast=True, hash=False)
-        panels = self._panels()
+        groups = self._task_tiles()
         token = uuid.uuid4().hex[:8]
-        parts = run_tasks(self.runner, tasks.panel_matvec_task,
-                          [(self.url, meta["build_id"], self.kind, p, Vs) for p in panels],
-                          keys=[f"gram-matvec-{token}-{k}" for k in range(len(panels))],
+        parts = run_tasks(self.runner, tasks.matvec_task,
+                          [(self.url, meta["build_id"], self.kind, g, Vs) for g in groups],
+                          keys=[f"gram-matvec-{token}-{k}" for k in range(len(groups))],
                           storage_options=self.storage_options)
         T = self.store.tile
         out = np.zeros((self.shape[0], V2.shape[1]))

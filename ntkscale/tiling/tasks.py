@@ -17,7 +17,7 @@ from ..kernels import DiagStats, diag_stats, kernel_tile
 from ..storage import GramStore
 from ..storage.gram_store import STAT_ROWS
 
-__all__ = ["stats_task", "tile_task", "panel_matvec_task", "open_cached"]
+__all__ = ["stats_task", "tile_task", "matvec_task", "open_cached"]
 
 
 @lru_cache(maxsize=16)
@@ -108,18 +108,15 @@ def tile_task(url: str, build_id: str, i: int, j: int, arch: Any,
     return i, j, time.perf_counter() - t0, os.getpid()
 
 
-def panel_matvec_task(url: str, build_id: str, kind: str, panel: list[int], V: np.ndarray,
-                      storage_options: Optional[dict] = None) -> dict[int, np.ndarray]:
-    """Partial products of the stored tiles in row panels ``panel`` with ``V`` (n2, k).
+def matvec_task(url: str, build_id: str, kind: str, tiles: list[tuple[int, int]], V: np.ndarray,
+                storage_options: Optional[dict] = None) -> dict[int, np.ndarray]:
+    """Partial products of the stored tiles ``tiles`` with ``V`` (n2, k), in float64.
 
     Each stored tile is read once: for a symmetric store, tile (i, j) with i < j
-    contributes ``K_ij V_j`` to block i and ``K_ij^T V_i`` to block j.
+    contributes ``K_ij V_j`` to row block i and ``K_ij^T V_i`` to row block j.
     Returns ``{row block: partial (rows, k) float64}``; the caller sums them.
     """
     store = open_cached(url, build_id, "r", storage_options)
-    n1, n2 = store.shape
-    T = store.tile
-    g2 = -(-n2 // T)
     out: dict[int, np.ndarray] = {}
 
     def add(block: int, value: np.ndarray) -> None:
@@ -128,11 +125,10 @@ def panel_matvec_task(url: str, build_id: str, kind: str, panel: list[int], V: n
         else:
             out[block] = value
 
-    for i in panel:
-        for j in range(i if store.symmetric else 0, g2):
-            rows, cols = store.tile_bounds(i, j)
-            K = store.read(kind, rows, cols).astype(np.float64, copy=False)
-            add(i, K @ V[cols])
-            if store.symmetric and i != j:
-                add(j, K.T @ V[rows])
+    for i, j in tiles:
+        rows, cols = store.tile_bounds(i, j)
+        K = store.read(kind, rows, cols).astype(np.float64, copy=False)
+        add(i, K @ V[cols])
+        if store.symmetric and i != j:
+            add(j, K.T @ V[rows])
     return out

@@ -1,0 +1,221 @@
+"""Ridge selection from one eigendecomposition: GCV, KARE and closed-form LOO.
+
+Inputs are the full eigendecomposition of the n x n train Gram
+``K = V diag(s) V^T`` (as from ``np.linalg.eigh``) and targets ``y`` of shape
+(n,) or (n, C); the ridge ``lam`` is that of ``(K + lam I)`` (absolute, not
+neural-tangents' relative ``diag_reg``). With C outputs every criterion is
+*summed* over outputs (squared Frobenius norms). Eigenvalues below
+``n * eps * max(s)`` are treated as exact zeros (the ``matrix_rank`` rule).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import numpy as np
+
+from ._checks import check_eigh, clean_gram_evals
+
+__all__ = ["RidgeSelection", "gcv", "kare", "loo_error", "select_ridge"]
+
+
+@dataclass(frozen=True)
+class RidgeSelection:
+    """Result of :func:`select_ridge`.
+
+    Attributes
+    ----------
+    ridge, score : float
+        The minimizing ridge and its criterion value.
+    grid, scores : ndarray, shape (G,)
+        The whole curve.
+    method : str
+    """
+
+    ridge: float
+    score: float
+    grid: np.ndarray
+    scores: np.ndarray
+    method: str
+
+
+def _prepare(evals: Any, evecs: Any, y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    s, v = check_eigh(evals, evecs)
+    yy = np.asarray(y, dtype=np.float64)
+    y2 = yy[:, None] if yy.ndim == 1 else yy
+    if y2.ndim != 2 or y2.shape[0] != s.size:
+        raise ValueError(f"y must have shape ({s.size},) or ({s.size}, C), got {yy.shape}")
+    return clean_gram_evals(s), v, v.T @ y2  # shapes: (n,), (n, n), (n, C)
+
+
+def _grid(ridge: Any, name: str = "ridge") -> np.ndarray:
+    r = np.asarray(ridge, dtype=np.float64).reshape(-1)
+    if r.size == 0 or not np.all(np.isfinite(r)) or np.any(r < 0):
+        raise ValueError(f"{name} must be finite and >= 0, got {ridge!r}")
+    return r
+
+
+def _shaped(x: np.ndarray, ridge: Any) -> np.ndarray | float:
+    return float(x[0]) if np.ndim(ridge) == 0 else x.reshape(np.shape(ridge))
+
+
+def gcv(evals: Any, evecs: Any, y: Any, ridge: Any) -> np.ndarray | float:
+    """Generalized cross-validation ``(1/n)||(I - S) y||^2 / (1 - tr S/n)^2``, ``S = K (K + lam I)^-1``.
+
+    Parameters
+    ----------
+    evals : array_like, shape (n,)
+    evecs : array_like, shape (n, n)
+    y : array_like, shape (n,) or (n, C)
+    ridge : float or array_like, shape (G,)
+        Ridges ``lam >= 0``.
+
+    Returns
+    -------
+    float or ndarray, shape like ``ridge``
+
+    Notes
+    -----
+    With ``w_rho = lam/(s_rho + lam)`` (the eigenvalues of ``I - S``) and
+    ``z = V^T y``, ``GCV = (1/n) sum w^2 |z|^2 / ((1/n) sum w)^2``, homogeneous of
+    degree 0 in ``w``. At ``lam = 0`` the literal formula is 0/0 when K is
+    nonsingular; we return the limit ``lam -> 0+`` (``w ~ 1/s``). When K is
+    singular with rank r, ``S`` -> the projector on range(K), ``tr S/n -> r/n``
+    and ``w`` -> the indicator of the null space; both limits are continuous.
+
+    References
+    ----------
+    Craven & Wahba, Numer. Math. 31, 377 (1979), Eq. (1.4);
+    Golub, Heath & Wahba, Technometrics 21, 215 (1979), Eq. (1.4).
+    """
+    s, _, z = _prepare(evals, evecs, y)
+    lams = _grid(ridge)
+    z2 = np.sum(z * z, axis=1)  # shape: (n,)
+    out = np.empty_like(lams)
+    for g, lam in enumerate(lams):
+        if lam > 0:
+            w = lam / (s + lam)
+        elif np.any(s == 0):
+            w = (s == 0).astype(np.float64)
+        else:
+            w = s.min() / s
+        out[g] = s.size * float(w * w @ z2) / float(w.sum()) ** 2
+    return _shaped(out, ridge)
+
+
+def kare(evals: Any, evecs: Any, y: Any, z: Any) -> np.ndarray | float:
+    """Kernel alignment risk estimator of Jacot et al. (2020).
+
+    ``KARE(z) = (1/n) y^T (K/n + z I)^-2 y / ((1/n) tr (K/n + z I)^-1)^2``; it
+    equals :func:`gcv` at ``lam = n z``.
+
+    Parameters
+    ----------
+    evals : array_like, shape (n,)
+        Eigenvalues of K (not K/n).
+    evecs : array_like, shape (n, n)
+    y : array_like, shape (n,) or (n, C)
+    z : float or array_like, shape (G,)
+        Ridges on ``K/n``, >= 0; ``z = 0`` needs a nonsingular K.
+
+    Returns
+    -------
+    float or ndarray, shape like ``z``
+
+    References
+    ----------
+    Jacot, Simsek, Spadaro, Hongler & Gabriel, "Kernel alignment risk estimator:
+    risk prediction from training data", NeurIPS 2020, Eq. (5) (Definition 3).
+    """
+    s, _, proj = _prepare(evals, evecs, y)
+    zs = _grid(z, "z")
+    n = s.size
+    if np.any(zs == 0) and np.any(s == 0):
+        raise ValueError("KARE at z=0 needs a nonsingular K ((K/n)^-1 does not exist; rank "
+                         f"{int(np.count_nonzero(s))} < n={n}); use z > 0, or gcv(), which "
+                         "has a lam -> 0 limit")
+    t = s / n
+    z2 = np.sum(proj * proj, axis=1)
+    out = np.empty_like(zs)
+    for g, zz in enumerate(zs):
+        r = 1.0 / (t + zz)  # eigenvalues of (K/n + z I)^-1
+        out[g] = (float(r * r @ z2) / n) / (float(r.sum()) / n) ** 2
+    return _shaped(out, z)
+
+
+def loo_error(evals: Any, evecs: Any, y: Any, ridge: Any) -> np.ndarray | float:
+    """Closed-form leave-one-out error ``(1/n) sum_i ([(K+lam I)^-1 y]_i / [(K+lam I)^-1]_ii)^2``.
+
+    Parameters
+    ----------
+    evals : array_like, shape (n,)
+    evecs : array_like, shape (n, n)
+    y : array_like, shape (n,) or (n, C)
+    ridge : float or array_like, shape (G,)
+        ``lam >= 0``; ``lam = 0`` needs a nonsingular K (interpolation: the
+        held-out point's prediction from the other n-1 is still defined).
+
+    Returns
+    -------
+    float or ndarray, shape like ``ridge``
+        Mean over held-out points of the squared LOO residual (summed over outputs).
+
+    Notes
+    -----
+    Cost O(n^2 G C) from one eigendecomposition: ``(K + lam I)^-1 = V diag(1/(s+lam)) V^T``.
+
+    References
+    ----------
+    Wahba, "Spline Models for Observational Data", SIAM (1990), Thm. 4.2.1;
+    Rifkin & Lippert, "Notes on regularized least squares", MIT-CSAIL-TR-2007-025, Sec. 4.
+    """
+    s, v, proj = _prepare(evals, evecs, y)
+    lams = _grid(ridge)
+    if np.any(lams == 0) and np.any(s == 0):
+        raise ValueError("closed-form LOO at ridge=0 needs a nonsingular K (rank "
+                         f"{int(np.count_nonzero(s))} < n={s.size}): [K^-1]_ii is undefined. "
+                         "Use a small positive ridge")
+    v2 = v * v
+    out = np.empty_like(lams)
+    for g, lam in enumerate(lams):
+        inv = 1.0 / (s + lam)  # shape: (n,)
+        alpha = v @ (inv[:, None] * proj)  # (K + lam I)^-1 y, shape: (n, C)
+        hii = v2 @ inv  # diag of (K + lam I)^-1, shape: (n,)
+        res = alpha / hii[:, None]
+        out[g] = float(np.sum(res * res)) / s.size
+    return _shaped(out, ridge)
+
+
+def select_ridge(evals: Any, evecs: Any, y: Any, grid: Any,
+                 method: Literal["gcv", "loo"] = "gcv") -> RidgeSelection:
+    """Pick the ridge minimizing GCV or the closed-form LOO error over a grid.
+
+    Parameters
+    ----------
+    evals : array_like, shape (n,)
+    evecs : array_like, shape (n, n)
+    y : array_like, shape (n,) or (n, C)
+    grid : array_like, shape (G,)
+        Candidate ridges ``lam >= 0`` (absolute, as in ``K + lam I``).
+    method : {'gcv', 'loo'}
+
+    Returns
+    -------
+    RidgeSelection
+        The first minimizer on ties.
+
+    References
+    ----------
+    Golub, Heath & Wahba, Technometrics 21, 215 (1979); Jacot et al., NeurIPS 2020.
+    """
+    g = _grid(grid, "grid")
+    if method == "gcv":
+        scores = np.atleast_1d(gcv(evals, evecs, y, g))
+    elif method == "loo":
+        scores = np.atleast_1d(loo_error(evals, evecs, y, g))
+    else:
+        raise ValueError(f"method must be 'gcv' or 'loo', got {method!r}")
+    i = int(np.argmin(scores))
+    return RidgeSelection(ridge=float(g[i]), score=float(scores[i]), grid=g, scores=scores,
+                          method=method)
