@@ -1,0 +1,140 @@
+"""One entry point, :func:`solve`, that picks a solver by size, memory and ridge.
+
+What ``solver='auto'`` does (and says, in ``SolveResult.info['auto']`` and the log):
+
+* fits in memory (a float64 copy of K and its factor use at most half the free RAM):
+  LAPACK — Cholesky of K + λI, or for λ = 0 the eigendecomposition pseudo-inverse;
+* larger, ridge relative to the mean diagonal >= ``pcg_min_relative_ridge``:
+  Nyström-preconditioned CG (rank ``pcg_rank``);
+* larger, smaller ridge: the out-of-core tiled Cholesky (for λ = 0 with a jitter
+  retry, reported). Measurements behind the threshold: benchmarks/bench_solve.py —
+  on NTK Grams of real data the spectrum decays like 1/k, so a fixed-rank
+  preconditioner loses to the direct factorization as the ridge shrinks.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Optional
+
+import numpy as np
+
+from .nystrom import nystrom
+from .pcg import pcg
+from .result import SolveResult
+from .ridgeless import minnorm_cg, minnorm_eigh
+from .validate import check_rhs, check_ridge
+
+__all__ = ["solve", "dense_limit", "SOLVERS"]
+
+log = logging.getLogger("ntkscale")
+
+SOLVERS = ("auto", "cholesky", "cholesky-f32", "pcg", "eigh", "cg")
+
+
+def dense_limit(available_bytes: Optional[float] = None) -> int:
+    """Largest n whose float64 Gram plus factor fit in half the available memory."""
+    if available_bytes is None:
+        import psutil
+
+        available_bytes = psutil.virtual_memory().available
+    return int(np.sqrt(0.5 * available_bytes / 16))
+
+
+def _dense(op: Any) -> Any:
+    from ..operator import DenseGram
+
+    if isinstance(op, DenseGram):
+        return op
+    if isinstance(op, np.ndarray):
+        return DenseGram(op)
+    return DenseGram(np.asarray(op.to_numpy(), dtype=np.float64))
+
+
+def _choose(op: Any, ridge: float, n_dense: int, pcg_min_relative_ridge: float) -> tuple[str, str, bool]:
+    """(solver, reason, densify)."""
+    from ..operator import DenseGram
+
+    n = op.shape[0]
+    in_memory = isinstance(op, (DenseGram, np.ndarray))
+    if in_memory or n <= n_dense:
+        where = "the Gram is in memory" if in_memory else f"n={n} <= dense limit {n_dense}"
+        if ridge == 0:
+            return "eigh", f"{where}: exact pseudo-inverse by eigh", True
+        return "cholesky", f"{where}: LAPACK Cholesky", True
+    rel = ridge / float(np.mean(op.diag()))
+    if ridge > 0 and rel >= pcg_min_relative_ridge:
+        return "pcg", (f"n={n} > dense limit {n_dense}, relative ridge {rel:.2g} >= "
+                       f"{pcg_min_relative_ridge:g}: Nyström-PCG"), False
+    return "cholesky", (f"n={n} > dense limit {n_dense}, relative ridge {rel:.2g} < "
+                        f"{pcg_min_relative_ridge:g}: out-of-core tiled Cholesky"), False
+
+
+def solve(op: Any, y: Any, ridge: float = 0.0, *, solver: str = "auto", tol: float = 1e-8,
+          maxiter: Optional[int] = None, pcg_rank: int = 1000, power_iters: int = 0,
+          pcg_min_relative_ridge: float = 1e-3, n_dense: Optional[int] = None,
+          jitter: bool | float = False, factor_url: Optional[str] = None, seed: int = 0,
+          x0: Optional[Any] = None) -> SolveResult:
+    """Solve ``(K + ridge I) x = y`` (``ridge = 0``: the minimum-norm interpolant ``K⁺y``).
+
+    Parameters
+    ----------
+    op : GramOperator or ndarray, shape (n, n)
+    y : array, shape (n,) or (n, C)
+    ridge : float
+        Absolute ridge, >= 0 (see the estimators for the relative convention).
+    solver : {'auto', 'cholesky', 'cholesky-f32', 'pcg', 'eigh', 'cg'}
+        'cholesky' is LAPACK for in-memory Grams and the tiled out-of-core factorization
+        for stored ones; 'cholesky-f32' factors in float32 and refines in float64;
+        'eigh' and 'cg' are the ridgeless methods.
+    tol, maxiter, x0 : iterative solvers' tolerance, cap and warm start.
+    pcg_rank, power_iters, seed : Nyström preconditioner.
+    pcg_min_relative_ridge : float
+        'auto' uses PCG above this ridge / mean(diag K) (large n only).
+    n_dense : int, optional
+        'auto' densifies up to this n (default :func:`dense_limit`).
+    jitter : bool or float
+        Cholesky breakdown retry with a growing diagonal jitter (warns with the value).
+    factor_url : str, optional
+        Where the tiled factor is stored (default: next to the Gram store).
+
+    Returns
+    -------
+    SolveResult
+        ``info['solver']`` is what ran; ``info['auto']`` says why when ``solver='auto'``.
+    """
+    if solver not in SOLVERS:
+        raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    n = op.shape[0]
+    check_rhs(y, n)
+    ridge = check_ridge(ridge)
+    reason = None
+    densify = isinstance(op, np.ndarray)
+    if solver == "auto":
+        limit = dense_limit() if n_dense is None else int(n_dense)
+        solver, reason, densify = _choose(op, ridge, limit, pcg_min_relative_ridge)
+        log.info("solver='auto' picked %s (%s)", solver, reason)
+        if solver == "cholesky" and ridge == 0 and jitter is False:
+            jitter = True
+    if solver in ("eigh", "cg") and ridge != 0:
+        raise ValueError(f"solver={solver!r} is ridgeless; pass ridge=0 or use 'cholesky'/'pcg'")
+    if solver == "eigh":
+        res = minnorm_eigh(op, y)
+    elif solver == "cg":
+        res = minnorm_cg(op, y, tol=tol, maxiter=maxiter)
+    elif solver == "pcg":
+        pre = nystrom(op, min(pcg_rank, n), power_iters=power_iters, seed=seed) if pcg_rank > 0 else None
+        res = pcg(op, y, ridge, precond=pre, tol=tol, maxiter=maxiter, x0=x0)
+        if pre is not None:
+            res.info["sketch_passes"] = pre.passes
+            res.passes += pre.passes
+    else:
+        from .cholesky import cholesky_solve
+
+        target = _dense(op) if densify else op
+        dtype = np.float32 if solver == "cholesky-f32" else np.float64
+        res = cholesky_solve(target, y, ridge, dtype=dtype, jitter=jitter, factor_url=factor_url)
+    res.info["solver"] = solver
+    if reason is not None:
+        res.info["auto"] = reason
+    return res

@@ -1,0 +1,49 @@
+"""Typed numerical errors and warnings of the solvers, each with a fix in its message."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+__all__ = ["NotPositiveDefiniteError", "ConvergenceWarning", "NotConvergedError", "JitterWarning"]
+
+
+class NotPositiveDefiniteError(ValueError):
+    """A Cholesky factorization broke down: the matrix (plus ridge) is not numerically
+    positive definite.
+
+    Attributes
+    ----------
+    pivot : int or None
+        Global (0-based) row where the factorization failed.
+    tile : int or None
+        Diagonal tile index (tiled factorizations).
+    ridge : float
+        The absolute ridge that was in use.
+    """
+
+    def __init__(self, message: str, *, pivot: Optional[int] = None, tile: Optional[int] = None,
+                 ridge: float = 0.0):
+        self.pivot, self.tile, self.ridge = pivot, tile, ridge
+        where = []
+        if tile is not None:
+            where.append(f"diagonal tile {tile}")
+        if pivot is not None:
+            where.append(f"pivot {pivot}")
+        loc = f" at {', '.join(where)}" if where else ""
+        super().__init__(
+            f"{message}{loc} (ridge={ridge:g}). The Gram matrix is singular or ill-conditioned "
+            "(duplicate or near-duplicate rows, or too small a ridge): pass a ridge (e.g. "
+            "1e-6 x mean diagonal), use jitter=True to retry with a growing jitter, or use the "
+            "ridgeless solver (ridge=0 picks a pseudo-inverse method)")
+
+
+class NotConvergedError(RuntimeError):
+    """An iterative solver stopped before reaching its tolerance (raised when asked to)."""
+
+
+class ConvergenceWarning(UserWarning):
+    """An iterative solver stopped before reaching its tolerance."""
+
+
+class JitterWarning(UserWarning):
+    """A factorization succeeded only after adding jitter to the diagonal."""
