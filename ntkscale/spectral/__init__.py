@@ -10,8 +10,9 @@ No dask, no zarr, no I/O: numpy/scipy only. Modules:
 """
 
 from .dynamics import Predictions, gradient_descent, gradient_flow, mse_loss, ntk_gp
-from .eigenlearning import (EigenlearningPrediction, conservation_residual, effective_regularization,
-                            eigenlearning_predict, learnabilities, overfitting_coefficient)
+from .eigenlearning import (EigenlearningPrediction, conservation_residual,
+                            effective_regularization, eigenlearning_predict, learnabilities,
+                            overfitting_coefficient)
 from .selection import RidgeSelection, gcv, kare, loo_error, select_ridge
 from .spectrum import EmpiricalSpectrum, PowerLawFit, empirical_spectrum, fit_power_law
 from .theory import (LearningCurve, gamma, generalization_error, learning_curve, mode_errors,

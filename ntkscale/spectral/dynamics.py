@@ -71,7 +71,8 @@ def _setup(evals: Any, evecs: Any, y: Any, f0_train: Any, f0_test: Any, k_test_t
     n = s.size
     if y2.ndim != 2 or y2.shape[0] != n:
         raise ValueError(f"y must have shape ({n},) or ({n}, C), got {yy.shape}")
-    f0 = np.zeros_like(y2) if f0_train is None else np.asarray(f0_train, np.float64).reshape(y2.shape)
+    f0 = (np.zeros_like(y2) if f0_train is None
+          else np.asarray(f0_train, np.float64).reshape(y2.shape))
     out = {"s": s, "v": v, "y": y2, "f0": f0, "r0": v.T @ (f0 - y2), "N": yy.size,
            "squeeze": yy.ndim == 1, "B": None, "f0x": None}
     if k_test_train is not None:
@@ -89,17 +90,22 @@ def _setup(evals: Any, evecs: Any, y: Any, f0_train: Any, f0_test: Any, k_test_t
 
 def _gf_factors(s: np.ndarray, t: np.ndarray, n_total: int) -> tuple[np.ndarray, np.ndarray]:
     """decay exp(-s t/N) and phi = (1 - decay)/s (-> t/N at s = 0), shapes (T, n)."""
-    pos = np.broadcast_to(s[None, :] > 0, (t.size, s.size))
-    fin = np.broadcast_to(np.isfinite(t)[:, None], pos.shape)
-    tt = np.broadcast_to(t[:, None], pos.shape)
-    x = np.multiply(s[None, :], tt, out=np.zeros(pos.shape), where=pos & fin) / n_total
-    decay = np.where(pos, np.exp(-x), 1.0)
-    decay = np.where(pos & ~fin, 0.0, decay)
-    # phi = (t/N) * (-expm1(-x)/x); x = 0 (zero mode or t = 0) gives t/N.
-    ratio = np.divide(-np.expm1(-x), x, out=np.ones(pos.shape), where=x > 0)
-    phi = np.multiply(tt / n_total, ratio, out=np.zeros(pos.shape), where=fin)
-    inv_s = np.divide(1.0, np.broadcast_to(s, pos.shape), out=np.zeros(pos.shape), where=pos)
-    phi = np.where(fin, phi, inv_s)  # t = inf: 1/s on nonzero modes, 0 (pinv) on zero modes
+    shape = (t.size, s.size)
+    pos = np.broadcast_to(s[None, :] > 0, shape)
+    fin = np.broadcast_to(np.isfinite(t)[:, None], shape)
+    tt = np.broadcast_to(t[:, None], shape)
+    inf_t = pos & ~fin  # t = inf on a nonzero mode: fully decayed
+    with np.errstate(over="ignore"):  # s t -> inf is harmless: decay 0, phi 1/s below
+        x = np.multiply(s[None, :], tt, out=np.zeros(shape), where=pos & fin) / n_total
+    decay = np.where(inf_t, 0.0, np.exp(-x))  # zero modes: x = 0, decay 1
+    one_minus = np.where(inf_t, 1.0, -np.expm1(-x))  # 1 - decay without cancellation
+    # x <= 1: phi = (t/N) (1 - e^-x)/x (-> t/N as x -> 0, also for zero modes, finite t);
+    # x > 1 or t = inf: (1 - e^-x)/s directly (safe if s t overflows); zero modes at t = inf: 0
+    # (pseudo-inverse, see the module notes).
+    ratio = np.divide(one_minus, x, out=np.ones(shape), where=x > 0)
+    small = np.multiply(tt / n_total, ratio, out=np.zeros(shape), where=fin & (x <= 1))
+    large = np.divide(one_minus, np.broadcast_to(s, shape), out=np.zeros(shape), where=pos)
+    phi = np.where(fin & (x <= 1), small, large)
     return decay, phi
 
 
@@ -150,7 +156,7 @@ def gradient_flow(evals: Any, evecs: Any, y: Any, t: Any, f0_train: Any = None,
     References
     ----------
     Lee et al., "Wide neural networks of any depth evolve as linear models under
-    gradient descent", NeurIPS 2019, Eqs. (9)-(11); neural-tangents
+    gradient descent", NeurIPS 2019 (closed-form linearized dynamics); neural-tangents
     ``predict.gradient_descent_mse``.
     """
     ts = np.asarray(t, dtype=np.float64).reshape(-1)
@@ -177,7 +183,7 @@ def gradient_descent(evals: Any, evecs: Any, y: Any, learning_rate: float, steps
 
     References
     ----------
-    Lee et al., NeurIPS 2019, Sec. 2.2 and Eq. (8); neural-tangents
+    Lee et al., NeurIPS 2019 (discrete-time linearized dynamics); neural-tangents
     ``predict.gradient_descent_mse`` (discrete-time branch).
     """
     ks = np.asarray(steps).reshape(-1)
@@ -232,7 +238,8 @@ def ntk_gp(evals: Any, evecs: Any, k_test_train: Any, nngp_train_train: Any,
 
     References
     ----------
-    Lee et al., NeurIPS 2019, Eq. (16); neural-tangents ``predict.gradient_descent_mse_ensemble``.
+    Lee et al., NeurIPS 2019, Eq. (16);
+    neural-tangents ``predict.gradient_descent_mse_ensemble``.
     """
     ts = np.asarray(t, dtype=np.float64).reshape(-1)
     if np.any(np.isnan(ts)) or np.any(ts < 0):

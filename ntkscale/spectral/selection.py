@@ -61,7 +61,9 @@ def _shaped(x: np.ndarray, ridge: Any) -> np.ndarray | float:
 
 
 def gcv(evals: Any, evecs: Any, y: Any, ridge: Any) -> np.ndarray | float:
-    """Generalized cross-validation ``(1/n)||(I - S) y||^2 / (1 - tr S/n)^2``, ``S = K (K + lam I)^-1``.
+    """Generalized cross-validation ``(1/n)||(I - S) y||^2 / (1 - tr S/n)^2``.
+
+    ``S = K (K + lam I)^-1`` is the smoother (hat) matrix.
 
     Parameters
     ----------
@@ -86,8 +88,8 @@ def gcv(evals: Any, evecs: Any, y: Any, ridge: Any) -> np.ndarray | float:
 
     References
     ----------
-    Craven & Wahba, Numer. Math. 31, 377 (1979), Eq. (1.4);
-    Golub, Heath & Wahba, Technometrics 21, 215 (1979), Eq. (1.4).
+    Craven & Wahba, Numer. Math. 31, 377 (1979);
+    Golub, Heath & Wahba, Technometrics 21, 215 (1979), definition of V(lambda).
     """
     s, _, z = _prepare(evals, evecs, y)
     lams = _grid(ridge)
@@ -126,7 +128,7 @@ def kare(evals: Any, evecs: Any, y: Any, z: Any) -> np.ndarray | float:
     References
     ----------
     Jacot, Simsek, Spadaro, Hongler & Gabriel, "Kernel alignment risk estimator:
-    risk prediction from training data", NeurIPS 2020, Eq. (5) (Definition 3).
+    risk prediction from training data", NeurIPS 2020 (definition of KARE).
     """
     s, _, proj = _prepare(evals, evecs, y)
     zs = _grid(z, "z")
@@ -167,8 +169,8 @@ def loo_error(evals: Any, evecs: Any, y: Any, ridge: Any) -> np.ndarray | float:
 
     References
     ----------
-    Wahba, "Spline Models for Observational Data", SIAM (1990), Thm. 4.2.1;
-    Rifkin & Lippert, "Notes on regularized least squares", MIT-CSAIL-TR-2007-025, Sec. 4.
+    Wahba, "Spline Models for Observational Data", SIAM (1990), Ch. 4 (leaving-out-one lemma);
+    Rifkin & Lippert, "Notes on regularized least squares", MIT-CSAIL-TR-2007-025.
     """
     s, v, proj = _prepare(evals, evecs, y)
     lams = _grid(ridge)

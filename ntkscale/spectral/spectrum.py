@@ -117,9 +117,10 @@ def fit_power_law(evals: Any, kmin: int = 1, kmax: int | None = None) -> PowerLa
 
     References
     ----------
-    Bordelon, Canatar & Pehlevan, ICML 2020, Sec. 5 (power-law spectra
-    ``eta_k ~ k^-alpha`` give ``E_g ~ p^-(alpha - 1)`` asymptotically);
-    Spigler, Geiger & Wyart, J. Stat. Mech. (2020) 124001, Eq. (3).
+    Bordelon, Canatar & Pehlevan, ICML 2020 (power-law spectra ``eta_k ~ k^-alpha``
+    and the resulting learning-curve exponents);
+    Spigler, Geiger & Wyart, "Asymptotic learning curves of kernel methods", J. Stat.
+    Mech. (2020) 124001.
     """
     e = np.sort(np.asarray(evals, dtype=np.float64).reshape(-1))[::-1]
     n = e.size

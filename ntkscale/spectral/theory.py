@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 from scipy.optimize import brentq
+from scipy.special import logsumexp
 
 from ._checks import as_sizes, as_spectrum, as_targets, check_nonneg
 
@@ -64,24 +65,58 @@ class LearningCurve:
 
 
 def _kappa_one(eta_nz: np.ndarray, p: float, lam: float) -> float:
-    """Root of F(k) = 1 - lam/k - sum eta/(p eta + k) for one p (F increasing in k)."""
+    """Root of F(k) = 1 - lam/k - sum eta/(p eta + k) for one p (F increasing in k).
+
+    ``eta_nz`` holds the nonzero eigenvalues only.
+    """
     n = eta_nz.size
     if n == 0:
         return lam
     if lam == 0.0 and p >= n:
         return 0.0
 
+    pe = p * eta_nz
+
     def f(k: float) -> float:
-        return 1.0 - lam / k - float(np.sum(eta_nz / (p * eta_nz + k)))
+        # 1 - sum L/p with sum L = n_l - sum_learned r + sum_unlearned L (r = k/(pe + k) = 1 - L):
+        # every sum is of small terms, so no cancellation however wide the spectrum is.
+        den = pe + k
+        learned = pe > k
+        small = float(np.sum(k / den[learned])) - float(np.sum(pe[~learned] / den[~learned]))
+        reg = lam / k if lam > 0 else 0.0  # k may underflow to 0 when lam = 0
+        return (p - np.count_nonzero(learned) + small) / p - reg
 
     hi = lam + float(eta_nz.sum())  # F(hi) > 0: lam/k + sum < (lam + sum eta)/k = 1
-    lo = lam  # F(lam) = -sum(...) < 0
-    if p < n:  # eta/(p eta + k) >= (1 - k/(p eta))/p  =>  F <= 0 below this k
-        emin = float(eta_nz.min())
-        lo = max(lo, p * (n - p) * emin / float(np.sum(emin / eta_nz)))  # no 1/eta overflow
-    if lo >= hi:
+    log_lo = np.log(lam) if lam > 0 else -np.inf  # F(lam) = -sum(...) < 0
+    if p < n:  # eta/(p eta + k) >= (1 - k/(p eta))/p  =>  F <= 0 for k <= p (n - p)/sum(1/eta)
+        log_lo = max(log_lo, float(np.log(p * (n - p)) - logsumexp(-np.log(eta_nz))))
+    log_hi = float(np.log(hi))
+    if log_lo >= log_hi:
         return hi
-    return float(brentq(f, lo, hi, xtol=lo * 1e-16, rtol=4 * np.finfo(float).eps, maxiter=500))
+    while f(float(np.exp(log_lo))) > 0.0:  # round-off at a (nearly) tight bound: step down
+        log_lo -= 1.0
+    # Brent in u = log k: the bracket may span hundreds of decades (tiny eigenvalues), where
+    # bisection in k would stall; then Newton in k polishes log-space round-off (~|u| eps).
+    u = brentq(lambda uu: f(float(np.exp(uu))), log_lo, log_hi, xtol=1e-15,
+               rtol=4 * np.finfo(float).eps, maxiter=500)
+    lo = float(np.exp(log_lo))
+    k = float(np.clip(np.exp(u), lo, hi))
+    if k == 0.0:  # root below the smallest subnormal (lam = 0 only)
+        return 0.0
+    fk = f(k)
+    for _ in range(3):
+        den = pe + k
+        kdf = lam / k + float(np.sum((eta_nz / den) * (k / den)))  # k F'(k), no under/overflow
+        if not kdf > 0.0:
+            break
+        k_new = k * (1.0 - fk / kdf)
+        if not lo <= k_new <= hi:
+            break
+        f_new = f(k_new)
+        if abs(f_new) >= abs(fk):
+            break
+        k, fk = k_new, f_new
+    return k
 
 
 def solve_kappa(eta: Any, p: Any, lam: float = 0.0) -> np.ndarray | float:
@@ -103,15 +138,17 @@ def solve_kappa(eta: Any, p: Any, lam: float = 0.0) -> np.ndarray | float:
 
     Notes
     -----
-    Solved by Brent's method on the increasing, O(1)-scaled form
+    Solved by Brent's method in ``log kappa`` on the increasing, O(1)-scaled form
     ``1 - lam/kappa - sum eta/(p eta + kappa) = 0`` in the bracket
     ``[max(lam, p (n_nz - p)/sum(1/eta)), lam + sum(eta)]`` (both ends are proven
-    bounds), to a relative tolerance of ~1e-15 in kappa.
+    bounds), then polished by safeguarded Newton steps in ``kappa``; the result is
+    accurate to ~1e-15 relative times the root's condition number.
 
     References
     ----------
     Canatar, Bordelon & Pehlevan, "Spectral bias and task-model alignment explain
-    generalization in kernel regression", Nat. Commun. 12, 2914 (2021), Eq. (3).
+    generalization in kernel regression", Nat. Commun. 12, 2914 (2021), the implicit
+    equation for kappa accompanying Eq. (4).
     """
     e = as_spectrum(eta)
     ps, scalar = as_sizes(p)
@@ -128,18 +165,23 @@ def _core(e: np.ndarray, ps: np.ndarray, lam: float) -> dict[str, np.ndarray]:
     pe = ps[:, None] * e[None, :]
     denom = pe + kappa[:, None]
     zero_mode = np.broadcast_to(e[None, :] == 0, denom.shape)
-    # r = 1 on zero modes (never learned), 0/0 avoided; denom > 0 elsewhere.
+    # r = 1, L = 0 on zero modes (never learned; 0/0 avoided); denom > 0 elsewhere. Both are
+    # computed directly (not as 1 - the other) to keep their relative precision.
     r = np.divide(kappa[:, None], denom, out=np.ones_like(denom), where=~zero_mode)
-    L = 1.0 - r
+    L = np.divide(pe, denom, out=np.zeros_like(denom), where=~zero_mode)
     gam = np.sum(L * L, axis=1) / ps  # = sum p eta^2 / (p eta + kappa)^2
+    # 1 - gamma without cancellation: p - sum L^2 = (p - n_l) + sum_l r (1 + L) - sum_u L^2.
+    learned = pe > kappa[:, None]
+    omg = (ps - learned.sum(axis=1) + np.sum(np.where(learned, r * (1.0 + L), -L * L), axis=1)) / ps
     # lam/kappa; in the kappa -> 0 limit (lam = 0, p >= n_nz) it is 1 - n_nz/p.
     lok = np.divide(lam, kappa, out=1.0 - nz.size / ps, where=kappa > 0)
-    return {"kappa": kappa, "L": L, "r": r, "gamma": gam, "lam_over_kappa": lok}
+    return {"kappa": kappa, "L": L, "r": r, "gamma": gam, "one_minus_gamma": omg,
+            "lam_over_kappa": lok}
 
 
-def _over_one_minus_gamma(num: np.ndarray, gam: np.ndarray) -> np.ndarray:
+def _over_one_minus_gamma(num: np.ndarray, omg: np.ndarray) -> np.ndarray:
     """num / (1 - gamma), broadcast over trailing axes; inf (or 0 if num == 0) at gamma >= 1."""
-    d = (1.0 - gam).reshape(gam.shape + (1,) * (num.ndim - gam.ndim))
+    d = omg.reshape(omg.shape + (1,) * (num.ndim - omg.ndim))
     ok = np.broadcast_to(d > 0, num.shape)
     fallback = np.where(num == 0, 0.0, np.inf)
     return np.divide(num, d, out=fallback, where=ok)
@@ -172,8 +214,8 @@ def learning_curve(eta: Any, v2: Any, p: Any, lam: float = 0.0, sigma2: float = 
     References
     ----------
     Bordelon, Canatar & Pehlevan, "Spectrum dependent learning curves in kernel
-    regression and wide neural networks", ICML 2020, Eqs. (9)-(11);
-    Canatar et al., Nat. Commun. 12, 2914 (2021), Eqs. (3)-(4) and SI (training error).
+    regression and wide neural networks", ICML 2020 (per-mode errors);
+    Canatar et al., Nat. Commun. 12, 2914 (2021), Eq. (4) and Methods (training error).
     """
     e = as_spectrum(eta)
     v, c = as_targets(v2, e.size, n_outputs)
@@ -181,15 +223,15 @@ def learning_curve(eta: Any, v2: Any, p: Any, lam: float = 0.0, sigma2: float = 
     lam = check_nonneg(lam, "lam")
     sigma2 = check_nonneg(sigma2, "sigma2")
     core = _core(e, ps, lam)
-    L, r, gam = core["L"], core["r"], core["gamma"]
+    L, r, gam, omg = core["L"], core["r"], core["gamma"], core["one_minus_gamma"]
     num_modes = r * r * v[None, :] + c * sigma2 * (L * L) / ps[:, None]
-    per_mode = _over_one_minus_gamma(num_modes, gam)
+    per_mode = _over_one_minus_gamma(num_modes, omg)
     num = num_modes.sum(axis=1)
-    eg = _over_one_minus_gamma(num, gam)
+    eg = _over_one_minus_gamma(num, omg)
     lok = core["lam_over_kappa"]
     # (lam/kappa)^2/(1-gamma) stays finite when lam = 0, p = n_nz (lam/kappa = 1-gamma = 0).
     kappa = core["kappa"]
-    coef = np.where(kappa > 0, _over_one_minus_gamma(lok * lok, gam), lok)
+    coef = np.where(kappa > 0, _over_one_minus_gamma(lok * lok, omg), lok)
     etrain = coef * num + lok * lok * c * sigma2
     return LearningCurve(p=ps, kappa=kappa, gamma=gam, Eg=eg, Etrain=etrain,
                          mode_errors=per_mode, learnability=L, lam=lam, sigma2=sigma2,
@@ -205,7 +247,7 @@ def gamma(eta: Any, p: Any, lam: float = 0.0) -> np.ndarray | float:
 
     References
     ----------
-    Canatar et al., Nat. Commun. 12, 2914 (2021), Eq. (3).
+    Canatar et al., Nat. Commun. 12, 2914 (2021), definition of gamma next to Eq. (4).
     """
     e = as_spectrum(eta)
     ps, _ = as_sizes(p)
@@ -252,8 +294,8 @@ def training_error(eta: Any, v2: Any, p: Any, lam: float = 0.0, sigma2: float = 
 
     References
     ----------
-    Canatar et al., Nat. Commun. 12, 2914 (2021), SI;
-    Simon et al., "The eigenlearning framework", TMLR 2023, Eq. (10).
+    Canatar et al., Nat. Commun. 12, 2914 (2021), Methods;
+    Simon et al., "The eigenlearning framework", TMLR 2023 (train MSE estimate).
     """
     return _shaped(learning_curve(eta, v2, p, lam, sigma2, n_outputs).Etrain, p)
 
@@ -270,7 +312,7 @@ def white_spectrum_error(alpha: Any, sigma2: float = 0.0,
     ----------
     Canatar et al., Nat. Commun. 12, 2914 (2021), white-spectrum example;
     Hastie et al., "Surprises in high-dimensional ridgeless least squares
-    interpolation", Ann. Statist. 50 (2022), Thm. 1 (isotropic case).
+    interpolation", Ann. Statist. 50 (2022) (isotropic features).
     """
     a = np.asarray(alpha, dtype=np.float64)
     if np.any(a <= 0) or not np.all(np.isfinite(a)):

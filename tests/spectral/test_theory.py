@@ -89,24 +89,38 @@ def test_mode_errors_sum_to_eg() -> None:
     assert lc0.kappa[3] == 0.0 and np.isinf(lc0.Eg[3]) and np.isfinite(lc0.Eg[4])
 
 
-def _kappa_mp(eta: np.ndarray, p: float, lam: float) -> mpmath.mpf:
-    mpmath.mp.dps = 50
-    e = [mpmath.mpf(float(x)) for x in eta if x > 0]
-    f = lambda k: 1 - mpmath.mpf(lam) / k - mpmath.fsum(x / (p * x + k) for x in e)  # noqa: E731
-    lo, hi = mpmath.mpf("1e-30"), mpmath.mpf(lam) + mpmath.fsum(e)
-    for _ in range(400):  # plain bisection: slow but unconditionally right
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if f(mid) < 0 else (lo, mid)
-    return (lo + hi) / 2
+def _kappa_mp(eta: np.ndarray, p: float, lam: float, dps: int = 50) -> float:
+    """Root by bisection in log kappa at ``dps`` digits (naive sum form: needs enough digits)."""
+    with mpmath.workdps(dps):
+        e = [mpmath.mpf(float(x)) for x in eta if x > 0]
+        lam_mp = mpmath.mpf(lam)
+
+        def f(k: mpmath.mpf) -> mpmath.mpf:
+            return 1 - lam_mp / k - mpmath.fsum(x / (p * x + k) for x in e)
+
+        lo, hi = mpmath.log(mpmath.mpf("1e-330")), mpmath.log(lam_mp + mpmath.fsum(e))
+        for _ in range(200):  # plain bisection: slow but unconditionally right
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if f(mpmath.exp(mid)) < 0 else (lo, mid)
+        return float(mpmath.exp((lo + hi) / 2))
 
 
 @pytest.mark.parametrize("lam", [0.0, 1e-6, 0.3])
 def test_kappa_vs_high_precision(lam: float) -> None:
     eta = np.concatenate([np.arange(1, 13, dtype=float) ** -2.0, np.zeros(3)])  # 12 nonzero
     for p in (1.0, 5.5, 11.9):
-        ref = float(_kappa_mp(eta, p, lam))
-        # brentq in the O(1)-scaled form: 4 eps relative step tolerance; the root's condition
-        # number here is < 100, so 1e-13 is a safe bound (float64 round-off, not method error).
+        # Brent in log kappa + Newton polish: ~eps relative; the root's condition number is
+        # < 100 here, so 1e-13 bounds float64 round-off (not method error).
+        assert solve_kappa(eta, p, lam) == pytest.approx(_kappa_mp(eta, p, lam), rel=1e-13)
+
+
+@pytest.mark.parametrize("lam", [0.0, 1e-150])
+def test_kappa_spectrum_spanning_300_decades(lam: float) -> None:
+    # 1 - sum eta/(p eta + kappa) cancels catastrophically in float64 here; the solver's
+    # learned/unlearned split must not. The reference needs ~330 digits for the naive form.
+    eta = 10.0 ** -(25.0 * np.arange(13))
+    for p in (1.0, 4.5, 12.5):
+        ref = _kappa_mp(eta, p, lam, dps=340)
         assert solve_kappa(eta, p, lam) == pytest.approx(ref, rel=1e-13)
 
 
