@@ -7,18 +7,6 @@ import pytest
 from ntkscale import stax
 
 
-@pytest.fixture(scope="module")
-def client():
-    """A real LocalCluster: 2 single-threaded worker processes with pinned BLAS."""
-    from distributed import Client
-
-    from ntkscale.cluster import local_cluster
-
-    with local_cluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
-        with Client(cluster) as c:
-            yield c
-
-
 @pytest.fixture
 def arch():
     return stax.serial(stax.Dense(64, W_std=2 ** 0.5, b_std=0.1), stax.Relu(),

@@ -1,0 +1,106 @@
+"""Cross-kernel products ``K(X*, X) @ V`` streamed on the cluster, without storing or
+gathering the cross Gram.
+
+One task per block of test rows: it computes the block's statistics once, then walks
+the training row blocks (read from the train store by URL, cached per worker), forms
+each cross tile in float64 and multiplies it by the matching rows of ``V``. Only the
+(block, C) products come back. ``cross_rows`` returns whole cross-Gram rows for a
+block instead (what posterior variances need), one block at a time.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Iterator, Optional, Sequence
+
+import numpy as np
+
+from ..cluster import Runner
+from ..kernels import Layer, diag_stats, kernel_tile
+from . import tasks
+from .executor import run_tasks
+
+__all__ = ["cross_matvec", "cross_rows"]
+
+
+def _train_blocks(url: str, build_id: str, storage_options: Optional[dict]) -> tuple[int, int]:
+    store = tasks.open_cached(url, build_id, "r", storage_options)
+    return store.shape[0], store.tile
+
+
+def _cross_block(arch: Layer, x: np.ndarray, url: str, build_id: str, kinds: tuple[str, ...],
+                 storage_options: Optional[dict]) -> Iterator[tuple[slice, dict[str, np.ndarray]]]:
+    n, T = _train_blocks(url, build_id, storage_options)
+    st = diag_stats(arch, x, dtype=np.float64, validate=False)
+    args = (url, build_id, "r", storage_options)
+    for j in range(-(-n // T)):
+        cols = slice(j * T, min((j + 1) * T, n))
+        xj = tasks._read_rows(*args, "x1", cols)
+        stj = tasks._stats_from_rows(tasks._read_rows(*args, "stats1", cols))
+        yield cols, kernel_tile(arch, x, xj, st, stj, kinds, dtype=np.float64, out_dtype=np.float64)
+
+
+def cross_matvec_task(arch: Layer, x: np.ndarray, url: str, build_id: str, V: dict[str, np.ndarray],
+                      storage_options: Optional[dict] = None) -> dict[str, np.ndarray]:
+    """``{kind: K_kind(x, X_train) @ V[kind]}`` for one test block x (b, d)."""
+    kinds = tuple(V)
+    out = {k: np.zeros((x.shape[0], V[k].shape[1])) for k in kinds}
+    for cols, tiles in _cross_block(arch, x, url, build_id, kinds, storage_options):
+        for k in kinds:
+            out[k] += tiles[k] @ V[k][cols]
+    return out
+
+
+def cross_rows_task(arch: Layer, x: np.ndarray, url: str, build_id: str, kinds: tuple[str, ...],
+                    storage_options: Optional[dict] = None) -> dict[str, np.ndarray]:
+    """``{kind: K_kind(x, X_train)}``, rows of shape (b, n), float64."""
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in kinds}
+    for _, tiles in _cross_block(arch, x, url, build_id, kinds, storage_options):
+        for k in kinds:
+            parts[k].append(tiles[k])
+    return {k: np.hstack(v) for k, v in parts.items()}
+
+
+def _blocks(m: int, block: int) -> list[slice]:
+    return [slice(s, min(s + block, m)) for s in range(0, m, block)]
+
+
+def cross_matvec(runner: Runner, arch: Layer, X: np.ndarray, url: str, build_id: str,
+                 V: dict[str, np.ndarray], *, block: int = 1024,
+                 storage_options: Optional[dict] = None) -> dict[str, np.ndarray]:
+    """``{kind: K_kind(X, X_train) @ V[kind]}`` with ``X`` (m, d) validated by the caller,
+    ``V[kind]`` of shape (n, C); returns (m, C) float64 per kind."""
+    blocks = _blocks(X.shape[0], block)
+    Vs = V if runner.is_sync else runner.client.scatter(V, broadcast=True, hash=False)
+    token = uuid.uuid4().hex[:8]
+    results = run_tasks(runner, _indexed(cross_matvec_task), [(b.start, arch, X[b], url, build_id, Vs)
+                                                           for b in blocks],
+                        keys=[f"cross-matvec-{token}-{i}" for i in range(len(blocks))],
+                        storage_options=storage_options)
+    out = {k: np.empty((X.shape[0], v.shape[1])) for k, v in V.items()}
+    for start, part in results:
+        for k, val in part.items():
+            out[k][start: start + val.shape[0]] = val
+    return out
+
+
+def cross_rows(runner: Runner, arch: Layer, X: np.ndarray, url: str, build_id: str,
+               kinds: Sequence[str], *, block: int = 256,
+               storage_options: Optional[dict] = None) -> Iterator[tuple[slice, dict[str, np.ndarray]]]:
+    """Yield ``(rows, {kind: K_kind(X[rows], X_train)})`` block by block (in order)."""
+    for b in _blocks(X.shape[0], block):
+        [(_, part)] = run_tasks(runner, _indexed(cross_rows_task),
+                                [(b.start, arch, X[b], url, build_id, tuple(kinds))],
+                                keys=[f"cross-rows-{uuid.uuid4().hex[:8]}"],
+                                storage_options=storage_options)
+        yield b, part
+
+
+class _indexed:
+    """Wrap a task so it returns ``(start, result)`` (results arrive out of order)."""
+
+    def __init__(self, fn: Any):
+        self.fn = fn
+
+    def __call__(self, start: int, *args: Any, **kwargs: Any) -> tuple[int, Any]:
+        return start, self.fn(*args, **kwargs)
