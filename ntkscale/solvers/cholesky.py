@@ -1,0 +1,188 @@
+"""Direct solve of ``(K + ridge I) x = y`` by Cholesky: LAPACK in memory, or a tiled
+out-of-core factor over a stored Gram (float64, or float32 + float64 iterative refinement).
+
+References
+----------
+Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed., ch. 10 (Cholesky) and
+ch. 12 (iterative refinement: a factor in precision u_f refines to the working precision while
+cond(A) u_f < 1); Moler (1967), "Iterative refinement in floating point".
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from typing import Any, Callable, Optional
+
+import numpy as np
+from scipy.linalg import cho_solve
+from scipy.linalg.lapack import get_lapack_funcs
+
+from ..operator import DenseGram, StoredGram
+from ..tiling.cholesky import factor_tiles, jitter_schedule
+from .errors import ConvergenceWarning, JitterWarning, NotPositiveDefiniteError
+from .result import SolveResult
+from .validate import check_rhs
+
+__all__ = ["cholesky_solve"]
+
+
+def _check_ridge(ridge: Any) -> float:
+    if isinstance(ridge, (bool, np.bool_)) or not isinstance(ridge, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(ridge) or ridge < 0:
+        raise ValueError(f"ridge must be a finite real number >= 0 (absolute: the solve is (K + ridge*I) x = y), "
+                         f"got {ridge!r}")
+    return float(ridge)
+
+
+def _rel_residual(R: np.ndarray, Y: np.ndarray) -> float:
+    """Largest relative residual over columns (absolute where a column of y is 0)."""
+    den = np.linalg.norm(Y.reshape(len(Y), -1), axis=0)
+    num = np.linalg.norm(R.reshape(len(R), -1), axis=0)
+    return float(np.max(num / np.where(den > 0, den, 1.0))) if num.size else 0.0
+
+
+def _refine(matvec: Callable, solve: Callable, y: np.ndarray, ridge: float, x: np.ndarray, tol: float,
+            max_refine: int, refine: bool, f32: bool) -> tuple[np.ndarray, float, int, bool, list]:
+    """Iterative refinement ``x <- x + solve(y - (K + ridge I) x)``, residuals in float64.
+
+    Stops at ``tol``, at ``max_refine`` steps, or when the observed contraction rate
+    ``rho = r_k / r_{k-1}`` cannot reach ``tol`` in the steps left (``rho ~ cond * u_factor``).
+    Returns the best iterate: ``(x, residual, steps, converged, history)``.
+    """
+    r = y - (matvec(x) + ridge * x)
+    res = _rel_residual(r, y)
+    history, best, steps = [res], (res, x), 0
+    while refine and res >= tol and steps < max_refine:
+        x = x + solve(r)
+        steps += 1
+        r = y - (matvec(x) + ridge * x)
+        new = _rel_residual(r, y)
+        history.append(new)
+        if new < best[0]:
+            best = (new, x)
+        rho, res = (new / res if res > 0 else 0.0), new
+        if res < tol:
+            break
+        if rho >= 1 or math.ceil(math.log(tol / res) / math.log(rho)) > max_refine - steps:
+            break  # stalls or diverges
+    res, x = best
+    converged = res < tol or not refine
+    if not converged:
+        fix = ("use dtype=np.float64 (the float32 factor is too inaccurate: cond(K + ridge*I) * 2^-24 is "
+               "close to or above 1) or a larger ridge") if f32 else "loosen tol (float64 rounding floor)"
+        warnings.warn(f"iterative refinement stopped at relative residual {res:.3g} > tol={tol:g} after "
+                      f"{steps} steps (history {[f'{h:.2g}' for h in history]}); {fix}", ConvergenceWarning,
+                      stacklevel=3)
+    return x, res, steps, converged, history
+
+
+def _dense(K: np.ndarray, y: np.ndarray, ridge: float, jitter: Any, refine: bool, tol: float,
+           max_refine: int) -> SolveResult:
+    t0 = time.perf_counter()
+    K = np.asarray(K, dtype=np.float64)
+    potrf = get_lapack_funcs("potrf", (K,))
+    mean_diag = float(np.mean(np.diag(K))) if K.size else 0.0
+    rels = [0.0] + jitter_schedule(jitter)
+    for rel in rels:
+        lam = ridge + rel * mean_diag
+        A = K + lam * np.eye(len(K))
+        c, info = potrf(A, lower=0, clean=1, overwrite_a=1)
+        if info == 0:
+            break
+        if info < 0:  # pragma: no cover
+            raise RuntimeError(f"potrf: illegal argument {-info}")
+        if rel == rels[-1]:
+            extra = f" even with jitter {rel:g} x mean diagonal" if rel else ""
+            raise NotPositiveDefiniteError(f"LAPACK Cholesky (potrf) of K + ridge*I broke down{extra}",
+                                           pivot=int(info) - 1, ridge=lam)
+    if rel > 0:
+        warnings.warn(f"K + ridge*I is not numerically positive definite at ridge={ridge:g}; factored with "
+                      f"jitter {rel:g} x mean diagonal (absolute ridge {lam:g})", JitterWarning, stacklevel=3)
+
+    def solve(b: np.ndarray) -> np.ndarray:
+        return cho_solve((c, False), b, check_finite=False)
+
+    x, res, steps, conv, hist = _refine(lambda v: K @ v, solve, y, lam, solve(y), tol, max_refine, refine,
+                                        False)
+    return SolveResult(x=x, method="lapack-cholesky", ridge=lam, residual=res, iterations=steps,
+                       seconds=time.perf_counter() - t0, converged=conv, history=hist,
+                       info={"jitter": rel, "requested_ridge": ridge})
+
+
+def cholesky_solve(op: Any, y: Any, ridge: float, *, dtype: Any = np.float64, refine: Optional[bool] = None,
+                   tol: float = 1e-10, max_refine: int = 20, jitter: bool | float = False,
+                   factor_url: Optional[str] = None, overwrite: bool = False, tile: Optional[int] = None,
+                   progress: Optional[bool] = None) -> SolveResult:
+    """Solve ``(K + ridge I) x = y`` by Cholesky.
+
+    Parameters
+    ----------
+    op : StoredGram, DenseGram or ndarray, shape (n, n)
+        In memory: LAPACK ``potrf``/``potrs`` in float64 (method 'lapack-cholesky').
+        Stored: :func:`ntkscale.tiling.cholesky.factor_tiles` on ``op.runner``, then a
+        streaming triangular solve (method 'tiled-cholesky[-f32][+refine]').
+    y : array, shape (n,) or (n, C)
+        Right-hand sides (finite).
+    ridge : float
+        Absolute ridge, finite, >= 0 (NT's relative ``diag_reg`` = ``ridge / mean(diag K)``).
+    dtype : float64 (default) or float32
+        Factor dtype of a stored Gram (in-memory solves always use float64).
+    refine : bool, optional
+        Iterative refinement ``x <- x + U^-1 U^-T (y - (K + ridge I) x)`` with float64
+        matvecs over the Gram; default: on for a float32 factor.
+    tol : float
+        Target relative residual of the refinement (max over columns).
+    max_refine : int
+        Most refinement steps.
+    jitter : bool or float
+        Retry a breakdown with a growing relative jitter (see ``factor_tiles``); warns
+        :class:`JitterWarning`; ``SolveResult.ridge`` includes it.
+    factor_url, overwrite, tile, progress
+        Factor store options (stored Gram only; see ``factor_tiles``).
+
+    Returns
+    -------
+    SolveResult
+        ``x`` float64 in ``y``'s layout; ``residual`` from one float64 matvec; ``iterations``
+        = refinement steps; ``passes`` = matvecs over the stored Gram.
+
+    Raises
+    ------
+    ValueError
+        Bad ``y``, ``ridge``, ``tol`` or ``max_refine`` (checked before any heavy work).
+    NotPositiveDefiniteError
+        The factorization broke down (names the pivot, and the tile for a stored Gram).
+    """
+    ridge = _check_ridge(ridge)
+    if not (np.isfinite(tol) and tol > 0):
+        raise ValueError(f"tol must be a finite number > 0, got {tol!r}")
+    if isinstance(max_refine, bool) or not isinstance(max_refine, (int, np.integer)) or max_refine < 0:
+        raise ValueError(f"max_refine must be an int >= 0, got {max_refine!r}")
+    jitter_schedule(jitter)  # validates
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dt}")
+    if not isinstance(op, StoredGram):
+        K = np.asarray(op.K if isinstance(op, DenseGram) else op)
+        if K.ndim != 2 or K.shape[0] != K.shape[1]:
+            raise ValueError(f"the Gram must be a square matrix, got shape {K.shape}")
+        Y, vec = check_rhs(y, K.shape[0])
+        res = _dense(K, Y, ridge, jitter, bool(refine), tol, max_refine)
+        res.x = res.x[:, 0] if vec else res.x
+        return res
+    Y, vec = check_rhs(y, op.shape[0])
+    t0 = time.perf_counter()
+    refine = dt == np.float32 if refine is None else bool(refine)
+    factor = factor_tiles(op, ridge, factor_url=factor_url, dtype=dt, jitter=jitter, overwrite=overwrite,
+                          tile=tile, progress=progress)
+    passes0 = op.passes
+    x, res, steps, conv, hist = _refine(op.matvec, factor.solve, Y, factor.ridge, factor.solve(Y), tol,
+                                        max_refine, refine, dt == np.float32)
+    method = "tiled-cholesky" + ("-f32" if dt == np.float32 else "") + ("+refine" if refine else "")
+    return SolveResult(x=x[:, 0] if vec else x, method=method, ridge=factor.ridge, residual=res,
+                       iterations=steps, passes=op.passes - passes0, seconds=time.perf_counter() - t0,
+                       converged=conv, history=hist, info={"jitter": factor.jitter, "requested_ridge": ridge,
+                                           "factor_url": factor.url, "tile": factor.tile, "dtype": dt.name,
+                                           "factor_seconds": factor.seconds, "factor_computed": factor.computed})

@@ -1,0 +1,286 @@
+"""The factor store: the upper Cholesky factor ``U`` of ``K + ridge I``, cut in the Gram's tiles.
+
+Layout (``n x n`` factor, tile size ``T``)::
+
+    zarr.json     attrs["ntkscale_factor"]: format, the Gram's URL, build id and kind,
+                  n, tile, dtype, requested ridge, absolute ridge factored, relative
+                  jitter, factor id, complete flag
+    U             one chunk per upper tile (T, T), float32 | float64, CRC32C checksums
+                  (tiles below the diagonal are never written)
+    _stop/<run>   markers asking the tasks of one run to stop (removed after the run)
+
+As in the Gram store, a chunk is written whole by one task and ``LocalStore`` writes
+it atomically, so an existing chunk is a finished tile: an interrupted factorization
+resumes by listing chunks. Reading a tile that was never written is an error (zarr
+would silently return its fill value).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import threading
+from collections import OrderedDict, deque
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Iterator, Optional
+
+import google_crc32c
+import numpy as np
+import zarr
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.sync import sync
+
+from .gram_store import CorruptTileError, StoreMismatchError, _codecs
+from .url import StoreAccessError, open_store
+
+__all__ = ["FactorStore", "MissingTileError", "FACTOR_FORMAT", "clear_tile_cache"]
+
+FACTOR_FORMAT = 1
+_ATTR = "ntkscale_factor"
+_ARRAY = "U"
+
+
+_CACHE: "OrderedDict[tuple, np.ndarray]" = OrderedDict()  # (url, factor id, (i, j)) -> tile
+_CACHE_LOCK = threading.Lock()
+
+
+def _remember(key: tuple, tile: np.ndarray, limit: int) -> None:
+    with _CACHE_LOCK:
+        _CACHE[key] = tile
+        total = sum(a.nbytes for a in _CACHE.values())
+        while total > limit and _CACHE:
+            total -= _CACHE.popitem(last=False)[1].nbytes
+
+
+def clear_tile_cache() -> None:
+    """Drop this process's cached factor tiles."""
+    with _CACHE_LOCK:
+        _CACHE.clear()
+
+
+class MissingTileError(StoreAccessError):
+    """A factor tile that should exist has not been written."""
+
+
+class FactorStore:
+    """Handle on one factor store (cheap to create; workers open their own).
+
+    Parameters
+    ----------
+    url : str
+        Store location (local path or fsspec URL).
+    group : zarr.Group
+    storage_options : dict, optional
+    """
+
+    def __init__(self, url: str, group: zarr.Group, storage_options: Optional[dict] = None):
+        self.url, self.group, self.storage_options = str(url), group, storage_options
+        self._array: Optional[zarr.Array] = None
+        self._raw: Any = None
+
+    # ------------------------------------------------------------------ open
+    @classmethod
+    def open(cls, url: Any, *, mode: str = "r", storage_options: Optional[dict] = None) -> "FactorStore":
+        """Open an existing factor store (``mode='r'`` or ``'r+'``)."""
+        try:
+            store = open_store(url, read_only=(mode == "r"), storage_options=storage_options)
+            group = zarr.open_group(store, mode=mode)
+        except (FileNotFoundError, KeyError, ValueError, StoreAccessError) as e:
+            raise StoreAccessError(f"no factor store at {url!r} ({e})") from e
+        if _ATTR not in group.attrs:
+            raise StoreAccessError(f"{url!r} is a zarr group but not an ntkscale factor store")
+        return cls(str(url), group, storage_options)
+
+    @classmethod
+    def try_open(cls, url: Any, *, mode: str = "r+",
+                 storage_options: Optional[dict] = None) -> Optional["FactorStore"]:
+        """The store at ``url``, or None where there is none."""
+        try:
+            return cls.open(url, mode=mode, storage_options=storage_options)
+        except StoreAccessError:
+            return None
+
+    @classmethod
+    def create(cls, url: Any, meta: dict, *, storage_options: Optional[dict] = None) -> "FactorStore":
+        """Create (replacing whatever is at ``url``) an empty factor store.
+
+        ``meta`` needs ``n``, ``tile`` and ``dtype``; it is stored with ``format`` and
+        ``complete=False``.
+        """
+        store = open_store(url, read_only=False, storage_options=storage_options)
+        group = zarr.open_group(store, mode="w")
+        n, T = int(meta["n"]), int(meta["tile"])
+        group.create_array(_ARRAY, shape=(n, n), chunks=(T, T), dtype=np.dtype(meta["dtype"]).name,
+                           fill_value=0, **_codecs())
+        group.attrs[_ATTR] = dict(meta, format=FACTOR_FORMAT, complete=False)
+        return cls(str(url), group, storage_options)
+
+    # ------------------------------------------------------------- metadata
+    @property
+    def meta(self) -> dict:
+        return dict(self.group.attrs[_ATTR])
+
+    def set_complete(self, value: bool = True) -> None:
+        self.group.attrs[_ATTR] = dict(self.meta, complete=bool(value))
+
+    @property
+    def n(self) -> int:
+        return int(self.meta["n"])
+
+    @property
+    def tile(self) -> int:
+        return int(self.meta["tile"])
+
+    def check_compatible(self, expect: dict) -> None:
+        """Refuse a factor of another Gram, kind, size, tile, dtype or ridge (names the key)."""
+        meta = self.meta
+        if meta.get("format") != FACTOR_FORMAT:
+            raise StoreMismatchError(f"factor store {self.url!r} has format {meta.get('format')}, this "
+                                     f"ntkscale writes {FACTOR_FORMAT}; pass overwrite=True to replace it")
+        why = {"gram_build_id": "belongs to another Gram (build id differs)",
+               "kind": "factors another kernel", "n": "has another size", "tile": "uses another tile",
+               "dtype": "holds another dtype", "base_ridge": "was factored with another ridge"}
+        for key, text in why.items():
+            if key in expect and meta.get(key) != expect[key]:
+                raise StoreMismatchError(
+                    f"factor store {self.url!r} {text}: stored {key}={meta.get(key)!r}, requested "
+                    f"{expect[key]!r}. Use another factor_url, or pass overwrite=True to replace it")
+
+    # ---------------------------------------------------------------- tiles
+    @property
+    def array(self) -> zarr.Array:
+        if self._array is None:
+            self._array = self.group[_ARRAY]  # type: ignore[assignment]
+        return self._array  # type: ignore[return-value]
+
+    def tile_bounds(self, i: int, j: int) -> tuple[slice, slice]:
+        n, T = self.n, self.tile
+        return slice(i * T, min((i + 1) * T, n)), slice(j * T, min((j + 1) * T, n))
+
+    def _key(self, i: int, j: int) -> str:
+        return f"{self.array.path}/c/{i}/{j}"
+
+    def done_tiles(self) -> set[tuple[int, int]]:
+        """Tiles ``(i, j)`` whose chunk exists (finished tiles)."""
+        pattern = re.compile(r"^c/(\d+)/(\d+)$")
+        prefix = f"{self.array.path}/"
+
+        async def _list() -> list[str]:
+            return [k async for k in self.group.store.list_prefix(prefix)]
+
+        out = set()
+        for key in sync(_list()):
+            m = pattern.match(key[len(prefix):])
+            if m:
+                out.add((int(m.group(1)), int(m.group(2))))
+        return out
+
+    def has_tile(self, i: int, j: int) -> bool:
+        return bool(sync(self.group.store.exists(self._key(i, j))))
+
+    def _raw_layout(self) -> Optional[np.dtype]:
+        """The chunks' little-endian dtype when they are plain bytes + CRC32C (as created here)."""
+        if self._raw is None:
+            names = [type(c).__name__ for c in self.array.metadata.codecs]
+            endian = getattr(self.array.metadata.codecs[0], "endian", None)
+            ok = names == ["BytesCodec", "Crc32cCodec"] and str(getattr(endian, "value", endian)) == "little"
+            self._raw = np.dtype(self.array.dtype).newbyteorder("<") if ok else False
+        return self._raw or None
+
+    def read_tiles(self, tiles: list[tuple[int, int]], cache_bytes: int = 0) -> list[np.ndarray]:
+        """Tiles ``U[i, j]`` (shapes (rows_i, cols_j), stored dtype, read-only), fetched concurrently.
+
+        The chunks are read as bytes and their CRC32C checked here (zarr's array indexing
+        costs about as much again as the read itself). With ``cache_bytes > 0`` tiles go
+        through this process's LRU tile cache of that size (tiles never change under one
+        factor id; left-looking Cholesky reads each ~nb/2 times).
+
+        Raises
+        ------
+        MissingTileError
+            If a tile was never written (zarr indexing would return its fill value).
+        CorruptTileError
+            If a chunk fails its checksum.
+        """
+        fid = self.meta.get("factor_id")
+        with _CACHE_LOCK:
+            found = {t: _CACHE[self.url, fid, t] for t in tiles if (self.url, fid, t) in _CACHE} \
+                if cache_bytes else {}
+            for t in found:
+                _CACHE.move_to_end((self.url, fid, t))
+        todo = [t for t in tiles if t not in found]
+        for t, tile in zip(todo, self._read_raw(todo) if todo else []):
+            found[t] = tile
+            if cache_bytes:
+                _remember((self.url, fid, t), tile, cache_bytes)
+        return [found[t] for t in tiles]
+
+    def _read_raw(self, tiles: list[tuple[int, int]]) -> list[np.ndarray]:
+        dtype = self._raw_layout()
+        if dtype is None:  # pragma: no cover - a store written with other codecs
+            return [self._read_indexed(i, j) for i, j in tiles]
+        keys, proto, T = [self._key(i, j) for i, j in tiles], default_buffer_prototype(), self.tile
+
+        async def _get() -> list:
+            return list(await asyncio.gather(*(self.group.store.get(k, prototype=proto) for k in keys)))
+
+        out = []
+        for (i, j), buf in zip(tiles, sync(_get())):
+            if buf is None:
+                raise MissingTileError(f"factor tile ({i}, {j}) is missing from {self.url!r}; the factor is "
+                                       "incomplete: re-run the factorization to finish it")
+            raw = buf.as_numpy_array()
+            if len(raw) != T * T * dtype.itemsize + 4 or \
+                    np.uint32(google_crc32c.value(raw[:-4])).tobytes() != raw[-4:].tobytes():
+                raise CorruptTileError(f"factor tile ({i}, {j}) in {self.url!r} fails its checksum; delete the "
+                                       "chunk and re-run the factorization to recompute it")
+            rows, cols = self.tile_bounds(i, j)
+            out.append(raw[:-4].view(dtype).reshape(T, T)[: rows.stop - rows.start, : cols.stop - cols.start])
+        return out
+
+    def _read_indexed(self, i: int, j: int) -> np.ndarray:  # pragma: no cover - fallback
+        if not self.has_tile(i, j):
+            raise MissingTileError(f"factor tile ({i}, {j}) is missing from {self.url!r}")
+        rows, cols = self.tile_bounds(i, j)
+        return np.asarray(self.array[rows, cols])
+
+    def read_tile(self, i: int, j: int) -> np.ndarray:
+        """Tile ``U[i, j]``, shape (rows_i, cols_j) (see :meth:`read_tiles`)."""
+        return self.read_tiles([(i, j)])[0]
+
+    def stream_tiles(self, order: list[tuple[int, int]], ahead: int = 2) -> Iterator[np.ndarray]:
+        """Tiles in ``order`` as float64, read ``ahead`` tiles in advance by threads (the
+        reads, checksums and decoding overlap the consumer's BLAS calls)."""
+        with ThreadPoolExecutor(max_workers=ahead) as ex:
+            queue: deque = deque()
+            for t in order:
+                queue.append(ex.submit(self.read_tile, *t))
+                if len(queue) > ahead:
+                    yield queue.popleft().result().astype(np.float64, copy=False)
+            while queue:
+                yield queue.popleft().result().astype(np.float64, copy=False)
+
+    def write_tile(self, i: int, j: int, values: np.ndarray, cache_bytes: int = 0) -> None:
+        """Write tile ``(i, j)`` (one whole chunk); keep it in the tile cache if ``cache_bytes``."""
+        rows, cols = self.tile_bounds(i, j)
+        self.array[rows, cols] = values
+        if cache_bytes:
+            tile = np.array(values, dtype=self.array.dtype)
+            tile.setflags(write=False)
+            _remember((self.url, self.meta.get("factor_id"), (i, j)), tile, cache_bytes)
+
+    def delete_tile(self, i: int, j: int) -> None:
+        """Remove tile ``(i, j)`` (it will be recomputed by the next run)."""
+        sync(self.group.store.delete(self._key(i, j)))
+
+    # ----------------------------------------------------------------- stop
+    def request_stop(self, run: str) -> None:
+        """Ask the tasks of run ``run`` that have not started their work to skip it."""
+        buf = default_buffer_prototype().buffer.from_bytes(b"stop")
+        sync(self.group.store.set(f"_stop/{run}", buf))
+
+    def stop_requested(self, run: str) -> bool:
+        return bool(sync(self.group.store.exists(f"_stop/{run}")))
+
+    def clear_stop(self, run: str) -> None:
+        sync(self.group.store.delete(f"_stop/{run}"))

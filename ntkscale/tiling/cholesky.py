@@ -1,0 +1,435 @@
+"""Out-of-core blocked Cholesky of ``K + ridge I`` as a task graph over the stored tiles.
+
+Left-looking, one task per upper tile of the factor ``U`` (``K + ridge I = U^T U``)::
+
+    S     = K_ij + ridge delta_ij I - sum_{m<i} U_mi^T U_mj      (GEMM; SYRK on the diagonal)
+    U_ii  = chol(S)                                              (POTRF)
+    U_ij  = U_ii^-T S                                            (TRSM), i < j
+
+Each task reads its inputs from the Gram and factor stores by URL and writes one chunk;
+tasks are submitted together with their dependencies and critical-path priorities. Tiles
+that exist are done, so an interrupted factorization resumes.
+
+References
+----------
+Golub & Van Loan, *Matrix Computations*, 4th ed., Alg. 4.2.2 (blocked Cholesky);
+Buttari, Langou, Kurzak, Dongarra (2009), "A class of parallel tiled linear algebra
+algorithms for multicore architectures" (tile tasks, critical-path priorities).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+import warnings
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any, Callable, Optional
+
+import numpy as np
+from scipy.linalg import solve_triangular
+from scipy.linalg.blas import get_blas_funcs
+from scipy.linalg.lapack import get_lapack_funcs
+
+from ..solvers.errors import JitterWarning, NotPositiveDefiniteError
+from ..storage import StoreAccessError, StoreMismatchError, is_memory
+from ..storage.factor_store import FactorStore, clear_tile_cache
+from . import tasks
+
+if TYPE_CHECKING:  # the operator layer sits above tiling
+    from ..operator import StoredGram
+
+__all__ = ["factor_tiles", "factor_tile_task", "TiledFactor", "jitter_schedule", "default_factor_url",
+           "factor_tile_size"]
+
+
+_GROUP_BYTES = 64 * 2**20  # factor tiles a task reads at once
+
+
+class TileBreakdown(ArithmeticError):
+    """POTRF failed on a diagonal tile (raised in a task; picklable: args are the fields)."""
+
+    def __init__(self, tile: int, pivot: int):
+        super().__init__(tile, pivot)
+        self.tile, self.pivot = tile, pivot
+
+
+@dataclass(frozen=True)
+class _Ctx:
+    """What a tile task needs to find its inputs (URLs and ids, never data)."""
+
+    gram_url: str
+    gram_build_id: str
+    kind: str
+    factor_url: str
+    factor_id: str
+    ridge: float
+    dtype: str
+    run: str
+    cache_bytes: int = 0
+    gram_opts: Optional[tuple] = None
+    factor_opts: Optional[tuple] = None
+
+
+@lru_cache(maxsize=8)
+def _open_factor(url: str, factor_id: str, opts: Optional[tuple]) -> FactorStore:
+    fs = FactorStore.open(url, mode="r+", storage_options=dict(opts) if opts else None)
+    if fs.meta.get("factor_id") != factor_id:
+        raise RuntimeError(f"factor store {url!r} was replaced while tasks were running")
+    return fs
+
+
+def factor_tile_task(ctx: _Ctx, i: int, j: int, deps: Any = None) -> tuple[int, int, float, int, bool]:
+    """Compute and write factor tile ``U[i, j]`` (``deps`` only orders the task).
+
+    Returns ``(i, j, seconds, pid, computed)``; ``computed`` is False when the run was
+    asked to stop before this task started.
+
+    Raises
+    ------
+    TileBreakdown
+        If POTRF fails on diagonal tile ``i`` (the tile is not written).
+    """
+    t0 = time.perf_counter()
+    fs = _open_factor(ctx.factor_url, ctx.factor_id, ctx.factor_opts)
+    if fs.stop_requested(ctx.run):
+        return i, j, 0.0, os.getpid(), False
+    gs = tasks.open_cached(ctx.gram_url, ctx.gram_build_id, "r", dict(ctx.gram_opts) if ctx.gram_opts else None)
+    rows, cols = fs.tile_bounds(i, j)  # inside one stored Gram tile: factor tiles divide Gram tiles
+    S = np.array(gs.read(ctx.kind, rows, cols), dtype=ctx.dtype, order="F")  # shape: (Ti, Tj)
+    gemm, syrk, trsm = get_blas_funcs(("gemm", "syrk", "trsm"), (S,))
+    if i == j:
+        S[np.diag_indices_from(S)] += S.dtype.type(ctx.ridge)
+    # U[m, i], U[m, j] read a group at a time (concurrently, through this process's tile cache);
+    # tiles are C-ordered, so A.T is the Fortran-ordered A^T that BLAS takes without a copy.
+    step = max(1, _GROUP_BYTES // (fs.tile * fs.tile * S.itemsize))
+    for m0 in range(0, i, step):
+        ms = range(m0, min(i, m0 + step))
+        col_i = fs.read_tiles([(m, i) for m in ms], ctx.cache_bytes)
+        col_j = col_i if i == j else fs.read_tiles([(m, j) for m in ms], ctx.cache_bytes)
+        for A, B in zip(col_i, col_j):
+            A, B = A.astype(S.dtype, copy=False), B.astype(S.dtype, copy=False)
+            if i == j:
+                S = syrk(-1.0, A.T, beta=1.0, c=S, trans=0, lower=0, overwrite_c=1)  # S -= A^T A
+            else:
+                S = gemm(-1.0, A.T, B.T, beta=1.0, c=S, trans_b=1, overwrite_c=1)  # S -= A^T B
+    if i == j:
+        potrf = get_lapack_funcs("potrf", (S,))
+        S, info = potrf(S, lower=0, clean=1, overwrite_a=1)
+        if info > 0:
+            raise TileBreakdown(i, int(info) - 1)
+        if info < 0:  # pragma: no cover - argument error
+            raise RuntimeError(f"potrf: illegal argument {-info}")
+    else:
+        Uii = fs.read_tiles([(i, i)], ctx.cache_bytes)[0].astype(S.dtype, copy=False)
+        S = trsm(1.0, Uii.T, S, side=0, lower=1, trans_a=0, overwrite_b=1)  # U_ii^T X = S
+    fs.write_tile(i, j, S, ctx.cache_bytes)
+    return i, j, time.perf_counter() - t0, os.getpid(), True
+
+
+def jitter_schedule(jitter: bool | float) -> list[float]:
+    """Relative jitters to try after a breakdown: ``j0, 10 j0, ...`` up to 1e-4 (j0 = 1e-10)."""
+    if jitter is False or jitter is None:
+        return []
+    j0 = 1e-10 if jitter is True else float(jitter)
+    if not np.isfinite(j0) or j0 <= 0:
+        raise ValueError(f"jitter must be True, False or a positive relative jitter, got {jitter!r}")
+    out = [j0]
+    while out[-1] * 10 <= 1e-4 * (1 + 1e-9):
+        out.append(out[-1] * 10)
+    return out
+
+
+@dataclass
+class TiledFactor:
+    """A stored tiled Cholesky factor ``U`` (``K + ridge I = U^T U``).
+
+    Attributes: ``url`` (factor store), ``n``, ``tile``, ``dtype`` (float32 | float64),
+    ``ridge`` (absolute ridge factored, jitter included), ``jitter`` (relative jitter added:
+    ``ridge - requested = jitter * mean(diag K)``; 0 if none), ``seconds`` (wall time of
+    :func:`factor_tiles`), ``computed`` / ``n_tiles`` (tiles computed by this call / in all),
+    ``resumed`` (tiles of an earlier run were reused).
+    """
+
+    url: str
+    n: int
+    tile: int
+    dtype: np.dtype
+    ridge: float
+    jitter: float
+    seconds: float
+    computed: int = 0
+    n_tiles: int = 0
+    resumed: bool = False
+    factor_id: str = ""
+    storage_options: Optional[dict] = None
+
+    def _store(self) -> FactorStore:
+        fs = FactorStore.open(self.url, storage_options=self.storage_options)
+        if fs.meta.get("factor_id") != self.factor_id or not fs.meta.get("complete"):
+            raise StoreAccessError(f"factor store {self.url!r} was replaced or is incomplete; factor again")
+        return fs
+
+    def solve(self, B: Any) -> np.ndarray:
+        """``(K + ridge I)^-1 B``: forward ``U^T z = B``, then back ``U x = z``.
+
+        Each sweep streams every factor tile once; accumulation in float64.
+
+        Parameters
+        ----------
+        B : array, shape (n,) or (n, C)
+
+        Returns
+        -------
+        ndarray, shape like ``B``, float64
+        """
+        B = np.asarray(B, dtype=np.float64)
+        if B.ndim not in (1, 2) or B.shape[0] != self.n or not np.all(np.isfinite(B)):
+            raise ValueError(f"B must be finite with shape ({self.n},) or ({self.n}, C), got {B.shape}")
+        Z = np.array(B.reshape(self.n, -1), dtype=np.float64)  # shape: (n, C)
+        fs, T = self._store(), self.tile
+        nb = -(-self.n // T)
+        sl = [slice(k * T, min((k + 1) * T, self.n)) for k in range(nb)]
+        fwd = fs.stream_tiles([(i, j) for i in range(nb) for j in range(i, nb)])
+        for i in range(nb):  # U^T z = b: z_i = U_ii^-T (b_i - sum_{m<i} U_mi^T z_m)
+            Z[sl[i]] = solve_triangular(next(fwd), Z[sl[i]], trans="T", check_finite=False)
+            for j in range(i + 1, nb):
+                Z[sl[j]] -= next(fwd).T @ Z[sl[i]]
+        bwd = fs.stream_tiles([(i, j) for i in reversed(range(nb)) for j in range(i, nb)])
+        for i in reversed(range(nb)):  # U x = z: x_i = U_ii^-1 (z_i - sum_{j>i} U_ij x_j)
+            Uii = next(bwd)
+            for j in range(i + 1, nb):
+                Z[sl[i]] -= next(bwd) @ Z[sl[j]]
+            Z[sl[i]] = solve_triangular(Uii, Z[sl[i]], check_finite=False)
+        return Z[:, 0] if B.ndim == 1 else Z
+
+    def logdet(self) -> float:
+        """``log det(K + ridge I) = 2 sum_i log U_ii``."""
+        fs, T = self._store(), self.tile
+        return float(sum(2 * np.log(np.diag(fs.read_tile(i, i)).astype(np.float64)).sum()
+                         for i in range(-(-self.n // T))))
+
+
+def _preds(i: int, j: int) -> list[tuple[int, int]]:
+    """Direct predecessors in the transitive reduction of the tile DAG."""
+    out = [(i - 1, j)] if i > 0 else []
+    return out + ([(i, i)] if i < j else [])
+
+
+def _dependencies(todo: list[tuple[int, int]]) -> dict[tuple[int, int], list[tuple[int, int]]]:
+    """For each tile to compute, the tiles to compute that it must wait for: its reduced-DAG
+    predecessors, looking through tiles that are already done (resume) to theirs."""
+    todo_set, memo = set(todo), {}
+
+    def expand(t: tuple[int, int]) -> frozenset:
+        if t not in memo:
+            memo[t] = frozenset().union(*(({p} if p in todo_set else expand(p)) for p in _preds(*t)))
+        return memo[t]
+
+    return {t: sorted(expand(t)) for t in todo}
+
+
+def _priorities(nb: int) -> dict[tuple[int, int], int]:
+    """Bottom level (longest remaining path, in units of T^3 flops) of every tile task."""
+    bl: dict[tuple[int, int], float] = {}
+    for i in reversed(range(nb)):
+        for j in reversed(range(i, nb)):
+            if i < j:
+                bl[i, j] = 2 * i + 1 + (bl[i + 1, j])
+            else:
+                bl[i, i] = i + 1 / 3 + max((bl[i, k] for k in range(i + 1, nb)), default=0.0)
+    return {t: int(round(10 * v)) for t, v in bl.items()}
+
+
+def factor_tile_size(gram_tile: int, n: int, slots: int, min_tile: int = 512) -> int:
+    """Factor tile: the Gram tile, or its largest exact divisor (>= ``min_tile``) that makes a
+    grid of at least ``4 * slots + 1`` tiles a side. The critical path of the tile DAG is
+    ~nb^2 tile GEMMs of ~nb^3/3 in all, so ``slots`` workers stay busy only if nb >> 3 * slots."""
+    fits = [gram_tile // k for k in range(1, gram_tile + 1)
+            if gram_tile % k == 0 and gram_tile // k >= min(min_tile, gram_tile)]
+    return next((t for t in fits if -(-n // t) >= 4 * slots + 1), fits[-1])
+
+
+def default_factor_url(gram_url: str) -> str:
+    """The sibling location ``<gram url>-chol``."""
+    return str(gram_url).rstrip("/") + "-chol"
+
+
+def _run(fs: FactorStore, op: "StoredGram", progress: Optional[bool],
+         on_tile: Optional[Callable[[tuple], None]]) -> int:
+    """Compute the missing tiles of ``fs``; return how many were computed."""
+    meta = fs.meta
+    n, T = int(meta["n"]), int(meta["tile"])
+    nb = -(-n // T)
+    done = fs.done_tiles()
+    todo = [(i, j) for i in range(nb) for j in range(i, nb) if (i, j) not in done]  # topological
+    key = lambda o: tuple(sorted(o.items())) if o else None  # noqa: E731
+    cache = int(min(2**30, op.runner.memory_per_slot() / 4))
+    ctx = _Ctx(op.url, op.store.meta["build_id"], op.kind, fs.url, meta["factor_id"], float(meta["ridge"]),
+               meta["dtype"], uuid.uuid4().hex[:10], cache, key(op.storage_options), key(fs.storage_options))
+    bar = None
+    if progress and todo:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=len(todo), desc="Cholesky tiles", unit="tile")
+
+    def record(result: tuple) -> None:
+        if bar is not None:
+            bar.update()
+        if on_tile is not None and result[4]:
+            on_tile(result)
+
+    try:
+        if op.runner.is_sync:
+            for i, j in todo:
+                record(factor_tile_task(ctx, i, j))
+        else:
+            _run_distributed(op.runner.client, fs, ctx, todo, nb, record)
+    except TileBreakdown as e:
+        raise NotPositiveDefiniteError("Cholesky of K + ridge*I broke down", pivot=e.tile * T + e.pivot,
+                                       tile=e.tile, ridge=ctx.ridge) from None
+    finally:
+        if bar is not None:
+            bar.close()
+        try:
+            clear_tile_cache() if op.runner.is_sync else op.runner.client.run(clear_tile_cache)
+        except Exception:  # pragma: no cover - a closing client: the workers' caches go with them
+            pass
+    missing = len({(i, j) for i in range(nb) for j in range(i, nb)} - fs.done_tiles())
+    if missing:  # pragma: no cover - would be a storage bug
+        raise RuntimeError(f"{missing} factor tiles still missing after the factorization")
+    fs.set_complete(True)
+    return len(todo)
+
+
+def _run_distributed(client: Any, fs: FactorStore, ctx: _Ctx, todo: list[tuple[int, int]], nb: int,
+                     record: Callable[[tuple], None]) -> None:
+    from distributed import as_completed, wait
+
+    prio = _priorities(nb)
+    deps = _dependencies(todo)
+    futures: dict[tuple[int, int], Any] = {}
+    for t in todo:  # row-major: predecessors are submitted first
+        futures[t] = client.submit(factor_tile_task, ctx, *t, [futures[p] for p in deps[t]],
+                                   key=f"chol-{ctx.factor_id[:8]}-{ctx.run}-{t[0]}-{t[1]}",
+                                   priority=prio[t], pure=False)
+    try:
+        for fut in as_completed(list(futures.values())):
+            record(fut.result())
+    except BaseException:
+        # Tasks not started yet skip their work; wait for the running ones so that no
+        # task of this run writes after we return (a retry may recreate the store).
+        fs.request_stop(ctx.run)
+        wait(list(futures.values()))
+        client.cancel(list(futures.values()))
+        raise
+    finally:
+        try:
+            fs.clear_stop(ctx.run)
+        except OSError:  # pragma: no cover
+            pass
+
+
+def factor_tiles(op: "StoredGram", ridge: float, *, factor_url: Optional[str] = None, dtype: Any = np.float64,
+                 jitter: bool | float = False, overwrite: bool = False, tile: Optional[int] = None,
+                 progress: Optional[bool] = None, on_tile: Optional[Callable[[tuple], None]] = None) -> TiledFactor:
+    """Upper Cholesky factor ``U`` of ``K + ridge I`` (``= U^T U``), tile by tile, into a store.
+
+    Parameters
+    ----------
+    op : StoredGram
+        Symmetric stored Gram, shape (n, n); its runner (``op.runner``) runs the tasks.
+    ridge : float
+        Absolute ridge (added as ``K + ridge I``; NT's relative ``diag_reg`` is
+        ``ridge / mean(diag K)``), finite, >= 0.
+    factor_url : str, optional
+        Factor store; default ``<gram url>-chol``. A store of another Gram, kind, ridge or
+        dtype is refused unless ``overwrite=True``; a complete matching one is reused.
+    dtype : float64 (default) or float32
+        Factor dtype and compute dtype of the tiles (float32: half the bytes, ~2x GEMMs).
+    jitter : bool or float
+        On breakdown retry with ``ridge + j * mean(diag K)``, ``j`` from 1e-10 (or the
+        given float) growing 10x up to 1e-4; a :class:`JitterWarning` names the ``j`` used.
+    tile : int, optional
+        Factor tile edge, an exact divisor of the Gram's tile (default: the Gram's tile, or a
+        divisor of it when the Gram's grid is too coarse to keep ``op.runner``'s workers busy;
+        an existing factor store's tile is kept). Tasks read sub-blocks of the Gram's tiles.
+    progress : bool, optional
+        Progress bar over tiles.
+    on_tile : callable, optional
+        Called with ``(i, j, seconds, pid, True)`` after each computed tile (may raise to stop;
+        tiles written so far are kept and a re-run resumes).
+
+    Returns
+    -------
+    TiledFactor
+
+    Raises
+    ------
+    NotPositiveDefiniteError
+        Breakdown at diagonal tile ``tile``, global pivot ``pivot`` (the factor store is left
+        incomplete, without the failing tile).
+    """
+    t0 = time.perf_counter()
+    if not getattr(op, "symmetric", False) or op.shape[0] != op.shape[1]:
+        raise ValueError("factor_tiles needs a symmetric stored train Gram (a cross Gram has no Cholesky)")
+    if isinstance(ridge, (bool, np.bool_)) or not isinstance(ridge, (int, float, np.integer, np.floating)) \
+            or not np.isfinite(ridge) or ridge < 0:
+        raise ValueError(f"ridge must be a finite number >= 0 (absolute, as in K + ridge*I), got {ridge!r}")
+    dt = np.dtype(dtype)
+    if dt not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dt}")
+    schedule = jitter_schedule(jitter)
+    url = default_factor_url(op.url) if factor_url is None else str(factor_url)
+    if is_memory(url) and not op.runner.is_sync:
+        raise StoreAccessError(f"{url!r} lives in this process's memory and worker processes cannot see it; "
+                               "use client='sync' or a path / object-store URL")
+    gmeta = op.store.meta
+    n, Tg = op.shape[0], int(gmeta["tile"])
+    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 1
+                             or Tg % tile):
+        raise ValueError(f"tile must be a positive exact divisor of the Gram's tile {Tg}, got {tile!r}")
+    base = dict(gram_url=op.url, gram_build_id=gmeta["build_id"], kind=op.kind, n=n, dtype=dt.name,
+                base_ridge=float(ridge))
+    fs = None if overwrite else FactorStore.try_open(url, storage_options=op.storage_options)
+    rel = 0.0
+    if fs is not None:
+        fs.check_compatible(dict(base, tile=tile) if tile is not None else base)
+        if Tg % fs.tile:
+            fs.check_compatible(dict(base, tile=Tg))  # refuses: not a divisor of this Gram's tile
+        rel = float(fs.meta.get("jitter", 0.0))
+        if rel > 0 and not schedule:
+            raise StoreMismatchError(f"factor store {fs.url!r} was factored with jitter {rel:g} x mean "
+                                     "diagonal; pass jitter=True to reuse it, or overwrite=True to replace it")
+    mean_diag = float(np.mean(op.diag())) if (schedule or rel) else 0.0
+    pending = [j for j in schedule if j > rel]
+    T = fs.tile if fs is not None else int(tile or factor_tile_size(Tg, n, op.runner.slots()))
+    base["tile"] = T
+    while True:
+        if fs is None:
+            fs = FactorStore.create(url, dict(base, ridge=float(ridge) + rel * mean_diag, jitter=rel,
+                                              factor_id=uuid.uuid4().hex),
+                                    storage_options=op.storage_options)
+        try:
+            resumed = bool(fs.done_tiles())
+            computed = _run(fs, op, progress, on_tile)
+            break
+        except NotPositiveDefiniteError as e:
+            if not pending:
+                if schedule:
+                    raise NotPositiveDefiniteError(f"Cholesky of K + ridge*I broke down even with jitter "
+                                                   f"{rel:g} x mean diagonal", pivot=e.pivot, tile=e.tile,
+                                                   ridge=e.ridge) from None
+                raise
+            rel, fs = pending.pop(0), None
+    meta = fs.meta
+    if rel > 0:
+        warnings.warn(f"K + ridge*I is not numerically positive definite at ridge={ridge:g}; factored with "
+                      f"jitter {rel:g} x mean diagonal (absolute ridge {meta['ridge']:g})", JitterWarning,
+                      stacklevel=2)
+    nb = -(-n // T)
+    return TiledFactor(url=fs.url, n=n, tile=T, dtype=dt, ridge=float(meta["ridge"]), jitter=rel,
+                       seconds=time.perf_counter() - t0, computed=computed, n_tiles=nb * (nb + 1) // 2,
+                       resumed=resumed and computed > 0, factor_id=meta["factor_id"],
+                       storage_options=op.storage_options)
