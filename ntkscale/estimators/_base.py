@@ -219,7 +219,7 @@ class NTKBase(BaseEstimator):
             return DenseGram(self._grams[kind])
         runner = self._runner_or_sync()
         if kind not in _store_kinds(self.store):
-            raise ValueError(f"predict(return_std=True) with kernel='ntk' needs the NNGP Gram too; "
+            raise ValueError("predict(return_std=True) with kernel='ntk' needs the NNGP Gram too; "
                              "fit with store_nngp=True")
         return StoredGram(self.store, kind, client=runner.client or "sync")
 

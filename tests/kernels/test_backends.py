@@ -92,7 +92,7 @@ def test_jax_float32_matches_numpy(name):
 
 
 def test_mixed_array_libraries_are_refused():
-    jax = pytest.importorskip("jax")
+    pytest.importorskip("jax")
     import jax.numpy as jnp
 
     layer = ARCHS["relu3"]

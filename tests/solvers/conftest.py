@@ -1,4 +1,5 @@
-"""Fixtures of the solver tests: a 2-worker LocalCluster, an architecture, stored Grams."""
+"""Fixtures of the solver tests: an architecture, stored Grams (the 2-worker `client`
+fixture comes from tests/conftest.py)."""
 
 import numpy as np
 import pytest
@@ -7,18 +8,6 @@ from ntkscale import stax
 from ntkscale.tiling import build_gram
 
 TILE = 64
-
-
-@pytest.fixture(scope="module")
-def client():
-    """A real LocalCluster: 2 single-threaded worker processes with pinned BLAS."""
-    from distributed import Client
-
-    from ntkscale.cluster import local_cluster
-
-    with local_cluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster:
-        with Client(cluster) as c:
-            yield c
 
 
 def make_arch():
