@@ -5,7 +5,6 @@ only the tiled Cholesky hands its tile graph to :mod:`ntkscale.tiling`.
 """
 
 from .api import SOLVERS, dense_limit, solve
-from .cholesky import cholesky_solve
 from .errors import ConvergenceWarning, JitterWarning, NotConvergedError, NotPositiveDefiniteError
 from .nystrom import NystromApprox, nystrom
 from .pcg import pcg, pcg_path
@@ -15,3 +14,13 @@ from .ridgeless import minnorm_cg, minnorm_eigh
 __all__ = ["solve", "cholesky_solve", "dense_limit", "SOLVERS", "pcg", "pcg_path", "nystrom", "NystromApprox",
            "minnorm_eigh", "minnorm_cg", "SolveResult", "NotPositiveDefiniteError",
            "NotConvergedError", "ConvergenceWarning", "JitterWarning"]
+
+
+def __getattr__(name: str):
+    # lazy: solvers.cholesky imports tiling.cholesky, which imports solvers.errors; an
+    # eager import here would be circular when a worker unpickles a tiling task first
+    if name == "cholesky_solve":
+        from .cholesky import cholesky_solve
+
+        return cholesky_solve
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
