@@ -1,0 +1,325 @@
+"""Learning curves of kernel regression on a Gram: measured (subsampling) and predicted (theory).
+
+The M rows of a Gram operator are the pool. :func:`empirical_learning_curve` draws per
+trial a random permutation of the pool: the training sets are its first p rows (nested
+over the p grid, one noise draw per trial), the test set its last ``n_test`` rows
+(disjoint from every training set). It fits kernel ridge regression on ``K[train, train]``
+with noisy targets ``y + noise_std·ξ`` and measures the test MSE against the *noiseless*
+targets, summed over outputs: the ``E_g`` that :func:`theory_learning_curve` predicts from
+the spectrum of ``K_M / M``. Only the operator's block reads are used (no kernel is recomputed).
+
+Conventions
+-----------
+* ``ridge`` is absolute: the λ of ``(K_pp + λI)`` with ``K_pp`` the unnormalized p×p Gram,
+  which is also the theory's λ with η̂ = eig(K_M)/M (Canatar et al.).
+  ``relative_ridge=True``: ``λ = ridge · mean(diag K_M)`` (one value for all p).
+* ``ridge = 0``: minimum-norm interpolant (eigenvalues below ``max(p·eps·λ_max,
+  1e-7·mean diag)`` dropped, as in :mod:`ntkscale.solvers.ridgeless`).
+* η̂ of the pool stands for the population spectrum; the held-out test points measure
+  the population error, so keep ``p`` well below M (deviations grow like p/M).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import scipy.linalg as sla
+
+from ._checks import check_nonneg
+from .spectrum import empirical_spectrum
+from .theory import LearningCurve, learning_curve
+
+__all__ = ["EmpiricalCurve", "LearningCurves", "empirical_learning_curve", "theory_learning_curve",
+           "learning_curves", "gather"]
+
+
+@dataclass(frozen=True)
+class EmpiricalCurve:
+    """Measured test MSE vs the noiseless targets (summed over outputs).
+
+    Attributes
+    ----------
+    p, mean, sem : ndarray, shape (P,)
+        Sizes, mean over trials and its standard error ``std(ddof=1)/sqrt(n_trials)``.
+    errors : ndarray, shape (P, n_trials)
+    ridge, noise_std : float
+        Absolute ridge and label-noise std used.
+    n_test : int
+    """
+
+    p: np.ndarray
+    mean: np.ndarray
+    sem: np.ndarray
+    errors: np.ndarray
+    ridge: float
+    n_test: int
+    noise_std: float
+
+
+@dataclass(frozen=True)
+class LearningCurves:
+    """Experiment and theory on the same p grid, absolute ridge and noise.
+
+    Attributes
+    ----------
+    p, experiment_mean, experiment_sem, theory : ndarray, shape (P,)
+    ridge, noise_std : float
+    experiment : EmpiricalCurve
+    theory_curve : LearningCurve
+    """
+
+    p: np.ndarray
+    experiment_mean: np.ndarray
+    experiment_sem: np.ndarray
+    theory: np.ndarray
+    ridge: float
+    noise_std: float
+    experiment: EmpiricalCurve
+    theory_curve: LearningCurve
+
+    @property
+    def relative_deviation(self) -> np.ndarray:
+        """``experiment_mean / theory − 1``, shape (P,)."""
+        return self.experiment_mean / self.theory - 1.0
+
+
+def _targets(y: Any, m: int) -> np.ndarray:
+    Y = np.asarray(y, dtype=np.float64)
+    Y = Y[:, None] if Y.ndim == 1 else Y
+    if Y.ndim != 2 or Y.shape[0] != m or not np.all(np.isfinite(Y)):
+        raise ValueError(f"y must be finite with shape ({m},) or ({m}, C) (one row per Gram row), "
+                         f"got shape {np.shape(y)}")
+    return Y
+
+
+def _sizes(p_grid: Any) -> np.ndarray:
+    ps = np.asarray(p_grid).reshape(-1)
+    if ps.size == 0 or not np.all(np.isfinite(ps)) or np.any(ps != np.round(ps)) or np.any(ps < 1):
+        raise ValueError(f"p_grid must hold integers >= 1, got {p_grid!r}")
+    return ps.astype(np.int64)
+
+
+def gather(op: Any, rows: np.ndarray, cols: np.ndarray, block: Optional[int] = None) -> np.ndarray:
+    """``K[rows][:, cols]`` (float64) from contiguous block reads of sorted unique indices.
+
+    Parameters
+    ----------
+    op : GramOperator
+    rows, cols : ndarray of int, sorted, unique
+    block : int, optional
+        Read grid (default: the store's tile, else 1024). Each band of the grid that
+        holds a wanted row (column) is read over the covering slice of those rows
+        (columns) only; bands without one are skipped.
+
+    Returns
+    -------
+    ndarray, shape (len(rows), len(cols))
+    """
+    b = int(block or getattr(getattr(op, "store", None), "tile", 0) or 1024)  # StoredGram tile
+    out = np.empty((rows.size, cols.size))
+
+    def bands(idx: np.ndarray) -> list[tuple[int, int]]:
+        cut = np.flatnonzero(np.diff(idx // b)) + 1
+        edges = np.concatenate([[0], cut, [idx.size]])
+        return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+
+    for i0, i1 in bands(rows):
+        r = rows[i0:i1]
+        for j0, j1 in bands(cols):
+            c = cols[j0:j1]
+            blk = op[int(r[0]):int(r[-1]) + 1, int(c[0]):int(c[-1]) + 1]
+            out[i0:i1, j0:j1] = blk[np.ix_(r - r[0], c - c[0])]
+    return out
+
+
+def _fit_predict(Kpp: np.ndarray, Ktp: np.ndarray, Ytr: np.ndarray, lam: float,
+                 L: Optional[np.ndarray]) -> np.ndarray:
+    """``K_tp (K_pp + λI)⁻¹ Y``; shapes (p,p), (t,p), (p,C) -> (t,C). ``L``: lower Cholesky
+    factor of a matrix that ``K_pp + λI`` leads; None (λ = 0, or not PD): eigh pseudo-inverse."""
+    p = Kpp.shape[0]
+    if L is not None:
+        return Ktp @ sla.cho_solve((L[:p, :p], True), Ytr)
+    w, V = np.linalg.eigh((Kpp + Kpp.T) / 2 + lam * np.eye(p))
+    cut = max(p * np.finfo(np.float64).eps * float(np.abs(w).max()),
+              1e-7 * float(np.mean(np.diag(Kpp))) if lam == 0 else 0.0)
+    inv = np.divide(1.0, w, out=np.zeros_like(w), where=w > cut)
+    return Ktp @ (V @ (inv[:, None] * (V.T @ Ytr)))
+
+
+def empirical_learning_curve(op: Any, y: Any, p_grid: Any, *, ridge: float = 0.0,
+                             relative_ridge: bool = False, n_trials: int = 10,
+                             n_test: Optional[int] = None, noise_std: float = 0.0, seed: int = 0,
+                             cache_bytes: float = 2**30) -> EmpiricalCurve:
+    """Test MSE of kernel regression on random subsets of the pool, mean ± SEM per p.
+
+    Parameters
+    ----------
+    op : GramOperator, shape (M, M)
+        Gram of the pool (block reads ``op[r0:r1, c0:c1]`` only).
+    y : array_like, shape (M,) or (M, C)
+        Noiseless targets of the pool.
+    p_grid : array_like of int, shape (P,)
+        Training-set sizes; ``max(p) + n_test <= M``.
+    ridge, relative_ridge : float, bool
+        λ in ``(K_pp + λI)``, absolute or relative (module conventions).
+    n_trials, n_test : int
+        Independent permutations (>= 2 for a SEM); test points per trial (default ``M − max p``).
+    noise_std : float
+        Std of the Gaussian noise added to each training target (each output).
+    seed : int
+        Seeds permutations and noise: same seed, same subsets for any operator.
+    cache_bytes : float
+        If the float64 pool Gram (8 M² bytes) fits, it is read once; otherwise each trial
+        reads ``K[train ∪ test, train]`` for its largest p by :func:`gather` (for random
+        subsets that touches about every tile of the covering range).
+
+    Returns
+    -------
+    EmpiricalCurve
+
+    References
+    ----------
+    Canatar, Bordelon & Pehlevan, Nat. Commun. 12, 2914 (2021), Methods (kernel regression
+    experiments averaged over random training sets, compared with Eq. (4)).
+    """
+    if len(op.shape) != 2 or op.shape[0] != op.shape[1]:
+        raise ValueError(f"op must be a square Gram of the pool, got shape {op.shape}")
+    m = int(op.shape[0])
+    Y = _targets(y, m)
+    ps = _sizes(p_grid)
+    pmax = int(ps.max())
+    nt = m - pmax if n_test is None else int(n_test)
+    if pmax >= m or nt < 1 or pmax + nt > m:
+        raise ValueError(f"max(p_grid)={pmax} plus n_test={nt} exceeds the pool of M={m} rows "
+                         "(the test set is disjoint from the training sets): lower p or n_test")
+    if int(n_trials) < 1:
+        raise ValueError(f"n_trials must be >= 1, got {n_trials!r}")
+    sigma = check_nonneg(noise_std, "noise_std")
+    lam = check_nonneg(ridge, "ridge") * (float(np.mean(op.diag())) if relative_ridge else 1.0)
+    full = np.asarray(op[0:m, 0:m], dtype=np.float64) if 8.0 * m * m <= cache_bytes else None
+    rng = np.random.default_rng(seed)
+    errors = np.empty((ps.size, int(n_trials)))
+    for t in range(int(n_trials)):
+        perm = rng.permutation(m)
+        noise = sigma * rng.standard_normal((pmax, Y.shape[1]))
+        train, test = perm[:pmax], perm[m - nt:]
+        rows = np.concatenate([train, test])
+        if full is not None:
+            block = full[np.ix_(rows, train)]  # shape: (pmax + nt, pmax)
+        else:
+            r_sorted, c_sorted = np.sort(rows), np.sort(train)
+            g = gather(op, r_sorted, c_sorted)
+            block = g[np.ix_(np.searchsorted(r_sorted, rows), np.searchsorted(c_sorted, train))]
+        L = None
+        if lam > 0:  # nested training sets: the factor of K_pp + λI leads that of p = pmax
+            try:
+                L = np.linalg.cholesky((block[:pmax] + block[:pmax].T) / 2 + lam * np.eye(pmax))
+            except np.linalg.LinAlgError:
+                pass
+        for i, p in enumerate(ps):
+            pred = _fit_predict(block[:p, :p], block[pmax:, :p], Y[train[:p]] + noise[:p], lam, L)
+            errors[i, t] = float(np.mean(np.sum((pred - Y[test]) ** 2, axis=1)))
+    sem = (errors.std(axis=1, ddof=1) / np.sqrt(n_trials) if n_trials > 1
+           else np.full(ps.size, np.nan))
+    return EmpiricalCurve(p=ps, mean=errors.mean(axis=1), sem=sem, errors=errors, ridge=lam,
+                          n_test=nt, noise_std=sigma)
+
+
+def _spectrum(src: Any, Y: np.ndarray, trace: Optional[float]) -> tuple[np.ndarray, ...]:
+    """eta (k,) and v2 per output (k, C) of the kept modes, tail trace of K/M, tail power (C,),
+    mean diagonal of K_M."""
+    m = Y.shape[0]
+    if hasattr(src, "evals") and hasattr(src, "evecs"):
+        s, V = src.evals, src.evecs
+    elif isinstance(src, tuple) and len(src) == 2:
+        s, V = src
+    else:  # a Gram: dense eigendecomposition (divide and conquer, ~10x faster than MRRR)
+        K = np.asarray(src.to_numpy() if hasattr(src, "to_numpy") else src, dtype=np.float64)
+        s, V = np.linalg.eigh((K + K.T) / 2)
+    s, V = np.asarray(s, dtype=np.float64), np.asarray(V, dtype=np.float64)
+    if V.ndim != 2 or V.shape[0] != m or s.shape != (V.shape[1],):
+        raise ValueError(f"eigenvectors must have shape ({m}, k) with one eigenvalue per column, "
+                         f"got evals {s.shape}, evecs {V.shape}")
+    if V.shape[1] == m:
+        sp = empirical_spectrum(s, V, Y)
+        return sp.eta, sp.v2_per_output, 0.0, np.zeros(Y.shape[1]), float(np.sum(sp.eta))
+    if trace is None:
+        raise ValueError(f"a partial eigendecomposition ({V.shape[1]} of {m} pairs) needs "
+                         "trace=trace(K_M) (e.g. op.diag().sum()) for the tail of the spectrum")
+    order = np.argsort(-s, kind="stable")
+    eta = np.clip(s[order], 0.0, None) / m
+    v2 = (V[:, order].T @ Y) ** 2 / m  # shape: (k, C)
+    tail_power = np.clip(np.sum(Y * Y, axis=0) / m - v2.sum(axis=0), 0.0, None)
+    return eta, v2, max(float(trace) / m - float(eta.sum()), 0.0), tail_power, float(trace) / m
+
+
+def theory_learning_curve(op_or_eigs: Any, y: Any, p_grid: Any, ridge: float = 0.0,
+                          noise_std: float = 0.0, *, relative_ridge: bool = False,
+                          trace: Optional[float] = None) -> LearningCurve:
+    """Canatar et al. ``E_g`` from the spectrum of ``K_M / M`` of the pool.
+
+    Parameters
+    ----------
+    op_or_eigs : GramOperator, ndarray (M, M), ``(evals, evecs)`` or an object with
+        ``.evals`` / ``.evecs`` (e.g. :class:`ntkscale.solvers.eigen.EigResult`)
+        A Gram is eigendecomposed densely (M×M in memory). Eigenpairs are of the
+        unnormalized ``K_M``; with k < M pairs the theory is truncated: the tail acts
+        as an extra ridge ``Σ_{ρ>k} η̂_ρ = trace/M − Σ_{ρ<=k} η̂_ρ`` (valid while
+        ``p η̂_{k+1} << κ``) and its target power as one never-learned mode.
+    y : array_like, shape (M,) or (M, C)
+        Noiseless targets of the pool.
+    p_grid : array_like, shape (P,)
+    ridge, relative_ridge : float, bool
+        Absolute λ of ``(K_pp + λI)`` as in the experiment, or ``λ = ridge · trace(K_M)/M``.
+    noise_std : float
+        Label-noise std per output (``sigma2 = noise_std²``; C outputs count it C times).
+    trace : float, optional
+        ``trace(K_M)``; needed for a partial eigendecomposition.
+
+    Returns
+    -------
+    LearningCurve
+        ``.Eg`` (P,) predicts the test MSE vs the noiseless target. Truncated: one extra
+        zero mode (the tail power) in ``mode_errors``; ``lam`` includes the tail ridge.
+
+    References
+    ----------
+    Canatar, Bordelon & Pehlevan, Nat. Commun. 12, 2914 (2021), Eq. (4) and Methods;
+    Bordelon, Canatar & Pehlevan, ICML 2020.
+    """
+    src = op_or_eigs
+    V = src.evecs if hasattr(src, "evecs") else (src[1] if isinstance(src, tuple) else src)
+    Y = _targets(y, int(V.shape[0] if hasattr(V, "shape") else np.shape(V)[0]))
+    eta, v2, tail_trace, tail_power, mean_diag = _spectrum(src, Y, trace)
+    lam = check_nonneg(ridge, "ridge") * (mean_diag if relative_ridge else 1.0)
+    sigma2 = check_nonneg(noise_std, "noise_std") ** 2
+    if tail_trace > 0 or np.any(tail_power > 0):
+        eta, v2 = np.append(eta, 0.0), np.vstack([v2, tail_power[None, :]])
+    return learning_curve(eta, v2, _sizes(p_grid).astype(np.float64), lam=lam + tail_trace,
+                          sigma2=sigma2, n_outputs=Y.shape[1])
+
+
+def learning_curves(op: Any, y: Any, p_grid: Any, *, ridge: float = 0.0,
+                    relative_ridge: bool = False, noise_std: float = 0.0, n_trials: int = 10,
+                    n_test: Optional[int] = None, seed: int = 0, eigs: Any = None,
+                    cache_bytes: float = 2**30) -> LearningCurves:
+    """Experiment (:func:`empirical_learning_curve`) and theory (:func:`theory_learning_curve`).
+
+    Both use the same absolute ridge (``relative_ridge``: ``ridge · mean(diag K_M)``) and
+    noise; ``eigs`` (e.g. ``randomized_eigh(op, k)``) replaces the dense eigendecomposition
+    of ``op`` (then ``trace = op.diag().sum()`` is used for the tail).
+
+    Returns
+    -------
+    LearningCurves
+    """
+    lam = check_nonneg(ridge, "ridge") * (float(np.mean(op.diag())) if relative_ridge else 1.0)
+    exp = empirical_learning_curve(op, y, p_grid, ridge=lam, n_trials=n_trials, n_test=n_test,
+                                   noise_std=noise_std, seed=seed, cache_bytes=cache_bytes)
+    src = op if eigs is None else eigs
+    trace = None if eigs is None else float(np.sum(op.diag()))
+    th = theory_learning_curve(src, y, exp.p, lam, noise_std, trace=trace)
+    return LearningCurves(p=exp.p, experiment_mean=exp.mean, experiment_sem=exp.sem, theory=th.Eg,
+                          ridge=lam, noise_std=exp.noise_std, experiment=exp, theory_curve=th)
