@@ -6,12 +6,13 @@ only the tiled Cholesky hands its tile graph to :mod:`ntkscale.tiling`.
 
 from .api import SOLVERS, dense_limit, solve
 from .errors import ConvergenceWarning, JitterWarning, NotConvergedError, NotPositiveDefiniteError
+from .eigen import EigResult, randomized_eigh
 from .nystrom import NystromApprox, nystrom
 from .pcg import pcg, pcg_path
 from .result import SolveResult
 from .ridgeless import minnorm_cg, minnorm_eigh
 
-__all__ = ["solve", "cholesky_solve", "dense_limit", "SOLVERS", "pcg", "pcg_path", "nystrom", "NystromApprox",
+__all__ = ["solve", "cholesky_solve", "randomized_eigh", "EigResult", "dense_limit", "SOLVERS", "pcg", "pcg_path", "nystrom", "NystromApprox",
            "minnorm_eigh", "minnorm_cg", "SolveResult", "NotPositiveDefiniteError",
            "NotConvergedError", "ConvergenceWarning", "JitterWarning"]
 
