@@ -1,5 +1,7 @@
 # Two commands do all set-up on a fresh machine (Python >= 3.11 with venv):
 #   make demo   -- create .venv, install ntkscale, run the main job on a local Dask cluster
+#                  (Fashion-MNIST n=8192 when Debian's dataset-fashion-mnist is installed,
+#                  else scikit-learn digits); report, metrics and figures in runs/<job>/
 #   make test   -- create .venv, install ntkscale with test extras, run the test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -13,8 +15,10 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
+DEMO_JOB ?= $(if $(wildcard /usr/share/datasets/fashion-mnist/train-images-idx3-ubyte*),jobs/fashion-mnist.toml,jobs/digits.toml)
+
 demo: $(VENV)/.installed
-	$(VENV)/bin/ntkscale demo --out runs/demo
+	$(VENV)/bin/ntkscale run $(DEMO_JOB)
 
 test: $(VENV)/.installed
 	$(PY) -m pytest -m "not slow" -p no:cacheprovider

@@ -10,16 +10,23 @@ import time
 import click
 
 
+_LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING,
+           "error": logging.ERROR}
+
+
 @click.group()
 @click.version_option(package_name="ntkscale")
-@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
-def cli(verbose: int) -> None:
+@click.option("-v", "--verbose", count=True, help="More logging (-v debug for ntkscale, -vv also dask).")
+@click.option("--log-level", type=click.Choice(list(_LEVELS)), default="info", show_default=True,
+              help="Logging level of ntkscale (progress of stages, passes, iterations).")
+def cli(verbose: int, log_level: str) -> None:
     """NTK/NNGP kernels at scale: tiled Gram matrices on Dask, stored in Zarr."""
-    level = logging.WARNING - 10 * min(verbose, 2)
-    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    level = logging.DEBUG if verbose else _LEVELS[log_level]
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+                        datefmt="%H:%M:%S")
     logging.getLogger("ntkscale").setLevel(level)
     for noisy in ("distributed", "tornado", "bokeh"):  # dask logs every worker at INFO
-        logging.getLogger(noisy).setLevel(max(level, logging.WARNING) if verbose < 2 else level)
+        logging.getLogger(noisy).setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
 
 
 @cli.command()
@@ -45,6 +52,11 @@ def info(store: str) -> None:
 
     meta = GramStore.open(store).meta
     click.echo(json.dumps(meta, indent=2))
+
+
+from .job_commands import register  # noqa: E402
+
+register(cli)
 
 
 def main() -> None:  # console-script entry point

@@ -1,0 +1,38 @@
+"""The ``[model]`` section as an architecture (neural-tangents ``stax`` conventions)."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from .. import stax
+from ..kernels import Layer
+
+__all__ = ["build_arch"]
+
+_ACT = {
+    "relu": stax.Relu, "erf": stax.Erf, "gelu": stax.Gelu, "abs": stax.Abs,
+    "leaky_relu": lambda: stax.LeakyRelu(0.1), "sin": stax.Sin, "cos": stax.Cos,
+    "identity": stax.Identity,
+}
+
+
+def build_arch(model: Mapping[str, Any]) -> Layer:
+    """``serial((Dense(width, W_std, b_std), act) x depth, Dense(1, W_std, b_std))``.
+
+    Parameters
+    ----------
+    model : mapping
+        A resolved ``[model]`` section (``depth``, ``width``, ``activation``, ``W_std``,
+        ``b_std``, ``parameterization``).
+
+    Returns
+    -------
+    Layer
+        ``init_fn, apply_fn, kernel_fn`` of the fully connected network.
+    """
+    kw = dict(W_std=float(model["W_std"]), b_std=float(model["b_std"]),
+              parameterization=model["parameterization"])
+    layers: list = []
+    for _ in range(int(model["depth"])):
+        layers += [stax.Dense(int(model["width"]), **kw), _ACT[model["activation"]]()]
+    return stax.serial(*layers, stax.Dense(1, **kw))

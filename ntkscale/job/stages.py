@@ -1,0 +1,302 @@
+"""The stages of a job. Each reads the run directory, does one step, records its metrics.
+
+``gram`` → ``fit`` → ``predict``, and ``spectrum`` / ``curve`` / ``dynamics`` on the stored
+train Gram. Stages after ``gram`` refuse a store that was built from other data
+(:class:`ntkscale.storage.StoreMismatchError` via the fingerprints in the store).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any, Callable
+
+import numpy as np
+
+from .context import JobContext
+
+log = logging.getLogger("ntkscale.job")
+
+__all__ = ["STAGE_FUNCS", "stage_gram", "stage_fit", "stage_predict", "stage_spectrum",
+           "stage_curve", "stage_dynamics"]
+
+
+def _kinds(ctx: JobContext) -> tuple[str, ...]:
+    k = ctx.cfg.kernel
+    if k["kind"] == "nngp":
+        return ("nngp",)
+    return ("nngp", "ntk") if k["store_nngp"] else ("ntk",)
+
+
+def _build_id(ctx: JobContext) -> str:
+    """The store's build id, after checking it holds this job's training inputs."""
+    from ..kernels import spec_json
+    from ..storage import GramStore, StoreMismatchError
+    from ..storage.gram_store import fingerprint
+
+    try:
+        meta = GramStore.open(ctx.cfg.store).meta
+    except (FileNotFoundError, OSError) as e:
+        raise FileNotFoundError(f"no Gram store at {ctx.cfg.store} ({e}); run the 'gram' stage "
+                                "first") from None
+    fp = fingerprint(np.ascontiguousarray(ctx.data.X_train, dtype=np.float64))
+    fix = "; run the 'gram' stage with this job (or set kernel.store to a new path)"
+    if meta.get("fingerprint1") != fp:
+        raise StoreMismatchError(f"Gram store {ctx.cfg.store} was built from other training data "
+                                 f"than this job's [data] section{fix}")
+    if meta.get("arch") != spec_json(ctx.arch):
+        raise StoreMismatchError(f"Gram store {ctx.cfg.store} was built for another architecture "
+                                 f"than this job's [model] section{fix}")
+    if not meta.get("complete", True):
+        raise RuntimeError(f"Gram store {ctx.cfg.store} is incomplete; run the 'gram' stage to finish it")
+    return meta["build_id"]
+
+
+def stage_gram(ctx: JobContext) -> dict:
+    """Build (or resume) the train Gram store on the cluster."""
+    from ..tiling import build_gram
+
+    X = ctx.data.X_train
+    k = ctx.cfg.kernel
+    rep = build_gram(ctx.arch, X, ctx.cfg.store, get=_kinds(ctx), tile=k["tile"] or None,
+                     dtype=np.dtype(k["dtype"]), client=ctx.client, progress=ctx.progress)
+    log.info("Gram %dx%d: %d tiles (%d computed now) in %.1f s", *rep.shape, rep.n_tiles,
+             rep.computed, rep.seconds)
+    return {"store": ctx.cfg.store, "n": rep.shape[0], "tile": rep.tile, "tiles": rep.n_tiles,
+            "computed": rep.computed, "resumed": rep.resumed, "kinds": list(rep.kinds),
+            "build_seconds": rep.seconds, "bytes_on_disk": _du(ctx.cfg.store)}
+
+
+def _absolute_ridge(ctx: JobContext, op: Any, Y: np.ndarray) -> tuple[float, dict]:
+    s = ctx.cfg.solver
+    scale = float(np.mean(op.diag()))
+    if not isinstance(s["ridge"], str):
+        lam = s["ridge"] * scale if s["relative_ridge"] else s["ridge"]
+        return float(lam), {"ridge_rule": "given"}
+    from ..solvers import dense_limit
+    from ..spectral.selection import select_ridge
+
+    n = op.shape[0]
+    if n > dense_limit():
+        raise MemoryError(f"solver.ridge = {s['ridge']!r} needs an eigendecomposition of the {n}x{n} "
+                          "Gram, which does not fit in memory here; give a numeric ridge")
+    grid = np.asarray(s["ridge_grid"] or np.logspace(-6, 1, 22))
+    grid = grid * scale if (s["relative_ridge"] or not s["ridge_grid"]) else grid
+    log.info("choosing the ridge by %s on %d values (dense eigh, n=%d)", s["ridge"], grid.size, n)
+    w, V = np.linalg.eigh(np.asarray(op.to_numpy(), dtype=np.float64))
+    sel = select_ridge(np.clip(w, 0, None), V, Y, grid, method=s["ridge"])
+    return float(sel.ridge), {"ridge_rule": s["ridge"], "ridge_grid": grid, "ridge_scores": sel.scores,
+                             "ridge_score": sel.score}
+
+
+def stage_fit(ctx: JobContext) -> dict:
+    """Solve ``(K + λI) α = Y`` on the stored train Gram; writes ``fit.npz``."""
+    from ..solvers import solve
+
+    build_id = _build_id(ctx)
+    Y, classes = ctx.targets()
+    s = ctx.cfg.solver
+    op = ctx.operator(what="solve", every=10)
+    lam, sel = _absolute_ridge(ctx, op, Y)
+    res = solve(op, Y, lam, solver=s["method"], tol=s["tol"], maxiter=s["maxiter"],
+                pcg_rank=min(s["pcg_rank"], op.shape[0]), jitter=s["jitter"], seed=ctx.cfg.job["seed"])
+    fitted = Y - lam * res.x  # K α = Y − λα: train predictions without another pass
+    out = {"ridge": lam, "ridge_relative": lam / float(np.mean(op.diag())), "method": res.method,
+           "solver": res.info.get("solver"), "auto": res.info.get("auto"),
+           "relative_residual": res.residual, "iterations": res.iterations, "passes": res.passes,
+           "converged": res.converged, "solve_seconds": res.seconds,
+           "train_mse": float(np.mean(np.sum((fitted - Y) ** 2, axis=1))), **sel}
+    if classes is not None:
+        out["train_accuracy"] = float(np.mean(np.argmax(fitted, 1) == np.searchsorted(
+            classes, ctx.data.y_train)))
+    np.savez(ctx.path("fit.npz"), alpha=res.x, ridge=lam, build_id=build_id,
+             classes=classes if classes is not None else np.array([]),
+             kind=ctx.cfg.kernel["kind"])
+    return out
+
+
+def _load_fit(ctx: JobContext, build_id: str) -> dict:
+    try:
+        f = dict(np.load(ctx.path("fit.npz"), allow_pickle=False))
+    except FileNotFoundError:
+        raise FileNotFoundError(f"no fit in {ctx.cfg.out}; run the 'fit' stage first") from None
+    if str(f["build_id"]) != build_id or str(f["kind"]) != ctx.cfg.kernel["kind"]:
+        raise RuntimeError(f"{ctx.path('fit.npz')} belongs to another Gram store or kernel kind; "
+                           "run the 'fit' stage again")
+    return f
+
+
+def stage_predict(ctx: JobContext) -> dict:
+    """Test predictions ``K(X*, X) α``, streamed tile by tile on the workers."""
+    from ..tiling.predict import cross_matvec
+
+    d = ctx.data
+    if d.X_test is None or len(d.X_test) == 0:
+        return {"skipped": "no test data ([data] n_test / test_fraction)"}
+    build_id = _build_id(ctx)
+    f = _load_fit(ctx, build_id)
+    kind = ctx.cfg.kernel["kind"]
+    alpha = f["alpha"].reshape(f["alpha"].shape[0], -1)
+    pred = cross_matvec(ctx.runner, ctx.arch, np.asarray(d.X_test, np.float64), ctx.cfg.store,
+                        build_id, {kind: alpha})[kind]
+    out: dict = {"n_test": int(pred.shape[0])}
+    if f["classes"].size:
+        classes = f["classes"]
+        labels = classes[np.argmax(pred, axis=1)]
+        out["test_accuracy"] = float(np.mean(labels == d.y_test))
+        Yt = np.eye(classes.size)[np.searchsorted(classes, d.y_test)] - 1.0 / classes.size
+    else:
+        Yt = np.asarray(d.y_test, np.float64).reshape(pred.shape)
+        out["test_r2"] = float(1 - np.sum((pred - Yt) ** 2) / np.sum((Yt - Yt.mean(0)) ** 2))
+    out["test_mse"] = float(np.mean(np.sum((pred - Yt) ** 2, axis=1)))
+    np.savez(ctx.path("predictions.npz"), prediction=pred, target=Yt)
+    return out
+
+
+def stage_spectrum(ctx: JobContext) -> dict:
+    """Top-k eigenpairs (randomized), eigenvalues of K/n, power-law fit, target power."""
+    from ..solvers import randomized_eigh
+    from ..spectral import EmpiricalSpectrum, fit_power_law
+
+    _build_id(ctx)
+    sp = ctx.cfg.spectrum
+    op = ctx.operator(what="eigensolver")
+    n = op.shape[0]
+    k = min(sp["k"], n - 1)
+    er = randomized_eigh(op, k, power_iters=sp["power_iters"], seed=ctx.cfg.job["seed"])
+    Y, _ = ctx.targets()
+    eta = er.evals / n
+    v2c = (er.evecs.T @ Y) ** 2 / n
+    total = float(np.sum(Y ** 2) / n)
+    v2 = v2c.sum(axis=1)
+    spec = EmpiricalSpectrum(eta=eta, v2=v2, v2_per_output=v2c,
+                             cumulative_power=np.cumsum(v2) / total if total > 0 else 0 * v2)
+    kmin, kmax = sp["fit_window"]
+    fit = fit_power_law(eta, kmin=max(1, kmin), kmax=kmax or max(kmin + 2, k // 2))
+    np.savez(ctx.path("spectrum.npz"), evals=er.evals, evecs=er.evecs, trace=float(op.diag().sum()))
+    _figure(ctx, "spectrum", lambda p: _plots().plot_spectrum(spec, fit=fit, path=p))
+    return {"k": k, "passes": er.passes, "error_estimate": er.error_estimate,
+            "eta_top": eta[:10], "eta_k": float(eta[-1]), "power_law_exponent": fit.exponent,
+            "power_law_window": [fit.kmin, fit.kmax], "power_law_r2": fit.r2,
+            "target_power_in_top_k": float(spec.cumulative_power[-1]),
+            "trace_fraction_in_top_k": float(er.evals.sum() / op.diag().sum())}
+
+
+def stage_curve(ctx: JobContext) -> dict:
+    """Empirical learning curve from sub-blocks of the stored Gram next to the theory."""
+    from ..spectral import learning_curves
+
+    build_id = _build_id(ctx)
+    c = ctx.cfg.curve
+    op = ctx.operator()
+    n = op.shape[0]
+    p = np.array(c["p"] or np.unique(np.geomspace(min(32, n // 8), n // 2, 8).astype(int)))
+    if p.max() >= n:
+        raise ValueError(f"curve.p has sizes up to {p.max()} but the pool has {n} samples; "
+                         "use sizes below n (the rest are the held-out test points)")
+    n_test = c["n_test"] or min(2000, n - int(p.max()))
+    try:
+        lam = float(_load_fit(ctx, build_id)["ridge"])
+    except FileNotFoundError:
+        lam, _ = _absolute_ridge(ctx, op, ctx.targets()[0])
+    eigs = _saved_eigs(ctx, n)
+    Y, _ = ctx.targets()
+    lc = learning_curves(op, Y, p, ridge=lam, noise_std=c["noise_std"], n_trials=c["trials"],
+                         n_test=n_test, seed=ctx.cfg.job["seed"], eigs=eigs)
+    _figure(ctx, "learning_curve", lambda path: _plots().plot_learning_curves(lc, path=path))
+    return {"p": lc.p, "experiment_mean": lc.experiment_mean, "experiment_sem": lc.experiment_sem,
+            "theory": lc.theory, "relative_deviation": lc.relative_deviation, "ridge": lam,
+            "n_test": n_test, "trials": c["trials"],
+            "theory_from": "top-k eigenpairs + tail trace" if eigs is not None else "dense eigh"}
+
+
+def _saved_eigs(ctx: JobContext, n: int) -> Any:
+    """Eigenpairs from the spectrum stage when the Gram is too big for a dense eigh."""
+    from ..solvers import dense_limit
+
+    if n <= min(dense_limit(), 12000):
+        return None
+    try:
+        from ..solvers.eigen import EigResult
+
+        s = np.load(ctx.path("spectrum.npz"))
+        return EigResult(evals=s["evals"], evecs=s["evecs"], passes=0, error_estimate=None,
+                         residual_norms=None, error_bounds=None, method="randomized")
+    except FileNotFoundError:
+        raise FileNotFoundError("the learning-curve theory at this n needs the 'spectrum' stage's "
+                                "eigenpairs; run 'spectrum' first") from None
+
+
+def stage_dynamics(ctx: JobContext) -> dict:
+    """Gradient-flow (or GD) train/test predictions of the linearized infinite-width network
+    from f0 = 0 (the NTK-GP mean over initializations), by Lanczos on the stored Gram."""
+    from ..solvers.dynamics import gradient_descent_op, gradient_flow_op
+    from ..tiling.predict import cross_matvec
+
+    build_id = _build_id(ctx)
+    dyn = ctx.cfg.dynamics
+    kind = ctx.cfg.kernel["kind"]
+    op = ctx.operator(what="dynamics", every=10)
+    Y, _ = ctx.targets()
+    N = Y.size
+    lmax = float(np.max(op.diag())) * 1.0  # λmax <= trace; a cheap scale for the default grid
+    t = np.array(dyn["t"] or np.geomspace(1e-2, 1e6, 30) * N / (lmax * op.shape[0]))
+    d = ctx.data
+    cross: Callable | None = None
+    if d.X_test is not None and len(d.X_test):
+        Xt = np.asarray(d.X_test, np.float64)
+
+        def _cross(V: np.ndarray) -> np.ndarray:  # K(X*, X) V streamed on the workers
+            return cross_matvec(ctx.runner, ctx.arch, Xt, ctx.cfg.store, build_id, {kind: V})[kind]
+        cross = _cross
+    if dyn["learning_rate"] > 0:
+        steps = np.unique(np.round(t / dyn["learning_rate"]).astype(int))
+        pr = gradient_descent_op(op, Y, dyn["learning_rate"], steps, k_test_train=cross)
+    else:
+        pr = gradient_flow_op(op, Y, t, k_test_train=cross)
+    out = {"t": pr.t, "train_loss": pr.train_loss, "passes": op.passes}
+    Yt = None
+    if pr.test is not None:
+        Yt = (np.eye(Y.shape[1])[np.searchsorted(np.unique(d.y_train), d.y_test)] - 1.0 / Y.shape[1]
+              if d.task == "classification" else np.asarray(d.y_test, np.float64).reshape(-1, Y.shape[1]))
+        test = pr.test.reshape(pr.t.size, -1, Y.shape[1])
+        out["test_loss"] = 0.5 * np.mean((test - Yt[None]) ** 2, axis=(1, 2))
+        if d.task == "classification":
+            out["test_accuracy"] = np.mean(np.argmax(test, 2) == np.argmax(Yt, 1)[None], axis=1)
+    _figure(ctx, "dynamics", lambda path: _plots().plot_dynamics(
+        pr, path=path, y_test=None if Yt is None else Yt.reshape(pr.test.shape[1:])))
+    return out
+
+
+STAGE_FUNCS: dict[str, Callable[[JobContext], dict]] = {
+    "gram": stage_gram, "fit": stage_fit, "predict": stage_predict, "spectrum": stage_spectrum,
+    "curve": stage_curve, "dynamics": stage_dynamics,
+}
+
+
+def _plots() -> Any:
+    from .. import plots
+
+    return plots
+
+
+def _figure(ctx: JobContext, name: str, draw: Callable[[str], Any]) -> None:
+    path = ctx.path("figures", f"{name}.png")
+    t = time.perf_counter()
+    try:
+        draw(path)
+    except ImportError as e:
+        log.warning("figure %s skipped: %s", name, e)
+        return
+    ctx.metrics.setdefault("figures", {})[name] = path
+    log.info("figure %s (%.1f s)", path, time.perf_counter() - t)
+
+
+def _du(url: str) -> int:
+    """Bytes under a local store directory (0 for remote stores)."""
+    import os
+
+    if "://" in url and not url.startswith("file://"):
+        return 0
+    root = url[7:] if url.startswith("file://") else url
+    return sum(os.path.getsize(os.path.join(dp, f)) for dp, _, fs in os.walk(root) for f in fs)

@@ -1,0 +1,263 @@
+"""Cost model of the stages that read the stored Gram: solve, spectrum, learning curve.
+
+Each function mirrors the library call a job stage makes (:mod:`ntkscale.job.stages`):
+``solve`` (:mod:`ntkscale.solvers.api`), ``randomized_eigh`` (:mod:`ntkscale.solvers.eigen`)
+and ``learning_curves`` (:mod:`ntkscale.spectral.curves`). Client-side dense algebra runs
+with multi-threaded BLAS on ``client_threads`` cores.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Optional, Sequence
+
+import numpy as np
+
+from .costs import Resources, dense_read, pass_cost
+from .report import StageEstimate
+
+__all__ = ["pcg_iterations", "fit_stage", "spectrum_stage", "curve_stage", "curve_grid",
+           "PCG_MIN_RELATIVE_RIDGE"]
+
+PCG_MIN_RELATIVE_RIDGE = 1e-3  # solvers.solve's default threshold for 'auto'
+# Householder QR and thin SVD of an n x s block in GEMM-equivalent flops per n s² (measured
+# single-threaded with OpenBLAS on this project's machine, n = 2048-8192, s = 300: QR 11-14,
+# SVD 14-15; the BLAS-2 panels make them several times dearer than their flop counts).
+QR_NS2 = 14.0
+SVD_NS2 = 15.0
+# Measured Nyström-PCG iterations to tol 1e-8 (rank 1000, Fashion-MNIST n = 20000, depth-3
+# ReLU NTK; note of session 2 / benchmarks/bench_solve.py): relative ridge -> iterations.
+_PCG_ANCHORS = ((1e-1, 40.0), (1e-2, 75.0), (1e-3, 86.0))
+
+
+def pcg_iterations(ridge_relative: float, tol: float = 1e-8, maxiter: int = 1000) -> int:
+    """Heuristic Nyström-PCG iteration count (pass ``pcg_iters`` to override it).
+
+    Log-linear interpolation of measured counts (40 / 75 / 86 at relative ridge 1e-1 /
+    1e-2 / 1e-3); below 1e-3 x√10 per decade (the condition number grows ~10x per decade of
+    ridge on 1/k spectra, ALGORITHMS.md §2, and CG needs ~√κ iterations); scaled by
+    ``log(1/tol) / log(1e8)``; capped at ``maxiter``.
+    """
+    r = max(float(ridge_relative), 1e-300)
+    xs = [math.log10(a) for a, _ in _PCG_ANCHORS][::-1]
+    ys = [b for _, b in _PCG_ANCHORS][::-1]
+    lr = math.log10(r)
+    if lr >= xs[-1]:
+        it = ys[-1]
+    elif lr >= xs[0]:
+        it = float(np.interp(lr, xs, ys))
+    else:
+        it = ys[0] * 10 ** (0.5 * (xs[0] - lr))
+    it *= math.log(1.0 / tol) / math.log(1e8)
+    return int(min(maxiter, max(1, math.ceil(it))))
+
+
+def _dense_limit(available: float) -> int:
+    return int(np.sqrt(0.5 * available / 16))  # solvers.api.dense_limit
+
+
+def _client_lapack(flops: float, rate: float, res: Resources) -> float:
+    return flops / res.client_flops(rate)
+
+
+def fit_stage(n: int, T: int, itemsize: int, n_outputs: int, res: Resources, *, solver: str,
+              ridge_relative: float, pcg_rank: int, pcg_iters: Optional[int], tol: float,
+              maxiter: int, ridge_selection: bool = False) -> StageEstimate:
+    """``solve(StoredGram, Y, ridge, solver=...)`` with ``solver='auto'`` resolved as
+    :func:`ntkscale.solvers.api._choose` does (dense limit from ``client_memory``)."""
+    cal, C = res.cal, n_outputs
+    limit = _dense_limit(res.client_memory)
+    notes: list[str] = []
+    method = solver
+    if solver == "auto":
+        if n <= limit:
+            method = "eigh" if ridge_relative == 0 else "dense-cholesky"
+            notes.append(f"auto: n={n} <= dense limit {limit} (client memory "
+                         f"{res.client_memory / 2**30:.1f} GiB): LAPACK in memory")
+        elif ridge_relative > 0 and ridge_relative >= PCG_MIN_RELATIVE_RIDGE:
+            method = "pcg"
+            notes.append(f"auto: n={n} > dense limit {limit}, relative ridge {ridge_relative:g} "
+                         f">= {PCG_MIN_RELATIVE_RIDGE:g}: Nyström-PCG")
+        else:
+            method = "cholesky"
+            notes.append(f"auto: n={n} > dense limit {limit}, relative ridge {ridge_relative:g}: "
+                         "out-of-core tiled Cholesky")
+    read_s, read_b = dense_read(n, T, itemsize, res)
+    base, wbase = res.client_baseline, res.worker_baseline
+    sel_s = sel_mem = 0.0
+    if ridge_selection:  # job.stages._absolute_ridge: dense eigh of the Gram first
+        sel_s = read_s + n**3 * cal.eigh_s_per_n3 / (res.client_threads * res.efficiency
+                                                     if res.client_threads > 1 else 1)
+        sel_mem = 32.0 * n * n
+        notes.append("ridge chosen by GCV/LOO: one dense eigh of the Gram before the solve")
+
+    def rhs(k: int) -> float:  # k products K @ (n, C) on the client (solves, residual)
+        return 2.0 * n * n * C * k / res.client_flops(cal.gemm_flops) + k * n * n * cal.gemv_entry_s
+
+    if method in ("dense-cholesky", "eigh"):
+        if method == "dense-cholesky":
+            flops = n**3 / 3.0
+            s = read_s + 3.0 * n * n * cal.cast_entry_s + _client_lapack(flops, cal.cholesky_flops, res) + rhs(3)
+            mem = 24.0 * n * n  # K float64, np.eye(n) and λ·eye, then K + λI (solvers.cholesky._dense)
+            desc = "LAPACK Cholesky in memory (n³/3 flops)"
+        else:
+            flops = 9.0 * n**3
+            s = read_s + n**3 * cal.eigh_s_per_n3 / (res.client_threads * res.efficiency
+                                                     if res.client_threads > 1 else 1) + rhs(2)
+            mem = 32.0 * n * n
+            desc = "LAPACK eigh pseudo-inverse in memory (ridge 0)"
+        if mem + base > res.client_memory:
+            notes.append(f"client peak {(mem + base) / 2**30:.1f} GiB exceeds the available "
+                         f"{res.client_memory / 2**30:.1f} GiB")
+        return StageEstimate("fit", desc, s + sel_s, bytes_read=read_b, worker_peak_bytes=wbase,
+                             client_peak_bytes=int(base + max(mem, sel_mem, itemsize * n * n + 8 * n * n)),
+                             flops=flops, notes=tuple(notes))
+    if method in ("pcg", "cg"):
+        r = min(pcg_rank, n) if method == "pcg" else 0
+        it = pcg_iters if pcg_iters is not None else (pcg_iterations(ridge_relative, tol, maxiter)
+                                                      if method == "pcg" else maxiter)
+        notes.append(f"{it} iterations ({'given' if pcg_iters is not None else 'heuristic'}"
+                     f"{', upper bound: maxiter' if method == 'cg' and pcg_iters is None else ''})")
+        sketch = pass_cost(n, T, itemsize, r, res) if r else None
+        step = pass_cost(n, T, itemsize, C, res)
+        passes = it + it // 25 + 1  # iterations, true residual every 25, final residual
+        client = ((QR_NS2 + SVD_NS2 + 3.0) * n * r * r + 25.0 * r**3) / res.client_flops(cal.gemm_flops) \
+            if r else 0.0
+        client += it * (4.0 * n * r * C + 12.0 * n * C) / res.client_flops(cal.gemm_flops)
+        s = passes * step["seconds"] + client + (sketch["seconds"] if sketch else 0.0)
+        desc = (f"Nyström-PCG, rank {r}, {it} iterations" if r else f"CG (minimum norm), {it} iterations")
+        return StageEstimate(
+            "fit", desc, s + sel_s, bytes_read=int(passes * step["bytes_read"] + (sketch["bytes_read"] if sketch else 0)),
+            worker_peak_bytes=int(max(step["worker_peak"], sketch["worker_peak"] if sketch else 0)),
+            client_peak_bytes=int(base + max(5.0 * n * max(r, C) * 8, sel_mem)),
+            flops=passes * step["flops"] + (sketch["flops"] if sketch else 0.0),
+            passes=passes + (1 if r else 0), notes=tuple(notes))
+    if method in ("cholesky", "cholesky-f32"):
+        return _tiled_cholesky(n, T, itemsize, C, res, method, sel_s, sel_mem, notes)
+    raise ValueError(f"solver must be one of auto, cholesky, cholesky-f32, pcg, eigh, cg; got {solver!r}")
+
+
+def _tiled_cholesky(n: int, T: int, itemsize: int, C: int, res: Resources, method: str,
+                    sel_s: float, sel_mem: float, notes: list[str]) -> StageEstimate:
+    """``factor_tiles`` (left-looking tile DAG on the workers) + the streamed triangular
+    solves on the client + one residual pass (:mod:`ntkscale.solvers.cholesky`)."""
+    cal = res.cal
+    f32 = method == "cholesky-f32"
+    fsize = 4 if f32 else 8
+    g = math.ceil(n / T)
+    speed = 2.0 if f32 else 1.0  # float32 GEMMs ~2x
+    flops = n**3 / 3.0
+    # tile (i, j), i <= j, reads 2i factor tiles and one Gram tile: ~g³/3 tile reads in all
+    reads = sum((2 * i + 1) * (g - i) for i in range(g))
+    chunk = T * T * fsize + 4
+    io = reads * chunk / cal.read_bytes_per_s + g * (g + 1) / 2 * chunk / cal.write_bytes_per_s
+    work = flops / (cal.gemm_flops * speed) + io
+    crit = g * (T**3 / 3.0 / (cal.cholesky_flops * speed) + 3.0 * T**3 / (cal.gemm_flops * speed))
+    tasks = g * (g + 1) // 2
+    fact = max(res.slot_seconds(work) / res.slots, crit) + tasks * cal.task_overhead_s / res.slots
+    fbytes = int(tasks * chunk + 4 * 600)
+    solve = 2 * fbytes / cal.read_bytes_per_s + 4.0 * n * n * C / 2 / cal.gemm_flops
+    resid = pass_cost(n, T, itemsize, C, res)
+    refine = 2 if f32 else 0
+    s = fact + (1 + refine) * solve + (1 + refine) * resid["seconds"] + sel_s
+    notes.append(f"factor stored in float{8 * fsize} ({fbytes / 2**30:.2f} GiB)")
+    return StageEstimate(
+        "fit", f"tiled Cholesky{' float32 + refinement' if f32 else ''} on the workers ({tasks} factor tiles)",
+        s, tiles=tasks, bytes_on_disk=fbytes,
+        bytes_read=int(reads * chunk + (1 + refine) * (2 * fbytes + resid["bytes_read"])),
+        worker_peak_bytes=int(res.worker_baseline + res.threads * 4 * T * T * 8),
+        client_peak_bytes=int(res.client_baseline + max(4.0 * n * C * 8 + T * T * 8, sel_mem)),
+        flops=flops + 2.0 * n * n * C * (1 + refine), passes=1 + refine, notes=tuple(notes))
+
+
+def spectrum_stage(n: int, T: int, itemsize: int, k: int, res: Resources,
+                   power_iters: int = 2, n_probes: int = 10) -> StageEstimate:
+    """``randomized_eigh(op, min(k, n-1), power_iters)`` with the error pass: sketch of
+    ``s = k + max(10, k//2)`` columns; ``power_iters + 1`` passes of ``s`` columns and one of
+    ``s + n_probes``; client QRs (``1 + power_iters``), SVD and Rayleigh–Ritz
+    ``≈ (QR_NS2 (1 + power_iters) + SVD_NS2 + 5) n s² + 4 n s k`` GEMM-equivalent flops
+    and an s x s eigh. ``s >= n``: dense LAPACK eigh (exact path)."""
+    cal = res.cal
+    k = min(int(k), n - 1)
+    s = k + max(10, k // 2)
+    base = res.client_baseline
+    if s >= n:
+        read_s, read_b = dense_read(n, T, itemsize, res)
+        t = read_s + n**3 * cal.eigh_s_per_n3 / (res.client_threads * res.efficiency
+                                                 if res.client_threads > 1 else 1)
+        return StageEstimate("spectrum", f"dense eigh (k + oversample >= n = {n})", t, bytes_read=read_b,
+                             worker_peak_bytes=res.worker_baseline, client_peak_bytes=int(base + 32.0 * n * n),
+                             flops=9.0 * n**3, passes=1)
+    sketch = pass_cost(n, T, itemsize, s, res)
+    last = pass_cost(n, T, itemsize, s + n_probes, res)
+    passes = power_iters + 2
+    cflops = (QR_NS2 * (1 + power_iters) + SVD_NS2 + 5.0) * n * s * s + 4.0 * n * s * k
+    t = ((power_iters + 1) * sketch["seconds"] + last["seconds"] + cflops / res.client_flops(cal.gemm_flops)
+         + s**3 * cal.eigh_s_per_n3)
+    return StageEstimate(
+        "spectrum", f"randomized eigh, k={k}, sketch {s} columns, {passes} passes", t,
+        bytes_read=int(passes * sketch["bytes_read"]), worker_peak_bytes=int(last["worker_peak"]),
+        client_peak_bytes=int(base + 8.0 * n * (s + n_probes) * 8),
+        flops=(power_iters + 1) * sketch["flops"] + last["flops"] + cflops, passes=passes)
+
+
+def curve_grid(n: int, points: int | Sequence[int]) -> np.ndarray:
+    """Training sizes: an explicit list, or ``points`` log-spaced sizes from
+    ``min(32, n//8)`` to ``n//2`` (the job's default grid has 8)."""
+    if isinstance(points, (int, np.integer)):
+        return np.unique(np.geomspace(max(2, min(32, n // 8)), max(3, n // 2), int(points)).astype(int))
+    return np.unique(np.asarray(points, dtype=int))
+
+
+def curve_stage(n: int, T: int, itemsize: int, n_outputs: int, res: Resources, p: np.ndarray,
+                trials: int, n_test: Optional[int], ridge_relative: float,
+                eigs_available: bool) -> StageEstimate:
+    """``learning_curves(op, Y, p, ridge, n_trials, n_test, eigs)`` as the job's curve stage
+    calls it. Experiment: the pool Gram read once in float64 when ``8 n² <= 1 GiB``, else
+    ``gather`` per trial (random rows touch about every tile); per trial one Cholesky of
+    the largest ``K_pp + λI`` (nested sizes reuse it) or, at ridge 0, an eigh per size.
+    Theory: a dense eigh of the pool when ``n <= min(dense limit, 12000)``, else the
+    spectrum stage's eigenpairs (the job then requires that stage)."""
+    cal, C = res.cal, n_outputs
+    pmax = int(p.max())
+    nt = int(n_test) if n_test else min(2000, n - pmax)
+    notes: list[str] = []
+    if pmax + nt > n:
+        raise ValueError(f"learning curve: max p = {pmax} plus {nt} test points exceed n = {n}; "
+                         "lower curve_points / the curve's n_test")
+    read_s, read_b = dense_read(n, T, itemsize, res)
+    cached = 8.0 * n * n <= 2**30
+    reads = 1 if cached else trials
+
+    def lapack(f: float, rate: float) -> float:
+        return f / res.client_flops(rate)
+
+    per_trial = (pmax + nt) * pmax * cal.cast_entry_s * 2
+    if ridge_relative > 0:
+        per_trial += lapack(pmax**3 / 3.0, cal.cholesky_flops)
+        per_trial += sum(lapack(2.0 * q * q * C + 2.0 * nt * q * C, cal.gemm_flops) for q in p)
+        flops = trials * (pmax**3 / 3.0 + sum(2.0 * q * q * C + 2.0 * nt * q * C for q in p))
+    else:
+        per_trial += sum(q**3 * cal.eigh_s_per_n3 + lapack(4.0 * q * q * C + 2.0 * nt * q * C,
+                                                            cal.gemm_flops) for q in p)
+        flops = trials * sum(9.0 * q**3 for q in p)
+    t = reads * read_s + trials * per_trial
+    dense_theory = n <= min(_dense_limit(res.client_memory), 12000)
+    if dense_theory:
+        t += read_s + n**3 * cal.eigh_s_per_n3 / (res.client_threads * res.efficiency
+                                                  if res.client_threads > 1 else 1)
+        flops += 9.0 * n**3
+        theory_mem = 32.0 * n * n
+        notes.append("theory from a dense eigh of the pool")
+    else:
+        theory_mem = 0.0
+        notes.append("theory from the spectrum stage's eigenpairs")
+        if not eigs_available:
+            notes.append("the job's curve stage needs the spectrum stage at this n: enable [spectrum]")
+    exp_mem = (8.0 * n * n if cached else 0.0) + (pmax + nt) * pmax * 8 * 2 + pmax * pmax * 8 * 2
+    return StageEstimate(
+        "curve", f"{p.size} sizes up to p={pmax}, {trials} trials, {nt} test points", t,
+        bytes_read=int((reads + (1 if dense_theory else 0)) * read_b),
+        worker_peak_bytes=res.worker_baseline,
+        client_peak_bytes=int(res.client_baseline + max(exp_mem, theory_mem)), flops=flops,
+        notes=tuple(notes))
