@@ -125,8 +125,6 @@ class JobContext:
             self._cluster = start_cluster(self.cfg.cluster)
             desc = self._cluster.describe()
             self.metrics["cluster"] = _plain(desc)
-            if self._cluster.dashboard:
-                log.warning("Dask dashboard: %s", self._cluster.dashboard)
         return self._cluster
 
     @property

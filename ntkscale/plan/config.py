@@ -159,7 +159,10 @@ def estimate_from_config(cfg: Any, *, n: Optional[int] = None, d: Optional[int] 
     job, data = _table(cfg, "job"), _table(cfg, "data")
     model, kernel, solver = _table(cfg, "model"), _table(cfg, "kernel"), _table(cfg, "solver")
     spectrum, curve = _table(cfg, "spectrum"), _table(cfg, "curve")
-    stages = get(job, "stages", list, _STAGES, path="job")
+    dyn = _table(cfg, "dynamics")
+    stages = list(get(job, "stages", list, _STAGES, path="job"))
+    if get(dyn, "enabled", bool, False, path="dynamics") and "dynamics" not in stages:
+        stages.append("dynamics")
     n, d, n_test, n_outputs = _data(data, n, d, n_test, n_outputs)
 
     from ..job.model import build_arch
@@ -194,7 +197,9 @@ def estimate_from_config(cfg: Any, *, n: Optional[int] = None, d: Optional[int] 
         curve_points=(p or 8) if curve_on else 0,
         curve_trials=get(curve, "trials", int, 5, path="curve", min=1),
         curve_n_test=get(curve, "n_test", int, 0, path="curve", min=0) or None,
-        n_outputs=n_outputs, fit="fit" in stages, calibration=calibration, **_cluster(_table(cfg, "cluster")))
+        n_outputs=n_outputs, fit="fit" in stages, calibration=calibration,
+        dynamics_times=(len(get(dyn, "t", list, [], path="dynamics")) or 30) if "dynamics" in stages else 0,
+        **_cluster(_table(cfg, "cluster")))
     kw.update(overrides)
     return estimate(n, d, arch, **kw)
 

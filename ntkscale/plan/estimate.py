@@ -13,7 +13,7 @@ from ._measure import n_activations
 from .calibrate import Calibration, calibrate
 from .costs import GPU_ASSUMPTIONS, Resources, gram_stage, predict_stage
 from .report import Plan
-from .solve_costs import curve_grid, curve_stage, fit_stage, spectrum_stage
+from .solve_costs import curve_grid, curve_stage, dynamics_stage, fit_stage, spectrum_stage
 
 __all__ = ["estimate", "worker_memory_limit"]
 
@@ -52,7 +52,7 @@ def estimate(n: int, d: int, arch: Layer, *, n_test: int = 0, kinds: Sequence[st
              power_iters: int = 2, curve_trials: int = 5, curve_n_test: Optional[int] = None,
              ridge_selection: bool = False, client_memory: Optional[float] = None,
              client_threads: Optional[int] = None, efficiency: Optional[float] = None,
-             fresh_workers: bool = True) -> Plan:
+             fresh_workers: bool = True, dynamics_times: int = 0) -> Plan:
     """Estimate time, disk and memory of a job's stages, scaled by a calibration.
 
     Stages (as ``ntkscale run`` runs them, :mod:`ntkscale.job.stages`): ``gram`` (train
@@ -90,6 +90,9 @@ def estimate(n: int, d: int, arch: Layer, *, n_test: int = 0, kinds: Sequence[st
         Number of log-spaced training sizes, or the sizes (0: no stage).
     curve_trials, curve_n_test : int
         Trials per size, held-out pool points (default ``min(2000, n - max p)``).
+    dynamics_times : int
+        Times of the gradient-flow stage (0: no stage); Lanczos passes from
+        :func:`~ntkscale.plan.solve_costs.lanczos_steps` (a heuristic).
     calibration : Calibration, str or None
         A calibration, a JSON path of one, or None to run :func:`calibrate` now (~5 s).
     n_outputs : int
@@ -203,6 +206,9 @@ def estimate(n: int, d: int, arch: Layer, *, n_test: int = 0, kinds: Sequence[st
             raise ValueError(f"curve_points must be a count or a list of sizes >= 1, got {curve_points!r}")
         stages.append(curve_stage(n, T, itemsize, n_outputs, res, p, _int("curve_trials", curve_trials, 1),
                                   curve_n_test, float(ridge_relative), eigs_available=bool(spectrum_k)))
+    if dynamics_times:
+        stages.append(dynamics_stage(n, n_test, d, T, itemsize, n_outputs, res,
+                                     _int("dynamics_times", dynamics_times, 1)))
     worker_peak = max(s.worker_peak_bytes for s in stages)
     if worker_peak > mem:
         notes.append(f"a worker needs {worker_peak / 2**30:.2f} GiB at peak but its limit is "

@@ -17,9 +17,9 @@ from .costs import Resources, dense_read, pass_cost
 from .report import StageEstimate
 
 __all__ = ["pcg_iterations", "fit_stage", "spectrum_stage", "curve_stage", "curve_grid",
-           "PCG_MIN_RELATIVE_RIDGE"]
+           "PCG_MIN_RELATIVE_RIDGE", "dynamics_stage", "lanczos_steps"]
 
-PCG_MIN_RELATIVE_RIDGE = 1e-3  # solvers.solve's default threshold for 'auto'
+from ..solvers.api import PCG_MIN_RELATIVE_RIDGE, auto_method  # noqa: E402  (one rule for both)
 # Householder QR and thin SVD of an n x s block in GEMM-equivalent flops per n s² (measured
 # single-threaded with OpenBLAS on this project's machine, n = 2048-8192, s = 300: QR 11-14,
 # SVD 14-15; the BLAS-2 panels make them several times dearer than their flop counts).
@@ -70,18 +70,9 @@ def fit_stage(n: int, T: int, itemsize: int, n_outputs: int, res: Resources, *, 
     notes: list[str] = []
     method = solver
     if solver == "auto":
-        if n <= limit:
-            method = "eigh" if ridge_relative == 0 else "dense-cholesky"
-            notes.append(f"auto: n={n} <= dense limit {limit} (client memory "
-                         f"{res.client_memory / 2**30:.1f} GiB): LAPACK in memory")
-        elif ridge_relative > 0 and ridge_relative >= PCG_MIN_RELATIVE_RIDGE:
-            method = "pcg"
-            notes.append(f"auto: n={n} > dense limit {limit}, relative ridge {ridge_relative:g} "
-                         f">= {PCG_MIN_RELATIVE_RIDGE:g}: Nyström-PCG")
-        else:
-            method = "cholesky"
-            notes.append(f"auto: n={n} > dense limit {limit}, relative ridge {ridge_relative:g}: "
-                         "out-of-core tiled Cholesky")
+        chosen, why, dense = auto_method(n, ridge_relative, limit)
+        method = {("eigh", True): "eigh", ("cholesky", True): "dense-cholesky"}.get((chosen, dense), chosen)
+        notes.append(f"auto: {why} (client memory {res.client_memory / 2**30:.1f} GiB)")
     read_s, read_b = dense_read(n, T, itemsize, res)
     base, wbase = res.client_baseline, res.worker_baseline
     sel_s = sel_mem = 0.0
@@ -98,7 +89,7 @@ def fit_stage(n: int, T: int, itemsize: int, n_outputs: int, res: Resources, *, 
         if method == "dense-cholesky":
             flops = n**3 / 3.0
             s = read_s + 3.0 * n * n * cal.cast_entry_s + _client_lapack(flops, cal.cholesky_flops, res) + rhs(3)
-            mem = 24.0 * n * n  # K float64, np.eye(n) and λ·eye, then K + λI (solvers.cholesky._dense)
+            mem = 16.0 * n * n  # K float64 and its Fortran-order copy factored in place (solvers.cholesky._dense)
             desc = "LAPACK Cholesky in memory (n³/3 flops)"
         else:
             flops = 9.0 * n**3
@@ -261,3 +252,32 @@ def curve_stage(n: int, T: int, itemsize: int, n_outputs: int, res: Resources, p
         worker_peak_bytes=res.worker_baseline,
         client_peak_bytes=int(res.client_baseline + max(exp_mem, theory_mem)), flops=flops,
         notes=tuple(notes))
+
+
+def lanczos_steps(n: int) -> int:
+    """Heuristic Lanczos steps of ``solvers.krylov`` to 1e-10 on an NTK Gram (one pass each).
+
+    Anchors (measured): 75 / 90 / 108 at n = 300 / 800 / 1500 (sphere data, tests of
+    ``solvers.krylov``) and 170 at n = 8192 (Fashion-MNIST job): about 20 more per doubling.
+    """
+    return int(min(n, max(50, round(20 * math.log2(max(n, 2)) - 89))))
+
+
+def dynamics_stage(n: int, m: int, d: int, T: int, itemsize: int, n_outputs: int, res: Resources,
+                   times: int, steps: Optional[int] = None) -> StageEstimate:
+    """``gradient_flow_op``: Lanczos passes of ``C`` columns over the stored Gram, then one
+    streamed cross-kernel product with ``times x C`` columns for the ``m`` test points."""
+    from .costs import predict_stage
+
+    k = lanczos_steps(n) if steps is None else int(steps)
+    one = pass_cost(n, T, itemsize, n_outputs, res)
+    t = k * one["seconds"] + k * 4.0 * n * n_outputs * k / res.client_flops(res.cal.gemm_flops)
+    worker, client, flops = one["worker_peak"], res.client_baseline + 8.0 * n * n_outputs * (k + times), k * one["flops"]
+    if m:
+        cross = predict_stage(m, n, d, T, times * n_outputs, res)
+        t += cross.seconds
+        worker, flops = max(worker, cross.worker_peak_bytes), flops + cross.flops
+    return StageEstimate("dynamics", f"Lanczos, ~{k} passes of {n_outputs} columns (heuristic), "
+                         f"{times} times", t, bytes_read=int(k * one["bytes_read"]),
+                         worker_peak_bytes=int(worker), client_peak_bytes=int(client), flops=float(flops),
+                         passes=k)

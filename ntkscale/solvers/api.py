@@ -51,28 +51,54 @@ def _dense(op: Any) -> Any:
     return DenseGram(np.asarray(op.to_numpy(), dtype=np.float64))
 
 
-def _choose(op: Any, ridge: float, n_dense: int, pcg_min_relative_ridge: float) -> tuple[str, str, bool]:
-    """(solver, reason, densify)."""
+# Measured (benchmarks/bench_solve.py, Fashion-MNIST n = 20000, C = 10, tol 1e-8): Nyström-PCG
+# needs 23-122 iterations for relative ridges 1e-1 ... 1e-6 (ranks 4000 ... 500; the count
+# plateaus below 1e-3, where the kernel's own smallest eigenvalues condition the system),
+# and in memory it is 0.93-4.7x LAPACK's time. Beyond RAM the peer is the tiled Cholesky
+# (n³/3 flops): with ~100 passes of cost ∝ n², PCG wins from n ≈ 50 000 on this machine
+# (the pass/GEMM cost ratio of benchmarks/bench_gram.py), and uses ~10x less memory.
+PCG_MIN_N = 50_000
+PCG_MIN_RELATIVE_RIDGE = 1e-6
+
+
+def auto_method(n: int, relative_ridge: float, n_dense: int, *, in_memory: bool = False,
+                pcg_min_relative_ridge: float = PCG_MIN_RELATIVE_RIDGE,
+                pcg_min_n: int = PCG_MIN_N) -> tuple[str, str, bool]:
+    """What ``solver='auto'`` runs: ``(solver, reason, densify)``.
+
+    In memory or ``n <= n_dense``: LAPACK Cholesky (``eigh`` pseudo-inverse at ridge 0).
+    Beyond: Nyström-PCG when ``n >= pcg_min_n`` and ``relative_ridge >=
+    pcg_min_relative_ridge``, else the out-of-core tiled Cholesky.
+    """
+    if in_memory or n <= n_dense:
+        where = "the Gram is in memory" if in_memory else f"n={n} <= dense limit {n_dense}"
+        if relative_ridge == 0:
+            return "eigh", f"{where}: exact pseudo-inverse by eigh", True
+        return "cholesky", f"{where}: LAPACK Cholesky", True
+    if relative_ridge > 0 and relative_ridge >= pcg_min_relative_ridge and n >= pcg_min_n:
+        return "pcg", (f"n={n} > dense limit {n_dense} and >= {pcg_min_n}, relative ridge "
+                       f"{relative_ridge:.2g} >= {pcg_min_relative_ridge:g}: Nyström-PCG"), False
+    why = (f"relative ridge {relative_ridge:.2g} < {pcg_min_relative_ridge:g}"
+           if relative_ridge < pcg_min_relative_ridge else f"n < {pcg_min_n} (PCG's crossover)")
+    return "cholesky", f"n={n} > dense limit {n_dense}, {why}: out-of-core tiled Cholesky", False
+
+
+def _choose(op: Any, ridge: float, n_dense: int, pcg_min_relative_ridge: float = PCG_MIN_RELATIVE_RIDGE,
+            pcg_min_n: int = PCG_MIN_N) -> tuple[str, str, bool]:
+    """(solver, reason, densify) for an operator."""
     from ..operator import DenseGram
 
     n = op.shape[0]
     in_memory = isinstance(op, (DenseGram, np.ndarray))
-    if in_memory or n <= n_dense:
-        where = "the Gram is in memory" if in_memory else f"n={n} <= dense limit {n_dense}"
-        if ridge == 0:
-            return "eigh", f"{where}: exact pseudo-inverse by eigh", True
-        return "cholesky", f"{where}: LAPACK Cholesky", True
-    rel = ridge / float(np.mean(op.diag()))
-    if ridge > 0 and rel >= pcg_min_relative_ridge:
-        return "pcg", (f"n={n} > dense limit {n_dense}, relative ridge {rel:.2g} >= "
-                       f"{pcg_min_relative_ridge:g}: Nyström-PCG"), False
-    return "cholesky", (f"n={n} > dense limit {n_dense}, relative ridge {rel:.2g} < "
-                        f"{pcg_min_relative_ridge:g}: out-of-core tiled Cholesky"), False
+    rel = 0.0 if ridge == 0 else ridge / float(np.mean(op.diag()))
+    return auto_method(n, rel, n_dense, in_memory=in_memory,
+                       pcg_min_relative_ridge=pcg_min_relative_ridge, pcg_min_n=pcg_min_n)
 
 
 def solve(op: Any, y: Any, ridge: float = 0.0, *, solver: str = "auto", tol: float = 1e-8,
           maxiter: Optional[int] = None, pcg_rank: int = 1000, power_iters: int = 0,
-          pcg_min_relative_ridge: float = 1e-3, n_dense: Optional[int] = None,
+          pcg_min_relative_ridge: float = PCG_MIN_RELATIVE_RIDGE, pcg_min_n: int = PCG_MIN_N,
+          n_dense: Optional[int] = None,
           jitter: bool | float = False, factor_url: Optional[str] = None, seed: int = 0,
           x0: Optional[Any] = None) -> SolveResult:
     """Solve ``(K + ridge I) x = y`` (``ridge = 0``: the minimum-norm interpolant ``K⁺y``).
@@ -89,8 +115,9 @@ def solve(op: Any, y: Any, ridge: float = 0.0, *, solver: str = "auto", tol: flo
         'eigh' and 'cg' are the ridgeless methods.
     tol, maxiter, x0 : iterative solvers' tolerance, cap and warm start.
     pcg_rank, power_iters, seed : Nyström preconditioner.
-    pcg_min_relative_ridge : float
-        'auto' uses PCG above this ridge / mean(diag K) (large n only).
+    pcg_min_relative_ridge, pcg_min_n : float, int
+        'auto' uses PCG beyond the dense limit when ridge / mean(diag K) and n are at least
+        these (see :func:`auto_method`).
     n_dense : int, optional
         'auto' densifies up to this n (default :func:`dense_limit`).
     jitter : bool or float
@@ -112,7 +139,7 @@ def solve(op: Any, y: Any, ridge: float = 0.0, *, solver: str = "auto", tol: flo
     densify = isinstance(op, np.ndarray)
     if solver == "auto":
         limit = dense_limit() if n_dense is None else int(n_dense)
-        solver, reason, densify = _choose(op, ridge, limit, pcg_min_relative_ridge)
+        solver, reason, densify = _choose(op, ridge, limit, pcg_min_relative_ridge, pcg_min_n)
         log.info("solver='auto' picked %s (%s)", solver, reason)
         if solver == "cholesky" and ridge == 0 and jitter is False:
             jitter = True

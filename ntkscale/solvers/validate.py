@@ -35,7 +35,9 @@ def check_rhs(y: Any, n: int, name: str = "y") -> tuple[np.ndarray, bool]:
 
 
 def check_ridge(ridge: Any, name: str = "ridge") -> float:
-    """A finite, non-negative float ridge."""
+    """A finite, non-negative real number (not a string or a bool) as a float."""
+    if isinstance(ridge, (str, bytes, bool, np.bool_)):
+        raise TypeError(f"{name} must be a non-negative number, got {type(ridge).__name__} {ridge!r}")
     try:
         r = float(ridge)
     except (TypeError, ValueError) as e:
