@@ -171,7 +171,8 @@ def test_plan_command_prints_every_stage(tmp_path):
     job = write_job(tmp_path, kind="local", extra="workers = 2")
     r = _run(["--log-level", "warning", "plan", job, "--json"])
     plan = json.loads(r.output[r.output.index("{"):])
-    assert [s["name"] for s in plan["stages"]] == ["gram", "fit", "predict", "spectrum", "curve"]
+    assert [s["name"] for s in plan["stages"]] == ["gram", "fit", "predict", "spectrum", "curve",
+                                                   "dynamics"]
     assert plan["stages"][0]["tiles"] == 6 and plan["totals"]["seconds"] > 0
     r = _run(["--log-level", "warning", "plan", job, "--workers", "8"])
     assert "8 worker(s)" in r.output and "total" in r.output

@@ -21,7 +21,9 @@ _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARN
               help="Logging level of ntkscale (progress of stages, passes, iterations).")
 def cli(verbose: int, log_level: str) -> None:
     """NTK/NNGP kernels at scale: tiled Gram matrices on Dask, stored in Zarr."""
-    import distributed  # noqa: F401  (its logging config is applied on import: override it after)
+    import importlib
+
+    importlib.import_module("distributed")  # applies dask's logging config: override it below
 
     level = logging.DEBUG if verbose else _LEVELS[log_level]
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",

@@ -47,7 +47,7 @@ def make_security(spec: ClusterSpec, roles: tuple[str, ...] = ("client",)) -> Op
 
     if tls.temporary:
         try:
-            return Security.temporary(require_encryption=tls.require_encryption)
+            return Security.temporary()  # always require_encryption=True (distributed sets it)
         except ImportError as e:
             raise ImportError("[cluster.tls] temporary = true needs the 'cryptography' package: "
                               "pip install cryptography (or use certificate files)") from e

@@ -138,8 +138,11 @@ def test_auto_picks_pcg_for_large_ridge(problem, tmp_path):
     build_gram(ARCH, X, tmp_path / "g", tile=128, dtype=np.float64, client="sync")
     with StoredGram(tmp_path / "g", "ntk", client="sync") as op:
         ridge = 0.1 * np.mean(np.diag(K))
-        res = solve(op, Y, ridge, n_dense=100, pcg_rank=30, tol=1e-10)
+        res = solve(op, Y, ridge, n_dense=100, pcg_min_n=200, pcg_rank=30, tol=1e-10)
         assert res.info["solver"] == "pcg" and "Nyström-PCG" in res.info["auto"]
+        mid = solve(op, Y, ridge, n_dense=100, tol=1e-10)  # n < PCG_MIN_N: tiled Cholesky
+        assert mid.info["solver"] == "cholesky" and "tiled Cholesky" in mid.info["auto"]
+        np.testing.assert_allclose(mid.x, res.x, atol=1e-7)
         np.testing.assert_allclose(res.x, np.linalg.solve(K + ridge * np.eye(len(K)), Y), atol=1e-7)
         small = solve(op, Y, ridge, n_dense=10_000)
         assert small.info["solver"] == "cholesky" and "LAPACK" in small.info["auto"]
