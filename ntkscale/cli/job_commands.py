@@ -55,22 +55,45 @@ def register(cli: click.Group) -> None:
     @cli.command()
     @click.argument("job", type=click.Path(dir_okay=False))
     @click.option("--workers", type=int, default=None, help="Workers to plan for (default: the job's).")
-    @click.option("--n", "n", type=int, default=None, help="Training samples (default: the job's data).")
-    @click.option("--d", "d", type=int, default=None, help="Input dimension (default: the job's data).")
+    @click.option("--n", "n", type=int, default=None, help="Training samples (default: load the job's data).")
+    @click.option("--d", "d", type=int, default=None, help="Input dimension (default: load the job's data).")
     @click.option("--calibration", default=None, type=click.Path(dir_okay=False, exists=True),
-                  help="Reuse a saved calibration (JSON, ntkscale.plan.Calibration.save) "
-                       "instead of measuring this machine now.")
+                  help="Reuse a saved calibration (JSON, ntkscale.plan.Calibration.save).")
+    @click.option("--cluster/--no-cluster", "on_cluster", default=True, show_default=True,
+                  help="Calibrate on the job's cluster (local or address kinds: task overheads, "
+                       "parallel efficiency, a real pass over a small store) or in this process only.")
     @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
     def plan(job: str, workers: Optional[int], n: Optional[int], d: Optional[int],
-             calibration: Optional[str], as_json: bool) -> None:
+             calibration: Optional[str], on_cluster: bool, as_json: bool) -> None:
         """Capacity estimate for a job before running it: tiles, bytes on disk, memory per
         worker, flops and time per stage, calibrated by a few seconds of measurement on this
-        machine (kernel tile, GEMM/Cholesky, Zarr write/read rates)."""
-        from ..plan import estimate_from_config
+        machine (kernel tile, GEMM/Cholesky, Zarr write/read rates, a real pass on the cluster)."""
+        from ..job.model import build_arch
+        from ..plan import calibrate, estimate_from_config
 
         cfg = _load(job, None)
+        sizes: dict = {}
+        if n is None or d is None:
+            from ..data import load_dataset
+
+            data = load_dataset(cfg.data, seed=cfg.job["seed"])
+            classes = data.classes if data.task == "classification" else None
+            sizes = dict(n_test=0 if data.X_test is None else int(data.X_test.shape[0]),
+                         n_outputs=int(len(classes)) if classes is not None
+                         else (1 if data.y_train.ndim == 1 else int(data.y_train.shape[1])))
+            n, d = n or int(data.X_train.shape[0]), d or int(data.X_train.shape[1])
+        cal = calibration
+        if cal is None:
+            arch = build_arch(cfg.model)
+            if on_cluster and cfg.cluster.kind in ("local", "address"):
+                from ..clusters import start_cluster
+
+                with start_cluster(cfg.cluster) as handle:
+                    cal = calibrate(d, arch, client=handle.client)
+            else:
+                cal = calibrate(d, arch)
         extra = {} if workers is None else {"workers": workers}
-        p = estimate_from_config(cfg, n=n, d=d, calibration=calibration, **extra)
+        p = estimate_from_config(cfg, n=n, d=d, calibration=cal, **sizes, **extra)
         click.echo(json.dumps(p.to_dict(), indent=2, default=str) if as_json else p.table())
 
 

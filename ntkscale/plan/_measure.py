@@ -253,3 +253,48 @@ def worker_warmup(arch: Layer, d: int) -> tuple[float, int, str]:
         return float(secs), int(rss), "fresh subprocess"
     except (subprocess.SubprocessError, ValueError, IndexError, OSError):
         return DEFAULT_WORKER_WARMUP_S, 0, "default (subprocess measurement failed)"
+
+
+
+def stored_pass_rates(tmp: str, client: Any, cols: int = 10, wide: int = 256,
+                      reps: int = 3) -> tuple[float, float, float, int]:
+    """A real ``StoredGram.matvec`` on this cluster: ``(fixed seconds per pass, seconds per
+    Gram entry at ``cols`` columns, seconds per entry and extra column, workers)``.
+
+    Passes over float32 stores of n = 2048 and 5120 (tile 1024) of a small kernel (the stored
+    values do not matter), fitted as ``t(n, c) = fixed + n² (entry + (c - cols) per_col)``;
+    ``per_col`` from a ``wide``-column pass at n = 5120. This catches what the sum of
+    in-process rates misses on workers (chunk reads through zarr's event loop, fresh
+    buffers, skinny GEMMs, result transfer, the client's partial sums).
+    """
+    import os as _os
+
+    from .. import stax
+    from ..operator import StoredGram
+    from ..tiling.build import build_gram
+
+    arch = stax.serial(stax.Dense(1), stax.Relu(), stax.Dense(1))
+    rng = np.random.default_rng(0)
+
+    def timed_pass(op: Any, c: int) -> float:
+        V = rng.standard_normal((op.shape[0], c))
+        op.matvec(V)  # workers open the store and warm their caches
+        ts = []
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            op.matvec(V)
+            ts.append(time.perf_counter() - t0)
+        return statistics.median(ts)
+
+    times = {}
+    for n in (2048, 5120):
+        url = _os.path.join(tmp, f"pass{n}")
+        build_gram(arch, rng.standard_normal((n, 8)), url, tile=1024, client=client)
+        with StoredGram(url, "ntk", client=client) as op:
+            times[n] = timed_pass(op, cols)
+            if n == 5120:
+                t_wide = timed_pass(op, wide)
+    entry = max((times[5120] - times[2048]) / (5120**2 - 2048**2), 1e-12)
+    fixed = max(times[2048] - entry * 2048**2, 0.0)
+    per_col = max((t_wide - times[5120]) / (5120**2 * (wide - cols)), 0.0)
+    return fixed, entry, per_col, len(client.scheduler_info()["workers"])

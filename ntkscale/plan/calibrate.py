@@ -39,7 +39,7 @@ import numpy as np
 
 from ..kernels import Layer, spec_json
 from ._measure import (DEFAULT_WORKER_WARMUP_S, build_fixed, client_rates, dense_rates, kernel_rates,
-                       n_activations, single_thread, store_rates, worker_warmup)
+                       n_activations, single_thread, store_rates, stored_pass_rates, worker_warmup)
 
 __all__ = ["Calibration", "calibrate", "DEFAULT_EFFICIENCY", "DEFAULT_TASK_OVERHEAD_S"]
 
@@ -97,6 +97,10 @@ class Calibration:
     task_overhead_s, phase_latency_s : float
         Dask cost per task and per submit/gather phase (measured with a client).
     measured_with_client : bool
+    pass_fixed_s, pass_entry_s, pass_column_s, pass_workers : float, float, float, int
+        A real ``StoredGram.matvec`` on the calibration cluster of ``pass_workers`` workers:
+        ``fixed + n² (entry + (cols - 10) column)`` seconds (0: not measured, the pass is
+        modelled from the in-process rates above).
     machine : dict
         Host, CPU count, platform, numpy version, wall seconds of the calibration.
     """
@@ -122,6 +126,10 @@ class Calibration:
     task_overhead_s: float = DEFAULT_TASK_OVERHEAD_S
     phase_latency_s: float = DEFAULT_PHASE_LATENCY_S
     measured_with_client: bool = False
+    pass_fixed_s: float = 0.0
+    pass_entry_s: float = 0.0
+    pass_column_s: float = 0.0
+    pass_workers: int = 0
     machine: dict = field(default_factory=dict)
 
     @property
@@ -237,8 +245,14 @@ def calibrate(d: int, arch: Layer, *, seconds: float = 3.0, client: Any = None,
     if client is not None:
         worker_entry, eff, per_task, latency, worker_rss = client_rates(client, arch, int(d), int(tile),
                                                                         0.4 * seconds)
+        ptmp = tempfile.mkdtemp(prefix="ntkscale-calibrate-pass-")
+        try:
+            p_fixed, p_entry, p_col, p_workers = stored_pass_rates(ptmp, client)
+        finally:
+            shutil.rmtree(ptmp, ignore_errors=True)
         extra = dict(efficiency=eff, task_overhead_s=per_task, phase_latency_s=latency,
-                     measured_with_client=True)
+                     measured_with_client=True, pass_fixed_s=p_fixed, pass_entry_s=p_entry,
+                     pass_column_s=p_col, pass_workers=p_workers)
         entry_s, client_entry = worker_entry, entry_s
     import psutil
 

@@ -142,7 +142,14 @@ def pass_cost(n: int, T: int, itemsize: int, cols: int, res: Resources) -> dict:
               + tasks * n * cols * cal.cast_entry_s  # add the partial products
               + cal.phase_latency_s)
     peak = res.worker_baseline + 2 * n * cols * 8 + T * T * (itemsize + 8)
-    return {"seconds": makespan([per_task] * tasks, res.slots) + client,
+    seconds = makespan([per_task] * tasks, res.slots) + client
+    if cal.pass_entry_s > 0 and not res.gpus:
+        # measured end to end on the calibration cluster (float32 tiles): scale by workers
+        # and itemsize (reads), add the measured cost of the extra columns
+        measured = cal.pass_fixed_s + float(n) * n * cal.pass_workers / res.workers * (
+            cal.pass_entry_s * (itemsize / 4 + 1) / 2 + (cols - 10) * cal.pass_column_s)
+        seconds = max(seconds, measured)
+    return {"seconds": seconds,
             "bytes_read": areas.size * chunk, "flops": 2.0 * n * n * cols, "worker_peak": peak,
             "tasks": tasks}
 
