@@ -95,6 +95,8 @@ def _kappa_one(eta_nz: np.ndarray, p: float, lam: float) -> float:
         return hi
     while f(float(np.exp(log_lo))) > 0.0:  # round-off at a (nearly) tight bound: step down
         log_lo -= 1.0
+    if f(float(np.exp(log_hi))) <= 0.0:  # huge ridge: F(hi) > 0 holds exactly; the root
+        return hi                          # is within round-off of hi
     # Brent in u = log k: the bracket may span hundreds of decades (tiny eigenvalues), where
     # bisection in k would stall; then Newton in k polishes log-space round-off (~|u| eps).
     u = brentq(lambda uu: f(float(np.exp(uu))), log_lo, log_hi, xtol=1e-15,

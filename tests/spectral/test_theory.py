@@ -182,3 +182,14 @@ def test_input_validation() -> None:
         solve_kappa(np.array([1.0, -0.1]), 3.0, 0.1)
     with pytest.raises(ValueError, match="n_outputs"):
         generalization_error(eta, np.ones((2, 3)), 3.0, n_outputs=2)
+
+
+def test_kappa_at_a_huge_ridge_is_the_ridge():
+    """lam >> sum(eta): kappa = lam + sum(eta) - O(sum(eta)²/lam); F(hi) rounds to 0 there
+    (it used to stop brentq with a sign error at lam ~ 1e9 sum(eta))."""
+    from ntkscale.spectral import solve_kappa
+
+    eta = 1.0 / np.arange(1, 101) ** 2
+    for lam in (1e7, 1e9, 1e12):
+        k = solve_kappa(eta, 50.0, lam)
+        assert np.isclose(k, lam + eta.sum(), rtol=1e-12)
