@@ -12,7 +12,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .. import stax
 from ..kernels import Layer
-from ..solvers import SOLVERS, dense_limit, solve
+from ..solvers import SOLVERS, solve
 from ..solvers.validate import check_ridge
 
 log = logging.getLogger("ntkscale")
@@ -94,23 +94,13 @@ class NTKBase(BaseEstimator):
         return StoredGram(self.store, self.kernel, client=runner.client or "sync")
 
     def _absolute_ridge(self, op: Any, Y: np.ndarray) -> tuple[float, Any]:
-        scale = float(np.mean(op.diag()))
         if isinstance(self.ridge, str):
-            return self._select_ridge(op, Y, scale)
-        return (float(self.ridge) * scale if self.relative_ridge else float(self.ridge)), None
+            from ..solvers.ridge import choose_ridge
 
-    def _select_ridge(self, op: Any, Y: np.ndarray, scale: float) -> tuple[float, Any]:
-        from ..spectral.selection import select_ridge
-
-        n = op.shape[0]
-        if n > dense_limit():
-            raise MemoryError(f"ridge={self.ridge!r} needs an eigendecomposition of the {n}x{n} Gram, "
-                              "which does not fit in memory here; pass a numeric ridge")
-        grid = np.asarray(self.ridge_grid if self.ridge_grid is not None else np.logspace(-6, 1, 22))
-        grid = grid * scale if self.relative_ridge or self.ridge_grid is None else grid
-        w, V = np.linalg.eigh(np.asarray(op.to_numpy(), dtype=np.float64))
-        sel = select_ridge(np.clip(w, 0, None), V, Y, grid, method=self.ridge)
-        return float(sel.ridge), sel
+            sel = choose_ridge(op, Y, self.ridge, self.ridge_grid, relative=self.relative_ridge)
+            return float(sel.ridge), sel
+        scale = float(np.mean(op.diag())) if self.relative_ridge else 1.0
+        return float(self.ridge) * scale, None
 
     # ------------------------------------------------------------------ fit
     def _fit(self, X: Any, Y: np.ndarray) -> "NTKBase":

@@ -115,21 +115,31 @@ class JobConfig:
 
     def resolved(self) -> dict:
         """The resolved configuration as plain data (written to the run directory)."""
-        from dataclasses import asdict, is_dataclass
-
-        def plain(x: Any) -> Any:
-            if is_dataclass(x):
-                return {k: plain(v) for k, v in asdict(x).items()}
-            if isinstance(x, Mapping):
-                return {str(k): plain(v) for k, v in x.items()}
-            if isinstance(x, (list, tuple)):
-                return [plain(v) for v in x]
-            return x
-
-        return {"job": self.job, "data": plain(self.data), "cluster": plain(self.cluster),
+        return {"job": self.job, "data": to_plain(self.data), "cluster": to_plain(self.cluster),
                 "model": self.model, "kernel": {**self.kernel, "store": self.store},
                 "solver": self.solver, "spectrum": self.spectrum, "curve": self.curve,
                 "dynamics": self.dynamics}
+
+
+def to_plain(x: Any) -> Any:
+    """JSON-able copy: dataclasses and mappings to dicts, numpy to Python, tuples to lists,
+    non-finite floats to strings."""
+    import numpy as np
+    from dataclasses import asdict, is_dataclass
+
+    if is_dataclass(x) and not isinstance(x, type):
+        return to_plain(asdict(x))
+    if isinstance(x, Mapping):
+        return {str(k): to_plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [to_plain(v) for v in x]
+    if isinstance(x, np.ndarray):
+        return to_plain(x.tolist())
+    if isinstance(x, np.generic):
+        return to_plain(x.item())
+    if isinstance(x, float) and not np.isfinite(x):
+        return str(x)
+    return x
 
 
 def _job(t: dict) -> dict:

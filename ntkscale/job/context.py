@@ -11,7 +11,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .config import JobConfig
+from .config import JobConfig, to_plain as _plain
 from .model import build_arch
 
 log = logging.getLogger("ntkscale.job")
@@ -109,12 +109,16 @@ class JobContext:
         balanced classes, as in neural-tangents' examples).
         """
         d = self.data
-        if d.task == "classification":
-            classes, codes = np.unique(d.y_train, return_inverse=True)
-            Y = np.eye(classes.size)[codes] - 1.0 / classes.size
-            return Y, classes
-        Y = np.asarray(d.y_train, dtype=np.float64)
-        return (Y[:, None] if Y.ndim == 1 else Y), None
+        classes = np.unique(d.y_train) if d.task == "classification" else None
+        return self.encode(d.y_train, classes), classes
+
+    def encode(self, y: np.ndarray, classes: Optional[np.ndarray]) -> np.ndarray:
+        """Targets (m, C) of labels or values ``y``: centered one-hot over ``classes``, or
+        the float values as columns (``classes`` None)."""
+        if classes is not None:
+            return np.eye(classes.size)[np.searchsorted(classes, y)] - 1.0 / classes.size
+        Y = np.asarray(y, dtype=np.float64)
+        return Y[:, None] if Y.ndim == 1 else Y
 
     # ---------------------------------------------------------------- cluster
     @property
@@ -166,18 +170,3 @@ def _worker_peak() -> float:
     import resource as r
 
     return r.getrusage(r.RUSAGE_SELF).ru_maxrss / 2**20
-
-
-def _plain(x: Any) -> Any:
-    """JSON-able copy: numpy scalars/arrays to Python, tuples to lists."""
-    if isinstance(x, dict):
-        return {str(k): _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    if isinstance(x, np.ndarray):
-        return x.tolist()
-    if isinstance(x, np.generic):
-        return x.item()
-    if isinstance(x, float) and not np.isfinite(x):
-        return str(x)
-    return x

@@ -22,8 +22,8 @@ import shutil
 import time
 from typing import Optional, Sequence
 
-from .config import STAGES, JobConfig
-from .context import JobContext, _plain
+from .config import STAGES, JobConfig, to_plain
+from .context import JobContext
 from .report import write_report
 from .stages import STAGE_FUNCS
 
@@ -44,7 +44,7 @@ def run_stages(cfg: JobConfig, stages: Sequence[str], *, progress: Optional[bool
             raise ValueError(f"unknown stage {s!r}; stages are: {', '.join(STAGES)}")
     os.makedirs(cfg.out, exist_ok=True)
     with open(os.path.join(cfg.out, "config.resolved.json"), "w") as f:
-        json.dump(_plain(cfg.resolved()), f, indent=2)
+        json.dump(to_plain(cfg.resolved()), f, indent=2)
     if cfg.source and os.path.abspath(cfg.source) != os.path.abspath(os.path.join(cfg.out, "job.toml")):
         shutil.copyfile(cfg.source, os.path.join(cfg.out, "job.toml"))
     ctx = JobContext(cfg, progress=progress)

@@ -69,24 +69,15 @@ def stage_gram(ctx: JobContext) -> dict:
 
 def _absolute_ridge(ctx: JobContext, op: Any, Y: np.ndarray) -> tuple[float, dict]:
     s = ctx.cfg.solver
-    scale = float(np.mean(op.diag()))
     if not isinstance(s["ridge"], str):
-        lam = s["ridge"] * scale if s["relative_ridge"] else s["ridge"]
+        lam = s["ridge"] * float(np.mean(op.diag())) if s["relative_ridge"] else s["ridge"]
         return float(lam), {"ridge_rule": "given"}
-    from ..solvers import dense_limit
-    from ..spectral.selection import select_ridge
+    from ..solvers.ridge import choose_ridge
 
-    n = op.shape[0]
-    if n > dense_limit():
-        raise MemoryError(f"solver.ridge = {s['ridge']!r} needs an eigendecomposition of the {n}x{n} "
-                          "Gram, which does not fit in memory here; give a numeric ridge")
-    grid = np.asarray(s["ridge_grid"] or np.logspace(-6, 1, 22))
-    grid = grid * scale if (s["relative_ridge"] or not s["ridge_grid"]) else grid
-    log.info("choosing the ridge by %s on %d values (dense eigh, n=%d)", s["ridge"], grid.size, n)
-    w, V = np.linalg.eigh(np.asarray(op.to_numpy(), dtype=np.float64))
-    sel = select_ridge(np.clip(w, 0, None), V, Y, grid, method=s["ridge"])
-    return float(sel.ridge), {"ridge_rule": s["ridge"], "ridge_grid": grid, "ridge_scores": sel.scores,
-                             "ridge_score": sel.score}
+    log.info("choosing the ridge by %s (dense eigh, n=%d)", s["ridge"], op.shape[0])
+    sel = choose_ridge(op, Y, s["ridge"], s["ridge_grid"], relative=s["relative_ridge"])
+    return float(sel.ridge), {"ridge_rule": s["ridge"], "ridge_grid": sel.grid,
+                              "ridge_scores": sel.scores, "ridge_score": sel.score}
 
 
 def stage_fit(ctx: JobContext) -> dict:
@@ -107,8 +98,7 @@ def stage_fit(ctx: JobContext) -> dict:
            "converged": res.converged, "solve_seconds": res.seconds,
            "train_mse": float(np.mean(np.sum((fitted - Y) ** 2, axis=1))), **sel}
     if classes is not None:
-        out["train_accuracy"] = float(np.mean(np.argmax(fitted, 1) == np.searchsorted(
-            classes, ctx.data.y_train)))
+        out["train_accuracy"] = float(np.mean(classes[np.argmax(fitted, 1)] == ctx.data.y_train))
     np.savez(ctx.path("fit.npz"), alpha=res.x, ridge=lam, build_id=build_id,
              classes=classes if classes is not None else np.array([]),
              kind=ctx.cfg.kernel["kind"])
@@ -140,13 +130,11 @@ def stage_predict(ctx: JobContext) -> dict:
     pred = cross_matvec(ctx.runner, ctx.arch, np.asarray(d.X_test, np.float64), ctx.cfg.store,
                         build_id, {kind: alpha})[kind]
     out: dict = {"n_test": int(pred.shape[0])}
-    if f["classes"].size:
-        classes = f["classes"]
-        labels = classes[np.argmax(pred, axis=1)]
-        out["test_accuracy"] = float(np.mean(labels == d.y_test))
-        Yt = np.eye(classes.size)[np.searchsorted(classes, d.y_test)] - 1.0 / classes.size
+    classes = f["classes"] if f["classes"].size else None
+    Yt = ctx.encode(d.y_test, classes)
+    if classes is not None:
+        out["test_accuracy"] = float(np.mean(classes[np.argmax(pred, axis=1)] == d.y_test))
     else:
-        Yt = np.asarray(d.y_test, np.float64).reshape(pred.shape)
         out["test_r2"] = float(1 - np.sum((pred - Yt) ** 2) / np.sum((Yt - Yt.mean(0)) ** 2))
     out["test_mse"] = float(np.mean(np.sum((pred - Yt) ** 2, axis=1)))
     np.savez(ctx.path("predictions.npz"), prediction=pred, target=Yt)
@@ -237,10 +225,10 @@ def stage_dynamics(ctx: JobContext) -> dict:
     dyn = ctx.cfg.dynamics
     kind = ctx.cfg.kernel["kind"]
     op = ctx.operator(what="dynamics", every=10)
-    Y, _ = ctx.targets()
+    Y, classes = ctx.targets()
     N = Y.size
-    lmax = float(np.max(op.diag())) * 1.0  # λmax <= trace; a cheap scale for the default grid
-    t = np.array(dyn["t"] or np.geomspace(1e-2, 1e6, 30) * N / (lmax * op.shape[0]))
+    trace = float(np.sum(op.diag()))  # >= λmax: the default grid starts before any mode moves
+    t = np.array(dyn["t"] or np.geomspace(1e-2, 1e6, 30) * N / trace)
     d = ctx.data
     cross: Callable | None = None
     if d.X_test is not None and len(d.X_test):
@@ -257,12 +245,11 @@ def stage_dynamics(ctx: JobContext) -> dict:
     out = {"t": pr.t, "train_loss": pr.train_loss, "passes": op.passes}
     Yt = None
     if pr.test is not None:
-        Yt = (np.eye(Y.shape[1])[np.searchsorted(np.unique(d.y_train), d.y_test)] - 1.0 / Y.shape[1]
-              if d.task == "classification" else np.asarray(d.y_test, np.float64).reshape(-1, Y.shape[1]))
+        Yt = ctx.encode(d.y_test, classes)
         test = pr.test.reshape(pr.t.size, -1, Y.shape[1])
         out["test_loss"] = 0.5 * np.mean((test - Yt[None]) ** 2, axis=(1, 2))
-        if d.task == "classification":
-            out["test_accuracy"] = np.mean(np.argmax(test, 2) == np.argmax(Yt, 1)[None], axis=1)
+        if classes is not None:
+            out["test_accuracy"] = np.mean(classes[np.argmax(test, 2)] == d.y_test[None], axis=1)
     _figure(ctx, "dynamics", lambda path: _plots().plot_dynamics(
         pr, path=path, y_test=None if Yt is None else Yt.reshape(pr.test.shape[1:])))
     return out

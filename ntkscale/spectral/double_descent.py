@@ -21,7 +21,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ._checks import check_nonneg
-from .curves import gather, heldout_error, learning_curves, theory_learning_curve
+from .curves import _targets, gather, heldout_error, learning_curves, theory_learning_curve
 from .random_features import (_check_data, kernel_limit_error, relu_feature_kernel,
                               rf_learning_curve, rf_test_errors)
 from .spectrum import EmpiricalSpectrum, empirical_spectrum
@@ -162,15 +162,6 @@ def _eigs(op: Any, eigs: Any) -> Any:
         return eigs
     K = np.asarray(op[0:op.shape[0], 0:op.shape[1]], dtype=np.float64)
     return tuple(np.linalg.eigh((K + K.T) / 2))
-
-
-def _targets(y: Any, m: int) -> np.ndarray:
-    Y = np.asarray(y, dtype=np.float64)
-    Y = Y[:, None] if Y.ndim == 1 else Y
-    if Y.ndim != 2 or Y.shape[0] != m or not np.all(np.isfinite(Y)):
-        raise ValueError(f"y must be finite with shape ({m},) or ({m}, C) (one row per Gram row), "
-                         f"got shape {np.shape(y)}")
-    return Y
 
 
 def samplewise_double_descent(op_or_gram: Any, y: Any, p_grid: Any, *, ridge: float = 0.0,
