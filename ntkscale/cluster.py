@@ -46,6 +46,18 @@ def local_cluster(n_workers: Optional[int] = None, threads_per_worker: int = 1,
                         env=pinned_env(threads_per_worker), **kwargs)
 
 
+@dataclass(frozen=True)
+class HostSlot:
+    """A machine of the cluster: its host address, the worker that leads there, the worker
+    threads and memory limit of all its workers, and how many workers it runs."""
+
+    host: str
+    leader: str
+    threads: int
+    memory: float
+    workers: int
+
+
 @dataclass
 class Runner:
     """Where tasks run: a distributed Client, or this process (``client is None``)."""
@@ -77,6 +89,22 @@ class Runner:
         threads = [w.get("nthreads", 1) for w in self.client.scheduler_info()["workers"].values()]
         vals = [m / t for m, t in zip(per, threads) if m]
         return min(vals) if vals else 4 * 2**30
+
+    def hosts(self) -> list[HostSlot]:
+        """One :class:`HostSlot` per machine of the cluster (workers grouped by their host
+        address; the first worker, by address, leads). Empty for this process."""
+        if self.client is None:
+            return []
+        try:
+            workers = self.client.scheduler_info(n_workers=-1)["workers"]
+        except TypeError:  # pragma: no cover - distributed before n_workers
+            workers = self.client.scheduler_info()["workers"]
+        groups: dict[str, list[tuple[str, dict]]] = {}
+        for addr, w in sorted(workers.items()):
+            groups.setdefault(str(w.get("host") or addr.rsplit(":", 1)[0]), []).append((addr, w))
+        return [HostSlot(host, ws[0][0], sum(int(w.get("nthreads", 1)) for _, w in ws),
+                         float(sum(w.get("memory_limit") or 0 for _, w in ws)) or 4.0 * 2**30, len(ws))
+                for host, ws in groups.items()]
 
     def dashboard(self) -> Optional[str]:
         return None if self.client is None else getattr(self.client, "dashboard_link", None)

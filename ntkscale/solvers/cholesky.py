@@ -179,8 +179,14 @@ def cholesky_solve(op: Any, y: Any, ridge: float, *, dtype: Any = np.float64, re
     factor = factor_tiles(op, ridge, factor_url=factor_url, dtype=dt, jitter=jitter, overwrite=overwrite,
                           tile=tile, progress=progress)
     passes0 = op.passes
-    x, res, steps, conv, hist = _refine(op.matvec, factor.solve, Y, factor.ridge, factor.solve(Y), tol,
-                                        max_refine, refine, dt == np.float32)
+    import psutil
+
+    factor.keep_tiles(psutil.virtual_memory().available / 4)  # refinement solves again and again
+    try:
+        x, res, steps, conv, hist = _refine(op.matvec, factor.solve, Y, factor.ridge, factor.solve(Y), tol,
+                                            max_refine, refine, dt == np.float32)
+    finally:
+        factor.drop_tiles()
     method = "tiled-cholesky" + ("-f32" if dt == np.float32 else "") + ("+refine" if refine else "")
     return SolveResult(x=x[:, 0] if vec else x, method=method, ridge=factor.ridge, residual=res,
                        iterations=steps, passes=op.passes - passes0, seconds=time.perf_counter() - t0,

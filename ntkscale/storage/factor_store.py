@@ -17,19 +17,18 @@ would silently return its fill value).
 
 from __future__ import annotations
 
-import asyncio
 import re
 import threading
 from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Iterator, Optional
 
-import google_crc32c
 import numpy as np
 import zarr
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
+from . import chunks
 from .gram_store import CorruptTileError, StoreMismatchError, _codecs
 from .url import StoreAccessError, open_store
 
@@ -181,10 +180,7 @@ class FactorStore:
     def _raw_layout(self) -> Optional[np.dtype]:
         """The chunks' little-endian dtype when they are plain bytes + CRC32C (as created here)."""
         if self._raw is None:
-            names = [type(c).__name__ for c in self.array.metadata.codecs]
-            endian = getattr(self.array.metadata.codecs[0], "endian", None)
-            ok = names == ["BytesCodec", "Crc32cCodec"] and str(getattr(endian, "value", endian)) == "little"
-            self._raw = np.dtype(self.array.dtype).newbyteorder("<") if ok else False
+            self._raw = chunks.raw_dtype(self.array) or False
         return self._raw or None
 
     def read_tiles(self, tiles: list[tuple[int, int]], cache_bytes: int = 0) -> list[np.ndarray]:
@@ -219,19 +215,13 @@ class FactorStore:
         dtype = self._raw_layout()
         if dtype is None:  # pragma: no cover - a store written with other codecs
             return [self._read_indexed(i, j) for i, j in tiles]
-        keys, proto, T = [self._key(i, j) for i, j in tiles], default_buffer_prototype(), self.tile
-
-        async def _get() -> list:
-            return list(await asyncio.gather(*(self.group.store.get(k, prototype=proto) for k in keys)))
-
+        T = self.tile
         out = []
-        for (i, j), buf in zip(tiles, sync(_get())):
-            if buf is None:
+        for (i, j), raw in zip(tiles, chunks.read_chunks(self.group.store, [self._key(i, j) for i, j in tiles])):
+            if raw is None:
                 raise MissingTileError(f"factor tile ({i}, {j}) is missing from {self.url!r}; the factor is "
                                        "incomplete: re-run the factorization to finish it")
-            raw = buf.as_numpy_array()
-            if len(raw) != T * T * dtype.itemsize + 4 or \
-                    np.uint32(google_crc32c.value(raw[:-4])).tobytes() != raw[-4:].tobytes():
+            if len(raw) != T * T * dtype.itemsize + 4 or not chunks.crc_ok(raw):
                 raise CorruptTileError(f"factor tile ({i}, {j}) in {self.url!r} fails its checksum; delete the "
                                        "chunk and re-run the factorization to recompute it")
             rows, cols = self.tile_bounds(i, j)
@@ -249,25 +239,42 @@ class FactorStore:
         return self.read_tiles([(i, j)])[0]
 
     def stream_tiles(self, order: list[tuple[int, int]], ahead: int = 2) -> Iterator[np.ndarray]:
-        """Tiles in ``order`` as float64, read ``ahead`` tiles in advance by threads (the
-        reads, checksums and decoding overlap the consumer's BLAS calls)."""
+        """Tiles in ``order`` (stored dtype), read ``ahead`` tiles in advance by threads (the
+        reads and checksums overlap the consumer's BLAS calls)."""
         with ThreadPoolExecutor(max_workers=ahead) as ex:
             queue: deque = deque()
             for t in order:
                 queue.append(ex.submit(self.read_tile, *t))
                 if len(queue) > ahead:
-                    yield queue.popleft().result().astype(np.float64, copy=False)
+                    yield queue.popleft().result()
             while queue:
-                yield queue.popleft().result().astype(np.float64, copy=False)
+                yield queue.popleft().result()
 
     def write_tile(self, i: int, j: int, values: np.ndarray, cache_bytes: int = 0) -> None:
         """Write tile ``(i, j)`` (one whole chunk); keep it in the tile cache if ``cache_bytes``."""
         rows, cols = self.tile_bounds(i, j)
-        self.array[rows, cols] = values
-        if cache_bytes:
+        dtype = self._raw_layout()
+        if dtype is None:  # pragma: no cover - a store written with other codecs
+            self.array[rows, cols] = values
             tile = np.array(values, dtype=self.array.dtype)
-            tile.setflags(write=False)
-            _remember((self.url, self.meta.get("factor_id"), (i, j)), tile, cache_bytes)
+        else:
+            flat, full = chunks.tile_buffer(self.tile, dtype)
+            full[:] = 0
+            full[: rows.stop - rows.start, : cols.stop - cols.start] = values
+            self.write_buffer(i, j, flat)
+            tile = full[: rows.stop - rows.start, : cols.stop - cols.start]
+        if cache_bytes:
+            self.remember(i, j, tile, cache_bytes)
+
+    def write_buffer(self, i: int, j: int, flat: np.ndarray) -> None:
+        """Write a whole chunk from a :func:`~ntkscale.storage.chunks.tile_buffer` (padding included;
+        its CRC is filled in here) without copying it."""
+        chunks.write_chunk(self.group.store, self._key(i, j), flat)
+
+    def remember(self, i: int, j: int, tile: np.ndarray, cache_bytes: int) -> None:
+        """Put tile ``(i, j)`` (read-only from now on) in this process's tile cache."""
+        tile.setflags(write=False)
+        _remember((self.url, self.meta.get("factor_id"), (i, j)), tile, cache_bytes)
 
     def delete_tile(self, i: int, j: int) -> None:
         """Remove tile ``(i, j)`` (it will be recomputed by the next run)."""

@@ -28,6 +28,7 @@ import zarr
 from zarr.codecs import BytesCodec, Crc32cCodec
 from zarr.core.sync import sync
 
+from . import chunks
 from .url import StoreAccessError, open_store
 
 __all__ = ["GramStore", "StoreMismatchError", "CorruptTileError", "fingerprint", "FORMAT"]
@@ -197,6 +198,36 @@ class GramStore:
                 f"{name!r} {where} in store {self.url!r} cannot be read ({type(e).__name__}: {e}). "
                 "The chunk is corrupt or truncated: delete it and re-run the build to recompute it, "
                 "or rebuild with overwrite=True") from e
+
+    def raw_dtype(self, name: str) -> Optional[np.dtype]:
+        """Little-endian dtype of array ``name``'s chunks if they are raw bytes + CRC32C, else None."""
+        return chunks.raw_dtype(self.array(name))
+
+    def read_tile_into(self, name: str, i: int, j: int, out: np.ndarray) -> np.ndarray:
+        """Read whole chunk ``(i, j)`` of ``name`` into the uint8 buffer ``out`` (from
+        :func:`~ntkscale.storage.chunks.tile_buffer` with this store's tile and dtype), check its
+        checksum, and return the full ``(T, T)`` C-ordered data view (padded at the edges).
+
+        Raises
+        ------
+        CorruptTileError
+            If the chunk is missing, has the wrong size or fails its checksum.
+        """
+        dtype, T = self.raw_dtype(name), self.tile
+        if dtype is None or out.nbytes != T * T * dtype.itemsize + 4:  # pragma: no cover - caller's bug
+            raise ValueError(f"read_tile_into needs a raw-bytes array and a {T}x{T} {dtype} tile buffer")
+        key = chunks.chunk_key(self.array(name), i, j)
+        try:
+            ok = chunks.read_chunk_into(self.group.store, key, out) and chunks.crc_ok(out)
+        except ValueError as e:
+            ok, why = False, str(e)
+        else:
+            why = "it is missing or fails its checksum"
+        if not ok:
+            raise CorruptTileError(f"{name!r} tile ({i}, {j}) in store {self.url!r} cannot be read: {why}. "
+                                   "Delete the chunk and re-run the build to recompute it, or rebuild with "
+                                   "overwrite=True")
+        return out[:-4].view(dtype).reshape(T, T)
 
     def write_tile(self, name: str, i: int, j: int, values: np.ndarray) -> None:
         rows, cols = self.tile_bounds(i, j)

@@ -10,6 +10,12 @@ Each task reads its inputs from the Gram and factor stores by URL and writes one
 tasks are submitted together with their dependencies and critical-path priorities. Tiles
 that exist are done, so an interrupted factorization resumes.
 
+Placement. By default (``placement='host'``) the tasks run on one worker per machine, one
+at a time, with as many BLAS threads as that machine's workers have. On 2 cores this is
+what LAPACK does: a 2-thread GEMM runs at 1.9x a 1-thread one in the same process, while
+two single-threaded processes reach 1.76x (shared caches and memory bandwidth); and no
+critical path of tile tasks leaves a core idle. Several machines still share the graph.
+
 References
 ----------
 Golub & Van Loan, *Matrix Computations*, 4th ed., Alg. 4.2.2 (blocked Cholesky);
@@ -22,22 +28,26 @@ from __future__ import annotations
 import time
 import uuid
 import warnings
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
-from scipy.linalg import solve_triangular
 
 from ..solvers.errors import JitterWarning, NotPositiveDefiniteError
 from ..storage import StoreAccessError, StoreMismatchError, is_memory
+from ..cluster import HostSlot
 from ..storage.factor_store import FactorStore, clear_tile_cache
 from .cholesky_tasks import TileBreakdown, _Ctx, factor_tile_task
+from .factor import TiledFactor
 
 if TYPE_CHECKING:  # the operator layer sits above tiling
     from ..operator import StoredGram
 
 __all__ = ["factor_tiles", "factor_tile_task", "TiledFactor", "jitter_schedule", "default_factor_url",
-           "factor_tile_size"]
+           "factor_tile_size", "PLACEMENTS"]
+
+PLACEMENTS = ("host", "worker")
+_POLL_S = 5.0  # how often a running factorization checks that its leaders are alive
+_CANCEL_WAIT_S = 600.0  # after an error: how long to wait for running tasks to finish
 
 
 
@@ -53,76 +63,6 @@ def jitter_schedule(jitter: bool | float) -> list[float]:
     while out[-1] * 10 <= 1e-4 * (1 + 1e-9):
         out.append(out[-1] * 10)
     return out
-
-
-@dataclass
-class TiledFactor:
-    """A stored tiled Cholesky factor ``U`` (``K + ridge I = U^T U``).
-
-    Attributes: ``url`` (factor store), ``n``, ``tile``, ``dtype`` (float32 | float64),
-    ``ridge`` (absolute ridge factored, jitter included), ``jitter`` (relative jitter added:
-    ``ridge - requested = jitter * mean(diag K)``; 0 if none), ``seconds`` (wall time of
-    :func:`factor_tiles`), ``computed`` / ``n_tiles`` (tiles computed by this call / in all),
-    ``resumed`` (tiles of an earlier run were reused).
-    """
-
-    url: str
-    n: int
-    tile: int
-    dtype: np.dtype
-    ridge: float
-    jitter: float
-    seconds: float
-    computed: int = 0
-    n_tiles: int = 0
-    resumed: bool = False
-    factor_id: str = ""
-    storage_options: Optional[dict] = None
-
-    def _store(self) -> FactorStore:
-        fs = FactorStore.open(self.url, storage_options=self.storage_options)
-        if fs.meta.get("factor_id") != self.factor_id or not fs.meta.get("complete"):
-            raise StoreAccessError(f"factor store {self.url!r} was replaced or is incomplete; factor again")
-        return fs
-
-    def solve(self, B: Any) -> np.ndarray:
-        """``(K + ridge I)^-1 B``: forward ``U^T z = B``, then back ``U x = z``.
-
-        Each sweep streams every factor tile once; accumulation in float64.
-
-        Parameters
-        ----------
-        B : array, shape (n,) or (n, C)
-
-        Returns
-        -------
-        ndarray, shape like ``B``, float64
-        """
-        B = np.asarray(B, dtype=np.float64)
-        if B.ndim not in (1, 2) or B.shape[0] != self.n or not np.all(np.isfinite(B)):
-            raise ValueError(f"B must be finite with shape ({self.n},) or ({self.n}, C), got {B.shape}")
-        Z = np.array(B.reshape(self.n, -1), dtype=np.float64)  # shape: (n, C)
-        fs, T = self._store(), self.tile
-        nb = -(-self.n // T)
-        sl = [slice(k * T, min((k + 1) * T, self.n)) for k in range(nb)]
-        fwd = fs.stream_tiles([(i, j) for i in range(nb) for j in range(i, nb)])
-        for i in range(nb):  # U^T z = b: z_i = U_ii^-T (b_i - sum_{m<i} U_mi^T z_m)
-            Z[sl[i]] = solve_triangular(next(fwd), Z[sl[i]], trans="T", check_finite=False)
-            for j in range(i + 1, nb):
-                Z[sl[j]] -= next(fwd).T @ Z[sl[i]]
-        bwd = fs.stream_tiles([(i, j) for i in reversed(range(nb)) for j in range(i, nb)])
-        for i in reversed(range(nb)):  # U x = z: x_i = U_ii^-1 (z_i - sum_{j>i} U_ij x_j)
-            Uii = next(bwd)
-            for j in range(i + 1, nb):
-                Z[sl[i]] -= next(bwd) @ Z[sl[j]]
-            Z[sl[i]] = solve_triangular(Uii, Z[sl[i]], check_finite=False)
-        return Z[:, 0] if B.ndim == 1 else Z
-
-    def logdet(self) -> float:
-        """``log det(K + ridge I) = 2 sum_i log U_ii``."""
-        fs, T = self._store(), self.tile
-        return float(sum(2 * np.log(np.diag(fs.read_tile(i, i)).astype(np.float64)).sum()
-                         for i in range(-(-self.n // T))))
 
 
 def _preds(i: int, j: int) -> list[tuple[int, int]]:
@@ -159,7 +99,8 @@ def _priorities(nb: int) -> dict[tuple[int, int], int]:
 def factor_tile_size(gram_tile: int, n: int, slots: int, min_tile: int = 512) -> int:
     """Factor tile: the Gram tile, or its largest exact divisor (>= ``min_tile``) that makes a
     grid of at least ``4 * slots + 1`` tiles a side. The critical path of the tile DAG is
-    ~nb^2 tile GEMMs of ~nb^3/3 in all, so ``slots`` workers stay busy only if nb >> 3 * slots."""
+    ~nb^2 tile GEMMs of ~nb^3/3 in all, so ``slots`` workers stay busy only if nb >> 3 * slots.
+    ``slots=0`` (tasks run one at a time, e.g. 'host' placement on one machine): the Gram tile."""
     fits = [gram_tile // k for k in range(1, gram_tile + 1)
             if gram_tile % k == 0 and gram_tile // k >= min(min_tile, gram_tile)]
     return next((t for t in fits if -(-n // t) >= 4 * slots + 1), fits[-1])
@@ -170,8 +111,18 @@ def default_factor_url(gram_url: str) -> str:
     return str(gram_url).rstrip("/") + "-chol"
 
 
+def _placement(op: "StoredGram", placement: str) -> tuple[list[HostSlot], int]:
+    """The hosts whose leaders run the tasks ('host'; none for 'worker' or in-process) and
+    the per-process tile cache in bytes."""
+    if placement == "worker":
+        return [], int(min(2**30, op.runner.memory_per_slot() / 4))
+    hosts = op.runner.hosts()  # a leader's own memory limit bounds its cache: half of it, <= 8 GiB
+    per_process = min(h.memory / h.workers for h in hosts) if hosts else op.runner.memory_per_slot()
+    return hosts, int(min(8 * 2**30, per_process / 2))
+
+
 def _run(fs: FactorStore, op: "StoredGram", progress: Optional[bool],
-         on_tile: Optional[Callable[[tuple], None]]) -> int:
+         on_tile: Optional[Callable[[tuple], None]], placement: str = "host") -> int:
     """Compute the missing tiles of ``fs``; return how many were computed."""
     meta = fs.meta
     n, T = int(meta["n"]), int(meta["tile"])
@@ -179,9 +130,10 @@ def _run(fs: FactorStore, op: "StoredGram", progress: Optional[bool],
     done = fs.done_tiles()
     todo = [(i, j) for i in range(nb) for j in range(i, nb) if (i, j) not in done]  # topological
     key = lambda o: tuple(sorted(o.items())) if o else None  # noqa: E731
-    cache = int(min(2**30, op.runner.memory_per_slot() / 4))
+    hosts, cache = _placement(op, placement)
     ctx = _Ctx(op.url, op.store.meta["build_id"], op.kind, fs.url, meta["factor_id"], float(meta["ridge"]),
-               meta["dtype"], uuid.uuid4().hex[:10], cache, key(op.storage_options), key(fs.storage_options))
+               meta["dtype"], uuid.uuid4().hex[:10], cache, key(op.storage_options), key(fs.storage_options),
+               tuple((h.leader, h.threads) for h in hosts))
     bar = None
     if progress and todo:
         from tqdm.auto import tqdm
@@ -199,7 +151,7 @@ def _run(fs: FactorStore, op: "StoredGram", progress: Optional[bool],
             for i, j in todo:
                 record(factor_tile_task(ctx, i, j))
         else:
-            _run_distributed(op.runner.client, fs, ctx, todo, nb, record)
+            _run_distributed(op.runner.client, fs, ctx, todo, nb, record, [h.leader for h in hosts])
     except TileBreakdown as e:
         raise NotPositiveDefiniteError("Cholesky of K + ridge*I broke down", pivot=e.tile * T + e.pivot,
                                        tile=e.tile, ridge=ctx.ridge) from None
@@ -217,25 +169,52 @@ def _run(fs: FactorStore, op: "StoredGram", progress: Optional[bool],
     return len(todo)
 
 
+def _drain(client: Any, futures: list) -> None:
+    """Wait until none of ``futures`` is processing on a worker (tasks that have not started
+    see the stop marker and return at once; tasks pinned to a worker that left never start)."""
+    from distributed import wait
+
+    keys, deadline = {f.key for f in futures}, time.monotonic() + _CANCEL_WAIT_S
+    while time.monotonic() < deadline:
+        busy = keys & {k for ks in client.processing().values() for k in ks}
+        if not busy:
+            return
+        try:
+            wait([f for f in futures if f.key in busy], timeout=_POLL_S)
+        except TimeoutError:
+            pass
+
+
 def _run_distributed(client: Any, fs: FactorStore, ctx: _Ctx, todo: list[tuple[int, int]], nb: int,
-                     record: Callable[[tuple], None]) -> None:
-    from distributed import as_completed, wait
+                     record: Callable[[tuple], None], leaders: list[str]) -> None:
+    from distributed import wait
 
     prio = _priorities(nb)
     deps = _dependencies(todo)
+    where = dict(workers=leaders, allow_other_workers=False) if leaders else {}
     futures: dict[tuple[int, int], Any] = {}
     for t in todo:  # row-major: predecessors are submitted first
         futures[t] = client.submit(factor_tile_task, ctx, *t, [futures[p] for p in deps[t]],
                                    key=f"chol-{ctx.factor_id[:8]}-{ctx.run}-{t[0]}-{t[1]}",
-                                   priority=prio[t], pure=False)
+                                   priority=prio[t], pure=False, **where)
     try:
-        for fut in as_completed(list(futures.values())):
-            record(fut.result())
+        pending = set(futures.values())
+        while pending:
+            try:
+                done, pending = wait(pending, timeout=_POLL_S, return_when="FIRST_COMPLETED")
+            except TimeoutError:
+                done = set()
+            for fut in done:
+                record(fut.result())
+            gone = set(leaders) - set(client.scheduler_info(n_workers=-1)["workers"]) if pending and leaders else ()
+            if gone:  # tasks pinned to a worker that left would wait forever
+                raise RuntimeError(f"worker(s) {sorted(gone)} running the Cholesky tasks of their host left the "
+                                   "cluster; run the factorization again to resume from the finished tiles")
     except BaseException:
         # Tasks not started yet skip their work; wait for the running ones so that no
         # task of this run writes after we return (a retry may recreate the store).
         fs.request_stop(ctx.run)
-        wait(list(futures.values()))
+        _drain(client, list(futures.values()))
         client.cancel(list(futures.values()))
         raise
     finally:
@@ -247,7 +226,8 @@ def _run_distributed(client: Any, fs: FactorStore, ctx: _Ctx, todo: list[tuple[i
 
 def factor_tiles(op: "StoredGram", ridge: float, *, factor_url: Optional[str] = None, dtype: Any = np.float64,
                  jitter: bool | float = False, overwrite: bool = False, tile: Optional[int] = None,
-                 progress: Optional[bool] = None, on_tile: Optional[Callable[[tuple], None]] = None) -> TiledFactor:
+                 progress: Optional[bool] = None, on_tile: Optional[Callable[[tuple], None]] = None,
+                 placement: str = "host") -> TiledFactor:
     """Upper Cholesky factor ``U`` of ``K + ridge I`` (``= U^T U``), tile by tile, into a store.
 
     Parameters
@@ -274,6 +254,13 @@ def factor_tiles(op: "StoredGram", ridge: float, *, factor_url: Optional[str] = 
     on_tile : callable, optional
         Called with ``(i, j, seconds, pid, True)`` after each computed tile (may raise to stop;
         tiles written so far are kept and a re-run resumes).
+    placement : {'host', 'worker'}
+        Where tile tasks run on a distributed cluster. ``'host'`` (default): on one worker
+        per machine, one task at a time, each with as many BLAS threads as all the workers of
+        that machine have (they idle meanwhile): multi-threaded BLAS on big tiles runs faster
+        than one single-threaded task per core, and a machine's tasks share one tile cache.
+        ``'worker'``: one task per worker thread, BLAS threads as the workers are set.
+        If a leading worker leaves, the run stops with an error; a re-run resumes.
 
     Returns
     -------
@@ -291,6 +278,8 @@ def factor_tiles(op: "StoredGram", ridge: float, *, factor_url: Optional[str] = 
     if isinstance(ridge, (bool, np.bool_)) or not isinstance(ridge, (int, float, np.integer, np.floating)) \
             or not np.isfinite(ridge) or ridge < 0:
         raise ValueError(f"ridge must be a finite number >= 0 (absolute, as in K + ridge*I), got {ridge!r}")
+    if placement not in PLACEMENTS:
+        raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
     dt = np.dtype(dtype)
     if dt not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64, got {dt}")
@@ -318,7 +307,9 @@ def factor_tiles(op: "StoredGram", ridge: float, *, factor_url: Optional[str] = 
                                      "diagonal; pass jitter=True to reuse it, or overwrite=True to replace it")
     mean_diag = float(np.mean(op.diag())) if (schedule or rel) else 0.0
     pending = [j for j in schedule if j > rel]
-    T = fs.tile if fs is not None else int(tile or factor_tile_size(Tg, n, op.runner.slots()))
+    hosts = len(op.runner.hosts())  # 'host' on one machine runs tasks one by one: no grid needed
+    slots = op.runner.slots() if placement == "worker" else (hosts if hosts > 1 else 0)
+    T = fs.tile if fs is not None else int(tile or factor_tile_size(Tg, n, slots))
     base["tile"] = T
     while True:
         if fs is None:
@@ -327,7 +318,7 @@ def factor_tiles(op: "StoredGram", ridge: float, *, factor_url: Optional[str] = 
                                     storage_options=op.storage_options)
         try:
             resumed = bool(fs.done_tiles())
-            computed = _run(fs, op, progress, on_tile)
+            computed = _run(fs, op, progress, on_tile, placement)
             break
         except NotPositiveDefiniteError as e:
             if not pending:

@@ -1,12 +1,21 @@
 """Worker side of the tiled Cholesky: one task computes and writes one factor tile.
 
 See :mod:`ntkscale.tiling.cholesky` for the algorithm and the task graph.
+
+A tile is computed in the memory of the chunk that will be written: the C-ordered upper
+tile ``S`` (rows of ``U``) is, read as Fortran order, its transpose ``R = S^T``, and the
+task runs the transposed recurrence on ``R`` in place (``R -= U_mj^T U_mi``; the diagonal
+``R = L`` with ``L L^T = S``; off the diagonal ``R <- R U_ii^-1``). So the Gram chunk is read
+straight into the output buffer, no tile is ever transposed in memory, and the result is
+written from the same buffer with its checksum appended (:mod:`ntkscale.storage.chunks`).
 """
 
 from __future__ import annotations
 
 import os
+import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Optional
@@ -15,12 +24,15 @@ import numpy as np
 from scipy.linalg.blas import get_blas_funcs
 from scipy.linalg.lapack import get_lapack_funcs
 
+from ..storage import chunks
 from ..storage.factor_store import FactorStore
+from ..storage.gram_store import GramStore
 from . import tasks
 
 __all__ = ["factor_tile_task", "TileBreakdown"]
 
 _GROUP_BYTES = 64 * 2**20  # factor tiles a task reads at once
+_HOST_LOCK = threading.Lock()  # 'host' placement: one tile task computes at a time in a process
 
 
 class TileBreakdown(ArithmeticError):
@@ -33,7 +45,11 @@ class TileBreakdown(ArithmeticError):
 
 @dataclass(frozen=True)
 class _Ctx:
-    """What a tile task needs to find its inputs (URLs and ids, never data)."""
+    """What a tile task needs to find its inputs (URLs and ids, never data).
+
+    ``threads``: ``((worker address, BLAS threads), ...)`` under 'host' placement (the task
+    takes the process's host lock and that many BLAS threads); empty: as the worker is set.
+    """
 
     gram_url: str
     gram_build_id: str
@@ -46,6 +62,7 @@ class _Ctx:
     cache_bytes: int = 0
     gram_opts: Optional[tuple] = None
     factor_opts: Optional[tuple] = None
+    threads: tuple = ()
 
 
 @lru_cache(maxsize=8)
@@ -54,6 +71,42 @@ def _open_factor(url: str, factor_id: str, opts: Optional[tuple]) -> FactorStore
     if fs.meta.get("factor_id") != factor_id:
         raise RuntimeError(f"factor store {url!r} was replaced while tasks were running")
     return fs
+
+
+def _blas_threads(ctx: _Ctx) -> Optional[int]:
+    """BLAS threads for this task under 'host' placement (None: leave them as they are)."""
+    if not ctx.threads:
+        return None
+    try:
+        from distributed import get_worker
+
+        return dict(ctx.threads).get(get_worker().address)
+    except (ImportError, ValueError):  # not in a worker (synchronous runner)
+        return None
+
+
+def _gram_block(gs: GramStore, kind: str, rows: slice, cols: slice, T: int,
+                dtype: np.dtype) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    """``K[rows, cols]`` as a writable C-ordered array of ``dtype``, and, for a full tile, the
+    chunk buffer it lives in (None for an edge tile: it is computed in an array of its own)."""
+    Tg, ri, ci = gs.tile, rows.stop - rows.start, cols.stop - cols.start
+    gi, gj = rows.start // Tg, cols.start // Tg
+    r0, c0 = rows.start - gi * Tg, cols.start - gj * Tg
+    gdt = gs.raw_dtype(kind)
+    full_tile = ri == T and ci == T
+    if gdt is None:  # pragma: no cover - a store written with other codecs
+        block = np.asarray(gs.read(kind, rows, cols))
+    elif full_tile and Tg == T and gdt == dtype:  # the chunk is read into the output buffer itself
+        flat, _ = chunks.tile_buffer(T, dtype)
+        return gs.read_tile_into(kind, gi, gj, flat), flat
+    else:
+        gflat, _ = chunks.tile_buffer(Tg, gdt)
+        block = gs.read_tile_into(kind, gi, gj, gflat)[r0:r0 + ri, c0:c0 + ci]
+    if not full_tile:
+        return np.array(block, dtype=dtype), None
+    flat, S = chunks.tile_buffer(T, dtype)
+    np.copyto(S, block, casting="same_kind")
+    return S, flat
 
 
 def factor_tile_task(ctx: _Ctx, i: int, j: int, deps: Any = None) -> tuple[int, int, float, int, bool]:
@@ -71,34 +124,89 @@ def factor_tile_task(ctx: _Ctx, i: int, j: int, deps: Any = None) -> tuple[int, 
     fs = _open_factor(ctx.factor_url, ctx.factor_id, ctx.factor_opts)
     if fs.stop_requested(ctx.run):
         return i, j, 0.0, os.getpid(), False
+    threads = _blas_threads(ctx)
+    if threads is None:
+        guard: Any = nullcontext()
+    else:
+        from threadpoolctl import threadpool_limits
+
+        guard = _HostGuard(threadpool_limits, threads)
+    with guard:
+        _compute_tile(ctx, fs, i, j)
+    return i, j, time.perf_counter() - t0, os.getpid(), True
+
+
+class _HostGuard:
+    """The process's host lock, then ``threads`` BLAS threads, for the duration of a task."""
+
+    def __init__(self, limits: Any, threads: int):
+        self.limits, self.threads, self.ctl = limits, threads, None
+
+    def __enter__(self) -> None:
+        _HOST_LOCK.acquire()
+        try:
+            self.ctl = self.limits(limits=self.threads)
+        except BaseException:
+            _HOST_LOCK.release()
+            raise
+
+    def __exit__(self, *exc: Any) -> None:
+        try:
+            self.ctl.restore_original_limits()
+        finally:
+            _HOST_LOCK.release()
+
+
+def _mirror_upper(R: np.ndarray, b: int = 512) -> None:
+    """Copy the upper triangle of the square ``R`` onto its lower one, in place, in blocks."""
+    n = R.shape[0]
+    for q0 in range(0, n, b):
+        q1 = min(n, q0 + b)
+        D = R[q0:q1, q0:q1]
+        low = np.tril_indices(q1 - q0, -1)
+        D[low] = D.T[low]
+        for p0 in range(q1, n, b):
+            R[p0:p0 + b, q0:q1] = R[q0:q1, p0:p0 + b].T
+
+
+def _compute_tile(ctx: _Ctx, fs: FactorStore, i: int, j: int) -> None:
     gs = tasks.open_cached(ctx.gram_url, ctx.gram_build_id, "r", dict(ctx.gram_opts) if ctx.gram_opts else None)
+    dt, T = np.dtype(ctx.dtype), fs.tile
     rows, cols = fs.tile_bounds(i, j)  # inside one stored Gram tile: factor tiles divide Gram tiles
-    S = np.array(gs.read(ctx.kind, rows, cols), dtype=ctx.dtype, order="F")  # shape: (Ti, Tj)
-    gemm, syrk, trsm = get_blas_funcs(("gemm", "syrk", "trsm"), (S,))
+    S, flat = _gram_block(gs, ctx.kind, rows, cols, T, dt)  # shape: (ri, ci), C order
+    R = S.T  # shape: (ci, ri), Fortran order: the transposed problem, in S's memory
+    gemm, syrk, trsm = get_blas_funcs(("gemm", "syrk", "trsm"), (R,))
     if i == j:
-        S[np.diag_indices_from(S)] += S.dtype.type(ctx.ridge)
-    # U[m, i], U[m, j] read a group at a time (concurrently, through this process's tile cache);
-    # tiles are C-ordered, so A.T is the Fortran-ordered A^T that BLAS takes without a copy.
-    step = max(1, _GROUP_BYTES // (fs.tile * fs.tile * S.itemsize))
+        R[np.diag_indices_from(R)] += dt.type(ctx.ridge)
+    # U[m, i], U[m, j] (C order: A.T is A^T in Fortran order) read a group at a time,
+    # concurrently, through this process's tile cache.
+    step = max(1, _GROUP_BYTES // (T * T * dt.itemsize))
     for m0 in range(0, i, step):
         ms = range(m0, min(i, m0 + step))
         col_i = fs.read_tiles([(m, i) for m in ms], ctx.cache_bytes)
         col_j = col_i if i == j else fs.read_tiles([(m, j) for m in ms], ctx.cache_bytes)
         for A, B in zip(col_i, col_j):
-            A, B = A.astype(S.dtype, copy=False), B.astype(S.dtype, copy=False)
-            if i == j:
-                S = syrk(-1.0, A.T, beta=1.0, c=S, trans=0, lower=0, overwrite_c=1)  # S -= A^T A
+            A, B = A.astype(dt, copy=False), B.astype(dt, copy=False)
+            if i == j:  # (OpenBLAS's 'N'/upper SYRK runs ~1.2x its 'N'/lower one)
+                R = syrk(-1.0, A.T, beta=1.0, c=R, trans=0, lower=0, overwrite_c=1)  # R -= A^T A (upper)
             else:
-                S = gemm(-1.0, A.T, B.T, beta=1.0, c=S, trans_b=1, overwrite_c=1)  # S -= A^T B
+                R = gemm(-1.0, B.T, A.T, beta=1.0, c=R, trans_b=1, overwrite_c=1)  # R -= B^T A
     if i == j:
-        potrf = get_lapack_funcs("potrf", (S,))
-        S, info = potrf(S, lower=0, clean=1, overwrite_a=1)
+        if i > 0:
+            _mirror_upper(R)
+        potrf = get_lapack_funcs("potrf", (R,))
+        R, info = potrf(R, lower=1, clean=1, overwrite_a=1)  # R = L, L L^T = S: S's memory holds U = L^T
         if info > 0:
             raise TileBreakdown(i, int(info) - 1)
         if info < 0:  # pragma: no cover - argument error
             raise RuntimeError(f"potrf: illegal argument {-info}")
     else:
-        Uii = fs.read_tiles([(i, i)], ctx.cache_bytes)[0].astype(S.dtype, copy=False)
-        S = trsm(1.0, Uii.T, S, side=0, lower=1, trans_a=0, overwrite_b=1)  # U_ii^T X = S
-    fs.write_tile(i, j, S, ctx.cache_bytes)
-    return i, j, time.perf_counter() - t0, os.getpid(), True
+        Uii = fs.read_tiles([(i, i)], ctx.cache_bytes)[0].astype(dt, copy=False)  # Uii.T = L, lower
+        R = trsm(1.0, Uii.T, R, side=1, lower=1, trans_a=1, overwrite_b=1)  # R <- R L^-T = R U^-1
+    U = R.T  # shape: (ri, ci), C order
+    if flat is not None and np.may_share_memory(U, flat):
+        fs.write_buffer(i, j, flat)
+        if ctx.cache_bytes:
+            fs.remember(i, j, U, ctx.cache_bytes)
+    else:  # an edge tile (or BLAS returned a copy): written through a padded buffer
+        fs.write_tile(i, j, U, ctx.cache_bytes)

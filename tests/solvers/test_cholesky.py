@@ -83,6 +83,7 @@ def test_factor_tile_size():
     assert factor_tile_size(64, 300, 2) == 64  # never below min(512, Gram tile)
     assert factor_tile_size(1536, 8192, 2) == 768  # 6x6 Gram grid -> 11x11 factor grid
     assert factor_tile_size(1536, 8192, 1) == 1536
+    assert factor_tile_size(1536, 2000, 0) == 1536  # one task at a time: no grid needed
     assert factor_tile_size(2048, 40000, 2) == 2048
     assert factor_tile_size(1024, 4096, 2) == 512  # smallest allowed even if the grid stays coarse
 
