@@ -11,10 +11,11 @@ tasks are submitted together with their dependencies and critical-path prioritie
 that exist are done, so an interrupted factorization resumes.
 
 Placement. By default (``placement='host'``) the tasks run on one worker per machine, one
-at a time, with as many BLAS threads as that machine's workers have. On 2 cores this is
-what LAPACK does: a 2-thread GEMM runs at 1.9x a 1-thread one in the same process, while
-two single-threaded processes reach 1.76x (shared caches and memory bandwidth); and no
-critical path of tile tasks leaves a core idle. Several machines still share the graph.
+at a time, with as many BLAS threads as that machine's workers have, as LAPACK would use
+them. The factor tile can then be the Gram tile (no sub-tiling to keep workers busy), the
+machine's tasks share one tile cache, and no critical path of tile tasks leaves cores idle;
+several machines still share the graph. Measured at n = 20000 on 2 cores: float64 alike
+(1.22-1.43x vs 1.34x scipy's ``cho_factor``), float32 faster (0.69-0.72x vs 0.79x).
 
 References
 ----------
