@@ -70,10 +70,10 @@ class GramStore:
     @classmethod
     def open(cls, url: Any, *, mode: str = "r", storage_options: Optional[dict] = None) -> "GramStore":
         """Open an existing store (``mode='r'`` or ``'r+'``)."""
-        store = open_store(url, read_only=(mode == "r"), storage_options=storage_options)
         try:
+            store = open_store(url, read_only=(mode == "r"), storage_options=storage_options)
             group = zarr.open_group(store, mode=mode)
-        except (FileNotFoundError, KeyError, ValueError) as e:
+        except (FileNotFoundError, KeyError, ValueError, StoreAccessError) as e:
             raise StoreAccessError(f"no Gram store at {url!r} ({e}); build one with build_gram") from e
         if "ntkscale" not in group.attrs:
             raise StoreAccessError(f"{url!r} is a zarr group but not an ntkscale Gram store")

@@ -49,7 +49,7 @@ def open_store(url: Any, *, read_only: bool = False, storage_options: Optional[d
                 raise StoreAccessError(f"store directory {path!r} is not writable; "
                                        "choose a writable location or fix its permissions")
         elif not os.path.isdir(path):
-            raise StoreAccessError(f"no Gram store at {path!r}")
+            raise StoreAccessError(f"no store directory at {path!r}")
         return LocalStore(path, read_only=read_only)
     try:
         return FsspecStore.from_url(url, read_only=read_only, storage_options=storage_options or {})
