@@ -94,10 +94,13 @@ class StoredGram:
     kind : 'ntk' or 'nngp'
     client : None, 'sync', address or Client
         Where matvec tasks run; ``None`` starts a local cluster (closed by :meth:`close`).
+    readahead : bool
+        Each matvec task reads its next tile in a helper thread while it multiplies the
+        current one (``False`` only to measure what that overlap gives).
     """
 
     def __init__(self, url: Any, kind: str = "ntk", *, client: Any = "sync",
-                 storage_options: Optional[dict] = None):
+                 storage_options: Optional[dict] = None, readahead: bool = True):
         self.store = GramStore.open(url, storage_options=storage_options)
         meta = self.store.meta
         if kind not in meta["kinds"]:
@@ -106,6 +109,7 @@ class StoredGram:
             raise ValueError(f"store {url!r} is incomplete (an interrupted build); re-run build_gram "
                              "with the same arguments to finish it")
         self.url, self.kind, self.storage_options = str(url), kind, storage_options
+        self.readahead = bool(readahead)
         self.shape = tuple(meta["shape"])
         self.dtype = np.dtype(meta["store_dtype"])
         self.symmetric = bool(meta["symmetric"])
@@ -149,7 +153,7 @@ class StoredGram:
         parts = run_tasks(self.runner, tasks.matvec_task,
                           [(self.url, meta["build_id"], self.kind, g, Vs) for g in groups],
                           keys=[f"gram-matvec-{token}-{k}" for k in range(len(groups))],
-                          storage_options=self.storage_options)
+                          storage_options=self.storage_options, readahead=self.readahead)
         T = self.store.tile
         out = np.zeros((self.shape[0], V2.shape[1]))
         for part in parts:

@@ -203,10 +203,14 @@ class GramStore:
         """Little-endian dtype of array ``name``'s chunks if they are raw bytes + CRC32C, else None."""
         return chunks.raw_dtype(self.array(name))
 
-    def read_tile_into(self, name: str, i: int, j: int, out: np.ndarray) -> np.ndarray:
-        """Read whole chunk ``(i, j)`` of ``name`` into the uint8 buffer ``out`` (from
-        :func:`~ntkscale.storage.chunks.tile_buffer` with this store's tile and dtype), check its
-        checksum, and return the full ``(T, T)`` C-ordered data view (padded at the edges).
+    def read_tile_into(self, name: str, i: int, j: int, out: Optional[np.ndarray]) -> np.ndarray:
+        """Whole chunk ``(i, j)`` of ``name``, checksum verified, as its full ``(T, T)``
+        C-ordered data view (padded at the edges).
+
+        ``out`` is a uint8 buffer from :func:`~ntkscale.storage.chunks.tile_buffer` (this
+        store's tile and dtype) that the chunk is read into; with ``out=None`` a chunk of a
+        local directory store is memory-mapped instead (read-only view, no copy; other stores
+        then need ``out``).
 
         Raises
         ------
@@ -214,20 +218,35 @@ class GramStore:
             If the chunk is missing, has the wrong size or fails its checksum.
         """
         dtype, T = self.raw_dtype(name), self.tile
-        if dtype is None or out.nbytes != T * T * dtype.itemsize + 4:  # pragma: no cover - caller's bug
+        nbytes = T * T * dtype.itemsize + 4 if dtype is not None else -1
+        if dtype is None or (out is not None and out.nbytes != nbytes):  # pragma: no cover - caller's bug
             raise ValueError(f"read_tile_into needs a raw-bytes array and a {T}x{T} {dtype} tile buffer")
         key = chunks.chunk_key(self.array(name), i, j)
+        why = "it is missing or fails its checksum"
         try:
-            ok = chunks.read_chunk_into(self.group.store, key, out) and chunks.crc_ok(out)
+            flat = chunks.map_chunk(self.group.store, key, nbytes) if out is None else None
+            if flat is None:
+                if out is None:  # pragma: no cover - caller's bug
+                    raise ValueError("this store cannot be memory-mapped; pass a buffer")
+                flat = out if chunks.read_chunk_into(self.group.store, key, out) else None
+            ok = flat is not None and chunks.crc_ok(flat)
+        except FileNotFoundError:
+            ok = False
         except ValueError as e:
             ok, why = False, str(e)
-        else:
-            why = "it is missing or fails its checksum"
         if not ok:
             raise CorruptTileError(f"{name!r} tile ({i}, {j}) in store {self.url!r} cannot be read: {why}. "
                                    "Delete the chunk and re-run the build to recompute it, or rebuild with "
                                    "overwrite=True")
-        return out[:-4].view(dtype).reshape(T, T)
+        return flat[:-4].view(dtype).reshape(T, T)
+
+    def prefetch_tile(self, name: str, i: int, j: int) -> None:
+        """Hint that chunk ``(i, j)`` of ``name`` is read soon (local stores: kernel read-ahead)."""
+        chunks.prefetch_chunk(self.group.store, chunks.chunk_key(self.array(name), i, j))
+
+    def can_map(self) -> bool:
+        """Whether chunks can be memory-mapped (a local directory store)."""
+        return isinstance(self.group.store, chunks.LocalStore)
 
     def write_tile(self, name: str, i: int, j: int, values: np.ndarray) -> None:
         rows, cols = self.tile_bounds(i, j)

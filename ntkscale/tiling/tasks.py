@@ -7,17 +7,22 @@ They are plain functions of (store URL, indices, architecture) so any scheduler
 from __future__ import annotations
 
 import os
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from typing import Any, Optional
 
 import numpy as np
 
 from ..kernels import DiagStats, diag_stats, kernel_tile
-from ..storage import GramStore
+from ..storage import GramStore, chunks
 from ..storage.gram_store import STAT_ROWS
+from .gemv import band_buffer, tile_products
 
 __all__ = ["stats_task", "tile_task", "matvec_task", "open_cached"]
+
+_local = threading.local()  # per-thread pass buffers
 
 
 @lru_cache(maxsize=16)
@@ -108,27 +113,77 @@ def tile_task(url: str, build_id: str, i: int, j: int, arch: Any,
     return i, j, time.perf_counter() - t0, os.getpid()
 
 
+def _reused(name: str, key: tuple, make: Any) -> Any:
+    """A per-thread buffer kept across passes: fresh 10^7-10^8-byte buffers per tile would
+    cost page faults comparable to the read itself."""
+    cached = getattr(_local, name, None)
+    if cached is None or cached[0] != key:
+        cached = (key, make())
+        setattr(_local, name, cached)
+    return cached[1]
+
+
+def _chunk_buffers(T: int, dtype: np.dtype) -> list[np.ndarray]:
+    """Two chunk buffers (read-ahead double buffering) for stores that cannot be mapped."""
+    return _reused("chunk_buffers", (int(T), np.dtype(dtype).str),
+                   lambda: [chunks.tile_buffer(T, dtype)[0] for _ in range(2)])
+
+
 def matvec_task(url: str, build_id: str, kind: str, tiles: list[tuple[int, int]], V: np.ndarray,
-                storage_options: Optional[dict] = None) -> dict[int, np.ndarray]:
+                storage_options: Optional[dict] = None, readahead: bool = True) -> dict[int, np.ndarray]:
     """Partial products of the stored tiles ``tiles`` with ``V`` (n2, k), in float64.
 
-    Each stored tile is read once: for a symmetric store, tile (i, j) with i < j
-    contributes ``K_ij V_j`` to row block i and ``K_ij^T V_i`` to row block j.
+    Each stored tile is read once (CRC32C checked): memory-mapped on a local directory
+    store, else read straight into a reused buffer; then multiplied where it lies
+    (:func:`~ntkscale.tiling.gemv.tile_products`: no float64 copy of a float32 tile); with ``readahead`` the next tile is read by a helper thread while
+    this one is multiplied. For a symmetric store, tile (i, j) with i < j contributes
+    ``K_ij V_j`` to row block i and ``K_ijᵀ V_i`` to row block j.
     Returns ``{row block: partial (rows, k) float64}``; the caller sums them.
     """
     store = open_cached(url, build_id, "r", storage_options)
+    dtype, T, k = store.raw_dtype(kind), store.tile, V.shape[1]
     out: dict[int, np.ndarray] = {}
 
-    def add(block: int, value: np.ndarray) -> None:
-        if block in out:
-            out[block] += value
-        else:
-            out[block] = value
+    def acc(block: int, size: int) -> np.ndarray:
+        if block not in out:
+            out[block] = np.zeros((size, k), order="F")  # Fortran: BLAS updates it in place
+        return out[block]
 
-    for i, j in tiles:
+    if dtype is None:  # chunks not stored as raw bytes + CRC (a store from another writer)
+        def read(i: int, j: int, buf: Any) -> np.ndarray:
+            return store.read(kind, *store.tile_bounds(i, j))
+        bufs: list = [None, None]
+    elif store.can_map():  # local directory: tiles used in place in the page cache
+        ahead = iter(tiles[1:])
+
+        def read(i: int, j: int, buf: Any) -> np.ndarray:
+            nxt = next(ahead, None)  # the kernel reads the next tile while this one is mapped
+            if nxt is not None:
+                store.prefetch_tile(kind, *nxt)
+            return store.read_tile_into(kind, i, j, None)
+        bufs = [None, None]
+    else:
+        def read(i: int, j: int, buf: Any) -> np.ndarray:
+            return store.read_tile_into(kind, i, j, buf)
+        bufs = _chunk_buffers(T, dtype)
+    scratch = _reused("band", (int(T),), lambda: band_buffer(T))
+
+    def products(i: int, j: int, full: np.ndarray) -> None:
         rows, cols = store.tile_bounds(i, j)
-        K = store.read(kind, rows, cols).astype(np.float64, copy=False)
-        add(i, K @ V[cols])
-        if store.symmetric and i != j:
-            add(j, K.T @ V[rows])
+        K = full[: rows.stop - rows.start, : cols.stop - cols.start]
+        mirrored = store.symmetric and i != j
+        tile_products(K, V[cols], acc(i, K.shape[0]),
+                      V[rows] if mirrored else None, acc(j, K.shape[1]) if mirrored else None, scratch)
+
+    if not readahead or len(tiles) < 2:
+        for i, j in tiles:
+            products(i, j, read(i, j, bufs[0]))
+        return out
+    with ThreadPoolExecutor(1, thread_name_prefix="ntkscale-readahead") as pool:
+        pending = pool.submit(read, *tiles[0], bufs[0])
+        for t, (i, j) in enumerate(tiles):
+            full = pending.result()
+            if t + 1 < len(tiles):
+                pending = pool.submit(read, *tiles[t + 1], bufs[(t + 1) % 2])
+            products(i, j, full)
     return out

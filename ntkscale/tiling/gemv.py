@@ -1,0 +1,71 @@
+"""Products of one stored Gram tile with a block of vectors, float64-accurate without a
+float64 copy of the tile (pure NumPy/BLAS; no I/O).
+
+A float32 tile is cast to float64 a band of rows at a time into a small reused buffer
+(``BAND`` rows, a few MB, so the band stays in cache for both products), and each band
+feeds two DGEMMs: ``K_band @ V_cols`` for the tile's row block and
+``K_bandᵀ @ V_rows[band]`` accumulated in place (BLAS ``beta = 1``) into the column
+block. The result equals ``K.astype(float64) @ V`` to float64 rounding (the stored
+float32 values are exact in float64), at the cost of the float32 GEMV itself: the
+product is bound by reading the tile once, not by casts or page faults of fresh
+float64 copies (a whole-tile ``astype`` allocates 2x the tile on every call).
+"""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+from scipy.linalg.blas import dgemm
+
+__all__ = ["BAND", "band_buffer", "tile_products"]
+
+BAND = 256  # rows per cast band: 256 x 4096 x 8 B = 8 MiB
+
+
+def band_buffer(cols: int, band: int = BAND) -> np.ndarray:
+    """A reusable float64 scratch for :func:`tile_products` on tiles of ``cols`` columns."""
+    return np.empty((band, cols), dtype=np.float64)
+
+
+def tile_products(K: np.ndarray, v_cols: np.ndarray, out_rows: np.ndarray,
+                  v_rows: Optional[np.ndarray] = None, out_cols: Optional[np.ndarray] = None,
+                  scratch: Optional[np.ndarray] = None) -> None:
+    """``out_rows += K @ v_cols`` and, if ``v_rows`` is given, ``out_cols += Kᵀ @ v_rows``.
+
+    Parameters
+    ----------
+    K : ndarray, shape (m, p), float32 or float64, rows C-contiguous
+        One Gram tile (a view into a read buffer is fine; it is not modified).
+    v_cols : ndarray, shape (p, k), float64
+        Rows of V matching the tile's columns.
+    out_rows : ndarray, shape (m, k), float64
+        Accumulator for the tile's row block (updated in place).
+    v_rows : ndarray, shape (m, k), float64, optional
+        Rows of V matching the tile's rows (the mirrored product of a symmetric store).
+    out_cols : ndarray, shape (p, k), float64, **Fortran-ordered**, optional
+        Accumulator for the column block (updated in place by BLAS).
+    scratch : ndarray, shape (b, >= p), float64, C-contiguous, optional
+        Band buffer from :func:`band_buffer` (allocated here if None).
+    """
+    m, p = K.shape
+    mirrored = v_rows is not None
+    if mirrored and (out_cols is None or not out_cols.flags.f_contiguous or out_cols.dtype != np.float64):
+        raise ValueError("out_cols must be a Fortran-ordered float64 array for the in-place update")
+    if K.dtype == np.float64:
+        out_rows += K @ v_cols
+        if mirrored:
+            dgemm(1.0, K.T, v_rows, beta=1.0, c=out_cols, overwrite_c=1)
+        return
+    if scratch is None:
+        scratch = band_buffer(p)
+    b = scratch.shape[0]
+    part = np.empty((b, v_cols.shape[1]))
+    for r0 in range(0, m, b):
+        r1 = min(r0 + b, m)
+        band = scratch.reshape(-1)[: (r1 - r0) * p].reshape(r1 - r0, p)  # contiguous at edges too
+        np.copyto(band, K[r0:r1])  # float32 -> float64, into cache-sized scratch
+        np.matmul(band, v_cols, out=part[: r1 - r0])
+        out_rows[r0:r1] += part[: r1 - r0]
+        if mirrored:
+            dgemm(1.0, band.T, v_rows[r0:r1], beta=1.0, c=out_cols, overwrite_c=1)
