@@ -14,7 +14,7 @@ from typing import Any, Optional, Protocol
 import numpy as np
 
 from .cluster import Runner, get_runner
-from .storage import GramStore
+from .storage import GramStore, chunks
 from .tiling import tasks
 from .tiling.plan import TilePlan
 from .tiling.executor import run_tasks
@@ -150,30 +150,47 @@ class StoredGram:
         Vs = V2 if self.runner.is_sync else self.runner.client.scatter(V2, broadcast=True, hash=False)
         groups = self._task_tiles()
         token = uuid.uuid4().hex[:8]
-        parts = run_tasks(self.runner, tasks.matvec_task,
-                          [(self.url, meta["build_id"], self.kind, g, Vs) for g in groups],
-                          keys=[f"gram-matvec-{token}-{k}" for k in range(len(groups))],
-                          storage_options=self.storage_options, readahead=self.readahead)
         T = self.store.tile
         out = np.zeros((self.shape[0], V2.shape[1]))
-        for part in parts:
+
+        def add(part: dict[int, np.ndarray]) -> None:  # fold each task's blocks as it arrives
             for block, value in part.items():
                 out[block * T: block * T + value.shape[0]] += value
+
+        run_tasks(self.runner, tasks.matvec_task,
+                  [(self.url, meta["build_id"], self.kind, g, Vs) for g in groups],
+                  keys=[f"gram-matvec-{token}-{k}" for k in range(len(groups))], on_result=add,
+                  keep=False, storage_options=self.storage_options, readahead=self.readahead)
+        if not self.runner.is_sync:
+            Vs.release()
         self.passes += 1
         return out[:, 0] if vec else out
 
     def __getitem__(self, key: Any) -> np.ndarray:
-        """Dense block ``K[r0:r1, c0:c1]`` assembled from tiles (mirrored where needed)."""
+        """Dense block ``K[r0:r1, c0:c1]`` assembled from tiles (mirrored where needed).
+
+        Whole stored chunks are read (memory-mapped on a local store) and the wanted part
+        is copied out; stores written by another program go through zarr's indexing."""
         rows, cols = _slices(key, self.shape)
         T = self.store.tile
         out = np.empty((rows.stop - rows.start, cols.stop - cols.start), self.dtype)
+        raw = self.store.raw_dtype(self.kind)
+        flat = None if raw is None or self.store.can_map() else chunks.tile_buffer(T, raw)[0]
         for bi in range(rows.start // T, -(-rows.stop // T)):
             for bj in range(cols.start // T, -(-cols.stop // T)):
                 r0, r1 = max(rows.start, bi * T), min(rows.stop, (bi + 1) * T)
                 c0, c1 = max(cols.start, bj * T), min(cols.stop, (bj + 1) * T)
                 if r0 >= r1 or c0 >= c1:
                     continue
-                if self.symmetric and bi > bj:
+                mirror = self.symmetric and bi > bj
+                if raw is not None:
+                    ti, tj = (bj, bi) if mirror else (bi, bj)
+                    full = self.store.read_tile_into(self.kind, ti, tj, flat)
+                    if mirror:
+                        block = full[c0 - bj * T: c1 - bj * T, r0 - bi * T: r1 - bi * T].T
+                    else:
+                        block = full[r0 - bi * T: r1 - bi * T, c0 - bj * T: c1 - bj * T]
+                elif mirror:
                     block = self.store.read(self.kind, slice(c0, c1), slice(r0, r1)).T
                 else:
                     block = self.store.read(self.kind, slice(r0, r1), slice(c0, c1))

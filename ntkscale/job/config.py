@@ -29,6 +29,8 @@ Schema (every key optional unless marked; defaults shown)::
     [solver]
     method = "auto"               # auto | cholesky | cholesky-f32 | pcg | eigh | cg
     ridge = 1e-3                  # number >= 0, or "gcv" | "loo"
+    ridge_subsample = 0           # gcv/loo on a random sub-block of this many points, the
+                                  # absolute ridge kept at full n (0: all n up to 12000, else 8192)
     relative_ridge = true         # ridge x mean(diag K) (neural-tangents' diag_reg)
     tol = 1e-8
     maxiter = 1000
@@ -175,7 +177,7 @@ def _kernel(t: dict) -> dict:
 
 def _solver(t: dict) -> dict:
     check_keys(t, ("method", "ridge", "relative_ridge", "tol", "maxiter", "pcg_rank", "jitter",
-                   "ridge_grid"), "solver")
+                   "ridge_grid", "ridge_subsample"), "solver")
     ridge = get(t, "ridge", (float, str), 1e-3, path="solver")
     if isinstance(ridge, str) and ridge not in ("gcv", "loo"):
         raise ConfigError(f"'solver.ridge' = {ridge!r}: use a number >= 0, 'gcv' or 'loo'")
@@ -191,7 +193,15 @@ def _solver(t: dict) -> dict:
             "maxiter": get(t, "maxiter", int, 1000, path="solver", min=1),
             "pcg_rank": get(t, "pcg_rank", int, 1000, path="solver", min=1),
             "jitter": get(t, "jitter", bool, False, path="solver"),
-            "ridge_grid": [float(g) for g in grid]}
+            "ridge_grid": [float(g) for g in grid],
+            "ridge_subsample": _subsample(t)}
+
+
+def _subsample(t: dict) -> int:
+    m = get(t, "ridge_subsample", int, 0, path="solver", min=0)
+    if m == 1:
+        raise ConfigError("'solver.ridge_subsample' = 1: use 0 (automatic) or at least 2 points")
+    return m
 
 
 def _spectrum(t: dict) -> dict:

@@ -74,10 +74,14 @@ def _absolute_ridge(ctx: JobContext, op: Any, Y: np.ndarray) -> tuple[float, dic
         return float(lam), {"ridge_rule": "given"}
     from ..solvers.ridge import choose_ridge
 
-    log.info("choosing the ridge by %s (dense eigh, n=%d)", s["ridge"], op.shape[0])
-    sel = choose_ridge(op, Y, s["ridge"], s["ridge_grid"], relative=s["relative_ridge"])
+    log.info("choosing the ridge by %s (dense eigh of a sub-block, n=%d)", s["ridge"], op.shape[0])
+    t = time.perf_counter()
+    sel = choose_ridge(op, Y, s["ridge"], s["ridge_grid"], relative=s["relative_ridge"],
+                       subsample=s["ridge_subsample"] or None, seed=ctx.cfg.job["seed"])
     return float(sel.ridge), {"ridge_rule": s["ridge"], "ridge_grid": sel.grid,
-                              "ridge_scores": sel.scores, "ridge_score": sel.score}
+                              "ridge_scores": sel.scores, "ridge_score": sel.score,
+                              "ridge_subsample": sel.subsample,
+                              "ridge_seconds": time.perf_counter() - t}
 
 
 def stage_fit(ctx: JobContext) -> dict:

@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any, Optional
 
 import numpy as np
 
 from .api import dense_limit
 
-__all__ = ["choose_ridge"]
+__all__ = ["choose_ridge", "AUTO_SUBSAMPLE_ABOVE", "AUTO_SUBSAMPLE"]
 
 DEFAULT_GRID = np.logspace(-6, 1, 22)  # relative to mean(diag K)
+AUTO_SUBSAMPLE_ABOVE = 12000  # n beyond which subsample=None selects on AUTO_SUBSAMPLE points
+AUTO_SUBSAMPLE = 8192
 
 
 def choose_ridge(op: Any, Y: np.ndarray, rule: str, grid: Optional[Any] = None,
-                 relative: bool = True) -> Any:
+                 relative: bool = True, subsample: Optional[int] = None, seed: int = 0) -> Any:
     """Minimize GCV or closed-form LOO over a ridge grid from one dense eigendecomposition.
+
+    At large n the criterion is evaluated on a random principal sub-block of ``subsample``
+    training points (their Gram ``K[S, S]`` read from the operator, targets ``Y[S]``) and the
+    chosen **absolute** ridge is used at full n: λ in ``K + λI`` plays the role of the
+    observation-noise variance of the GP posterior, which does not depend on n (the
+    relative ridge, λ / mean diag, is the same at any n for the same kernel).
 
     Parameters
     ----------
@@ -26,11 +35,16 @@ def choose_ridge(op: Any, Y: np.ndarray, rule: str, grid: Optional[Any] = None,
         Ridges; relative to ``mean(diag K)`` when ``relative`` (default: 22 values
         ``logspace(-6, 1)``, always relative).
     relative : bool
+    subsample : int, optional
+        Points of the sub-block; None: all n up to ``AUTO_SUBSAMPLE_ABOVE`` (12000), else
+        ``AUTO_SUBSAMPLE`` (8192). ``subsample >= n`` uses the whole Gram.
+    seed : int
+        Seeds the subsample.
 
     Returns
     -------
     ntkscale.spectral.RidgeSelection
-        ``.ridge`` is absolute.
+        ``.ridge`` is absolute; ``.subsample``: the points used.
 
     Raises
     ------
@@ -40,12 +54,24 @@ def choose_ridge(op: Any, Y: np.ndarray, rule: str, grid: Optional[Any] = None,
     from ..spectral.selection import select_ridge
 
     n = op.shape[0]
-    if n > dense_limit():
-        raise MemoryError(f"ridge={rule!r} needs an eigendecomposition of the {n}x{n} Gram, which "
-                          "does not fit in memory here; give a numeric ridge")
-    K = np.asarray(op if isinstance(op, np.ndarray) else op.to_numpy(), dtype=np.float64)
+    m = (n if n <= AUTO_SUBSAMPLE_ABOVE else AUTO_SUBSAMPLE) if subsample is None else int(subsample)
+    if m < 2:
+        raise ValueError(f"subsample must be >= 2 points, got {subsample!r}")
+    m = min(m, n)
+    if m > dense_limit():
+        raise MemoryError(f"ridge={rule!r} needs an eigendecomposition of a {m}x{m} Gram, which "
+                          "does not fit in memory here; pass a smaller subsample or a numeric ridge")
+    if m < n:
+        from ..spectral.curves import gather
+
+        idx = np.sort(np.random.default_rng(seed).choice(n, size=m, replace=False))
+        K = gather(op, idx, idx)
+        Y = np.asarray(Y)[idx]
+    else:
+        K = np.asarray(op if isinstance(op, np.ndarray) else op.to_numpy(), dtype=np.float64)
     scale = float(np.mean(np.diag(K)))
     g = np.asarray(DEFAULT_GRID if grid is None or len(grid) == 0 else grid, dtype=np.float64)
     g = g * scale if (relative or grid is None or len(grid) == 0) else g
     w, V = np.linalg.eigh(K)
-    return select_ridge(np.clip(w, 0, None), V, Y, g, method=rule)
+    sel = select_ridge(np.clip(w, 0, None), V, Y, g, method=rule)
+    return dataclasses.replace(sel, subsample=m)

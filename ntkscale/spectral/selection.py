@@ -11,7 +11,7 @@ neural-tangents' relative ``diag_reg``). With C outputs every criterion is
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Optional, Literal
 
 import numpy as np
 
@@ -31,6 +31,9 @@ class RidgeSelection:
     grid, scores : ndarray, shape (G,)
         The whole curve.
     method : str
+    subsample : int or None
+        Training points the criterion was evaluated on (set by
+        :func:`ntkscale.solvers.ridge.choose_ridge`; None: all).
     """
 
     ridge: float
@@ -38,6 +41,7 @@ class RidgeSelection:
     grid: np.ndarray
     scores: np.ndarray
     method: str
+    subsample: Optional[int] = None
 
 
 def _prepare(evals: Any, evecs: Any, y: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

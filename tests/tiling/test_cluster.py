@@ -1,5 +1,7 @@
 """Builds on a real LocalCluster (2 worker processes): equality, interruption, resume."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -48,6 +50,11 @@ def test_resume_after_client_stop_is_bit_identical(client, arch, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         build_gram(arch, X, part, get=("nngp", "ntk"), tile=TILE, client=client, on_tile=stop_after_five,
                    _delay=0.05)
+    # a task already running when the client stopped still finishes its chunk: let it land
+    # before counting the finished tiles (otherwise the count races with it)
+    deadline = time.monotonic() + 30
+    while any(client.processing().values()) and time.monotonic() < deadline:
+        time.sleep(0.05)
     with pytest.raises(ValueError, match="incomplete"):
         StoredGram(part, "ntk")
     from ntkscale.storage import GramStore
