@@ -31,6 +31,8 @@ Schema (every key optional unless marked; defaults shown)::
     ridge = 1e-3                  # number >= 0, or "gcv" | "loo"
     ridge_subsample = 0           # gcv/loo on a random sub-block of this many points, the
                                   # absolute ridge kept at full n (0: all n up to 12000, else 8192)
+    ridge_select = "min"          # min | 1se: the minimizer, or the largest ridge within one
+                                  # standard error of the minimum (where the curve is flat)
     relative_ridge = true         # ridge x mean(diag K) (neural-tangents' diag_reg)
     tol = 1e-8
     maxiter = 1000
@@ -177,7 +179,7 @@ def _kernel(t: dict) -> dict:
 
 def _solver(t: dict) -> dict:
     check_keys(t, ("method", "ridge", "relative_ridge", "tol", "maxiter", "pcg_rank", "jitter",
-                   "ridge_grid", "ridge_subsample"), "solver")
+                   "ridge_grid", "ridge_subsample", "ridge_select"), "solver")
     ridge = get(t, "ridge", (float, str), 1e-3, path="solver")
     if isinstance(ridge, str) and ridge not in ("gcv", "loo"):
         raise ConfigError(f"'solver.ridge' = {ridge!r}: use a number >= 0, 'gcv' or 'loo'")
@@ -194,7 +196,8 @@ def _solver(t: dict) -> dict:
             "pcg_rank": get(t, "pcg_rank", int, 1000, path="solver", min=1),
             "jitter": get(t, "jitter", bool, False, path="solver"),
             "ridge_grid": [float(g) for g in grid],
-            "ridge_subsample": _subsample(t)}
+            "ridge_subsample": _subsample(t),
+            "ridge_select": get(t, "ridge_select", str, "min", path="solver", choices=("min", "1se"))}
 
 
 def _subsample(t: dict) -> int:

@@ -77,10 +77,12 @@ def _absolute_ridge(ctx: JobContext, op: Any, Y: np.ndarray) -> tuple[float, dic
     log.info("choosing the ridge by %s (dense eigh of a sub-block, n=%d)", s["ridge"], op.shape[0])
     t = time.perf_counter()
     sel = choose_ridge(op, Y, s["ridge"], s["ridge_grid"], relative=s["relative_ridge"],
-                       subsample=s["ridge_subsample"] or None, seed=ctx.cfg.job["seed"])
+                       subsample=s["ridge_subsample"] or None, seed=ctx.cfg.job["seed"],
+                       select=s["ridge_select"])
     return float(sel.ridge), {"ridge_rule": s["ridge"], "ridge_grid": sel.grid,
                               "ridge_scores": sel.scores, "ridge_score": sel.score,
-                              "ridge_subsample": sel.subsample,
+                              "ridge_subsample": sel.subsample, "ridge_select": sel.rule,
+                              "ridge_standard_error": sel.standard_error,
                               "ridge_seconds": time.perf_counter() - t}
 
 

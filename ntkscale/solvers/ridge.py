@@ -17,7 +17,8 @@ AUTO_SUBSAMPLE = 8192
 
 
 def choose_ridge(op: Any, Y: np.ndarray, rule: str, grid: Optional[Any] = None,
-                 relative: bool = True, subsample: Optional[int] = None, seed: int = 0) -> Any:
+                 relative: bool = True, subsample: Optional[int] = None, seed: int = 0,
+                 select: str = "min") -> Any:
     """Minimize GCV or closed-form LOO over a ridge grid from one dense eigendecomposition.
 
     At large n the criterion is evaluated on a random principal sub-block of ``subsample``
@@ -40,6 +41,9 @@ def choose_ridge(op: Any, Y: np.ndarray, rule: str, grid: Optional[Any] = None,
         ``AUTO_SUBSAMPLE`` (8192). ``subsample >= n`` uses the whole Gram.
     seed : int
         Seeds the subsample.
+    select : {'min', '1se'}
+        The minimizer, or the largest ridge within one standard error of the minimum
+        (:func:`ntkscale.spectral.select_ridge`).
 
     Returns
     -------
@@ -73,5 +77,5 @@ def choose_ridge(op: Any, Y: np.ndarray, rule: str, grid: Optional[Any] = None,
     g = np.asarray(DEFAULT_GRID if grid is None or len(grid) == 0 else grid, dtype=np.float64)
     g = g * scale if (relative or grid is None or len(grid) == 0) else g
     w, V = np.linalg.eigh(K)
-    sel = select_ridge(np.clip(w, 0, None), V, Y, g, method=rule)
+    sel = select_ridge(np.clip(w, 0, None), V, Y, g, method=rule, rule=select)
     return dataclasses.replace(sel, subsample=m)

@@ -31,6 +31,11 @@ class RidgeSelection:
     grid, scores : ndarray, shape (G,)
         The whole curve.
     method : str
+    rule : str
+        'min' (the minimizer) or '1se' (the largest ridge within one standard error of the
+        minimum).
+    standard_error : float or None
+        Standard error of the score at the minimum ('1se' rule).
     subsample : int or None
         Training points the criterion was evaluated on (set by
         :func:`ntkscale.solvers.ridge.choose_ridge`; None: all).
@@ -41,6 +46,8 @@ class RidgeSelection:
     grid: np.ndarray
     scores: np.ndarray
     method: str
+    rule: str = "min"
+    standard_error: Optional[float] = None
     subsample: Optional[int] = None
 
 
@@ -193,9 +200,22 @@ def loo_error(evals: Any, evecs: Any, y: Any, ridge: Any) -> np.ndarray | float:
     return _shaped(out, ridge)
 
 
+def _per_sample(method: str, s: np.ndarray, v: np.ndarray, proj: np.ndarray, lam: float) -> np.ndarray:
+    """The n terms whose mean is the criterion at ``lam > 0``: squared LOO residuals (summed
+    over outputs), or GCV's squared residuals ``[(I - S) y]_i`` over ``(tr(I - S)/n)²``."""
+    inv = 1.0 / (s + lam)
+    if method == "loo":
+        alpha = v @ (inv[:, None] * proj)  # (K + lam I)^-1 y, shape: (n, C)
+        res = alpha / ((v * v) @ inv)[:, None]
+        return np.sum(res * res, axis=1)
+    w = lam * inv  # eigenvalues of I - S
+    res = v @ (w[:, None] * proj)  # (I - S) y, shape: (n, C)
+    return np.sum(res * res, axis=1) / float(w.mean()) ** 2
+
+
 def select_ridge(evals: Any, evecs: Any, y: Any, grid: Any,
-                 method: Literal["gcv", "loo"] = "gcv") -> RidgeSelection:
-    """Pick the ridge minimizing GCV or the closed-form LOO error over a grid.
+                 method: Literal["gcv", "loo"] = "gcv", rule: Literal["min", "1se"] = "min") -> RidgeSelection:
+    """Pick the ridge by GCV or the closed-form LOO error over a grid.
 
     Parameters
     ----------
@@ -205,6 +225,11 @@ def select_ridge(evals: Any, evecs: Any, y: Any, grid: Any,
     grid : array_like, shape (G,)
         Candidate ridges ``lam >= 0`` (absolute, as in ``K + lam I``).
     method : {'gcv', 'loo'}
+    rule : {'min', '1se'}
+        'min': the minimizer. '1se': the largest ridge whose score is within one standard
+        error of the minimum (the criterion is a mean of n per-sample terms; SE = their
+        std / √n at the minimizer): where the curve is flat to within its own noise, the
+        most regularized (and best-conditioned) model. Needs the minimizer at ``lam > 0``.
 
     Returns
     -------
@@ -213,7 +238,9 @@ def select_ridge(evals: Any, evecs: Any, y: Any, grid: Any,
 
     References
     ----------
-    Golub, Heath & Wahba, Technometrics 21, 215 (1979); Jacot et al., NeurIPS 2020.
+    Golub, Heath & Wahba, Technometrics 21, 215 (1979); Jacot et al., NeurIPS 2020;
+    Hastie, Tibshirani & Friedman, *The Elements of Statistical Learning* (2009), §7.10.1
+    (the one-standard-error rule).
     """
     g = _grid(grid, "grid")
     if method == "gcv":
@@ -222,6 +249,17 @@ def select_ridge(evals: Any, evecs: Any, y: Any, grid: Any,
         scores = np.atleast_1d(loo_error(evals, evecs, y, g))
     else:
         raise ValueError(f"method must be 'gcv' or 'loo', got {method!r}")
+    if rule not in ("min", "1se"):
+        raise ValueError(f"rule must be 'min' or '1se', got {rule!r}")
     i = int(np.argmin(scores))
+    se = None
+    if rule == "1se":
+        if g[i] <= 0:
+            raise ValueError("the '1se' rule needs the minimizing ridge > 0; drop 0 from the grid")
+        sv, v, proj = _prepare(evals, evecs, y)
+        terms = _per_sample(method, sv, v, proj, float(g[i]))
+        se = float(terms.std(ddof=1) / np.sqrt(terms.size)) if terms.size > 1 else 0.0
+        ok = np.flatnonzero(scores <= scores[i] + se)
+        i = int(ok[np.argmax(g[ok])])
     return RidgeSelection(ridge=float(g[i]), score=float(scores[i]), grid=g, scores=scores,
-                          method=method)
+                          method=method, rule=rule, standard_error=se)

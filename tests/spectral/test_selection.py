@@ -96,3 +96,37 @@ def test_select_ridge() -> None:
         select_ridge(s, v, y, grid, method="aic")
     with pytest.raises(ValueError, match="grid"):
         select_ridge(s, v, y, np.array([-1.0, 1.0]))
+
+
+def test_one_standard_error_rule() -> None:
+    """The per-sample terms average to the criterion, and '1se' picks the largest ridge
+    within one SE of the minimum (checked against a brute-force LOO by refitting)."""
+    from ntkscale.spectral.selection import _per_sample, _prepare
+
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((60, 3))
+    K = np.exp(-0.5 * np.sum((X[:, None] - X[None]) ** 2, -1))
+    y = np.sin(X[:, 0]) + 0.3 * rng.standard_normal(60)
+    s, v = np.linalg.eigh(K)
+    grid = np.logspace(-4, 1, 11)
+    sv, vv, proj = _prepare(s, v, y)
+    for method, fn in (("loo", loo_error), ("gcv", gcv)):
+        for lam in grid[[0, 5, 10]]:
+            assert np.isclose(_per_sample(method, sv, vv, proj, lam).mean(), fn(s, v, y, lam), rtol=1e-10)
+    lam = grid[4]  # brute-force LOO residuals at one ridge
+    brute = []
+    for i in range(60):
+        m = np.arange(60) != i
+        a = np.linalg.solve(K[np.ix_(m, m)] + lam * np.eye(59), y[m])
+        brute.append((y[i] - K[i, m] @ a) ** 2)
+    np.testing.assert_allclose(_per_sample("loo", sv, vv, proj, lam), brute, rtol=1e-8)
+    best = select_ridge(s, v, y, grid, method="loo")
+    one = select_ridge(s, v, y, grid, method="loo", rule="1se")
+    scores = loo_error(s, v, y, grid)
+    terms = _per_sample("loo", sv, vv, proj, best.ridge)
+    se = terms.std(ddof=1) / np.sqrt(60)
+    assert one.standard_error == pytest.approx(se)
+    assert one.ridge >= best.ridge and one.score <= best.score + se
+    assert one.ridge == grid[scores <= best.score + se].max()
+    with pytest.raises(ValueError, match="rule"):
+        select_ridge(s, v, y, grid, rule="2se")
