@@ -6,10 +6,14 @@ float64, then measures (medians over --reps):
     vs scipy.linalg.cho_factor on the same matrix in memory (this process, all cores);
   * the float32 factor + float64 iterative refinement path vs the float64 path
     (factor time, solve/refinement time, steps, final relative residual);
+  * the peer: scikit-learn ``KernelRidge(alpha=ridge, kernel='precomputed').fit(K, y)`` on the same
+    in-memory Gram, ridge and targets (its fit copies K and solves with ``assume_a='pos'``), timed
+    after the tiled and scipy runs, with the max relative difference of its ``dual_coef_`` to
+    ntkscale's solutions (``--no-sklearn`` skips it);
   * peak RSS of this process and of the workers, and the 2-process GEMM ceiling of the machine.
 Prints a table with ratios and writes JSON.
 
-    python benchmarks/bench_cholesky.py [--n 20000] [--reps 3] [--tile T] [--ridge 1e-3] [--dir /tmp]
+    python benchmarks/bench_cholesky.py [--n 20000] [--reps 3] [--tile T] [--ridge 1e-3] [--dir /tmp] [--no-sklearn]
 """
 
 from __future__ import annotations
@@ -55,6 +59,7 @@ def main() -> None:
     ap.add_argument("--placement", default="host", choices=["host", "worker"],
                     help="tiled factor: one task per host with all its cores' BLAS threads (default), "
                          "or one single-threaded task per worker")
+    ap.add_argument("--no-sklearn", action="store_true", help="skip the scikit-learn KernelRidge peer")
     ap.add_argument("--dir", default=tempfile.gettempdir())
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "cholesky.json"))
     args = ap.parse_args()
@@ -149,9 +154,25 @@ def main() -> None:
         x_ref = sla.cho_solve(c, y, check_finite=False)
         res["scipy_cho_solve_s"] = time.perf_counter() - t
         res["client_peak_rss_gib"] = _rss_gib()
+        kr = None
+        if not args.no_sklearn:  # the peer, on the same Gram (ridge taken off again), ridge and y
+            from sklearn.kernel_ridge import KernelRidge
+
+            c = None  # free scipy's factor first
+            A[np.diag_indices_from(A)] -= lam
+            kr_times = []
+            for _ in range(args.reps):
+                kr = None
+                t = time.perf_counter()
+                kr = KernelRidge(alpha=lam, kernel="precomputed").fit(A, y).dual_coef_
+                kr_times.append(time.perf_counter() - t)
+            res["sklearn_kernel_ridge_fit_s"], res["sklearn_kernel_ridge_fit_all"] = statistics.median(kr_times), kr_times
+            res["sklearn_vs_scipy_x_max_reldiff"] = float(np.abs(kr - x_ref).max() / np.abs(x_ref).max())
         for name in ("f64", "f32"):
             x = res.pop(f"x_{name}")
             res[f"tiled_{name}_vs_scipy_x_reldiff"] = float(np.linalg.norm(x - x_ref) / np.linalg.norm(x_ref))
+            if kr is not None:  # max |dual_coef_ - x| / max |x|
+                res[f"sklearn_vs_tiled_{name}_x_max_reldiff"] = float(np.abs(kr - x).max() / np.abs(x).max())
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
@@ -162,6 +183,9 @@ def main() -> None:
     # time to a float64-accurate solution: scipy factor + solve vs the float32 factor + refinement
     res["scipy_factor_solve_s"] = res["scipy_cho_factor_s"] + res["scipy_cho_solve_s"]
     res["tiled_f32_refined_vs_scipy_solution"] = res["tiled_f32_total_s"] / res["scipy_factor_solve_s"]
+    if "sklearn_kernel_ridge_fit_s" in res:  # < 1: ntkscale's solution is faster than the peer's
+        for name in ("f64", "f32"):
+            res[f"tiled_{name}_total_vs_sklearn"] = res[f"tiled_{name}_total_s"] / res["sklearn_kernel_ridge_fit_s"]
     print(f"n={n} d={args.d} Gram tile={tile} ({res['n_tiles']} tiles), factor tile={res['factor_tile']} "
           f"({res['factor_tiles']} tiles), ridge={args.ridge:g} x mean diag (medians of {args.reps}); "
           f"Gram build {res['build_s']:.1f} s")
@@ -181,6 +205,12 @@ def main() -> None:
     print(f"  float64-accurate solution: f32 factor + refinement {res['tiled_f32_total_s']:.2f} s vs scipy "
           f"cho_factor + cho_solve {res['scipy_factor_solve_s']:.2f} s = "
           f"{res['tiled_f32_refined_vs_scipy_solution']:.2f} x")
+    if "sklearn_kernel_ridge_fit_s" in res:
+        print(f"  peer: sklearn KernelRidge(precomputed).fit {res['sklearn_kernel_ridge_fit_s']:.2f} s; tiled f64 "
+              f"total {res['tiled_f64_total_vs_sklearn']:.2f} x, f32+refine total {res['tiled_f32_total_vs_sklearn']:.2f} x "
+              f"of it; max |dual_coef - x|/max|x|: vs f64 {res['sklearn_vs_tiled_f64_x_max_reldiff']:.1e}, "
+              f"vs f32+refine {res['sklearn_vs_tiled_f32_x_max_reldiff']:.1e}, "
+              f"vs scipy {res['sklearn_vs_scipy_x_max_reldiff']:.1e}")
     print(f"  peak RSS: workers {res['worker_peak_rss_gib']:.2f} GiB, client during tiled runs "
           f"{res['client_peak_rss_tiled_gib']:.2f} GiB, client with scipy {res['client_peak_rss_gib']:.2f} GiB")
     os.makedirs(os.path.dirname(args.out), exist_ok=True)

@@ -10,6 +10,10 @@ every measurement once, interleaved, so that a shared machine's drifts hit them 
 * ``generic``       the library's array-namespace recursion (``path='generic'``, what CuPy/JAX run);
 * ``plain``         :func:`ntkscale.testing.reference_kernels`, a straightforward NumPy recursion
                     (one vectorised expression per layer over whole n×n matrices, ``np.arctan2``).
+* ``neural_tangents`` the peer: neural-tangents' ``kernel_fn(x, None, ('nngp', 'ntk'))`` of the same
+                    architecture, ``jax.jit``-compiled (compiled untimed first), float64 (``jax_enable_x64``),
+                    on this machine's jax backend; only when ``neural_tangents`` imports (it is not a
+                    dependency: its 0.6.5 release needs TensorFlow and tf2jax), else reported as missing.
 
 Architecture (ALGORITHMS.md §2's measured setting): 3 × [Dense(512, W_std=√2, b_std=0.1), Relu]
 then Dense(1), NTK parameterization, float64. The numba kernels are warmed up first and that
@@ -69,6 +73,29 @@ def _time_interleaved(fns: dict, reps: int) -> dict[str, list[float]]:
     return samples
 
 
+def _neural_tangents_peer(depth: int, x: np.ndarray):
+    """neural-tangents' jitted ``kernel_fn`` on ``x`` (a no-argument callable returning (nngp, ntk)
+    as NumPy arrays), or ``(None, why)`` when the package does not import with this jax."""
+    try:
+        import jax
+
+        jax.config.update("jax_enable_x64", True)  # float64, like the other measurements
+        from neural_tangents import stax as nt_stax
+    except Exception as e:  # ImportError, or a release incompatible with the installed jax
+        return None, f"{type(e).__name__}: {e}"
+    layers = []
+    for _ in range(depth):
+        layers += [nt_stax.Dense(512, W_std=math.sqrt(2.0), b_std=0.1), nt_stax.Relu()]
+    layers.append(nt_stax.Dense(1))
+    kernel_fn = jax.jit(nt_stax.serial(*layers)[2], static_argnames="get")
+    xj = jax.device_put(x)
+
+    def run():
+        return jax.block_until_ready(kernel_fn(xj, None, ("nngp", "ntk")))
+
+    return run, f"neural_tangents {getattr(sys.modules.get('neural_tangents'), '__version__', '?')}, jax {jax.__version__}"
+
+
 def _rel_diff(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.max(np.abs(a - b)) / np.max(np.abs(b)))
 
@@ -81,6 +108,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--depth", type=int, default=3, help="hidden Dense+Relu blocks")
     p.add_argument("--skip-generic", action="store_true", help="skip the generic-path timing")
     p.add_argument("--skip-plain", action="store_true", help="skip the plain NumPy recursion")
+    p.add_argument("--skip-nt", action="store_true", help="skip the neural-tangents peer")
     p.add_argument("--use-cache", action="store_true",
                    help="warm up from numba's on-disk cache instead of compiling from scratch")
     p.add_argument("--out", type=Path, default=HERE / "results" / "kernel.json")
@@ -129,6 +157,18 @@ def _run(args: argparse.Namespace) -> dict:
         diffs["plain_vs_fused"] = max(_rel_diff(k.nngp, q), _rel_diff(k.ntk, t))
         del q, t
         fns["plain"] = lambda: reference_kernels(spec, x)
+    nt_run, nt_info = (None, "skipped (--skip-nt)") if args.skip_nt else _neural_tangents_peer(args.depth, x)
+    if nt_run is not None:
+        t = time.perf_counter()
+        out = nt_run()  # jit compile for this shape, untimed in the rounds
+        nt_compile = time.perf_counter() - t
+        diffs["neural_tangents_vs_fused"] = max(_rel_diff(np.asarray(out.nngp), k.nngp),
+                                                _rel_diff(np.asarray(out.ntk), k.ntk))
+        del out
+        fns["neural_tangents"] = nt_run
+        print(f"peer: {nt_info} (compile + first run {nt_compile:.2f} s)", flush=True)
+    else:
+        print(f"peer neural_tangents not measured: {nt_info}", flush=True)
     del k
 
     samples = _time_interleaved(fns, args.reps)
@@ -147,6 +187,13 @@ def _run(args: argparse.Namespace) -> dict:
         print(f"  {name:<20s} {r:6.2f} | {paired[name]:6.2f}")
     for name, v in diffs.items():
         print(f"  max |Δ|/max|K| {name}: {v:.2e}")
+    if nt_run is not None:  # the peer ratio: < 1 means ntkscale is faster than neural-tangents
+        nt = results["neural_tangents"]["median_s"]
+        ratios["ntkscale/neural_tangents"] = results["ntkscale"]["median_s"] / nt
+        paired["ntkscale/neural_tangents"] = statistics.median(
+            a / b for a, b in zip(samples["ntkscale"], samples["neural_tangents"]))
+        print(f"  ntkscale/neural_tangents {ratios['ntkscale/neural_tangents']:6.2f} | "
+              f"{paired['ntkscale/neural_tangents']:6.2f}")
 
     try:
         import numba
@@ -167,6 +214,7 @@ def _run(args: argparse.Namespace) -> dict:
         "ratios": ratios,
         "ratios_paired": paired,
         "max_rel_diff": diffs,
+        "peer_neural_tangents": {"measured": nt_run is not None, "info": nt_info},
         "target": {"ntkscale/gemm": 1.5},
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -11,8 +11,10 @@ multiplied twice (symmetric store). Measured on 2 single-threaded workers, round
     floor**: the same tile products on in-memory tiles, in the same worker processes
     (each task reads a tile untimed, then times only its products);
   * variants (the levers): ``legacy`` (zarr read, CRC, float64 copy of the tile, two
-    GEMVs: the path before this change), ``fused`` (raw chunk read into a reused
-    buffer, CRC, banded float64 products; no read-ahead), ``fused+readahead`` (default).
+    GEMVs: the path before the fused pass), and for each ``--io`` mode (``mapped``: chunks
+    memory-mapped with kernel read-ahead hints; ``direct``: ``O_DIRECT`` reads into reused
+    aligned buffers; ``buffered``: plain reads into reused buffers) the fused products
+    (CRC, banded float64 products, no tile copy) with and without the read-ahead thread.
 
     python benchmarks/bench_pass.py [--n 16384] [--k 10] [--reps 3]
     python benchmarks/bench_pass.py --store runs/fmnist-120k/gram.zarr --reps 1   # an existing store
@@ -138,6 +140,9 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--no-legacy", action="store_true", help="skip the legacy variant (slow on big stores)")
     ap.add_argument("--no-warm", action="store_true", help="skip the page-cache regime (store > RAM)")
+    ap.add_argument("--io", nargs="+", default=["mapped", "direct"], choices=["mapped", "direct", "buffered"],
+                    help="chunk read modes to compare (StoredGram io=)")
+    ap.add_argument("--no-plain", action="store_true", help="only the read-ahead variants")
     ap.add_argument("--dir", default=tempfile.gettempdir())
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "pass.json"))
     args = ap.parse_args()
@@ -165,9 +170,10 @@ def main() -> None:
                 path = args.store
             files = chunk_files(path, args.kind)
             nbytes = sum(os.path.getsize(f) for f in files)
-            ops = {"fused+readahead": StoredGram(path, args.kind, client=client),
-                   "fused": StoredGram(path, args.kind, client=client, readahead=False)}
-            op = ops["fused+readahead"]
+            ops = {f"{io}+readahead": StoredGram(path, args.kind, client=client, io=io) for io in args.io}
+            ops.update({f"{io}": StoredGram(path, args.kind, client=client, io=io, readahead=False)
+                        for io in args.io if not args.no_plain})
+            op = next(iter(ops.values()))
             n = op.shape[0]
             res.update(n=n, tile=op.store.tile, tiles=len(files), bytes=nbytes, store=path,
                        store_dtype=str(op.dtype), workers=len(client.scheduler_info()["workers"]))
@@ -181,7 +187,7 @@ def main() -> None:
                     for b, val in part.items():
                         old[b * T: b * T + val.shape[0]] += val
                 res["legacy_vs_fused_max_rel_diff"] = float(np.abs(old - ref).max() / np.abs(ref).max())
-            variants = ["fused+readahead", "fused"] + ([] if args.no_legacy else ["legacy"])
+            variants = list(ops) + ([] if args.no_legacy else ["legacy"])
             times: dict = {f"cold {v}": [] for v in variants}
             times["cold read floor"] = []
             if not args.no_warm:

@@ -4,7 +4,8 @@
 sized to the machine: one single-threaded worker per core, with BLAS, OpenMP
 and numba pinned to one thread each so 2 cores never run 4+ busy threads.
 ``client="sync"`` runs tasks in this process, one after another (tests, tiny
-problems, ``memory://`` stores).
+problems, ``memory://`` stores). For GPU tiles, :func:`local_gpu_cluster` starts one
+worker process per GPU, each seeing only its own (``CUDA_VISIBLE_DEVICES``).
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass
-from typing import Any, Optional, Union
+import subprocess
+from functools import lru_cache
+from typing import Any, Optional, Sequence, Union
 
-__all__ = ["Runner", "get_runner", "pinned_env", "local_cluster"]
+__all__ = ["Runner", "get_runner", "pinned_env", "local_cluster", "local_gpu_cluster", "visible_gpus"]
 
 log = logging.getLogger("ntkscale")
 
@@ -44,6 +47,98 @@ def local_cluster(n_workers: Optional[int] = None, threads_per_worker: int = 1,
     return LocalCluster(n_workers=n, threads_per_worker=threads_per_worker, processes=True,
                         memory_limit=memory_limit, dashboard_address=dashboard_address,
                         env=pinned_env(threads_per_worker), **kwargs)
+
+
+def visible_gpus() -> list[str]:
+    """GPU ids this process may use: ``CUDA_VISIBLE_DEVICES`` when set (up to its first
+    invalid entry, as CUDA reads it), else the GPUs ``nvidia-smi -L`` lists; ``[]`` without
+    a driver. Cheap: no CUDA context is created."""
+    env = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if env is not None:
+        out = []
+        for g in (g.strip() for g in env.split(",")):
+            if not g or g.startswith("-"):
+                break
+            out.append(g)
+        return out
+    try:
+        r = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError):
+        return []
+    lines = [ln for ln in r.stdout.splitlines() if ln.startswith("GPU ")] if r.returncode == 0 else []
+    return [str(i) for i in range(len(lines))]
+
+
+def local_gpu_cluster(gpus: Optional[Sequence[str]] = None, threads_per_worker: int = 1,
+                      memory_limit: Union[str, float, None] = "auto",
+                      dashboard_address: Optional[str] = ":0", **kwargs: Any) -> Any:
+    """One worker process per GPU, each with ``CUDA_VISIBLE_DEVICES`` set to its own GPU.
+
+    Parameters
+    ----------
+    gpus : sequence of str, optional
+        GPU ids (default :func:`visible_gpus`); one worker each, named ``gpu-<id>``.
+    threads_per_worker, memory_limit, dashboard_address, **kwargs
+        As for :func:`local_cluster` (``memory_limit="auto"``: host memory / workers).
+
+    Notes
+    -----
+    ``dask_cuda.LocalCUDACluster`` when dask-cuda is installed (it sets each worker's
+    ``CUDA_VISIBLE_DEVICES``, own GPU first, and does not apply the thread pins); otherwise
+    a ``LocalCluster`` whose worker specs add ``CUDA_VISIBLE_DEVICES=<id>`` to the pinned
+    environment. Either way a worker's own GPU is its device 0.
+    """
+    gpus = [str(g) for g in (visible_gpus() if gpus is None else gpus)]
+    if not gpus:
+        raise RuntimeError("no GPU visible (CUDA_VISIBLE_DEVICES is empty or nvidia-smi lists none); "
+                           "use device='cpu', or run on a machine with an NVIDIA GPU and driver")
+    try:
+        from dask_cuda import LocalCUDACluster
+    except ImportError:
+        LocalCUDACluster = None
+    if LocalCUDACluster is not None:
+        return LocalCUDACluster(CUDA_VISIBLE_DEVICES=",".join(gpus), n_workers=len(gpus),
+                                threads_per_worker=threads_per_worker, memory_limit=memory_limit,
+                                dashboard_address=dashboard_address, **kwargs)
+    if memory_limit == "auto":
+        from distributed.system import MEMORY_LIMIT
+
+        memory_limit = int(MEMORY_LIMIT / len(gpus))
+    cluster = _gpu_cluster_class()(gpus, n_workers=0, threads_per_worker=threads_per_worker,
+                                   processes=True, memory_limit=memory_limit,
+                                   dashboard_address=dashboard_address,
+                                   env=pinned_env(threads_per_worker), **kwargs)
+    try:
+        cluster.scale(len(gpus))
+        cluster.wait_for_workers(len(gpus), timeout=120)
+    except BaseException:
+        cluster.close()
+        raise
+    return cluster
+
+
+@lru_cache(maxsize=1)
+def _gpu_cluster_class() -> type:
+    from copy import deepcopy
+
+    from distributed import LocalCluster
+
+    class GPULocalCluster(LocalCluster):
+        """LocalCluster whose workers each get one GPU (``CUDA_VISIBLE_DEVICES=<id>``)."""
+
+        def __init__(self, gpus: Sequence[str], **kwargs: Any):
+            self.gpus = list(gpus)
+            super().__init__(**kwargs)
+
+        def new_worker_spec(self) -> dict:
+            free = [g for g in self.gpus if f"gpu-{g}" not in self.worker_spec]
+            if not free:
+                raise ValueError(f"every GPU ({', '.join(self.gpus)}) has its worker already")
+            spec = deepcopy(self.new_spec)
+            spec["options"]["env"] = {**spec["options"].get("env", {}), "CUDA_VISIBLE_DEVICES": free[0]}
+            return {f"gpu-{free[0]}": spec}
+
+    return GPULocalCluster
 
 
 @dataclass(frozen=True)
@@ -120,15 +215,16 @@ class Runner:
             self.client = None
 
 
-def get_runner(client: Any = None, *, quiet: bool = False) -> Runner:
+def get_runner(client: Any = None, *, quiet: bool = False, gpus: bool = False) -> Runner:
     """Resolve ``client``: None (start a local cluster), ``"sync"``, an address
-    string (``tcp://host:8786`` or ``tls://...``), or a ``distributed.Client``."""
+    string (``tcp://host:8786`` or ``tls://...``), or a ``distributed.Client``.
+    ``gpus``: the local cluster started for ``None`` runs one worker per GPU."""
     if isinstance(client, str) and client.lower() in (SYNC, "synchronous"):
         return Runner(None)
     from distributed import Client
 
     if client is None:
-        cluster = local_cluster()
+        cluster = local_gpu_cluster() if gpus else local_cluster()
         runner = Runner(Client(cluster), owned=cluster, owns_client=True)
     elif isinstance(client, str):
         runner = Runner(Client(client), owns_client=True)

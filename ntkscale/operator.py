@@ -8,7 +8,9 @@ array with the same interface, so solvers are tested on both.
 
 from __future__ import annotations
 
+import logging
 import uuid
+from concurrent.futures import CancelledError
 from typing import Any, Optional, Protocol
 
 import numpy as np
@@ -17,9 +19,13 @@ from .cluster import Runner, get_runner
 from .storage import GramStore, chunks
 from .tiling import tasks
 from .tiling.plan import TilePlan
-from .tiling.executor import run_tasks
+from .tiling.executor import await_workers, run_tasks
 
 __all__ = ["GramOperator", "DenseGram", "StoredGram"]
+
+log = logging.getLogger("ntkscale")
+
+_PASS_RETRIES = 2  # times a pass runs again after its scattered input died with its workers
 
 
 class GramOperator(Protocol):
@@ -55,6 +61,22 @@ def _slices(key: Any, shape: tuple[int, int]) -> tuple[slice, slice]:
             raise ValueError("Gram block reads take contiguous slices (step 1)")
         out.append(slice(start, max(start, stop)))
     return out[0], out[1]
+
+
+DIRECT_IO_FRACTION = 0.5  # a store above this share of RAM does not stay in the page cache
+
+
+def _auto_io(store: GramStore, kind: str) -> str:
+    """'direct' for a local store of ``kind`` larger than DIRECT_IO_FRACTION x RAM, else 'mapped'."""
+    import psutil
+
+    if not store.can_map():
+        return "buffered"
+    n1, n2 = store.shape
+    T, item = store.tile, np.dtype(store.meta["store_dtype"]).itemsize
+    g1, g2 = -(-n1 // T), -(-n2 // T)
+    tiles = g1 * (g1 + 1) // 2 if store.symmetric else g1 * g2
+    return "direct" if tiles * T * T * item > DIRECT_IO_FRACTION * psutil.virtual_memory().total else "mapped"
 
 
 class DenseGram:
@@ -97,10 +119,15 @@ class StoredGram:
     readahead : bool
         Each matvec task reads its next tile in a helper thread while it multiplies the
         current one (``False`` only to measure what that overlap gives).
+    io : {'auto', 'mapped', 'direct', 'buffered'}
+        How passes read chunks (:func:`ntkscale.tiling.tasks.matvec_task`). ``'auto'``:
+        ``'direct'`` (``O_DIRECT``, no page cache) when the stored kind is larger than
+        :data:`DIRECT_IO_FRACTION` of this machine's RAM, so every pass reads the disk anyway,
+        else ``'mapped'`` (passes reuse the page cache).
     """
 
     def __init__(self, url: Any, kind: str = "ntk", *, client: Any = "sync",
-                 storage_options: Optional[dict] = None, readahead: bool = True):
+                 storage_options: Optional[dict] = None, readahead: bool = True, io: str = "auto"):
         self.store = GramStore.open(url, storage_options=storage_options)
         meta = self.store.meta
         if kind not in meta["kinds"]:
@@ -110,6 +137,9 @@ class StoredGram:
                              "with the same arguments to finish it")
         self.url, self.kind, self.storage_options = str(url), kind, storage_options
         self.readahead = bool(readahead)
+        if io not in ("auto",) + tasks.IO_MODES:
+            raise ValueError(f"io must be 'auto' or one of {tasks.IO_MODES}, got {io!r}")
+        self.io = _auto_io(self.store, kind) if io == "auto" else io
         self.shape = tuple(meta["shape"])
         self.dtype = np.dtype(meta["store_dtype"])
         self.symmetric = bool(meta["symmetric"])
@@ -141,8 +171,30 @@ class StoredGram:
         return [[(int(a), int(b)) for a, b in g] for g in np.array_split(np.array(tiles), n_tasks)]
 
     def matvec(self, V: Any) -> np.ndarray:
-        """``K @ V`` for V of shape (n2,) or (n2, k), float64; one pass over the tiles."""
+        """``K @ V`` for V of shape (n2,) or (n2, k), float64; one pass over the tiles.
+
+        ``V`` is scattered to every worker. A worker that dies mid-pass has its tasks rerun
+        by the scheduler, reading ``V`` from another worker; if every worker holding ``V``
+        died, the pass runs again (up to twice) on the workers there then.
+        """
         V2, vec = _as_block(V, self.shape[1])
+        for attempt in range(_PASS_RETRIES + 1):
+            try:
+                out = self._pass(V2)
+                break
+            except CancelledError as e:  # distributed: "lost dependencies" / "already forgotten"
+                if attempt == _PASS_RETRIES:
+                    raise RuntimeError(f"a pass over {self.url!r} lost its input {attempt + 1} times with the "
+                                       f"workers holding it ({e}); check the workers' logs for why they die "
+                                       "(memory limits?) and run again") from e
+                log.warning("a pass over %s lost its input with the workers holding it (%s); running it "
+                            "again", self.url, e)
+                await_workers(self.runner.client, 1, 60.0)
+        self.passes += 1
+        return out[:, 0] if vec else out
+
+    def _pass(self, V2: np.ndarray) -> np.ndarray:
+        """One pass: ``K @ V2`` (float64), the tasks' partial products summed as they arrive."""
         meta = self.store.meta
         # hash=False: identical V in consecutive calls would otherwise share one key, and
         # the release of the previous call's future can drop it under the new tasks
@@ -157,25 +209,30 @@ class StoredGram:
             for block, value in part.items():
                 out[block * T: block * T + value.shape[0]] += value
 
-        run_tasks(self.runner, tasks.matvec_task,
-                  [(self.url, meta["build_id"], self.kind, g, Vs) for g in groups],
-                  keys=[f"gram-matvec-{token}-{k}" for k in range(len(groups))], on_result=add,
-                  keep=False, storage_options=self.storage_options, readahead=self.readahead)
-        if not self.runner.is_sync:
-            Vs.release()
-        self.passes += 1
-        return out[:, 0] if vec else out
+        try:
+            run_tasks(self.runner, tasks.matvec_task,
+                      [(self.url, meta["build_id"], self.kind, g, Vs) for g in groups],
+                      keys=[f"gram-matvec-{token}-{k}" for k in range(len(groups))], on_result=add,
+                      keep=False, storage_options=self.storage_options, readahead=self.readahead, io=self.io)
+        finally:
+            if not self.runner.is_sync:
+                Vs.release()
+        return out
 
     def __getitem__(self, key: Any) -> np.ndarray:
         """Dense block ``K[r0:r1, c0:c1]`` assembled from tiles (mirrored where needed).
 
-        Whole stored chunks are read (memory-mapped on a local store) and the wanted part
-        is copied out; stores written by another program go through zarr's indexing."""
+        Whole stored chunks are read (as passes read them: ``io``) and the wanted part is
+        copied out; stores written by another program go through zarr's indexing."""
         rows, cols = _slices(key, self.shape)
         T = self.store.tile
         out = np.empty((rows.stop - rows.start, cols.stop - cols.start), self.dtype)
         raw = self.store.raw_dtype(self.kind)
-        flat = None if raw is None or self.store.can_map() else chunks.tile_buffer(T, raw)[0]
+        flat = None
+        if raw is not None and self.io != "mapped":  # one reused buffer per operator
+            if getattr(self, "_block_buffer", None) is None:
+                self._block_buffer = chunks.direct_buffer(T, raw)
+            flat = self._block_buffer
         for bi in range(rows.start // T, -(-rows.stop // T)):
             for bj in range(cols.start // T, -(-cols.stop // T)):
                 r0, r1 = max(rows.start, bi * T), min(rows.stop, (bi + 1) * T)
@@ -185,7 +242,7 @@ class StoredGram:
                 mirror = self.symmetric and bi > bj
                 if raw is not None:
                     ti, tj = (bj, bi) if mirror else (bi, bj)
-                    full = self.store.read_tile_into(self.kind, ti, tj, flat)
+                    full = self.store.read_tile_into(self.kind, ti, tj, flat, direct=self.io == "direct")
                     if mirror:
                         block = full[c0 - bj * T: c1 - bj * T, r0 - bi * T: r1 - bi * T].T
                     else:

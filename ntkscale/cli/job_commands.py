@@ -62,9 +62,16 @@ def register(cli: click.Group) -> None:
     @click.option("--cluster/--no-cluster", "on_cluster", default=True, show_default=True,
                   help="Calibrate on the job's cluster (local or address kinds: task overheads, "
                        "parallel efficiency, a real pass over a small store) or in this process only.")
+    @click.option("--ridge", "ridge", type=float, default=None,
+                  help="Relative ridge to assume when the job chooses it by GCV/LOO (default 1e-3).")
+    @click.option("--pcg-iters", "pcg_iters", type=int, default=None,
+                  help="PCG iterations to assume (default: a heuristic from the ridge).")
+    @click.option("--save-calibration", default=None, type=click.Path(dir_okay=False),
+                  help="Write the calibration to this JSON file (reuse it with --calibration).")
     @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
     def plan(job: str, workers: Optional[int], n: Optional[int], d: Optional[int],
-             calibration: Optional[str], on_cluster: bool, as_json: bool) -> None:
+             calibration: Optional[str], on_cluster: bool, ridge: Optional[float],
+             pcg_iters: Optional[int], save_calibration: Optional[str], as_json: bool) -> None:
         """Capacity estimate for a job before running it: tiles, bytes on disk, memory per
         worker, flops and time per stage, calibrated by a few seconds of measurement on this
         machine (kernel tile, GEMM/Cholesky, Zarr write/read rates, a real pass on the cluster)."""
@@ -92,7 +99,13 @@ def register(cli: click.Group) -> None:
                     cal = calibrate(d, arch, client=handle.client)
             else:
                 cal = calibrate(d, arch)
-        extra = {} if workers is None else {"workers": workers}
+        if save_calibration and not isinstance(cal, str):
+            cal.save(save_calibration)
+        extra: dict = {} if workers is None else {"workers": workers}
+        if ridge is not None:
+            extra["ridge_relative"] = ridge
+        if pcg_iters is not None:
+            extra["pcg_iters"] = pcg_iters
         p = estimate_from_config(cfg, n=n, d=d, calibration=cal, **sizes, **extra)
         click.echo(json.dumps(p.to_dict(), indent=2, default=str) if as_json else p.table())
 
@@ -102,9 +115,12 @@ def _stage_command(cli: click.Group, stage: str) -> None:
                                   "(earlier stages' outputs are read from there).")
     @click.argument("job", type=click.Path(dir_okay=False))
     @_OUT
-    def cmd(job: str, out: Optional[str]) -> None:
+    @(click.option("--repair", is_flag=True,
+                   help="Verify every chunk of the Gram store (size and CRC32C), delete the corrupt ones "
+                        "and recompute exactly those tiles.") if stage == "gram" else (lambda f: f))
+    def cmd(job: str, out: Optional[str], repair: bool = False) -> None:
         from ..job import run_stages
 
         cfg = _load(job, out)
-        metrics = run_stages(cfg, [stage], progress=sys.stderr.isatty())
+        metrics = run_stages(cfg, [stage], progress=sys.stderr.isatty(), repair=repair)
         click.echo(json.dumps(metrics["stages"].get(stage, {}), indent=2, default=str))

@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from ..cluster import Runner, local_cluster
+from ..cluster import Runner, local_cluster, local_gpu_cluster, visible_gpus
 from .spec import ClusterSpec
 from .tls import make_security
 
@@ -119,7 +119,7 @@ class ClusterHandle:
         self.close()
 
 
-def _local(spec: ClusterSpec, security: Any) -> Any:
+def _local(spec: ClusterSpec, security: Any, gpus: bool = False) -> Any:
     kwargs: dict[str, Any] = {}
     if spec.local_directory:
         kwargs["local_directory"] = spec.local_directory
@@ -127,12 +127,19 @@ def _local(spec: ClusterSpec, security: Any) -> Any:
         kwargs["scheduler_kwargs"] = {"dashboard": False}
     if security is not None:
         kwargs.update(security=security, protocol="tls://", host="127.0.0.1")
+    if gpus:  # one worker per GPU: the first `workers` GPUs, or all of them
+        ids = visible_gpus()
+        if spec.workers and spec.workers > len(ids):
+            raise ValueError(f"cluster.workers = {spec.workers} but {len(ids)} GPU(s) are visible; GPU tiles "
+                             "run one worker per GPU: lower workers or leave it out")
+        return local_gpu_cluster(ids[: spec.workers or len(ids)], threads_per_worker=spec.threads_per_worker,
+                                 memory_limit=spec.memory_limit, dashboard_address=":0", **kwargs)
     return local_cluster(n_workers=spec.workers, threads_per_worker=spec.threads_per_worker,
                          memory_limit=spec.memory_limit, dashboard_address=":0",
                          **kwargs)
 
 
-def start_cluster(spec: ClusterSpec, *, timeout: float = 120.0) -> ClusterHandle:
+def start_cluster(spec: ClusterSpec, *, timeout: float = 120.0, gpus: bool = False) -> ClusterHandle:
     """Start (or connect to) the cluster ``spec`` describes and return its handle.
 
     Parameters
@@ -143,6 +150,11 @@ def start_cluster(spec: ClusterSpec, *, timeout: float = 120.0) -> ClusterHandle
         Seconds to wait for the scheduler (``address``) and, for ``local``, for all
         workers. SLURM and Kubernetes workers arrive when their jobs/pods start; the
         handle is returned without waiting for them.
+    gpus : bool
+        ``local`` only: one worker process per visible GPU, each seeing only its own
+        (:func:`ntkscale.cluster.local_gpu_cluster`); other kinds place GPU workers
+        themselves (``slurm.gpus_per_job``, ``kubernetes.gpus``, ``dask worker`` with
+        ``CUDA_VISIBLE_DEVICES``).
 
     Returns
     -------
@@ -167,7 +179,7 @@ def start_cluster(spec: ClusterSpec, *, timeout: float = 120.0) -> ClusterHandle
     cluster = None
     try:
         if spec.kind == "local":
-            cluster = _local(spec, security)
+            cluster = _local(spec, security, gpus)
             client = Client(cluster, security=security, timeout=timeout)
             client.wait_for_workers(len(cluster.workers), timeout=timeout)
         elif spec.kind == "address":

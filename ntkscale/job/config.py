@@ -25,6 +25,10 @@ Schema (every key optional unless marked; defaults shown)::
     dtype = "float32"             # storage dtype: float32 | float64 (computed in float64)
     tile = 0                      # tile edge (0: from the worker memory budget)
     store_nngp = false            # also store the NNGP Gram (posterior std of the NTK-GP)
+    device = "cpu"                # where tiles are computed: cpu | cuda | auto (cuda when the
+                                  # workers see a GPU); also cupy | jax | jax-cpu to force a
+                                  # library (ntkscale.tiling.device). cuda on a local cluster:
+                                  # one worker per GPU. Not part of store compatibility.
 
     [solver]
     method = "auto"               # auto | cholesky | cholesky-f32 | pcg | eigh | cg
@@ -169,12 +173,15 @@ def _model(t: dict) -> dict:
 
 
 def _kernel(t: dict) -> dict:
-    check_keys(t, ("kind", "store", "dtype", "tile", "store_nngp"), "kernel")
+    from ..tiling.device import DEVICES
+
+    check_keys(t, ("kind", "store", "dtype", "tile", "store_nngp", "device"), "kernel")
     return {"kind": get(t, "kind", str, "ntk", path="kernel", choices=("ntk", "nngp")),
             "store": get(t, "store", str, "", path="kernel"),
             "dtype": get(t, "dtype", str, "float32", path="kernel", choices=("float32", "float64")),
             "tile": get(t, "tile", int, 0, path="kernel", min=0),
-            "store_nngp": get(t, "store_nngp", bool, False, path="kernel")}
+            "store_nngp": get(t, "store_nngp", bool, False, path="kernel"),
+            "device": get(t, "device", str, "cpu", path="kernel", choices=DEVICES)}
 
 
 def _solver(t: dict) -> dict:

@@ -54,9 +54,10 @@ class JobContext:
     run directory, so each stage can also run alone on an existing store.
     """
 
-    def __init__(self, cfg: JobConfig, progress: Optional[bool] = None):
+    def __init__(self, cfg: JobConfig, progress: Optional[bool] = None, repair: bool = False):
         self.cfg = cfg
         self.progress = progress
+        self.repair = repair  # the gram stage verifies and repairs the store
         self.arch = build_arch(cfg.model)
         os.makedirs(self.path("figures"), exist_ok=True)
         self.metrics: dict = self._load_metrics()
@@ -125,8 +126,10 @@ class JobContext:
     def cluster(self) -> Any:
         if self._cluster is None:
             from ..clusters import start_cluster
+            from ..tiling.device import gpu_workers
 
-            self._cluster = start_cluster(self.cfg.cluster)
+            # GPU tiles on a local cluster: one worker per GPU (other kinds place their own)
+            self._cluster = start_cluster(self.cfg.cluster, gpus=gpu_workers(self.cfg.kernel["device"]))
             desc = self._cluster.describe()
             self.metrics["cluster"] = _plain(desc)
         return self._cluster

@@ -33,11 +33,13 @@ __all__ = ["run_job", "run_stages"]
 
 
 def run_stages(cfg: JobConfig, stages: Sequence[str], *, progress: Optional[bool] = None,
-               report: bool = True) -> dict:
+               report: bool = True, repair: bool = False) -> dict:
     """Run ``stages`` (in the given order) of a job; returns the metrics dict.
 
     Metrics of stages run earlier (``metrics.json`` in the run directory) are kept, so the
-    stage commands build up the same run directory as ``run``.
+    stage commands build up the same run directory as ``run``. ``repair``: the ``gram``
+    stage verifies every stored chunk and recomputes the corrupt ones
+    (``build_gram(..., repair=True)``).
     """
     for s in stages:
         if s not in STAGES:
@@ -47,7 +49,7 @@ def run_stages(cfg: JobConfig, stages: Sequence[str], *, progress: Optional[bool
         json.dump(to_plain(cfg.resolved()), f, indent=2)
     if cfg.source and os.path.abspath(cfg.source) != os.path.abspath(os.path.join(cfg.out, "job.toml")):
         shutil.copyfile(cfg.source, os.path.join(cfg.out, "job.toml"))
-    ctx = JobContext(cfg, progress=progress)
+    ctx = JobContext(cfg, progress=progress, repair=repair)
     ctx.metrics["job"] = {"name": cfg.job["name"], "source": cfg.source, "out": cfg.out}
     timings = ctx.metrics.setdefault("timings", {})
     t_all = time.perf_counter()

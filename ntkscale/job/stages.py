@@ -59,11 +59,14 @@ def stage_gram(ctx: JobContext) -> dict:
     X = ctx.data.X_train
     k = ctx.cfg.kernel
     rep = build_gram(ctx.arch, X, ctx.cfg.store, get=_kinds(ctx), tile=k["tile"] or None,
-                     dtype=np.dtype(k["dtype"]), client=ctx.client, progress=ctx.progress)
+                     dtype=np.dtype(k["dtype"]), client=ctx.client, progress=ctx.progress,
+                     device=k["device"], repair=ctx.repair)
     log.info("Gram %dx%d: %d tiles (%d computed now) in %.1f s", *rep.shape, rep.n_tiles,
              rep.computed, rep.seconds)
     return {"store": ctx.cfg.store, "n": rep.shape[0], "tile": rep.tile, "tiles": rep.n_tiles,
             "computed": rep.computed, "resumed": rep.resumed, "kinds": list(rep.kinds),
+            "repaired": [[name, list(index)] for name, index in rep.repaired],
+            "device": k["device"],
             "build_seconds": rep.seconds, "bytes_on_disk": _du(ctx.cfg.store)}
 
 
@@ -134,7 +137,7 @@ def stage_predict(ctx: JobContext) -> dict:
     kind = ctx.cfg.kernel["kind"]
     alpha = f["alpha"].reshape(f["alpha"].shape[0], -1)
     pred = cross_matvec(ctx.runner, ctx.arch, np.asarray(d.X_test, np.float64), ctx.cfg.store,
-                        build_id, {kind: alpha})[kind]
+                        build_id, {kind: alpha}, device=ctx.cfg.kernel["device"])[kind]
     out: dict = {"n_test": int(pred.shape[0])}
     classes = f["classes"] if f["classes"].size else None
     Yt = ctx.encode(d.y_test, classes)
@@ -241,7 +244,8 @@ def stage_dynamics(ctx: JobContext) -> dict:
         Xt = np.asarray(d.X_test, np.float64)
 
         def _cross(V: np.ndarray) -> np.ndarray:  # K(X*, X) V streamed on the workers
-            return cross_matvec(ctx.runner, ctx.arch, Xt, ctx.cfg.store, build_id, {kind: V})[kind]
+            return cross_matvec(ctx.runner, ctx.arch, Xt, ctx.cfg.store, build_id, {kind: V},
+                                device=ctx.cfg.kernel["device"])[kind]
         cross = _cross
     if dyn["learning_rate"] > 0:
         steps = np.unique(np.round(t / dyn["learning_rate"]).astype(int))

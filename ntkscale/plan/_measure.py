@@ -16,7 +16,7 @@ import numpy as np
 
 from ..kernels import Layer, diag_stats, kernel_tile, spec_json
 
-__all__ = ["n_activations", "single_thread", "kernel_rates", "dense_rates", "store_rates", "build_fixed", "client_rates",
+__all__ = ["n_activations", "single_thread", "kernel_rates", "dense_rates", "store_rates", "disk_read_rate", "build_fixed", "client_rates",
            "worker_warmup", "DEFAULT_WORKER_WARMUP_S"]
 
 #: First-tile cost of a fresh worker when it cannot be measured (numba cache load, imports).
@@ -137,9 +137,9 @@ def store_rates(tmp: str, T: int, budget: float) -> tuple[float, float, float, f
         store.write_tile("ntk", i, j, values)
     it2 = iter(range(10**9))
 
-    def read() -> np.ndarray:
+    def read() -> np.ndarray:  # as passes and block reads do: the whole chunk, mapped, CRC
         i, j = tiles[next(it2) % len(tiles)]
-        return store.read("ntk", *store.tile_bounds(i, j))
+        return store.read_tile_into("ntk", i, j, None)
 
     t_read = _timed(read, 0.3 * budget, min_reps=len(tiles))
     K64 = values.astype(np.float64)
@@ -147,6 +147,49 @@ def store_rates(tmp: str, T: int, budget: float) -> tuple[float, float, float, f
     t_cast = _timed(lambda: values.astype(np.float64), 0.15 * budget)
     t_gemv = _timed(lambda: K64 @ v, 0.15 * budget)
     return chunk / t_write, chunk / t_read, t_cast / (T * T), t_gemv / (T * T)
+
+
+def disk_read_rate(tmp: str, nbytes: int = 512 * 2**20, files: int = 4, threads: int = 2) -> float:
+    """Cold read bytes/s of this disk: ``files`` fresh files written and synced, dropped from the
+    page cache (``posix_fadvise DONTNEED``), then read by ``threads`` readers (what a pass over
+    a store larger than RAM sees). Falls back to a warm read where fadvise is missing."""
+    import threading
+
+    size = nbytes // files
+    block = np.random.default_rng(5).integers(0, 255, size, dtype=np.uint8)
+    paths = [os.path.join(tmp, f"disk{k}.bin") for k in range(files)]
+    for path in paths:
+        with open(path, "wb") as fh:
+            fh.write(block.data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if hasattr(os, "posix_fadvise"):
+            fd = os.open(path, os.O_RDONLY)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.close(fd)
+    todo = list(paths)
+    lock = threading.Lock()
+
+    def reader() -> None:
+        buf = memoryview(np.empty(size, np.uint8))
+        while True:
+            with lock:
+                if not todo:
+                    return
+                path = todo.pop()
+            with open(path, "rb", buffering=0) as fh:
+                fh.readinto(buf)
+
+    workers = [threading.Thread(target=reader) for _ in range(threads)]
+    t0 = time.perf_counter()
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    seconds = time.perf_counter() - t0
+    for path in paths:
+        os.remove(path)
+    return size * files / seconds
 
 
 def build_fixed(tmp: str, arch: Layer, d: int) -> float:

@@ -39,7 +39,8 @@ import numpy as np
 
 from ..kernels import Layer, spec_json
 from ._measure import (DEFAULT_WORKER_WARMUP_S, build_fixed, client_rates, dense_rates, kernel_rates,
-                       n_activations, single_thread, store_rates, stored_pass_rates, worker_warmup)
+                       n_activations, single_thread, store_rates, stored_pass_rates, worker_warmup,
+                       disk_read_rate)
 
 __all__ = ["Calibration", "calibrate", "DEFAULT_EFFICIENCY", "DEFAULT_TASK_OVERHEAD_S"]
 
@@ -77,7 +78,11 @@ class Calibration:
         Seconds of ``numpy.linalg.eigh`` (values and vectors) per ``m³`` at m = 1024 (an
         upper bound for larger m, where LAPACK's syevd does a larger share in BLAS-3).
     write_bytes_per_s, read_bytes_per_s : float
-        Gram-store chunk writes, and reads with CRC check and decode (chunk bytes).
+        Gram-store chunk writes, and whole-chunk reads with the CRC check (chunk bytes; the
+        chunks are in the page cache).
+    disk_read_bytes_per_s : float
+        Cold reads from this disk by 2 readers (0: not measured; passes over a store larger
+        than the page cache run at this rate at best).
     cast_entry_s, gemv_entry_s : float
         float32 → float64 cast, and one ``K @ v`` product, per matrix entry.
     build_fixed_s : float
@@ -130,6 +135,7 @@ class Calibration:
     pass_entry_s: float = 0.0
     pass_column_s: float = 0.0
     pass_workers: int = 0
+    disk_read_bytes_per_s: float = 0.0
     machine: dict = field(default_factory=dict)
 
     @property
@@ -237,6 +243,7 @@ def calibrate(d: int, arch: Layer, *, seconds: float = 3.0, client: Any = None,
             entry_s, tile_gemm = kernel_rates(arch, int(d), int(tile), 0.35 * seconds)
             gemm, chol, eig = dense_rates(0.25 * seconds)
             write, read, cast, gemv = store_rates(tmp, int(tile), 0.25 * seconds)
+            disk = disk_read_rate(tmp)
             fixed = build_fixed(tmp, arch, int(d))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -260,7 +267,7 @@ def calibrate(d: int, arch: Layer, *, seconds: float = 3.0, client: Any = None,
         d=int(d), arch=spec, n_activations=int(n_act), kernel_tile=int(tile), kernel_entry_s=entry_s,
         tile_gemm_flops=tile_gemm, gemm_flops=gemm, cholesky_flops=chol, eigh_s_per_n3=eig,
         write_bytes_per_s=write, read_bytes_per_s=read, cast_entry_s=cast, gemv_entry_s=gemv,
-        build_fixed_s=fixed, process_rss_bytes=int(psutil.Process().memory_info().rss),
+        build_fixed_s=fixed, disk_read_bytes_per_s=disk, process_rss_bytes=int(psutil.Process().memory_info().rss),
         worker_warmup_s=warmup_s, worker_rss_bytes=worker_rss,
         machine={"host": host, "warmup_from": warmup_from, "cpus": os.cpu_count(), "platform": platform.platform(),
                  "numpy": np.__version__, "seconds": time.perf_counter() - t_start,

@@ -54,6 +54,16 @@ class Resources:
     client_memory: float
     memory_per_worker: float
     entry_s: float  # kernel seconds per entry on one slot (CPU core or GPU)
+    page_cache: float = float("inf")  # bytes of store the page cache can hold between passes
+
+    def read_seconds(self, nbytes: float, store_bytes: float) -> float:
+        """Seconds to read ``nbytes`` of a store of ``store_bytes``: at the page-cache rate
+        when the store fits in the page cache, else at the calibrated cold disk rate (a
+        sequential scan of a file set larger than the cache misses it)."""
+        cal = self.cal
+        if store_bytes > self.page_cache and cal.disk_read_bytes_per_s > 0:
+            return nbytes / cal.disk_read_bytes_per_s
+        return nbytes / cal.read_bytes_per_s
 
     def slot_seconds(self, seconds: float) -> float:
         """Seconds of single-slot work when all slots are busy."""
@@ -120,10 +130,11 @@ def pass_cost(n: int, T: int, itemsize: int, cols: int, res: Resources) -> dict:
     """One ``StoredGram.matvec`` over a symmetric store with ``cols`` right-hand columns.
 
     Mirrors :meth:`ntkscale.operator.StoredGram.matvec` / ``tasks.matvec_task``: tiles in
-    ``min(n_tiles, max(2 slots, n_tiles/32))`` equal groups; per tile a chunk read (CRC,
-    decode), a float64 cast and one product per stored side (two off the diagonal:
+    ``min(n_tiles, max(2 slots, n_tiles/32))`` equal groups; per tile a chunk read (CRC),
+    a banded float64 cast and one product per stored side (two off the diagonal:
     ``n²`` entry-products in all) at ``gemv_entry_s + 2 cols / gemm_flops`` each; V
-    broadcast to every worker; partial sums added on the client.
+    broadcast to every worker; partial sums added on the client. When the store is larger
+    than the page cache the pass is at least its cold read (reads overlap the products).
 
     Returns
     -------
@@ -149,6 +160,9 @@ def pass_cost(n: int, T: int, itemsize: int, cols: int, res: Resources) -> dict:
         measured = cal.pass_fixed_s + float(n) * n * cal.pass_workers / res.workers * (
             cal.pass_entry_s * (itemsize / 4 + 1) / 2 + (cols - 10) * cal.pass_column_s)
         seconds = max(seconds, measured)
+    store = areas.size * chunk
+    if store > res.page_cache and cal.disk_read_bytes_per_s > 0:
+        seconds = max(seconds, res.read_seconds(store, store) + cal.pass_fixed_s)
     return {"seconds": seconds,
             "bytes_read": areas.size * chunk, "flops": 2.0 * n * n * cols, "worker_peak": peak,
             "tasks": tasks}
@@ -241,4 +255,5 @@ def dense_read(n: int, T: int, itemsize: int, res: Resources) -> tuple[float, in
     cal = res.cal
     g = math.ceil(n / T)
     nbytes = g * g * (T * T * itemsize + 4)
-    return nbytes / cal.read_bytes_per_s + 2.0 * n * n * cal.cast_entry_s, int(nbytes)
+    store = g * (g + 1) // 2 * (T * T * itemsize + 4)
+    return res.read_seconds(nbytes, store) + 2.0 * n * n * cal.cast_entry_s, int(nbytes)

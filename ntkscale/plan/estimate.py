@@ -50,7 +50,8 @@ def estimate(n: int, d: int, arch: Layer, *, n_test: int = 0, kinds: Sequence[st
              curve_points: int | Sequence[int] = 0, calibration: Calibration | str | None = None,
              n_outputs: int = 1, fit: bool = True, tol: float = 1e-8, maxiter: int = 1000,
              power_iters: int = 2, curve_trials: int = 5, curve_n_test: Optional[int] = None,
-             ridge_selection: bool = False, client_memory: Optional[float] = None,
+             ridge_selection: bool = False, ridge_subsample: Optional[int] = None,
+             client_memory: Optional[float] = None, page_cache: Optional[float] = None,
              client_threads: Optional[int] = None, efficiency: Optional[float] = None,
              fresh_workers: bool = True, dynamics_times: int = 0) -> Plan:
     """Estimate time, disk and memory of a job's stages, scaled by a calibration.
@@ -100,7 +101,12 @@ def estimate(n: int, d: int, arch: Layer, *, n_test: int = 0, kinds: Sequence[st
     fit : bool
         Plan the solve stage (False: only the Gram build and what follows without it).
     ridge_selection : bool
-        The ridge is chosen by GCV/LOO first (one dense eigh of the Gram).
+        The ridge is chosen by GCV/LOO first (one dense eigh of the Gram, or of a
+        ``ridge_subsample``-point sub-block; default as ``choose_ridge``).
+    page_cache : float, optional
+        Bytes of a store that stay in the page cache between passes (default: this machine's
+        RAM less the workers' and the client's baselines and 2 GiB); a larger store is read
+        from disk on every pass, at the calibrated cold rate.
     client_memory, client_threads : optional
         Client RAM available (default: available now) and BLAS threads (default: cores).
     efficiency : float, optional
@@ -122,8 +128,8 @@ def estimate(n: int, d: int, arch: Layer, *, n_test: int = 0, kinds: Sequence[st
     (CRC, decode) + cast + ``n²`` entry-products; dense client LAPACK at the calibrated
     single-thread rates x client cores x efficiency. See ``costs.py`` / ``solve_costs.py``.
     Flop counts: Cholesky ``n³/3``, symmetric eigendecomposition with vectors ``~9 n³``.
-    Not modeled: contention with other jobs on the machine (calibrate right before), disk
-    reads slower than the page cache when the store exceeds free RAM, the ``dynamics`` stage.
+    Not modeled: contention with other jobs on the machine (calibrate right before), the
+    ``dynamics`` stage's iteration count (a heuristic).
 
     References
     ----------
@@ -185,16 +191,24 @@ def estimate(n: int, d: int, arch: Layer, *, n_test: int = 0, kinds: Sequence[st
         import psutil
 
         client_memory = float(psutil.virtual_memory().available)
+    if page_cache is None:
+        import psutil
+
+        page_cache = (psutil.virtual_memory().total - workers * (cal.worker_rss_bytes or cal.process_rss_bytes)
+                      - cal.process_rss_bytes - 2 * 2**30)
     res = Resources(cal=cal, slots=slots, workers=gpus or workers, threads=1 if gpus else threads,
                     gpus=gpus, efficiency=eff, client_threads=int(client_threads or os.cpu_count() or 1),
-                    client_memory=float(client_memory), memory_per_worker=mem, entry_s=entry_s)
+                    client_memory=float(client_memory), memory_per_worker=mem, entry_s=entry_s,
+                    page_cache=float(page_cache))
     stages = [gram_stage(n, d, T, kinds_t, itemsize, stat_rows, res, fresh_workers=bool(fresh_workers))]
     if fit:
         stages.append(fit_stage(n, T, itemsize, _int("n_outputs", n_outputs, 1), res, solver=solver,
                                 ridge_relative=float(ridge_relative), pcg_rank=_int("pcg_rank", pcg_rank, 1),
                                 pcg_iters=None if pcg_iters is None else _int("pcg_iters", pcg_iters, 1),
                                 tol=float(tol), maxiter=_int("maxiter", maxiter, 1),
-                                ridge_selection=bool(ridge_selection)))
+                                ridge_selection=bool(ridge_selection),
+                                ridge_subsample=None if ridge_subsample is None
+                                else _int("ridge_subsample", ridge_subsample, 2)))
         if n_test:
             stages.append(predict_stage(n_test, n, d, T, n_outputs, res))
     if spectrum_k:

@@ -62,9 +62,15 @@ def _client_lapack(flops: float, rate: float, res: Resources) -> float:
 
 def fit_stage(n: int, T: int, itemsize: int, n_outputs: int, res: Resources, *, solver: str,
               ridge_relative: float, pcg_rank: int, pcg_iters: Optional[int], tol: float,
-              maxiter: int, ridge_selection: bool = False) -> StageEstimate:
+              maxiter: int, ridge_selection: bool = False,
+              ridge_subsample: Optional[int] = None) -> StageEstimate:
     """``solve(StoredGram, Y, ridge, solver=...)`` with ``solver='auto'`` resolved as
-    :func:`ntkscale.solvers.api._choose` does (dense limit from ``client_memory``)."""
+    :func:`ntkscale.solvers.api._choose` does (dense limit from ``client_memory``).
+
+    ``ridge_selection``: GCV/LOO first (:func:`ntkscale.solvers.ridge.choose_ridge`): the
+    Gram of ``m`` points (``ridge_subsample``, or its automatic rule) read from the store (a
+    random subset touches every tile: the whole matrix is read, mirrored tiles twice), one
+    dense ``eigh`` of size m, and the criterion on the ridge grid (22 x ``2 m² C`` flops)."""
     cal, C = res.cal, n_outputs
     limit = _dense_limit(res.client_memory)
     notes: list[str] = []
@@ -76,11 +82,17 @@ def fit_stage(n: int, T: int, itemsize: int, n_outputs: int, res: Resources, *, 
     read_s, read_b = dense_read(n, T, itemsize, res)
     base, wbase = res.client_baseline, res.worker_baseline
     sel_s = sel_mem = 0.0
-    if ridge_selection:  # job.stages._absolute_ridge: dense eigh of the Gram first
-        sel_s = read_s + n**3 * cal.eigh_s_per_n3 / (res.client_threads * res.efficiency
-                                                     if res.client_threads > 1 else 1)
-        sel_mem = 32.0 * n * n
-        notes.append("ridge chosen by GCV/LOO: one dense eigh of the Gram before the solve")
+    if ridge_selection:  # job.stages._absolute_ridge: dense eigh of (a sub-block of) the Gram
+        from ..solvers.ridge import AUTO_SUBSAMPLE, AUTO_SUBSAMPLE_ABOVE
+
+        m = min(n, ridge_subsample or (n if n <= AUTO_SUBSAMPLE_ABOVE else AUTO_SUBSAMPLE))
+        gather_s = read_s if m == n else read_s - 2.0 * n * n * cal.cast_entry_s
+        sel_s = (gather_s + m**3 * cal.eigh_s_per_n3 / (res.client_threads * res.efficiency
+                                                        if res.client_threads > 1 else 1)
+                 + 22 * 4.0 * m * m * C / res.client_flops(cal.gemm_flops))
+        sel_mem = 32.0 * m * m
+        notes.append(f"ridge chosen by GCV/LOO: one dense eigh of {'the Gram' if m == n else f'a {m}-point sub-block'}"
+                     " before the solve")
 
     def rhs(k: int) -> float:  # k products K @ (n, C) on the client (solves, residual)
         return 2.0 * n * n * C * k / res.client_flops(cal.gemm_flops) + k * n * n * cal.gemv_entry_s

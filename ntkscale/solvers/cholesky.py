@@ -192,4 +192,5 @@ def cholesky_solve(op: Any, y: Any, ridge: float, *, dtype: Any = np.float64, re
                        iterations=steps, passes=op.passes - passes0, seconds=time.perf_counter() - t0,
                        converged=conv, history=hist, info={"jitter": factor.jitter, "requested_ridge": ridge,
                                            "factor_url": factor.url, "tile": factor.tile, "dtype": dt.name,
-                                           "factor_seconds": factor.seconds, "factor_computed": factor.computed})
+                                           "factor_seconds": factor.seconds, "factor_computed": factor.computed,
+                                           "factor_restarts": factor.restarts})

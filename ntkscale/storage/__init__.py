@@ -2,6 +2,8 @@
 
 from .gram_store import FORMAT, CorruptTileError, GramStore, StoreMismatchError, fingerprint
 from .url import StoreAccessError, is_local, is_memory, open_store
+from .writer import DiskFullError, StaleLockWarning, StoreLock, StoreLockedError
 
 __all__ = ["FORMAT", "CorruptTileError", "GramStore", "StoreMismatchError", "fingerprint",
-           "StoreAccessError", "is_local", "is_memory", "open_store"]
+           "StoreAccessError", "is_local", "is_memory", "open_store", "DiskFullError", "StaleLockWarning",
+           "StoreLock", "StoreLockedError"]

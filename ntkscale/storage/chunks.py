@@ -25,7 +25,7 @@ from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
 __all__ = ["raw_dtype", "chunk_key", "tile_buffer", "read_chunks", "read_chunk_into", "map_chunk",
-           "prefetch_chunk", "write_chunk", "crc_ok"]
+           "prefetch_chunk", "direct_buffer", "read_chunk_direct", "write_chunk", "crc_ok"]
 
 
 def raw_dtype(array: zarr.Array) -> Optional[np.dtype]:
@@ -41,6 +41,20 @@ def raw_dtype(array: zarr.Array) -> Optional[np.dtype]:
 def chunk_key(array: zarr.Array, *index: int) -> str:
     """Store key of chunk ``index`` (zarr v3 default ``c/i/j`` encoding)."""
     return "/".join([array.path, "c", *(str(int(k)) for k in index)])
+
+
+_ALIGN = 4096  # O_DIRECT: buffer address, file offset and length in multiples of the block size
+
+
+def direct_buffer(T: int, dtype: Any) -> np.ndarray:
+    """A buffer for :func:`read_chunk_direct`: uint8, starting at a 4096-byte boundary, the
+    chunk's size (``T*T*itemsize + 4``) rounded up to whole 4096-byte blocks (``O_DIRECT``
+    reads whole blocks); the chunk is its first ``T*T*itemsize + 4`` bytes."""
+    n = T * T * np.dtype(dtype).itemsize + 4
+    padded = -(-n // _ALIGN) * _ALIGN
+    raw = np.empty(padded + _ALIGN, dtype=np.uint8)
+    off = (-raw.ctypes.data) % _ALIGN
+    return raw[off: off + padded]
 
 
 def tile_buffer(T: int, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -120,6 +134,45 @@ def map_chunk(store: Any, key: str, nbytes: int) -> Optional[np.ndarray]:
         flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
         mapped = mmap.mmap(fh.fileno(), nbytes, flags=flags, prot=mmap.PROT_READ)
     return np.frombuffer(mapped, dtype=np.uint8)
+
+
+def read_chunk_direct(store: Any, key: str, buf: np.ndarray, nbytes: int) -> Optional[bool]:
+    """Read chunk ``key`` (``nbytes``) of a ``LocalStore`` into ``buf[:nbytes]`` (``buf`` from
+    :func:`direct_buffer`) with ``O_DIRECT``: straight from the disk, bypassing the page
+    cache (a pass over a store larger than RAM would only evict it, and pay a copy out of it).
+
+    Returns True when read, False when the chunk is missing, None when direct I/O is not
+    possible here (not a local store, no ``O_DIRECT``, a filesystem that refuses it): the
+    caller then reads another way.
+
+    Raises
+    ------
+    ValueError
+        If the stored chunk does not have ``nbytes`` bytes.
+    """
+    flag = getattr(os, "O_DIRECT", 0)
+    if not isinstance(store, LocalStore) or not flag or buf.ctypes.data % _ALIGN or buf.nbytes % _ALIGN \
+            or buf.nbytes < nbytes:
+        return None
+    try:
+        fd = os.open(store.root / key, os.O_RDONLY | flag)
+    except FileNotFoundError:
+        return False
+    except OSError:  # EINVAL: the filesystem does not do O_DIRECT
+        return None
+    try:
+        size = os.fstat(fd).st_size
+        if size != nbytes:
+            raise ValueError(f"chunk {key!r} has {size} bytes, expected {nbytes}")
+        try:
+            got = os.preadv(fd, [memoryview(buf)[: -(-nbytes // _ALIGN) * _ALIGN]], 0)
+        except OSError:
+            return None
+    finally:
+        os.close(fd)
+    if got != nbytes:
+        raise ValueError(f"chunk {key!r}: read {got} of {nbytes} bytes")
+    return True
 
 
 def prefetch_chunk(store: Any, key: str) -> None:

@@ -8,6 +8,7 @@ Layout (``n x n`` factor, tile size ``T``)::
     U             one chunk per upper tile (T, T), float32 | float64, CRC32C checksums
                   (tiles below the diagonal are never written)
     _stop/<run>   markers asking the tasks of one run to stop (removed after the run)
+    .ntkscale.lock  while a factorization runs: its host, pid, start time (see .writer)
 
 As in the Gram store, a chunk is written whole by one task and ``LocalStore`` writes
 it atomically, so an existing chunk is a finished tile: an interrupted factorization
@@ -31,6 +32,7 @@ from zarr.core.sync import sync
 from . import chunks
 from .gram_store import CorruptTileError, StoreMismatchError, _codecs
 from .url import StoreAccessError, open_store
+from .writer import fresh_group, remove_partials
 
 __all__ = ["FactorStore", "MissingTileError", "FACTOR_FORMAT", "clear_tile_cache"]
 
@@ -107,7 +109,7 @@ class FactorStore:
         ``complete=False``.
         """
         store = open_store(url, read_only=False, storage_options=storage_options)
-        group = zarr.open_group(store, mode="w")
+        group = fresh_group(store)  # replaces what is there, except the lock
         n, T = int(meta["n"]), int(meta["tile"])
         group.create_array(_ARRAY, shape=(n, n), chunks=(T, T), dtype=np.dtype(meta["dtype"]).name,
                            fill_value=0, **_codecs())
@@ -279,6 +281,10 @@ class FactorStore:
     def delete_tile(self, i: int, j: int) -> None:
         """Remove tile ``(i, j)`` (it will be recomputed by the next run)."""
         sync(self.group.store.delete(self._key(i, j)))
+
+    def remove_partials(self) -> int:
+        """Delete temporary files of tile writes cut short (hold the store's lock); return how many."""
+        return remove_partials(self.group.store)
 
     # ----------------------------------------------------------------- stop
     def request_stop(self, run: str) -> None:

@@ -9,11 +9,13 @@ Layout (``n1 x n2`` Gram, tile size ``T``; symmetric stores have no ``x2``)::
                      rows: cov0, nngp diag, ntk diag, activation variances
     nngp, ntk        Gram tiles, one chunk per tile (T, T)      float32 | float64
                      (symmetric: upper-triangle tiles only; reads mirror them)
+    .ntkscale.lock   while a build runs: its host, pid, start time (see .writer)
 
 Every chunk carries a CRC32C checksum (zarr's ``crc32c`` codec), so a corrupted
-tile is detected on read and named. Chunks are written whole, each by one task,
-and ``LocalStore`` writes them atomically: an existing chunk is a finished tile,
-which is what resuming relies on.
+tile is detected on read and named (:meth:`GramStore.bad_chunks` checks them all).
+Chunks are written whole, each by one task, and ``LocalStore`` writes them atomically
+(a temporary ``.partial`` file renamed into place): an existing chunk is a finished
+tile, which is what resuming relies on.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from zarr.core.sync import sync
 
 from . import chunks
 from .url import StoreAccessError, open_store
+from .writer import fresh_group, remove_partials
 
 __all__ = ["GramStore", "StoreMismatchError", "CorruptTileError", "fingerprint", "FORMAT"]
 
@@ -92,7 +95,7 @@ class GramStore:
                n_stat_rows: int, *, storage_options: Optional[dict] = None) -> "GramStore":
         """Create the group, write the inputs, and make empty statistic and tile arrays."""
         store = open_store(url, read_only=False, storage_options=storage_options)
-        group = zarr.open_group(store, mode="w")
+        group = fresh_group(store)  # replaces what is there, except the lock
         T = meta["tile"]
         for name, x in (("x1", x1), ("x2", x2)):
             if x is None:
@@ -196,21 +199,25 @@ class GramStore:
                 f"tile ({rows.start // T}, {cols.start // T})"
             raise CorruptTileError(
                 f"{name!r} {where} in store {self.url!r} cannot be read ({type(e).__name__}: {e}). "
-                "The chunk is corrupt or truncated: delete it and re-run the build to recompute it, "
-                "or rebuild with overwrite=True") from e
+                "The chunk is corrupt or truncated: re-run the build with repair=True (ntkscale gram "
+                "JOB.toml --repair) to recompute the corrupt chunks, or rebuild with overwrite=True") from e
 
     def raw_dtype(self, name: str) -> Optional[np.dtype]:
         """Little-endian dtype of array ``name``'s chunks if they are raw bytes + CRC32C, else None."""
         return chunks.raw_dtype(self.array(name))
 
-    def read_tile_into(self, name: str, i: int, j: int, out: Optional[np.ndarray]) -> np.ndarray:
+    def read_tile_into(self, name: str, i: int, j: int, out: Optional[np.ndarray],
+                       direct: bool = False) -> np.ndarray:
         """Whole chunk ``(i, j)`` of ``name``, checksum verified, as its full ``(T, T)``
         C-ordered data view (padded at the edges).
 
-        ``out`` is a uint8 buffer from :func:`~ntkscale.storage.chunks.tile_buffer` (this
-        store's tile and dtype) that the chunk is read into; with ``out=None`` a chunk of a
+        ``out`` is a uint8 buffer from :func:`~ntkscale.storage.chunks.tile_buffer` or
+        :func:`~ntkscale.storage.chunks.direct_buffer` (this store's tile and dtype) that the
+        chunk is read into (its first ``T*T*itemsize + 4`` bytes); with ``out=None`` a chunk of a
         local directory store is memory-mapped instead (read-only view, no copy; other stores
-        then need ``out``).
+        then need ``out``). With ``direct=True`` and ``out`` from
+        :func:`~ntkscale.storage.chunks.direct_buffer`, a local chunk is read with ``O_DIRECT``
+        (bypassing the page cache; other stores and filesystems fall back to a plain read).
 
         Raises
         ------
@@ -219,16 +226,21 @@ class GramStore:
         """
         dtype, T = self.raw_dtype(name), self.tile
         nbytes = T * T * dtype.itemsize + 4 if dtype is not None else -1
-        if dtype is None or (out is not None and out.nbytes != nbytes):  # pragma: no cover - caller's bug
+        if dtype is None or (out is not None and out.nbytes < nbytes):  # pragma: no cover - caller's bug
             raise ValueError(f"read_tile_into needs a raw-bytes array and a {T}x{T} {dtype} tile buffer")
         key = chunks.chunk_key(self.array(name), i, j)
         why = "it is missing or fails its checksum"
         try:
-            flat = chunks.map_chunk(self.group.store, key, nbytes) if out is None else None
-            if flat is None:
-                if out is None:  # pragma: no cover - caller's bug
+            if out is None:
+                flat = chunks.map_chunk(self.group.store, key, nbytes)
+                if flat is None:  # pragma: no cover - caller's bug
                     raise ValueError("this store cannot be memory-mapped; pass a buffer")
-                flat = out if chunks.read_chunk_into(self.group.store, key, out) else None
+            else:
+                got = chunks.read_chunk_direct(self.group.store, key, out, nbytes) if direct else None
+                out = out[:nbytes]
+                if got is None:  # not direct, or direct I/O not possible here
+                    got = chunks.read_chunk_into(self.group.store, key, out)
+                flat = out if got else None
             ok = flat is not None and chunks.crc_ok(flat)
         except FileNotFoundError:
             ok = False
@@ -236,8 +248,8 @@ class GramStore:
             ok, why = False, str(e)
         if not ok:
             raise CorruptTileError(f"{name!r} tile ({i}, {j}) in store {self.url!r} cannot be read: {why}. "
-                                   "Delete the chunk and re-run the build to recompute it, or rebuild with "
-                                   "overwrite=True")
+                                   "Re-run the build with repair=True (ntkscale gram JOB.toml --repair) to "
+                                   "recompute the corrupt chunks, or rebuild with overwrite=True")
         return flat[:-4].view(dtype).reshape(T, T)
 
     def prefetch_tile(self, name: str, i: int, j: int) -> None:
@@ -251,6 +263,53 @@ class GramStore:
     def write_tile(self, name: str, i: int, j: int, values: np.ndarray) -> None:
         rows, cols = self.tile_bounds(i, j)
         self.array(name)[rows, cols] = values
+
+    # ------------------------------------------------------------ integrity
+    def chunk_nbytes(self, name: str) -> int:
+        """Bytes of one stored chunk of array ``name`` (raw layout: data + 4-byte CRC32C)."""
+        arr = self.array(name)
+        return int(np.prod(arr.chunks)) * np.dtype(arr.dtype).itemsize + 4
+
+    def chunk_region(self, name: str, index: tuple[int, ...]) -> tuple[slice, ...]:
+        """The region of array ``name`` that chunk ``index`` holds."""
+        arr = self.array(name)
+        return tuple(slice(k * c, min((k + 1) * c, n)) for k, c, n in zip(index, arr.chunks, arr.shape))
+
+    def bad_chunks(self, name: str, indices: Iterable[tuple[int, ...]]) -> list[tuple[int, ...]]:
+        """The chunks among ``indices`` of array ``name`` that are corrupt: wrong size, failing
+        their CRC32C, or (stores written with other codecs) not decodable. Missing ones are not
+        listed (a build computes them anyway)."""
+        arr, raw = self.array(name), self.raw_dtype(name)
+        indices = [tuple(int(k) for k in idx) for idx in indices]
+        if raw is None:  # pragma: no cover - a store written by another program
+            bad = []
+            for idx in indices:
+                try:
+                    np.asarray(arr[self.chunk_region(name, idx)])
+                except Exception:
+                    bad.append(idx)
+            return bad
+        size = self.chunk_nbytes(name)
+        step = max(1, (64 * 2**20) // size)  # read ~64 MiB at a time
+        bad = []
+        for k in range(0, len(indices), step):
+            batch = indices[k:k + step]
+            got = chunks.read_chunks(self.group.store, [chunks.chunk_key(arr, *idx) for idx in batch])
+            bad += [idx for idx, buf in zip(batch, got)
+                    if buf is not None and (buf.nbytes != size or not chunks.crc_ok(buf))]
+        return bad
+
+    def delete_chunk(self, name: str, index: tuple[int, ...]) -> None:
+        """Delete chunk ``index`` of array ``name`` (the next build recomputes it)."""
+        sync(self.group.store.delete(chunks.chunk_key(self.array(name), *index)))
+
+    def write_region(self, name: str, region: tuple[slice, ...], values: np.ndarray) -> None:
+        """Write ``values`` into ``region`` of array ``name`` (inputs rewritten by a repair)."""
+        self.array(name)[region] = values
+
+    def remove_partials(self) -> int:
+        """Delete temporary files of chunk writes cut short (hold the store's lock); return how many."""
+        return remove_partials(self.group.store)
 
     def iter_tiles(self) -> Iterable[tuple[int, int]]:
         n1, n2 = self.shape

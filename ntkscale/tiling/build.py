@@ -24,9 +24,13 @@ from ..kernels.validate import check_get, check_inputs, resolve_dtype
 from ..storage import FORMAT, GramStore, StoreAccessError, fingerprint, is_memory
 from ..storage.gram_store import STAT_ROWS
 from ..storage.url import open_store
+from ..storage.writer import StoreLock
 from . import tasks
+from .device import check_device, gpu_workers, to_host
+from . import space
 from .executor import run_tasks
 from .plan import TilePlan, choose_tile
+from .repair import repair_store
 
 __all__ = ["BuildReport", "build_gram", "build_cross_gram"]
 
@@ -47,13 +51,15 @@ class BuildReport:
     seconds: float
     dashboard: Optional[str] = None
     tile_seconds: list[float] = field(default_factory=list)
+    repaired: list[tuple[str, tuple[int, ...]]] = field(default_factory=list)  # corrupt chunks redone
 
 
 def build_gram(arch: Layer, X: Any, store: Any, *, get: Sequence[str] | str = ("ntk",),
                tile: Optional[int] = None, dtype: Any = np.float32, compute_dtype: Any = np.float64,
                client: Any = None, overwrite: bool = False, progress: Optional[bool] = None,
                storage_options: Optional[dict] = None,
-               on_tile: Optional[Callable[[tuple], None]] = None, _delay: float = 0.0) -> BuildReport:
+               on_tile: Optional[Callable[[tuple], None]] = None, device: str = "cpu",
+               repair: bool = False, check_space: bool = True, _delay: float = 0.0) -> BuildReport:
     """Compute the symmetric Gram ``K(X, X)`` into ``store`` (upper-triangle tiles).
 
     Parameters
@@ -78,14 +84,36 @@ def build_gram(arch: Layer, X: Any, store: Any, *, get: Sequence[str] | str = ("
         Progress bar over tiles (default: only when attached to a terminal).
     on_tile : callable, optional
         Called with ``(i, j, seconds, pid)`` after each tile (may raise to stop).
+    device : {'cpu', 'cuda', 'auto', 'cupy', 'jax', 'jax-cpu'}
+        Where workers compute tiles (:mod:`ntkscale.tiling.device`; resolved on each
+        worker). With ``client=None`` and a GPU device, the local cluster runs one worker
+        per GPU. Recorded in the store metadata (``devices``) but not part of store
+        compatibility: a build may resume on another device (tiles then agree to rounding).
+    repair : bool
+        Verify every stored chunk (size and CRC32C, read once in tasks on the cluster),
+        delete the corrupt ones and recompute exactly those tiles (inputs are rewritten from
+        ``X``); they are listed in ``BuildReport.repaired``.
+    check_space : bool
+        Before computing tiles, refuse (:class:`~ntkscale.storage.DiskFullError`) when a local
+        store's file system has less free space than the missing chunks need; also skipped
+        with ``NTKSCALE_SKIP_SPACE_CHECK=1``.
 
     Returns
     -------
     BuildReport
+
+    Raises
+    ------
+    StoreLockedError
+        Another build (or factorization) is writing the store.
+    DiskFullError
+        Too little free space (before any tile), or a write found the disk full: the store
+        stays incomplete with whole chunks only, and a re-run resumes.
     """
     return _build(arch, X, None, store, get=get, tile=tile, dtype=dtype, compute_dtype=compute_dtype,
                   client=client, overwrite=overwrite, progress=progress,
-                  storage_options=storage_options, on_tile=on_tile, delay=_delay)
+                  storage_options=storage_options, on_tile=on_tile, device=device, delay=_delay,
+                  repair=repair, check_space=check_space)
 
 
 def build_cross_gram(arch: Layer, X1: Any, X2: Any, store: Any, **kwargs: Any) -> BuildReport:
@@ -98,9 +126,10 @@ def build_cross_gram(arch: Layer, X1: Any, X2: Any, store: Any, **kwargs: Any) -
 
 
 def _prepare_inputs(X1: Any, X2: Any, compute_dtype: np.dtype) -> tuple[np.ndarray, Optional[np.ndarray]]:
+    # CuPy/JAX inputs come to the host: the store keeps host inputs and every worker moves
+    # its tiles to its own device (tiling.device)
+    X1, X2 = to_host(X1), None if X2 is None else to_host(X2)
     ns = namespace_of(*(x for x in (X1, X2) if hasattr(x, "shape")))
-    if ns.name != "numpy":
-        raise TypeError("build_gram takes host (NumPy) inputs; workers move tiles to their own devices")
     x1, x2 = check_inputs(ns, np.asarray(X1), None if X2 is None else np.asarray(X2), compute_dtype)
     return np.ascontiguousarray(x1), None if x2 is None else np.ascontiguousarray(x2)
 
@@ -109,7 +138,8 @@ def _build(arch: Layer, X1: Any, X2: Any, url: Any, *, get: Any = ("ntk",), tile
            dtype: Any = np.float32, compute_dtype: Any = np.float64, client: Any = None,
            overwrite: bool = False, progress: Optional[bool] = None,
            storage_options: Optional[dict] = None, on_tile: Optional[Callable] = None,
-           delay: float = 0.0) -> BuildReport:
+           device: str = "cpu", delay: float = 0.0, repair: bool = False,
+           check_space: bool = True) -> BuildReport:
     t0 = time.perf_counter()
     # ---- every check before any heavy work ----------------------------------
     if not isinstance(arch, Layer):
@@ -120,6 +150,7 @@ def _build(arch: Layer, X1: Any, X2: Any, url: Any, *, get: Any = ("ntk",), tile
     comp_dt = resolve_dtype(compute_dtype)
     if tile is not None and (not isinstance(tile, (int, np.integer)) or tile < 1):
         raise ValueError(f"tile must be a positive int, got {tile!r}")
+    device = check_device(device)
     x1, x2 = _prepare_inputs(X1, X2, comp_dt)
     url = str(url)
     expect = {
@@ -130,29 +161,37 @@ def _build(arch: Layer, X1: Any, X2: Any, url: Any, *, get: Any = ("ntk",), tile
     if tile is not None:
         expect["tile"] = int(tile)
     open_store(url, read_only=False, storage_options=storage_options)  # fails early if unwritable
-    existing = None if overwrite else _try_open(url, storage_options)
-    if existing is not None:
-        existing.check_compatible(expect)
-    runner = get_runner(client, quiet=not progress)
+    lock = StoreLock(url, what="Gram build", storage_options=storage_options).acquire()
+    runner = None
     try:
+        existing = None if overwrite else _try_open(url, storage_options)
+        if existing is not None:
+            existing.check_compatible(expect)
+        runner = get_runner(client, quiet=not progress, gpus=client is None and gpu_workers(device))
         if is_memory(url) and not runner.is_sync:
             raise StoreAccessError(f"{url!r} lives in this process's memory and worker processes "
                                    "cannot see it; use client='sync' or a path / object-store URL")
         if existing is None:
             existing = _create(url, x1, x2, kinds, store_dt, comp_dt, tile, expect, runner, arch,
-                               storage_options)
+                               storage_options, device)
             resumed = False
         else:
             resumed = True
         gs = existing
         meta = gs.meta
         build_id = meta["build_id"]
-        _run_stats(gs, runner, arch, build_id, storage_options, progress)
+        gs.remove_partials()  # temporary files of writes cut short by a killed process
+        repaired = repair_store(gs, runner, {"x1": x1, "x2": x2}, storage_options=storage_options,
+                                progress=progress) if repair and resumed else []
+        space.check_space(gs, check_space)
+        _run_stats(gs, runner, arch, build_id, storage_options, progress, device)
         plan = TilePlan(meta["shape"][0], meta["shape"][1], meta["tile"], meta["symmetric"])
         done = set.intersection(*(gs.done_chunks(k) for k in meta["kinds"]))
         # largest first (off-diagonal tiles before the half-cost diagonal ones): the
         # scheduler runs tasks roughly in submission order, so workers finish together
         todo = sorted((t for t in plan.tiles() if t not in done), key=plan.cost, reverse=True)
+        if resumed and todo:
+            _note_device(gs, device)
         times: list[float] = []
 
         def record(result: tuple) -> None:
@@ -164,18 +203,26 @@ def _build(arch: Layer, X1: Any, X2: Any, url: Any, *, get: Any = ("ntk",), tile
         run_tasks(runner, tasks.tile_task, [(gs.url, build_id, i, j, arch) for i, j in todo],
                   keys=[f"gram-tile-{build_id[:8]}-{token}-{i}-{j}" for i, j in todo],
                   desc="Gram tiles", progress=progress, on_result=record,
-                  storage_options=storage_options, delay=delay)
+                  storage_options=storage_options, delay=delay, device=device)
         missing = [t for t in plan.tiles() if t not in
                    set.intersection(*(gs.done_chunks(k) for k in meta["kinds"]))]
         if missing:  # pragma: no cover - would be a storage bug
             raise RuntimeError(f"{len(missing)} tiles still missing after the build, e.g. {missing[:3]}")
+        gs.remove_partials()  # a worker killed mid-write (its tile was redone elsewhere)
         gs.set_complete(True)
         return BuildReport(url=gs.url, shape=tuple(meta["shape"]), tile=meta["tile"], kinds=tuple(meta["kinds"]),
                            n_tiles=len(plan.tiles()), computed=len(todo), resumed=resumed,
                            seconds=time.perf_counter() - t0, dashboard=runner.dashboard(),
-                           tile_seconds=times)
+                           tile_seconds=times, repaired=repaired)
+    except OSError as e:  # ENOSPC / EDQUOT, here or on a worker: say what to free and how to resume
+        full = space.disk_full_error(url, e, storage_options)
+        if full is None:
+            raise
+        raise full from e
     finally:
-        runner.close()
+        if runner is not None:
+            runner.close()
+        lock.release()
 
 
 def _try_open(url: str, storage_options: Optional[dict]) -> Optional[GramStore]:
@@ -187,7 +234,7 @@ def _try_open(url: str, storage_options: Optional[dict]) -> Optional[GramStore]:
 
 def _create(url: str, x1: np.ndarray, x2: Optional[np.ndarray], kinds: tuple[str, ...],
             store_dt: np.dtype, comp_dt: np.dtype, tile: Optional[int], expect: dict, runner: Runner,
-            arch: Layer, storage_options: Optional[dict]) -> GramStore:
+            arch: Layer, storage_options: Optional[dict], device: str = "cpu") -> GramStore:
     n1, n2 = len(x1), len(x1 if x2 is None else x2)
     d = x1.shape[1]
     if tile is None:
@@ -196,14 +243,24 @@ def _create(url: str, x1: np.ndarray, x2: Optional[np.ndarray], kinds: tuple[str
                            symmetric=x2 is None)
     prog = compile_program(arch.flat(), d)
     n_rows = len(STAT_ROWS) + (prog.n_slots if prog is not None else 0)
-    meta = dict(expect, format=FORMAT, shape=[n1, n2], tile=int(tile), d=d,
+    meta = dict(expect, format=FORMAT, shape=[n1, n2], tile=int(tile), d=d, devices=[device],
                 version=__version__, build_id=uuid.uuid4().hex, stat_rows=n_rows)
     log.info("creating Gram store %s: %dx%d, tile %d, kinds %s", url, n1, n2, tile, kinds)
     return GramStore.create(url, meta, x1, x2, n_rows, storage_options=storage_options)
 
 
+def _note_device(gs: GramStore, device: str) -> None:
+    """Add ``device`` to the store's ``devices`` (information only: a resume may use another)."""
+    meta = gs.meta
+    if device not in meta.get("devices", []):
+        log.info("resuming %s on device %r (built so far on %s): tiles agree to rounding", gs.url,
+                 device, meta.get("devices", ["cpu"]))
+        meta["devices"] = [*meta.get("devices", ["cpu"]), device]
+        gs.group.attrs["ntkscale"] = meta
+
+
 def _run_stats(gs: GramStore, runner: Runner, arch: Layer, build_id: str,
-               storage_options: Optional[dict], progress: Optional[bool]) -> None:
+               storage_options: Optional[dict], progress: Optional[bool], device: str = "cpu") -> None:
     meta = gs.meta
     T = meta["tile"]
     calls = []
@@ -214,4 +271,4 @@ def _run_stats(gs: GramStore, runner: Runner, arch: Layer, build_id: str,
                   for b in range(-(-n // T)) if (0, b) not in done]
     run_tasks(runner, tasks.stats_task, calls,
               keys=[f"gram-stats-{build_id[:8]}-{uuid.uuid4().hex[:6]}-{c[2]}-{c[3]}" for c in calls],
-              desc="row statistics", progress=False, storage_options=storage_options)
+              desc="row statistics", progress=False, storage_options=storage_options, device=device)

@@ -26,6 +26,7 @@ algorithms for multicore architectures" (tile tasks, critical-path priorities).
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 import warnings
@@ -37,20 +38,34 @@ from ..solvers.errors import JitterWarning, NotPositiveDefiniteError
 from ..storage import StoreAccessError, StoreMismatchError, is_memory
 from ..cluster import HostSlot
 from ..storage.factor_store import FactorStore, clear_tile_cache
+from ..storage.writer import StoreLock
 from .cholesky_tasks import TileBreakdown, _Ctx, factor_tile_task
+from .executor import await_workers, worker_info
 from .factor import TiledFactor
 
 if TYPE_CHECKING:  # the operator layer sits above tiling
     from ..operator import StoredGram
 
 __all__ = ["factor_tiles", "factor_tile_task", "TiledFactor", "jitter_schedule", "default_factor_url",
-           "factor_tile_size", "PLACEMENTS"]
+           "factor_tile_size", "PLACEMENTS", "LeaderLostError"]
+
+log = logging.getLogger("ntkscale")
 
 PLACEMENTS = ("host", "worker")
-_POLL_S = 5.0  # how often a running factorization checks that its leaders are alive
+_POLL_S = 2.0  # how often a running factorization checks that its leaders are alive
 _CANCEL_WAIT_S = 600.0  # after an error: how long to wait for running tasks to finish
+_LEADER_RETRIES = 2  # times a factorization resumes by itself after a leader died
+_RESTART_WAIT_S = 60.0  # how long it waits for the cluster's workers to come back first
 
 
+class LeaderLostError(RuntimeError):
+    """A worker running the Cholesky tasks of its host ('host' placement) left the cluster."""
+
+    def __init__(self, gone: list[str], restarts: int = 0):
+        again = f" (it already resumed by itself {restarts} times; check the workers' logs)" if restarts else ""
+        super().__init__(f"worker(s) {gone} running the Cholesky tasks of their host left the cluster; run the "
+                         f"factorization again to resume from the finished tiles{again}")
+        self.gone = gone
 
 
 def jitter_schedule(jitter: bool | float) -> list[float]:
@@ -128,6 +143,7 @@ def _run(fs: FactorStore, op: "StoredGram", progress: Optional[bool],
     meta = fs.meta
     n, T = int(meta["n"]), int(meta["tile"])
     nb = -(-n // T)
+    fs.remove_partials()  # temporary files of writes cut short by a killed process
     done = fs.done_tiles()
     todo = [(i, j) for i in range(nb) for j in range(i, nb) if (i, j) not in done]  # topological
     key = lambda o: tuple(sorted(o.items())) if o else None  # noqa: E731
@@ -166,8 +182,32 @@ def _run(fs: FactorStore, op: "StoredGram", progress: Optional[bool],
     missing = len({(i, j) for i in range(nb) for j in range(i, nb)} - fs.done_tiles())
     if missing:  # pragma: no cover - would be a storage bug
         raise RuntimeError(f"{missing} factor tiles still missing after the factorization")
+    fs.remove_partials()  # a worker killed mid-write (its tile was redone)
     fs.set_complete(True)
     return len(todo)
+
+
+def _run_resuming(fs: FactorStore, op: "StoredGram", progress: Optional[bool],
+                  on_tile: Optional[Callable[[tuple], None]], placement: str) -> tuple[int, int]:
+    """:func:`_run`, resumed up to ``_LEADER_RETRIES`` times when a leading worker dies: the
+    cluster gets up to ``_RESTART_WAIT_S`` to bring its workers back (a nanny restarts a
+    killed one), then the tasks are planned again on the workers there. Returns the tiles
+    computed and the number of restarts."""
+    before = len(fs.done_tiles())
+    client = None if op.runner.is_sync else op.runner.client
+    workers = 0 if client is None else len(worker_info(client))
+    for restarts in range(_LEADER_RETRIES + 1):
+        try:
+            _run(fs, op, progress, on_tile, placement)
+            return len(fs.done_tiles()) - before, restarts
+        except LeaderLostError as e:
+            if restarts == _LEADER_RETRIES:
+                raise LeaderLostError(e.gone, restarts) from None
+            log.warning("%s; resuming by itself from its %d finished tiles", e.args[0].split(";")[0],
+                        len(fs.done_tiles()))
+            if not await_workers(client, max(1, workers), _RESTART_WAIT_S):  # else: plan on those there are
+                raise LeaderLostError(e.gone, restarts + 1) from None
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def _drain(client: Any, futures: list) -> None:
@@ -199,18 +239,26 @@ def _run_distributed(client: Any, fs: FactorStore, ctx: _Ctx, todo: list[tuple[i
                                    key=f"chol-{ctx.factor_id[:8]}-{ctx.run}-{t[0]}-{t[1]}",
                                    priority=prio[t], pure=False, **where)
     try:
-        pending = set(futures.values())
+        pending, seen = set(futures.values()), set()
         while pending:
             try:
                 done, pending = wait(pending, timeout=_POLL_S, return_when="FIRST_COMPLETED")
             except TimeoutError:
                 done = set()
             for fut in done:
-                record(fut.result())
-            gone = set(leaders) - set(client.scheduler_info(n_workers=-1)["workers"]) if pending and leaders else ()
+                try:  # a result held by a worker that died since is gone: the task waits again
+                    if fut.status in ("pending", "lost"):
+                        raise TimeoutError
+                    result = fut.result(timeout=_POLL_S)
+                except TimeoutError:
+                    pending.add(fut)
+                    continue
+                if fut.key not in seen:
+                    seen.add(fut.key)
+                    record(result)
+            gone = set(leaders) - set(worker_info(client)) if pending and leaders else ()
             if gone:  # tasks pinned to a worker that left would wait forever
-                raise RuntimeError(f"worker(s) {sorted(gone)} running the Cholesky tasks of their host left the "
-                                   "cluster; run the factorization again to resume from the finished tiles")
+                raise LeaderLostError(sorted(gone))
     except BaseException:
         # Tasks not started yet skip their work; wait for the running ones so that no
         # task of this run writes after we return (a retry may recreate the store).
@@ -261,7 +309,10 @@ def factor_tiles(op: "StoredGram", ridge: float, *, factor_url: Optional[str] = 
         that machine have (they idle meanwhile): multi-threaded BLAS on big tiles runs faster
         than one single-threaded task per core, and a machine's tasks share one tile cache.
         ``'worker'``: one task per worker thread, BLAS threads as the workers are set.
-        If a leading worker leaves, the run stops with an error; a re-run resumes.
+        If a leading worker dies, the factorization waits for the cluster's workers to come
+        back, plans again on them and resumes from its finished tiles, up to twice; then it
+        stops with :class:`LeaderLostError` and a re-run resumes. (Under ``'worker'`` the
+        scheduler reruns the tasks of a dead worker elsewhere.)
 
     Returns
     -------
@@ -272,6 +323,8 @@ def factor_tiles(op: "StoredGram", ridge: float, *, factor_url: Optional[str] = 
     NotPositiveDefiniteError
         Breakdown at diagonal tile ``tile``, global pivot ``pivot`` (the factor store is left
         incomplete, without the failing tile).
+    StoreLockedError
+        Another factorization is writing the factor store.
     """
     t0 = time.perf_counter()
     if not getattr(op, "symmetric", False) or op.shape[0] != op.shape[1]:
@@ -296,39 +349,43 @@ def factor_tiles(op: "StoredGram", ridge: float, *, factor_url: Optional[str] = 
         raise ValueError(f"tile must be a positive exact divisor of the Gram's tile {Tg}, got {tile!r}")
     base = dict(gram_url=op.url, gram_build_id=gmeta["build_id"], kind=op.kind, n=n, dtype=dt.name,
                 base_ridge=float(ridge))
-    fs = None if overwrite else FactorStore.try_open(url, storage_options=op.storage_options)
-    rel = 0.0
-    if fs is not None:
-        fs.check_compatible(dict(base, tile=tile) if tile is not None else base)
-        if Tg % fs.tile:
-            fs.check_compatible(dict(base, tile=Tg))  # refuses: not a divisor of this Gram's tile
-        rel = float(fs.meta.get("jitter", 0.0))
-        if rel > 0 and not schedule:
-            raise StoreMismatchError(f"factor store {fs.url!r} was factored with jitter {rel:g} x mean "
-                                     "diagonal; pass jitter=True to reuse it, or overwrite=True to replace it")
-    mean_diag = float(np.mean(op.diag())) if (schedule or rel) else 0.0
-    pending = [j for j in schedule if j > rel]
-    hosts = len(op.runner.hosts())  # 'host' on one machine runs tasks one by one: no grid needed
-    slots = op.runner.slots() if placement == "worker" else (hosts if hosts > 1 else 0)
-    T = fs.tile if fs is not None else int(tile or factor_tile_size(Tg, n, slots))
-    base["tile"] = T
-    while True:
-        if fs is None:
-            fs = FactorStore.create(url, dict(base, ridge=float(ridge) + rel * mean_diag, jitter=rel,
-                                              factor_id=uuid.uuid4().hex),
-                                    storage_options=op.storage_options)
-        try:
-            resumed = bool(fs.done_tiles())
-            computed = _run(fs, op, progress, on_tile, placement)
-            break
-        except NotPositiveDefiniteError as e:
-            if not pending:
-                if schedule:
-                    raise NotPositiveDefiniteError(f"Cholesky of K + ridge*I broke down even with jitter "
-                                                   f"{rel:g} x mean diagonal", pivot=e.pivot, tile=e.tile,
-                                                   ridge=e.ridge) from None
-                raise
-            rel, fs = pending.pop(0), None
+    lock = StoreLock(url, what="Cholesky factorization", storage_options=op.storage_options).acquire()
+    try:  # one factorization per factor store
+        fs = None if overwrite else FactorStore.try_open(url, storage_options=op.storage_options)
+        rel = 0.0
+        if fs is not None:
+            fs.check_compatible(dict(base, tile=tile) if tile is not None else base)
+            if Tg % fs.tile:
+                fs.check_compatible(dict(base, tile=Tg))  # refuses: not a divisor of this Gram's tile
+            rel = float(fs.meta.get("jitter", 0.0))
+            if rel > 0 and not schedule:
+                raise StoreMismatchError(f"factor store {fs.url!r} was factored with jitter {rel:g} x mean "
+                                         "diagonal; pass jitter=True to reuse it, or overwrite=True to replace it")
+        mean_diag = float(np.mean(op.diag())) if (schedule or rel) else 0.0
+        pending = [j for j in schedule if j > rel]
+        hosts = len(op.runner.hosts())  # 'host' on one machine runs tasks one by one: no grid needed
+        slots = op.runner.slots() if placement == "worker" else (hosts if hosts > 1 else 0)
+        T = fs.tile if fs is not None else int(tile or factor_tile_size(Tg, n, slots))
+        base["tile"] = T
+        while True:
+            if fs is None:
+                fs = FactorStore.create(url, dict(base, ridge=float(ridge) + rel * mean_diag, jitter=rel,
+                                                  factor_id=uuid.uuid4().hex),
+                                        storage_options=op.storage_options)
+            try:
+                resumed = bool(fs.done_tiles())
+                computed, restarts = _run_resuming(fs, op, progress, on_tile, placement)
+                break
+            except NotPositiveDefiniteError as e:
+                if not pending:
+                    if schedule:
+                        raise NotPositiveDefiniteError(f"Cholesky of K + ridge*I broke down even with jitter "
+                                                       f"{rel:g} x mean diagonal", pivot=e.pivot, tile=e.tile,
+                                                       ridge=e.ridge) from None
+                    raise
+                rel, fs = pending.pop(0), None
+    finally:
+        lock.release()
     meta = fs.meta
     if rel > 0:
         warnings.warn(f"K + ridge*I is not numerically positive definite at ridge={ridge:g}; factored with "
@@ -338,4 +395,4 @@ def factor_tiles(op: "StoredGram", ridge: float, *, factor_url: Optional[str] = 
     return TiledFactor(url=fs.url, n=n, tile=T, dtype=dt, ridge=float(meta["ridge"]), jitter=rel,
                        seconds=time.perf_counter() - t0, computed=computed, n_tiles=nb * (nb + 1) // 2,
                        resumed=resumed and computed > 0, factor_id=meta["factor_id"],
-                       storage_options=op.storage_options)
+                       storage_options=op.storage_options, restarts=restarts)

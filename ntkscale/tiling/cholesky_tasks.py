@@ -113,7 +113,8 @@ def factor_tile_task(ctx: _Ctx, i: int, j: int, deps: Any = None) -> tuple[int, 
     """Compute and write factor tile ``U[i, j]`` (``deps`` only orders the task).
 
     Returns ``(i, j, seconds, pid, computed)``; ``computed`` is False when the run was
-    asked to stop before this task started.
+    asked to stop before this task started, or when the tile is already written (the task
+    runs again because its result was lost with a worker that died).
 
     Raises
     ------
@@ -122,7 +123,7 @@ def factor_tile_task(ctx: _Ctx, i: int, j: int, deps: Any = None) -> tuple[int, 
     """
     t0 = time.perf_counter()
     fs = _open_factor(ctx.factor_url, ctx.factor_id, ctx.factor_opts)
-    if fs.stop_requested(ctx.run):
+    if fs.stop_requested(ctx.run) or fs.has_tile(i, j):  # (a rerun after its worker died: written)
         return i, j, 0.0, os.getpid(), False
     threads = _blas_threads(ctx)
     if threads is None:

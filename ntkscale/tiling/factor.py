@@ -25,7 +25,8 @@ class TiledFactor:
     ``ridge`` (absolute ridge factored, jitter included), ``jitter`` (relative jitter added:
     ``ridge - requested = jitter * mean(diag K)``; 0 if none), ``seconds`` (wall time of
     :func:`factor_tiles`), ``computed`` / ``n_tiles`` (tiles computed by this call / in all),
-    ``resumed`` (tiles of an earlier run were reused).
+    ``resumed`` (tiles of an earlier run were reused), ``restarts`` (times it resumed by
+    itself after a leading worker died).
     """
 
     url: str
@@ -40,6 +41,7 @@ class TiledFactor:
     resumed: bool = False
     factor_id: str = ""
     storage_options: Optional[dict] = None
+    restarts: int = 0  # times the factorization resumed by itself after a leading worker died
 
     def _store(self) -> FactorStore:
         fs = FactorStore.open(self.url, storage_options=self.storage_options)

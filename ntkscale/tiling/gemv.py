@@ -1,14 +1,19 @@
 """Products of one stored Gram tile with a block of vectors, float64-accurate without a
 float64 copy of the tile (pure NumPy/BLAS; no I/O).
 
-A float32 tile is cast to float64 a band of rows at a time into a small reused buffer
-(``BAND`` rows, a few MB, so the band stays in cache for both products), and each band
-feeds two DGEMMs: ``K_band @ V_cols`` for the tile's row block and
+A float32 tile is cast to float64 a band of rows at a time into a small reused buffer,
+and each band feeds two DGEMMs: ``K_band @ V_cols`` for the tile's row block and
 ``K_bandᵀ @ V_rows[band]`` accumulated in place (BLAS ``beta = 1``) into the column
 block. The result equals ``K.astype(float64) @ V`` to float64 rounding (the stored
 float32 values are exact in float64), at the cost of the float32 GEMV itself: the
 product is bound by reading the tile once, not by casts or page faults of fresh
 float64 copies (a whole-tile ``astype`` allocates 2x the tile on every call).
+
+Band height (:func:`band_rows`): for a few right-hand columns (CG, Lanczos) the products
+are memory-bound, so the band is kept cache-sized (``CACHE_BYTES``) and the float64 copy
+never reaches RAM; for many columns (sketches, eigensolver passes) the products are
+compute-bound and the band is ``BAND`` rows, so the mirrored product's DGEMM has a deep
+inner dimension (it rewrites its (p, k) output once per band).
 """
 
 from __future__ import annotations
@@ -18,9 +23,18 @@ from typing import Optional
 import numpy as np
 from scipy.linalg.blas import dgemm
 
-__all__ = ["BAND", "band_buffer", "tile_products"]
+__all__ = ["BAND", "CACHE_BYTES", "WIDE", "band_rows", "band_buffer", "tile_products"]
 
-BAND = 256  # rows per cast band: 256 x 4096 x 8 B = 8 MiB
+BAND = 256  # rows per cast band for many columns (and the scratch's height)
+CACHE_BYTES = 1 << 20  # float64 band size for few columns: stays in L2
+WIDE = 64  # columns from which the products are compute-bound
+
+
+def band_rows(p: int, k: int, band: int = BAND) -> int:
+    """Rows per cast band for a tile of ``p`` columns times ``k`` right-hand columns."""
+    if k >= WIDE:
+        return band
+    return int(max(8, min(band, CACHE_BYTES // (8 * max(p, 1)))))
 
 
 def band_buffer(cols: int, band: int = BAND) -> np.ndarray:
@@ -59,7 +73,7 @@ def tile_products(K: np.ndarray, v_cols: np.ndarray, out_rows: np.ndarray,
         return
     if scratch is None:
         scratch = band_buffer(p)
-    b = scratch.shape[0]
+    b = min(scratch.shape[0], band_rows(p, v_cols.shape[1], scratch.shape[0]))
     part = np.empty((b, v_cols.shape[1]))
     for r0 in range(0, m, b):
         r1 = min(r0 + b, m)

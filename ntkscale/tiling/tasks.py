@@ -15,9 +15,10 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..kernels import DiagStats, diag_stats, kernel_tile
+from ..kernels import DiagStats
 from ..storage import GramStore, chunks
 from ..storage.gram_store import STAT_ROWS
+from .device import resolve_device
 from .gemv import band_buffer, tile_products
 
 __all__ = ["stats_task", "tile_task", "matvec_task", "open_cached"]
@@ -75,20 +76,29 @@ def stats_rows(stats: DiagStats) -> np.ndarray:
 
 
 def stats_task(url: str, build_id: str, which: int, block: int, arch: Any, compute_dtype: str,
-               storage_options: Optional[dict] = None) -> int:
-    """Compute and store the per-row statistics of row block ``block`` of x1/x2."""
+               storage_options: Optional[dict] = None, device: str = "cpu") -> int:
+    """Compute and store the per-row statistics of row block ``block`` of x1/x2.
+
+    ``device`` is resolved here first (statistics run before any tile), so a worker that
+    lacks it fails the build before any tile is computed; the statistics themselves are
+    host arrays on every device (:meth:`~ntkscale.tiling.device.Device.stats`).
+    """
+    dev = resolve_device(device)
     store = open_cached(url, build_id, "r+", storage_options)
     T = store.tile
     x = store.read(f"x{which}", slice(block * T, (block + 1) * T))
-    rows = stats_rows(diag_stats(arch, x, dtype=compute_dtype, validate=False))
+    rows = stats_rows(dev.stats(arch, x, compute_dtype))
     store.array(f"stats{which}")[:, block * T: block * T + x.shape[0]] = rows
     return block
 
 
 def tile_task(url: str, build_id: str, i: int, j: int, arch: Any,
-              storage_options: Optional[dict] = None, delay: float = 0.0) -> tuple[int, int, float, int]:
+              storage_options: Optional[dict] = None, delay: float = 0.0,
+              device: str = "cpu") -> tuple[int, int, float, int]:
     """Compute tile (i, j) of every stored kind and write one chunk per kind.
 
+    ``device`` (a name, resolved on this worker by
+    :func:`~ntkscale.tiling.device.resolve_device`) says where the tile is computed.
     Returns ``(i, j, seconds, pid)``. ``delay`` (seconds) exists for interruption tests.
     """
     t0 = time.perf_counter()
@@ -104,8 +114,8 @@ def tile_task(url: str, build_id: str, i: int, j: int, arch: Any,
         src = "1" if store.symmetric else "2"
         x2 = _read_rows(*args, f"x{src}", cols)
         st2 = _stats_from_rows(_read_rows(*args, f"stats{src}", cols))
-    out = kernel_tile(arch, x1, x2, st1, st2, tuple(meta["kinds"]),
-                      dtype=meta["compute_dtype"], out_dtype=meta["store_dtype"])
+    out = resolve_device(device).compute(arch, x1, x2, st1, st2, tuple(meta["kinds"]),
+                                         meta["compute_dtype"], meta["store_dtype"])
     if delay:
         time.sleep(delay)
     for kind, values in out.items():
@@ -124,17 +134,24 @@ def _reused(name: str, key: tuple, make: Any) -> Any:
 
 
 def _chunk_buffers(T: int, dtype: np.dtype) -> list[np.ndarray]:
-    """Two chunk buffers (read-ahead double buffering) for stores that cannot be mapped."""
+    """Two chunk buffers (read-ahead double buffering), block-aligned for ``O_DIRECT``."""
     return _reused("chunk_buffers", (int(T), np.dtype(dtype).str),
-                   lambda: [chunks.tile_buffer(T, dtype)[0] for _ in range(2)])
+                   lambda: [chunks.direct_buffer(T, dtype) for _ in range(2)])
+
+
+IO_MODES = ("mapped", "direct", "buffered")
 
 
 def matvec_task(url: str, build_id: str, kind: str, tiles: list[tuple[int, int]], V: np.ndarray,
-                storage_options: Optional[dict] = None, readahead: bool = True) -> dict[int, np.ndarray]:
+                storage_options: Optional[dict] = None, readahead: bool = True,
+                io: str = "mapped") -> dict[int, np.ndarray]:
     """Partial products of the stored tiles ``tiles`` with ``V`` (n2, k), in float64.
 
-    Each stored tile is read once (CRC32C checked): memory-mapped on a local directory
-    store, else read straight into a reused buffer; then multiplied where it lies
+    Each stored tile is read once (CRC32C checked), by ``io``: ``'mapped'`` (local
+    directory: used where the page cache holds it, the next chunk hinted to the kernel),
+    ``'direct'`` (``O_DIRECT`` into reused aligned buffers, bypassing the page cache: for
+    stores larger than RAM) or ``'buffered'`` (plain reads into reused buffers; what other
+    stores always get); then multiplied where it lies
     (:func:`~ntkscale.tiling.gemv.tile_products`: no float64 copy of a float32 tile); with ``readahead`` the next tile is read by a helper thread while
     this one is multiplied. For a symmetric store, tile (i, j) with i < j contributes
     ``K_ij V_j`` to row block i and ``K_ijᵀ V_i`` to row block j.
@@ -153,7 +170,7 @@ def matvec_task(url: str, build_id: str, kind: str, tiles: list[tuple[int, int]]
         def read(i: int, j: int, buf: Any) -> np.ndarray:
             return store.read(kind, *store.tile_bounds(i, j))
         bufs: list = [None, None]
-    elif store.can_map():  # local directory: tiles used in place in the page cache
+    elif io == "mapped" and store.can_map():  # local directory: tiles used in place in the page cache
         ahead = iter(tiles[1:])
 
         def read(i: int, j: int, buf: Any) -> np.ndarray:
@@ -163,8 +180,10 @@ def matvec_task(url: str, build_id: str, kind: str, tiles: list[tuple[int, int]]
             return store.read_tile_into(kind, i, j, None)
         bufs = [None, None]
     else:
+        direct = io == "direct"
+
         def read(i: int, j: int, buf: Any) -> np.ndarray:
-            return store.read_tile_into(kind, i, j, buf)
+            return store.read_tile_into(kind, i, j, buf, direct=direct)
         bufs = _chunk_buffers(T, dtype)
     scratch = _reused("band", (int(T),), lambda: band_buffer(T))
 

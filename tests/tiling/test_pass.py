@@ -38,16 +38,19 @@ def test_tile_products_needs_fortran_accumulator():
         tile_products(K, np.ones((5, 2)), np.zeros((4, 2)), np.ones((4, 2)), np.zeros((5, 2)))
 
 
-@pytest.mark.parametrize("where", ["dir", "memory"])
+@pytest.mark.parametrize("where", ["mapped", "direct", "buffered", "memory"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
 def test_stored_pass_equals_dense_of_stored_values(arch, tmp_path, where, dtype):
-    """n = 203 with tile 64: ragged edge tiles; a local directory (mapped chunks) and an
-    fsspec memory store (chunks read into reused buffers); read-ahead on and off."""
+    """n = 203 with tile 64: ragged edge tiles; a local directory read mapped, with O_DIRECT
+    and with plain reads, and an fsspec memory store (chunks read into reused buffers);
+    read-ahead on and off."""
     n = 203
-    url = str(tmp_path / "g.zarr") if where == "dir" else f"memory://pass-{np.dtype(dtype).name}"
+    url = f"memory://pass-{np.dtype(dtype).name}" if where == "memory" else str(tmp_path / "g.zarr")
+    io = "auto" if where == "memory" else where
     build_gram(arch, data(n), url, get="ntk", tile=64, dtype=dtype, client="sync")
     V = np.random.default_rng(1).standard_normal((n, 4))
-    with StoredGram(url, "ntk") as op, StoredGram(url, "ntk", readahead=False) as op2:
+    with StoredGram(url, "ntk", io=io) as op, StoredGram(url, "ntk", readahead=False, io=io) as op2:
+        assert op.io == ("buffered" if where == "memory" else where)
         K = op.to_numpy().astype(np.float64)  # the stored values, mirrored
         want = K @ V
         for o in (op, op2):
@@ -66,6 +69,41 @@ def test_stored_cross_pass(arch, tmp_path):
         np.testing.assert_allclose(op.matvec(V), K @ V, rtol=1e-12)
 
 
+def test_direct_reads_bypass_alignment_and_fall_back(tmp_path):
+    """direct_buffer is block-aligned and padded; read_chunk_direct reads the exact chunk and
+    says None (fall back) for buffers it cannot use and stores that are not local."""
+    from ntkscale.storage import chunks
+    from zarr.storage import LocalStore, MemoryStore
+
+    buf = chunks.direct_buffer(33, np.float32)
+    n = 33 * 33 * 4 + 4
+    assert buf.ctypes.data % 4096 == 0 and buf.nbytes % 4096 == 0 and buf.nbytes >= n
+    payload = np.random.default_rng(0).integers(0, 255, n, dtype=np.uint8)
+    (tmp_path / "c").write_bytes(payload.tobytes())
+    store = LocalStore(str(tmp_path))
+    got = chunks.read_chunk_direct(store, "c", buf, n)
+    if got is None:
+        pytest.skip("this filesystem refuses O_DIRECT")
+    assert got and np.array_equal(buf[:n], payload)
+    assert chunks.read_chunk_direct(store, "missing", buf, n) is False
+    with pytest.raises(ValueError, match="bytes"):
+        chunks.read_chunk_direct(store, "c", buf, n - 4)
+    assert chunks.read_chunk_direct(store, "c", np.empty(8192, np.uint8)[1:4097], n) is None
+    assert chunks.read_chunk_direct(MemoryStore(), "c", buf, n) is None
+
+
+def test_auto_io_by_store_size(arch, tmp_path, monkeypatch):
+    import ntkscale.operator as operator
+
+    url = str(tmp_path / "g.zarr")
+    build_gram(arch, data(70), url, get="ntk", tile=64, client="sync")
+    assert StoredGram(url, "ntk").io == "mapped"
+    monkeypatch.setattr(operator, "DIRECT_IO_FRACTION", 1e-12)  # as if the store dwarfed the RAM
+    assert StoredGram(url, "ntk").io == "direct"
+    with pytest.raises(ValueError, match="io must be"):
+        StoredGram(url, "ntk", io="fast")
+
+
 def test_corrupt_chunk_named_on_mapped_pass(arch, tmp_path):
     url = str(tmp_path / "g.zarr")
     build_gram(arch, data(130), url, get="ntk", tile=64, client="sync")
@@ -75,9 +113,10 @@ def test_corrupt_chunk_named_on_mapped_pass(arch, tmp_path):
         b = fh.read(1)
         fh.seek(1000)
         fh.write(bytes([b[0] ^ 0xFF]))
-    with StoredGram(url, "ntk") as op:
-        with pytest.raises(CorruptTileError, match=r"tile \(0, 1\)"):
-            op.matvec(np.ones(130))
+    for io in ("mapped", "direct", "buffered"):
+        with StoredGram(url, "ntk", io=io) as op:
+            with pytest.raises(CorruptTileError, match=r"tile \(0, 1\)"):
+                op.matvec(np.ones(130))
     os.truncate(chunk, 100)  # a truncated chunk: named with its size
     with StoredGram(url, "ntk") as op:
         with pytest.raises(CorruptTileError, match=r"tile \(0, 1\).*100 bytes"):
