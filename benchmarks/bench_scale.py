@@ -77,7 +77,8 @@ def main() -> None:
             else:
                 X, y = _data(args.n)
                 n = len(X)
-                arch = build_arch({"depth": 3, "activation": "relu", "W_std": 2 ** 0.5, "b_std": 0.1})
+                arch = build_arch({"depth": 3, "width": 512, "activation": "relu", "W_std": 2 ** 0.5, "b_std": 0.1,
+                                   "parameterization": "ntk"})
                 path = os.path.join(work, "gram.zarr")
                 t = time.perf_counter()
                 rep = build_gram(arch, X, path, get="ntk", client=client)

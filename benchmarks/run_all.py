@@ -38,6 +38,8 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 JOB_METRICS = ROOT / "runs" / "fashion-mnist-120k" / "metrics.json"
+if not JOB_METRICS.exists():  # the committed record of the last measured run
+    JOB_METRICS = ROOT / "benchmarks" / "runs" / "fashion-mnist-120k" / "metrics.json"
 
 
 @dataclass

@@ -19,6 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
+from ..tiling.gemv import WIDE
 from ..tiling.plan import tile_task_bytes
 from .calibrate import Calibration
 from .report import StageEstimate
@@ -156,9 +157,12 @@ def pass_cost(n: int, T: int, itemsize: int, cols: int, res: Resources) -> dict:
     seconds = makespan([per_task] * tasks, res.slots) + client
     if cal.pass_entry_s > 0 and not res.gpus:
         # measured end to end on the calibration cluster (float32 tiles): scale by workers
-        # and itemsize (reads), add the measured cost of the extra columns
+        # and itemsize (reads), add the measured cost of the extra columns. Wide passes
+        # (>= WIDE columns) are compute-bound GEMMs: the flop model above describes them
+        # (the calibration's small-tile wide pass overstates their per-column cost ~2x).
+        extra = (cols - 10) * cal.pass_column_s if cols < WIDE else 0.0
         measured = cal.pass_fixed_s + float(n) * n * cal.pass_workers / res.workers * (
-            cal.pass_entry_s * (itemsize / 4 + 1) / 2 + (cols - 10) * cal.pass_column_s)
+            cal.pass_entry_s * (itemsize / 4 + 1) / 2 + extra)
         seconds = max(seconds, measured)
     store = areas.size * chunk
     if store > res.page_cache and cal.disk_read_bytes_per_s > 0:
@@ -250,10 +254,15 @@ def predict_stage(m: int, n: int, d: int, T: int, n_outputs: int, res: Resources
 
 
 def dense_read(n: int, T: int, itemsize: int, res: Resources) -> tuple[float, int]:
-    """``StoredGram.to_numpy()`` on the client: every (bi, bj) block read (lower ones
-    mirrored from the stored upper tile), then a float64 copy. Returns (seconds, bytes)."""
+    """``StoredGram.to_numpy()`` (or a ``gather`` of random rows) on the client: every
+    (bi, bj) chunk read whole by one reader (lower ones mirrored from the stored upper tile),
+    its part copied into a fresh block and then into the float64 result (~4 entry copies).
+    A single reader gets about half the 2-reader cold rate. Returns (seconds, bytes)."""
     cal = res.cal
     g = math.ceil(n / T)
     nbytes = g * g * (T * T * itemsize + 4)
     store = g * (g + 1) // 2 * (T * T * itemsize + 4)
-    return res.read_seconds(nbytes, store) + 2.0 * n * n * cal.cast_entry_s, int(nbytes)
+    read = res.read_seconds(nbytes, store)
+    if store > res.page_cache and cal.disk_read_bytes_per_s > 0:
+        read *= 2.0  # one client thread, no read-ahead: measured ~0.5x the 2-reader rate
+    return read + 4.0 * g * g * T * T * cal.cast_entry_s, int(nbytes)
