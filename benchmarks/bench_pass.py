@@ -30,7 +30,6 @@ import os
 import shutil
 import statistics
 import tempfile
-import threading
 import time
 from typing import Any
 
@@ -54,29 +53,11 @@ def drop_cache(files: list[str]) -> None:
 
 def read_floor(files: list[str], threads: int = 2, cold: bool = True) -> float:
     """Seconds to read ``files`` with ``threads`` readers (page cache dropped first if ``cold``)."""
+    from ntkscale.plan._measure import read_files
+
     if cold:
         drop_cache(files)
-    size = max(os.path.getsize(f) for f in files)
-    todo = list(files)
-    lock = threading.Lock()
-
-    def reader() -> None:
-        buf = memoryview(np.empty(size, np.uint8))
-        while True:
-            with lock:
-                if not todo:
-                    return
-                f = todo.pop()
-            with open(f, "rb", buffering=0) as fh:
-                fh.readinto(buf)
-
-    ts = [threading.Thread(target=reader) for _ in range(threads)]
-    t = time.perf_counter()
-    for th in ts:
-        th.start()
-    for th in ts:
-        th.join()
-    return time.perf_counter() - t
+    return read_files(files, threads)
 
 
 def legacy_task(url: str, build_id: str, kind: str, tiles: list, V: np.ndarray) -> dict:

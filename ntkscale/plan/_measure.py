@@ -16,7 +16,7 @@ import numpy as np
 
 from ..kernels import Layer, diag_stats, kernel_tile, spec_json
 
-__all__ = ["n_activations", "single_thread", "kernel_rates", "dense_rates", "store_rates", "disk_read_rate", "build_fixed", "client_rates",
+__all__ = ["n_activations", "single_thread", "kernel_rates", "dense_rates", "store_rates", "read_files", "disk_read_rate", "build_fixed", "client_rates",
            "worker_warmup", "DEFAULT_WORKER_WARMUP_S"]
 
 #: First-tile cost of a fresh worker when it cannot be measured (numba cache load, imports).
@@ -149,24 +149,12 @@ def store_rates(tmp: str, T: int, budget: float) -> tuple[float, float, float, f
     return chunk / t_write, chunk / t_read, t_cast / (T * T), t_gemv / (T * T)
 
 
-def disk_read_rate(tmp: str, nbytes: int = 512 * 2**20, files: int = 4, threads: int = 2) -> float:
-    """Cold read bytes/s of this disk: ``files`` fresh files written and synced, dropped from the
-    page cache (``posix_fadvise DONTNEED``), then read by ``threads`` readers (what a pass over
-    a store larger than RAM sees). Falls back to a warm read where fadvise is missing."""
+def read_files(paths: list[str], threads: int = 2) -> float:
+    """Seconds for ``threads`` readers to read ``paths`` whole (each file once, into reused
+    buffers). Whether that hits the disk is the caller's business (drop the cache first)."""
     import threading
 
-    size = nbytes // files
-    block = np.random.default_rng(5).integers(0, 255, size, dtype=np.uint8)
-    paths = [os.path.join(tmp, f"disk{k}.bin") for k in range(files)]
-    for path in paths:
-        with open(path, "wb") as fh:
-            fh.write(block.data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        if hasattr(os, "posix_fadvise"):
-            fd = os.open(path, os.O_RDONLY)
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
-            os.close(fd)
+    size = max((os.path.getsize(p) for p in paths), default=0)
     todo = list(paths)
     lock = threading.Lock()
 
@@ -186,7 +174,26 @@ def disk_read_rate(tmp: str, nbytes: int = 512 * 2**20, files: int = 4, threads:
         w.start()
     for w in workers:
         w.join()
-    seconds = time.perf_counter() - t0
+    return time.perf_counter() - t0
+
+
+def disk_read_rate(tmp: str, nbytes: int = 512 * 2**20, files: int = 4, threads: int = 2) -> float:
+    """Cold read bytes/s of this disk: ``files`` fresh files written and synced, dropped from the
+    page cache (``posix_fadvise DONTNEED``), then read by ``threads`` readers (what a pass over
+    a store larger than RAM sees). Falls back to a warm read where fadvise is missing."""
+    size = nbytes // files
+    block = np.random.default_rng(5).integers(0, 255, size, dtype=np.uint8)
+    paths = [os.path.join(tmp, f"disk{k}.bin") for k in range(files)]
+    for path in paths:
+        with open(path, "wb") as fh:
+            fh.write(block.data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        if hasattr(os, "posix_fadvise"):
+            fd = os.open(path, os.O_RDONLY)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            os.close(fd)
+    seconds = read_files(paths, threads)
     for path in paths:
         os.remove(path)
     return size * files / seconds
