@@ -79,6 +79,74 @@ def _auto_io(store: GramStore, kind: str) -> str:
     return "direct" if tiles * T * T * item > DIRECT_IO_FRACTION * psutil.virtual_memory().total else "mapped"
 
 
+CACHE_FRACTION = 0.5  # at most this share of RAM is kept as cached tiles between passes
+CACHE_RESERVE = 0.2  # ... and this share of RAM (at least 4 GiB) stays free for the processes
+
+
+def cache_budget() -> int:
+    """Bytes of tiles that passes may keep in this machine's page cache between passes:
+    ``min(CACHE_FRACTION x RAM, available − max(4 GiB, CACHE_RESERVE x RAM))``, >= 0
+    (``available`` counts reclaimable cache: what the kernel would give up for them)."""
+    import psutil
+
+    vm = psutil.virtual_memory()
+    reserve = max(4 * 2**30, CACHE_RESERVE * vm.total)
+    return int(max(0.0, min(CACHE_FRACTION * vm.total, vm.available - reserve)))
+
+
+def spread(items: list, count: int) -> list:
+    """``count`` of ``items`` spread evenly over the list (every task group of a pass gets
+    its share, so the cached tiles shorten every worker's part alike)."""
+    m = len(items)
+    count = max(0, min(int(count), m))
+    if count == 0:
+        return []
+    picks = np.unique(np.floor(np.arange(count) * (m / count)).astype(np.int64))
+    return [items[k] for k in picks]
+
+
+def read_subset(op: Any, rows: np.ndarray, cols: np.ndarray, block: Optional[int] = None) -> np.ndarray:
+    """``K[rows][:, cols]`` (float64) of any operator from contiguous block reads
+    ``op[r0:r1, c0:c1]``, for sorted unique index arrays.
+
+    Parameters
+    ----------
+    op : GramOperator
+    rows, cols : ndarray of int, sorted, unique
+    block : int, optional
+        Read grid (default: the store's tile, else 1024). Each band of the grid that holds a
+        wanted row (column) is read over the covering slice of those rows (columns) only;
+        bands without one are skipped.
+
+    Returns
+    -------
+    ndarray, shape (len(rows), len(cols))
+    """
+    b = int(block or getattr(getattr(op, "store", None), "tile", 0) or 1024)  # StoredGram tile
+    out = np.empty((rows.size, cols.size))
+    if rows.size == 0 or cols.size == 0:
+        return out
+
+    def bands(idx: np.ndarray) -> list[tuple[int, int]]:
+        cut = np.flatnonzero(np.diff(idx // b)) + 1
+        edges = np.concatenate([[0], cut, [idx.size]])
+        return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+
+    for i0, i1 in bands(rows):
+        r = rows[i0:i1]
+        for j0, j1 in bands(cols):
+            c = cols[j0:j1]
+            blk = op[int(r[0]):int(r[-1]) + 1, int(c[0]):int(c[-1]) + 1]
+            out[i0:i1, j0:j1] = blk[np.ix_(r - r[0], c - c[0])]
+    return out
+
+
+#: Computing one entry of a fully connected kernel costs about this many stored entries read
+#: (a depth-d GEMM and a few arccos passes vs 4 bytes from disk, per slot): a sub-block is
+#: computed when its entries times this are fewer than the stored entries a read touches.
+COMPUTE_OVER_READ = 16.0
+
+
 class DenseGram:
     """An in-memory Gram matrix with the operator interface."""
 
@@ -124,10 +192,23 @@ class StoredGram:
         ``'direct'`` (``O_DIRECT``, no page cache) when the stored kind is larger than
         :data:`DIRECT_IO_FRACTION` of this machine's RAM, so every pass reads the disk anyway,
         else ``'mapped'`` (passes reuse the page cache).
+    cache : 'auto' or int
+        With ``io='direct'``: bytes of tiles read through the page cache anyway (memory
+        mapped), so that they stay there between passes and every later pass reads only the
+        rest from disk. ``'auto'``: :func:`cache_budget` of this machine, when the store is
+        local; 0: every tile direct. The cached tiles are spread evenly over the tile list
+        (:attr:`mapped_tiles`).
+    subsets : {'auto', 'compute', 'read'}
+        How :meth:`take` gets sub-blocks over scattered indices: computed from the stored
+        inputs on the workers (:func:`ntkscale.tiling.subset.subset_block`), or read from the
+        tiles; ``'auto'`` computes when that is cheaper (:data:`COMPUTE_OVER_READ`).
+    device : str
+        Where computed sub-blocks run (:mod:`ntkscale.tiling.device`).
     """
 
     def __init__(self, url: Any, kind: str = "ntk", *, client: Any = "sync",
-                 storage_options: Optional[dict] = None, readahead: bool = True, io: str = "auto"):
+                 storage_options: Optional[dict] = None, readahead: bool = True, io: str = "auto",
+                 cache: Any = "auto", subsets: str = "auto", device: str = "cpu"):
         self.store = GramStore.open(url, storage_options=storage_options)
         meta = self.store.meta
         if kind not in meta["kinds"]:
@@ -143,8 +224,26 @@ class StoredGram:
         self.shape = tuple(meta["shape"])
         self.dtype = np.dtype(meta["store_dtype"])
         self.symmetric = bool(meta["symmetric"])
+        if subsets not in ("auto", "compute", "read"):
+            raise ValueError(f"subsets must be 'auto', 'compute' or 'read', got {subsets!r}")
+        self.subsets, self.device = subsets, device
         self.runner: Runner = get_runner(client, quiet=True)
         self.passes = 0  # number of streaming passes over the tiles (matvecs)
+        self.mapped_tiles = self._cached_tiles(cache)
+
+    def _cached_tiles(self, cache: Any) -> frozenset:
+        """Tiles that ``io='direct'`` passes read through the page cache (see ``cache``)."""
+        if self.io != "direct" or not self.store.can_map():
+            return frozenset()
+        if cache == "auto":
+            budget = cache_budget()
+        elif isinstance(cache, (int, np.integer)) and not isinstance(cache, bool) and cache >= 0:
+            budget = int(cache)
+        else:
+            raise ValueError(f"cache must be 'auto' or a number of bytes >= 0, got {cache!r}")
+        tiles = TilePlan(self.shape[0], self.shape[1], self.store.tile, self.symmetric).tiles()
+        chunk = self.store.chunk_nbytes(self.kind)
+        return frozenset(spread(tiles, budget // max(chunk, 1)))
 
     def close(self) -> None:
         self.runner.close()
@@ -170,17 +269,27 @@ class StoredGram:
         n_tasks = min(len(tiles), max(2 * self.runner.slots(), -(-len(tiles) // 32)))
         return [[(int(a), int(b)) for a, b in g] for g in np.array_split(np.array(tiles), n_tasks)]
 
-    def matvec(self, V: Any) -> np.ndarray:
+    @property
+    def precisions(self) -> tuple[str, ...]:
+        """Precisions :meth:`matvec` offers: ``'single'`` too for a float32 store."""
+        return ("double", "single") if self.dtype == np.float32 else ("double",)
+
+    def matvec(self, V: Any, precision: str = "double") -> np.ndarray:
         """``K @ V`` for V of shape (n2,) or (n2, k), float64; one pass over the tiles.
+
+        ``precision='single'`` (float32 stores): SGEMMs on the stored tiles, ~1e-5 relative
+        error, about twice as fast on wide ``V`` — for sketches (a Nyström preconditioner).
 
         ``V`` is scattered to every worker. A worker that dies mid-pass has its tasks rerun
         by the scheduler, reading ``V`` from another worker; if every worker holding ``V``
         died, the pass runs again (up to twice) on the workers there then.
         """
         V2, vec = _as_block(V, self.shape[1])
+        if precision not in self.precisions:
+            raise ValueError(f"precision must be one of {self.precisions} for this store, got {precision!r}")
         for attempt in range(_PASS_RETRIES + 1):
             try:
-                out = self._pass(V2)
+                out = self._pass(V2, precision)
                 break
             except CancelledError as e:  # distributed: "lost dependencies" / "already forgotten"
                 if attempt == _PASS_RETRIES:
@@ -193,7 +302,7 @@ class StoredGram:
         self.passes += 1
         return out[:, 0] if vec else out
 
-    def _pass(self, V2: np.ndarray) -> np.ndarray:
+    def _pass(self, V2: np.ndarray, precision: str = "double") -> np.ndarray:
         """One pass: ``K @ V2`` (float64), the tasks' partial products summed as they arrive."""
         meta = self.store.meta
         # hash=False: identical V in consecutive calls would otherwise share one key, and
@@ -213,7 +322,8 @@ class StoredGram:
             run_tasks(self.runner, tasks.matvec_task,
                       [(self.url, meta["build_id"], self.kind, g, Vs) for g in groups],
                       keys=[f"gram-matvec-{token}-{k}" for k in range(len(groups))], on_result=add,
-                      keep=False, storage_options=self.storage_options, readahead=self.readahead, io=self.io)
+                      keep=False, storage_options=self.storage_options, readahead=self.readahead, io=self.io,
+                      mapped=self.mapped_tiles or None, precision=precision)
         finally:
             if not self.runner.is_sync:
                 Vs.release()
@@ -253,6 +363,44 @@ class StoredGram:
                     block = self.store.read(self.kind, slice(r0, r1), slice(c0, c1))
                 out[r0 - rows.start: r1 - rows.start, c0 - cols.start: c1 - cols.start] = block
         return out
+
+    def take(self, rows: Any, cols: Any) -> np.ndarray:
+        """``K[rows][:, cols]`` (float64) for sorted unique index arrays.
+
+        Computed from the stored inputs on the workers when that is cheaper than reading
+        every tile the indices touch (``subsets``; symmetric stores), else read by blocks
+        (:func:`read_subset`). Computed entries are rounded to the store's dtype, so they
+        equal the stored ones (see :mod:`ntkscale.tiling.subset`).
+        """
+        rows, cols = np.asarray(rows).reshape(-1), np.asarray(cols).reshape(-1)
+        arch = self._arch() if self._compute(rows, cols) else None
+        if arch is not None:
+            from .tiling.subset import subset_block
+
+            return subset_block(self.runner, self.store, arch, self.kind, rows, cols,
+                                device=self.device, diag=self.diag())
+        return read_subset(self, rows, cols)
+
+    def _arch(self) -> Any:
+        """The store's architecture, or None when its spec cannot be rebuilt (user layers)."""
+        import json
+
+        from .kernels import from_spec
+
+        try:
+            return from_spec(json.loads(self.store.meta["arch"]))
+        except Exception as e:  # noqa: BLE001 - UnsupportedArchitectureError and malformed specs
+            log.info("sub-blocks are read from the tiles: the store's architecture cannot be rebuilt (%s)", e)
+            return None
+
+    def _compute(self, rows: np.ndarray, cols: np.ndarray) -> bool:
+        if not self.symmetric or self.subsets == "read" or rows.size == 0 or cols.size == 0:
+            return False
+        if self.subsets == "compute":
+            return True
+        T = self.store.tile
+        touched = np.unique(rows // T).size * np.unique(cols // T).size * float(T) * T
+        return rows.size * cols.size * COMPUTE_OVER_READ < touched
 
     def to_numpy(self) -> np.ndarray:
         """The whole Gram in memory (small n only)."""

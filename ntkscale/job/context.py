@@ -31,8 +31,8 @@ class LoggedOperator:
         self.passes = 0
         self._t0 = time.perf_counter()
 
-    def matvec(self, V: Any) -> Any:
-        out = self._op.matvec(V)
+    def matvec(self, V: Any, **kwargs: Any) -> Any:
+        out = self._op.matvec(V, **kwargs)
         self.passes += 1
         if self.passes % self._every == 0:
             cols = 1 if np.ndim(V) == 1 else np.shape(V)[1]
@@ -147,7 +147,8 @@ class JobContext:
         """The stored train Gram as an operator; with ``what``, every ``every``-th pass is logged."""
         from ..operator import StoredGram
 
-        op = StoredGram(self.cfg.store, kind or self.cfg.kernel["kind"], client=self.client)
+        op = StoredGram(self.cfg.store, kind or self.cfg.kernel["kind"], client=self.client,
+                        device=self.cfg.kernel["device"])
         return LoggedOperator(op, what, every) if what else op
 
     def peak_memory(self) -> dict:

@@ -25,7 +25,8 @@ from .calibrate import Calibration
 from .report import StageEstimate
 
 __all__ = ["Resources", "GPU_ASSUMPTIONS", "TRANSFER_BYTES_PER_S", "HASH_BYTES_PER_S", "makespan",
-           "gram_disk_bytes", "pass_cost", "gram_stage", "predict_stage"]
+           "gram_disk_bytes", "pass_cost", "gram_stage", "predict_stage", "subset_compute",
+           "SINGLE_SPEEDUP"]
 
 #: Uncalibrated GPU rates (one GPU per worker). H100 SXM: FP64 tensor-core peak 67 TFLOP/s
 #: (derated to 40); the generic array recursion makes ~10 elementwise passes per activation
@@ -56,6 +57,7 @@ class Resources:
     memory_per_worker: float
     entry_s: float  # kernel seconds per entry on one slot (CPU core or GPU)
     page_cache: float = float("inf")  # bytes of store the page cache can hold between passes
+    pass_cache: float = 0.0  # bytes of a larger store that direct passes keep cached (StoredGram cache)
 
     def read_seconds(self, nbytes: float, store_bytes: float) -> float:
         """Seconds to read ``nbytes`` of a store of ``store_bytes``: at the page-cache rate
@@ -127,7 +129,12 @@ def gram_disk_bytes(n: int, d: int, T: int, n_kinds: int, itemsize: int, stat_ro
                + g * (stat_rows * T * 8 + 4) + (n_kinds + 3) * _META_BYTES)
 
 
-def pass_cost(n: int, T: int, itemsize: int, cols: int, res: Resources) -> dict:
+#: SGEMM over DGEMM throughput (AVX2/AVX-512 lanes hold twice the float32s); the
+#: single-precision sketch passes (``StoredGram.matvec(precision='single')``) use it.
+SINGLE_SPEEDUP = 2.0
+
+
+def pass_cost(n: int, T: int, itemsize: int, cols: int, res: Resources, single: bool = False) -> dict:
     """One ``StoredGram.matvec`` over a symmetric store with ``cols`` right-hand columns.
 
     Mirrors :meth:`ntkscale.operator.StoredGram.matvec` / ``tasks.matvec_task``: tiles in
@@ -135,7 +142,9 @@ def pass_cost(n: int, T: int, itemsize: int, cols: int, res: Resources) -> dict:
     a banded float64 cast and one product per stored side (two off the diagonal:
     ``n²`` entry-products in all) at ``gemv_entry_s + 2 cols / gemm_flops`` each; V
     broadcast to every worker; partial sums added on the client. When the store is larger
-    than the page cache the pass is at least its cold read (reads overlap the products).
+    than the page cache the pass is at least its cold read of the tiles not kept cached
+    (``res.pass_cache``: ``StoredGram``'s ``cache``; reads overlap the products). ``single``:
+    float32 SGEMMs on wide blocks (:data:`SINGLE_SPEEDUP`).
 
     Returns
     -------
@@ -145,7 +154,7 @@ def pass_cost(n: int, T: int, itemsize: int, cols: int, res: Resources) -> dict:
     cal = res.cal
     areas, diag, _ = _upper_tiles(n, T)
     chunk = T * T * itemsize + 4
-    product = cal.gemv_entry_s + 2.0 * cols / cal.gemm_flops
+    product = cal.gemv_entry_s + 2.0 * cols / (cal.gemm_flops * (SINGLE_SPEEDUP if single else 1.0))
     work = (areas.size * chunk / cal.read_bytes_per_s + areas.sum() * cal.cast_entry_s
             + float(n) * n * product)
     tasks = int(min(areas.size, max(2 * res.slots, -(-areas.size // 32))))
@@ -166,7 +175,8 @@ def pass_cost(n: int, T: int, itemsize: int, cols: int, res: Resources) -> dict:
         seconds = max(seconds, measured)
     store = areas.size * chunk
     if store > res.page_cache and cal.disk_read_bytes_per_s > 0:
-        seconds = max(seconds, res.read_seconds(store, store) + cal.pass_fixed_s)
+        cold = max(0.0, store - min(res.pass_cache, store))
+        seconds = max(seconds, res.read_seconds(cold, store) + cal.pass_fixed_s)
     return {"seconds": seconds,
             "bytes_read": areas.size * chunk, "flops": 2.0 * n * n * cols, "worker_peak": peak,
             "tasks": tasks}
@@ -251,6 +261,19 @@ def predict_stage(m: int, n: int, d: int, T: int, n_outputs: int, res: Resources
         client_peak_bytes=int(res.client_baseline + m * d * 8 + 2 * m * n_outputs * 8),
         flops=float(2.0 * m * n * (d + n_outputs)),
         notes=("GPU kernel rates are assumptions, not calibrated",) if res.gpus else ())
+
+
+def subset_compute(rows: int, cols: int, d: int, res: Resources) -> float:
+    """Seconds of ``StoredGram.take`` computing a ``rows x cols`` sub-block from the stored
+    inputs (:func:`ntkscale.tiling.subset.subset_block`): the inputs read on the client,
+    row blocks of 1024 computed on every slot at the kernel's per-entry rate, the float32
+    blocks sent back and cast into the float64 result."""
+    cal = res.cal
+    blocks = -(-rows // 1024)
+    per = res.slot_seconds(min(1024, rows) * cols * res.entry_s) + cal.task_overhead_s
+    inputs = (rows + cols) * d * 8.0 / cal.read_bytes_per_s + cols * d * 8.0 * res.workers / TRANSFER_BYTES_PER_S
+    back = rows * cols * 4.0 / TRANSFER_BYTES_PER_S + 2.0 * rows * cols * cal.cast_entry_s
+    return makespan([per] * blocks, res.slots) + inputs + back + cal.phase_latency_s
 
 
 def dense_read(n: int, T: int, itemsize: int, res: Resources) -> tuple[float, int]:

@@ -13,7 +13,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .costs import Resources, dense_read, pass_cost
+from .costs import Resources, dense_read, pass_cost, subset_compute
 from .report import StageEstimate
 
 __all__ = ["pcg_iterations", "fit_stage", "spectrum_stage", "curve_stage", "curve_grid",
@@ -63,14 +63,16 @@ def _client_lapack(flops: float, rate: float, res: Resources) -> float:
 def fit_stage(n: int, T: int, itemsize: int, n_outputs: int, res: Resources, *, solver: str,
               ridge_relative: float, pcg_rank: int, pcg_iters: Optional[int], tol: float,
               maxiter: int, ridge_selection: bool = False,
-              ridge_subsample: Optional[int] = None) -> StageEstimate:
+              ridge_subsample: Optional[int] = None, d: int = 0) -> StageEstimate:
     """``solve(StoredGram, Y, ridge, solver=...)`` with ``solver='auto'`` resolved as
     :func:`ntkscale.solvers.api._choose` does (dense limit from ``client_memory``).
 
     ``ridge_selection``: GCV/LOO first (:func:`ntkscale.solvers.ridge.choose_ridge`): the
-    Gram of ``m`` points (``ridge_subsample``, or its automatic rule) read from the store (a
-    random subset touches every tile: the whole matrix is read, mirrored tiles twice), one
-    dense ``eigh`` of size m, and the criterion on the ridge grid (22 x ``2 m² C`` flops)."""
+    Gram of ``m`` points (``ridge_subsample``, or its automatic rule) computed from the
+    stored inputs when that is cheaper (``StoredGram.take``, :func:`_computes`), else read
+    from the store (a random subset touches every tile: the whole matrix is read, mirrored
+    tiles twice), one dense ``eigh`` of size m, and the criterion on the ridge grid
+    (22 x ``2 m² C`` flops). The Nyström sketch of a float32 store runs in single precision."""
     cal, C = res.cal, n_outputs
     limit = _dense_limit(res.client_memory)
     notes: list[str] = []
@@ -86,7 +88,10 @@ def fit_stage(n: int, T: int, itemsize: int, n_outputs: int, res: Resources, *, 
         from ..solvers.ridge import AUTO_SUBSAMPLE, AUTO_SUBSAMPLE_ABOVE
 
         m = min(n, ridge_subsample or (n if n <= AUTO_SUBSAMPLE_ABOVE else AUTO_SUBSAMPLE))
-        gather_s = read_s if m == n else read_s - 2.0 * n * n * cal.cast_entry_s
+        if m < n and d > 0 and _computes(m, m, n):
+            gather_s = subset_compute(m, m, d, res)
+        else:
+            gather_s = read_s if m == n else read_s - 2.0 * n * n * cal.cast_entry_s
         sel_s = (gather_s + m**3 * cal.eigh_s_per_n3 / (res.client_threads * res.efficiency
                                                         if res.client_threads > 1 else 1)
                  + 22 * 4.0 * m * m * C / res.client_flops(cal.gemm_flops))
@@ -121,7 +126,7 @@ def fit_stage(n: int, T: int, itemsize: int, n_outputs: int, res: Resources, *, 
                                                       if method == "pcg" else maxiter)
         notes.append(f"{it} iterations ({'given' if pcg_iters is not None else 'heuristic'}"
                      f"{', upper bound: maxiter' if method == 'cg' and pcg_iters is None else ''})")
-        sketch = pass_cost(n, T, itemsize, r, res) if r else None
+        sketch = pass_cost(n, T, itemsize, r, res, single=itemsize == 4) if r else None
         step = pass_cost(n, T, itemsize, C, res)
         passes = it + it // 25 + 1  # iterations, true residual every 25, final residual
         client = ((QR_NS2 + SVD_NS2 + 3.0) * n * r * r + 25.0 * r**3) / res.client_flops(cal.gemm_flops) \
@@ -204,6 +209,14 @@ def spectrum_stage(n: int, T: int, itemsize: int, k: int, res: Resources,
         flops=(power_iters + 1) * sketch["flops"] + last["flops"] + cflops, passes=passes)
 
 
+def _computes(rows: int, cols: int, n: int) -> bool:
+    """Whether ``StoredGram.take`` computes a scattered ``rows x cols`` sub-block of an n x n
+    store (its rule, :data:`ntkscale.operator.COMPUTE_OVER_READ`, with every tile touched)."""
+    from ..operator import COMPUTE_OVER_READ
+
+    return rows * cols * COMPUTE_OVER_READ < float(n) * n
+
+
 def curve_grid(n: int, points: int | Sequence[int]) -> np.ndarray:
     """Training sizes: an explicit list, or ``points`` log-spaced sizes from
     ``min(32, n//8)`` to ``n//2`` (the job's default grid has 8)."""
@@ -214,10 +227,11 @@ def curve_grid(n: int, points: int | Sequence[int]) -> np.ndarray:
 
 def curve_stage(n: int, T: int, itemsize: int, n_outputs: int, res: Resources, p: np.ndarray,
                 trials: int, n_test: Optional[int], ridge_relative: float,
-                eigs_available: bool) -> StageEstimate:
+                eigs_available: bool, d: int = 0) -> StageEstimate:
     """``learning_curves(op, Y, p, ridge, n_trials, n_test, eigs)`` as the job's curve stage
     calls it. Experiment: the pool Gram read once in float64 when ``8 n² <= 1 GiB``, else
-    ``gather`` per trial (random rows touch about every tile); per trial one Cholesky of
+    ``gather`` per trial: computed from the stored inputs when cheaper (:func:`_computes`),
+    else read (random rows touch about every tile); per trial one Cholesky of
     the largest ``K_pp + λI`` (nested sizes reuse it) or, at ridge 0, an eigh per size.
     Theory: a dense eigh of the pool when ``n <= min(dense limit, 12000)``, else the
     spectrum stage's eigenpairs (the job then requires that stage)."""
@@ -231,6 +245,8 @@ def curve_stage(n: int, T: int, itemsize: int, n_outputs: int, res: Resources, p
     read_s, read_b = dense_read(n, T, itemsize, res)
     cached = 8.0 * n * n <= 2**30
     reads = 1 if cached else trials
+    if not cached and d > 0 and _computes(pmax + nt, pmax, n):
+        read_s, read_b = subset_compute(pmax + nt, pmax, d, res), 0
 
     def lapack(f: float, rate: float) -> float:
         return f / res.client_flops(rate)

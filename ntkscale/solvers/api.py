@@ -150,7 +150,8 @@ def solve(op: Any, y: Any, ridge: float = 0.0, *, solver: str = "auto", tol: flo
     elif solver == "cg":
         res = minnorm_cg(op, y, tol=tol, maxiter=maxiter)
     elif solver == "pcg":
-        pre = nystrom(op, min(pcg_rank, n), power_iters=power_iters, seed=seed) if pcg_rank > 0 else None
+        pre = (nystrom(op, min(pcg_rank, n), power_iters=power_iters, seed=seed, precision="auto")
+               if pcg_rank > 0 else None)
         res = pcg(op, y, ridge, precond=pre, tol=tol, maxiter=maxiter, x0=x0)
         if pre is not None:
             res.info["sketch_passes"] = pre.passes

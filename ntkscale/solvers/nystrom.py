@@ -65,8 +65,19 @@ class NystromApprox:
         return self.U @ (self.lam[:, None] * (self.U.T @ V))
 
 
+def _precision(op: Any, precision: str) -> str:
+    if precision not in ("double", "single", "auto"):
+        raise ValueError(f"precision must be 'double', 'single' or 'auto', got {precision!r}")
+    offered = tuple(getattr(op, "precisions", ("double",)))
+    if precision == "auto":
+        return "single" if "single" in offered else "double"
+    if precision not in offered:
+        raise ValueError(f"this operator offers matvec precisions {offered}, not {precision!r}")
+    return precision
+
+
 def nystrom(op: Any, rank: int, *, power_iters: int = 0, seed: Optional[int] = 0,
-            oversample: int = 0) -> NystromApprox:
+            oversample: int = 0, precision: str = "double") -> NystromApprox:
     """Randomized Nyström approximation with the stable shift.
 
     Parameters
@@ -81,6 +92,12 @@ def nystrom(op: Any, rank: int, *, power_iters: int = 0, seed: Optional[int] = 0
         Seed of the Gaussian test matrix.
     oversample : int
         Extra sketch columns (discarded after the SVD), improves the kept ones.
+    precision : {'double', 'single', 'auto'}
+        Arithmetic of the sketch's passes: ``'single'`` on operators that offer it
+        (``op.precisions``; a float32 ``StoredGram``: SGEMMs, ~2x faster on wide blocks) with
+        the stable shift scaled to float32 rounding; ``'auto'``: single where offered. For
+        preconditioners (PCG converges to its tolerance with any SPD preconditioner), not
+        for eigenpairs that are reported.
 
     Returns
     -------
@@ -98,16 +115,22 @@ def nystrom(op: Any, rank: int, *, power_iters: int = 0, seed: Optional[int] = 0
         raise ValueError(f"rank must be an int in [1, n={n}], got {rank!r}")
     if power_iters < 0 or oversample < 0:
         raise ValueError("power_iters and oversample must be >= 0")
+    prec = _precision(op, precision)
     k = min(n, int(rank) + int(oversample))
     rng = np.random.default_rng(seed)
     Omega, _ = np.linalg.qr(rng.standard_normal((n, k)))  # shape: (n, k)
+
+    def apply(V: np.ndarray) -> np.ndarray:
+        return op.matvec(V, precision="single") if prec == "single" else op.matvec(V)
+
     passes = 0
     for _ in range(power_iters):
-        Omega, _ = np.linalg.qr(op.matvec(Omega))
+        Omega, _ = np.linalg.qr(apply(Omega))
         passes += 1
-    Y = op.matvec(Omega)  # shape: (n, k)
+    Y = apply(Omega)  # shape: (n, k)
     passes += 1
-    nu = np.sqrt(n) * np.finfo(np.float64).eps * np.linalg.norm(Y, 2)
+    eps = np.finfo(np.float32 if prec == "single" else np.float64).eps
+    nu = np.sqrt(n) * eps * np.linalg.norm(Y, 2)
     Y += nu * Omega
     M = Omega.T @ Y
     M = (M + M.T) / 2

@@ -163,7 +163,7 @@ def pcg_path(op: Any, y: Any, ridges: Sequence[float], *, rank: int = 500,
     """
     ridges = [check_ridge(r) for r in ridges]
     if precond is None:
-        precond = nystrom(op, min(rank, op.shape[0]), power_iters=power_iters, seed=seed)
+        precond = nystrom(op, min(rank, op.shape[0]), power_iters=power_iters, seed=seed, precision="auto")
     order = np.argsort(ridges)[::-1]
     out: dict[int, SolveResult] = {}
     prev = None

@@ -119,44 +119,35 @@ def _sizes(p_grid: Any) -> np.ndarray:
 
 
 def gather(op: Any, rows: np.ndarray, cols: np.ndarray, block: Optional[int] = None) -> np.ndarray:
-    """``K[rows][:, cols]`` (float64) from contiguous block reads of sorted unique indices.
+    """``K[rows][:, cols]`` (float64) for sorted unique indices.
+
+    Operators with a ``take(rows, cols)`` capability (``StoredGram``: computed from the
+    stored inputs when cheaper than reading the tiles) provide it; any other is read by
+    contiguous blocks (:func:`ntkscale.operator.read_subset`, grid ``block``).
 
     Parameters
     ----------
     op : GramOperator
     rows, cols : ndarray of int, sorted, unique
     block : int, optional
-        Read grid (default: the store's tile, else 1024). Each band of the grid that
-        holds a wanted row (column) is read over the covering slice of those rows
-        (columns) only; bands without one are skipped.
+        Read grid of the block reads (default: the store's tile, else 1024).
 
     Returns
     -------
     ndarray, shape (len(rows), len(cols))
     """
+    from ..operator import read_subset
+
     rows, cols = np.asarray(rows).reshape(-1), np.asarray(cols).reshape(-1)
     for name, idx, size in (("rows", rows, op.shape[0]), ("cols", cols, op.shape[1])):
         if idx.size and (not np.issubdtype(idx.dtype, np.integer) or np.any(np.diff(idx) <= 0)
                          or idx[0] < 0 or idx[-1] >= size):
             raise ValueError(f"{name} must be sorted, unique integers in [0, {size}) "
                              "(use np.unique, and map back with np.searchsorted)")
-    b = int(block or getattr(getattr(op, "store", None), "tile", 0) or 1024)  # StoredGram tile
-    out = np.empty((rows.size, cols.size))
-    if rows.size == 0 or cols.size == 0:
-        return out
-
-    def bands(idx: np.ndarray) -> list[tuple[int, int]]:
-        cut = np.flatnonzero(np.diff(idx // b)) + 1
-        edges = np.concatenate([[0], cut, [idx.size]])
-        return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
-
-    for i0, i1 in bands(rows):
-        r = rows[i0:i1]
-        for j0, j1 in bands(cols):
-            c = cols[j0:j1]
-            blk = op[int(r[0]):int(r[-1]) + 1, int(c[0]):int(c[-1]) + 1]
-            out[i0:i1, j0:j1] = blk[np.ix_(r - r[0], c - c[0])]
-    return out
+    take = getattr(op, "take", None)
+    if take is not None and block is None:
+        return np.asarray(take(rows, cols), dtype=np.float64)
+    return read_subset(op, rows, cols, block)
 
 
 def _fit_predict(Kpp: np.ndarray, Ktp: np.ndarray, Ytr: np.ndarray, lam: float,

@@ -202,6 +202,18 @@ class GramStore:
                 "The chunk is corrupt or truncated: re-run the build with repair=True (ntkscale gram "
                 "JOB.toml --repair) to recompute the corrupt chunks, or rebuild with overwrite=True") from e
 
+    def read_rows(self, name: str, index: np.ndarray) -> np.ndarray:
+        """Rows ``index`` (any order, repeats allowed) of a row-chunked array (``x1``/``x2``),
+        reading each covering chunk once (zarr's orthogonal selection)."""
+        index = np.asarray(index, dtype=np.int64).reshape(-1)
+        uniq, inverse = np.unique(index, return_inverse=True)
+        try:
+            got = np.asarray(self.array(name).get_orthogonal_selection((uniq, slice(None))))
+        except Exception as e:  # zarr raises ValueError/RuntimeError on checksum or decode failure
+            raise CorruptTileError(f"{name!r} rows in store {self.url!r} cannot be read ({type(e).__name__}: "
+                                   f"{e}); re-run the build with repair=True") from e
+        return got[inverse]
+
     def raw_dtype(self, name: str) -> Optional[np.dtype]:
         """Little-endian dtype of array ``name``'s chunks if they are raw bytes + CRC32C, else None."""
         return chunks.raw_dtype(self.array(name))

@@ -19,7 +19,7 @@ from ..kernels import DiagStats
 from ..storage import GramStore, chunks
 from ..storage.gram_store import STAT_ROWS
 from .device import resolve_device
-from .gemv import band_buffer, tile_products
+from .gemv import band_buffer, tile_products, tile_products_single
 
 __all__ = ["stats_task", "tile_task", "matvec_task", "open_cached"]
 
@@ -144,7 +144,8 @@ IO_MODES = ("mapped", "direct", "buffered")
 
 def matvec_task(url: str, build_id: str, kind: str, tiles: list[tuple[int, int]], V: np.ndarray,
                 storage_options: Optional[dict] = None, readahead: bool = True,
-                io: str = "mapped") -> dict[int, np.ndarray]:
+                io: str = "mapped", mapped: Optional[frozenset] = None,
+                precision: str = "double") -> dict[int, np.ndarray]:
     """Partial products of the stored tiles ``tiles`` with ``V`` (n2, k), in float64.
 
     Each stored tile is read once (CRC32C checked), by ``io``: ``'mapped'`` (local
@@ -153,8 +154,12 @@ def matvec_task(url: str, build_id: str, kind: str, tiles: list[tuple[int, int]]
     stores larger than RAM) or ``'buffered'`` (plain reads into reused buffers; what other
     stores always get); then multiplied where it lies
     (:func:`~ntkscale.tiling.gemv.tile_products`: no float64 copy of a float32 tile); with ``readahead`` the next tile is read by a helper thread while
-    this one is multiplied. For a symmetric store, tile (i, j) with i < j contributes
+    this one is multiplied. Tiles in ``mapped`` are read memory-mapped whatever ``io`` says
+    (with ``io='direct'``: the share of the store kept in the page cache between passes).
+    For a symmetric store, tile (i, j) with i < j contributes
     ``K_ij V_j`` to row block i and ``K_ijᵀ V_i`` to row block j.
+    ``precision='single'`` multiplies float32 tiles by a float32 copy of ``V`` with SGEMMs
+    (:func:`~ntkscale.tiling.gemv.tile_products_single`: for sketches only).
     Returns ``{row block: partial (rows, k) float64}``; the caller sums them.
     """
     store = open_cached(url, build_id, "r", storage_options)
@@ -181,16 +186,25 @@ def matvec_task(url: str, build_id: str, kind: str, tiles: list[tuple[int, int]]
         bufs = [None, None]
     else:
         direct = io == "direct"
+        cached = mapped if mapped and store.can_map() else frozenset()
 
         def read(i: int, j: int, buf: Any) -> np.ndarray:
+            if (i, j) in cached:
+                return store.read_tile_into(kind, i, j, None)
             return store.read_tile_into(kind, i, j, buf, direct=direct)
         bufs = _chunk_buffers(T, dtype)
     scratch = _reused("band", (int(T),), lambda: band_buffer(T))
+    single = precision == "single" and dtype is not None and dtype == np.float32
+    Vp = V.astype(np.float32) if single else V
 
     def products(i: int, j: int, full: np.ndarray) -> None:
         rows, cols = store.tile_bounds(i, j)
         K = full[: rows.stop - rows.start, : cols.stop - cols.start]
         mirrored = store.symmetric and i != j
+        if single:
+            tile_products_single(K, Vp[cols], acc(i, K.shape[0]), Vp[rows] if mirrored else None,
+                                 acc(j, K.shape[1]) if mirrored else None)
+            return
         tile_products(K, V[cols], acc(i, K.shape[0]),
                       V[rows] if mirrored else None, acc(j, K.shape[1]) if mirrored else None, scratch)
 

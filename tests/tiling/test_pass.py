@@ -121,3 +121,127 @@ def test_corrupt_chunk_named_on_mapped_pass(arch, tmp_path):
     with StoredGram(url, "ntk") as op:
         with pytest.raises(CorruptTileError, match=r"tile \(0, 1\).*100 bytes"):
             op.matvec(np.ones(130))
+
+
+# ------------------------------------------------------------------ page-cache share of direct passes
+def test_spread_is_even_and_exact():
+    from ntkscale.operator import spread
+
+    items = list(range(100))
+    for count in (0, 1, 7, 33, 100, 250):
+        got = spread(items, count)
+        assert len(got) == min(count, 100) and len(set(got)) == len(got)
+        if 1 < len(got) < 100:  # evenly spaced: gaps differ by at most one
+            gaps = np.diff(got)
+            assert gaps.max() - gaps.min() <= 1
+
+
+@pytest.mark.parametrize("cache", [0, 3, "all"])
+def test_direct_pass_with_cached_share_equals_dense(arch, tmp_path, cache):
+    """io='direct' with some tiles read through the page cache (memory-mapped): the same
+    product, and exactly the requested number of tiles is mapped."""
+    n, T = 203, 64
+    url = str(tmp_path / "g.zarr")
+    build_gram(arch, data(n), url, get="ntk", tile=T, dtype=np.float32, client="sync")
+    V = np.random.default_rng(1).standard_normal((n, 3))
+    with StoredGram(url, "ntk", io="mapped") as ref:
+        want = ref.to_numpy().astype(np.float64) @ V
+    n_tiles = 10  # 4 x 4 grid, upper triangle
+    with StoredGram(url, "ntk", io="direct", cache=0) as probe:
+        chunk = probe.store.chunk_nbytes("ntk")
+    budget = {0: 0, 3: 3 * chunk + chunk // 2, "all": 100 * chunk}[cache]
+    with StoredGram(url, "ntk", io="direct", cache=budget) as op:
+        assert len(op.mapped_tiles) == {0: 0, 3: 3, "all": n_tiles}[cache]
+        np.testing.assert_allclose(op.matvec(V), want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
+
+
+def test_cache_option_is_checked(arch, tmp_path):
+    url = str(tmp_path / "g.zarr")
+    build_gram(arch, data(40), url, get="ntk", tile=16, client="sync")
+    with pytest.raises(ValueError, match="cache must be"):
+        StoredGram(url, "ntk", io="direct", cache=-1)
+    with StoredGram(url, "ntk", io="mapped", cache=10**9) as op:
+        assert op.mapped_tiles == frozenset()  # only direct passes keep a cached share
+
+
+# ------------------------------------------------------------------ single-precision sketches
+def test_single_precision_pass_is_close_and_float32_only(arch, tmp_path):
+    n = 203
+    url32, url64 = str(tmp_path / "g32.zarr"), str(tmp_path / "g64.zarr")
+    build_gram(arch, data(n), url32, get="ntk", tile=64, dtype=np.float32, client="sync")
+    build_gram(arch, data(n), url64, get="ntk", tile=64, dtype=np.float64, client="sync")
+    V = np.random.default_rng(2).standard_normal((n, 70))  # wide: the sketch's regime
+    with StoredGram(url32, "ntk") as op:
+        assert op.precisions == ("double", "single")
+        want = op.matvec(V)
+        got = op.matvec(V, precision="single")
+        err = np.linalg.norm(got - want) / np.linalg.norm(want)
+        assert 0 < err < 1e-5  # float32 GEMM rounding: not exact, but ~sqrt(n) eps32
+    with StoredGram(url64, "ntk") as op64:
+        with pytest.raises(ValueError, match="precision"):
+            op64.matvec(V, precision="single")
+
+
+def test_single_precision_nystrom_preconditions_as_well(arch, tmp_path):
+    """A float32 sketch gives a preconditioner as good as the float64 one: PCG reaches the
+    same tolerance in about the same number of iterations, to the same solution."""
+    from ntkscale.solvers import pcg
+    from ntkscale.solvers.nystrom import nystrom
+
+    n = 300
+    url = str(tmp_path / "g.zarr")
+    build_gram(arch, data(n), url, get="ntk", tile=64, dtype=np.float32, client="sync")
+    Y = np.random.default_rng(3).standard_normal((n, 2))
+    with StoredGram(url, "ntk") as op:
+        ridge = 1e-3 * float(np.mean(op.diag()))
+        runs = {}
+        for prec in ("double", "single"):
+            pre = nystrom(op, 40, seed=0, precision=prec)
+            runs[prec] = pcg(op, Y, ridge, precond=pre, tol=1e-8, maxiter=500)
+        d, s = runs["double"], runs["single"]
+        assert d.converged and s.converged
+        assert s.iterations <= d.iterations + 3
+        np.testing.assert_allclose(s.x, d.x, rtol=1e-6, atol=1e-6 * np.abs(d.x).max())
+        with pytest.raises(ValueError, match="precision"):
+            nystrom(op, 10, precision="half")
+
+
+# ------------------------------------------------------------------ sub-blocks computed from the inputs
+@pytest.mark.parametrize("sync", [True, False])
+def test_take_computed_equals_stored_values(arch, tmp_path, sync, request):
+    """Sub-blocks over scattered indices computed from the stored inputs equal the stored
+    tiles (float32: to the last bit but for rounding-boundary cases; diagonal exact)."""
+    from ntkscale.spectral.curves import gather
+
+    n = 203
+    url = str(tmp_path / "g.zarr")
+    build_gram(arch, data(n), url, get="ntk", tile=64, dtype=np.float32, client="sync")
+    client = "sync" if sync else request.getfixturevalue("client")
+    rng = np.random.default_rng(4)
+    rows = np.sort(rng.choice(n, 90, replace=False))
+    cols = np.sort(rng.choice(n, 40, replace=False))
+    with StoredGram(url, "ntk", client=client, subsets="compute") as op, \
+            StoredGram(url, "ntk", subsets="read") as ref:
+        K = ref.to_numpy().astype(np.float64)
+        want = K[np.ix_(rows, cols)]
+        got = op.take(rows, cols)
+        np.testing.assert_allclose(got, want, rtol=2.5e-7, atol=0)  # one float32 ulp at most
+        assert np.mean(got == want) > 0.99
+        same = np.intersect1d(rows, cols)
+        np.testing.assert_array_equal(got[np.searchsorted(rows, same), np.searchsorted(cols, same)],
+                                      np.diagonal(K)[same])
+        np.testing.assert_array_equal(gather(ref, rows, cols), want)  # the read path
+        np.testing.assert_allclose(gather(op, rows, cols), want, rtol=2.5e-7, atol=0)
+
+
+def test_take_auto_computes_only_when_cheaper(arch, tmp_path):
+    n = 203
+    url = str(tmp_path / "g.zarr")
+    build_gram(arch, data(n), url, get="ntk", tile=64, client="sync")
+    with StoredGram(url, "ntk") as op:
+        spread_idx = np.arange(0, n, 20)  # 11 indices over every tile: compute
+        assert op._compute(spread_idx, spread_idx)
+        dense = np.arange(0, 64)  # a whole tile: read it
+        assert not op._compute(dense, dense)
+    with pytest.raises(ValueError, match="subsets"):
+        StoredGram(url, "ntk", subsets="maybe")
