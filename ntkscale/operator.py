@@ -17,6 +17,7 @@ import numpy as np
 
 from .cluster import Runner, get_runner
 from .storage import GramStore, chunks
+from .storage.packed import copy_symmetric
 from .tiling import tasks
 from .tiling.plan import TilePlan
 from .tiling.executor import await_workers, run_tasks
@@ -333,13 +334,16 @@ class StoredGram:
         """Dense block ``K[r0:r1, c0:c1]`` assembled from tiles (mirrored where needed).
 
         Whole stored chunks are read (as passes read them: ``io``) and the wanted part is
-        copied out; stores written by another program go through zarr's indexing."""
+        copied out; stores written by another program go through zarr's indexing. Diagonal
+        tiles of a symmetric store are used by their upper triangle, mirrored
+        (:func:`~ntkscale.storage.packed.copy_symmetric`)."""
         rows, cols = _slices(key, self.shape)
         T = self.store.tile
         out = np.empty((rows.stop - rows.start, cols.stop - cols.start), self.dtype)
         raw = self.store.raw_dtype(self.kind)
         flat = None
-        if raw is not None and self.io != "mapped":  # one reused buffer per operator
+        packed = self.store.diag_packed(self.kind)  # (unfolded in the buffer, even when mapped)
+        if raw is not None and (self.io != "mapped" or packed):  # one reused buffer per operator
             if getattr(self, "_block_buffer", None) is None:
                 self._block_buffer = chunks.direct_buffer(T, raw)
             flat = self._block_buffer
@@ -352,7 +356,13 @@ class StoredGram:
                 mirror = self.symmetric and bi > bj
                 if raw is not None:
                     ti, tj = (bj, bi) if mirror else (bi, bj)
-                    full = self.store.read_tile_into(self.kind, ti, tj, flat, direct=self.io == "direct")
+                    diag = self.symmetric and bi == bj
+                    buf = flat if self.io != "mapped" or (packed and diag) else None
+                    full = self.store.read_tile_into(self.kind, ti, tj, buf, direct=self.io == "direct")
+                    if diag:  # exact on and above the diagonal only (packed tiles)
+                        copy_symmetric(full, slice(r0 - bi * T, r1 - bi * T), slice(c0 - bj * T, c1 - bj * T),
+                                       out[r0 - rows.start: r1 - rows.start, c0 - cols.start: c1 - cols.start])
+                        continue
                     if mirror:
                         block = full[c0 - bj * T: c1 - bj * T, r0 - bi * T: r1 - bi * T].T
                     else:

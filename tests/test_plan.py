@@ -337,3 +337,17 @@ def test_cluster_calibration_measures_a_real_pass(client, tmp_path):
                     entry_s=cal.entry_seconds(16))
     est = pass_cost(3000, p.tile, 4, 10, res)["seconds"]
     assert 0.5 < est / float(np.median(ts)) < 2.0, (est, ts)
+
+
+def test_store_read_rate_reads_the_stores_largest_chunks(tmp_path):
+    """The cold disk rate measured on an existing store's chunk files (not fresh files)."""
+    from ntkscale.plan._measure import store_read_rate
+    from ntkscale.tiling import build_gram
+
+    arch = stax.serial(stax.Dense(8), stax.Relu(), stax.Dense(1))
+    url = str(tmp_path / "g.zarr")
+    build_gram(arch, np.random.default_rng(0).standard_normal((300, 5)), url, tile=64, client="sync")
+    assert store_read_rate(url) is None  # too few bytes to say anything about the disk
+    rate = store_read_rate(url, min_bytes=0, nbytes=4 * 64 * 64 * 4)
+    assert rate is not None and rate > 0
+    assert store_read_rate(str(tmp_path / "missing"), min_bytes=0) is None

@@ -96,9 +96,9 @@ def register(cli: click.Group) -> None:
                 from ..clusters import start_cluster
 
                 with start_cluster(cfg.cluster) as handle:
-                    cal = calibrate(d, arch, client=handle.client)
+                    cal = calibrate(d, arch, client=handle.client, store=cfg.store)
             else:
-                cal = calibrate(d, arch)
+                cal = calibrate(d, arch, store=cfg.store)
         if save_calibration and not isinstance(cal, str):
             cal.save(save_calibration)
         extra: dict = {} if workers is None else {"workers": workers}

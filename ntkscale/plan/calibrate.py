@@ -40,7 +40,7 @@ import numpy as np
 from ..kernels import Layer, spec_json
 from ._measure import (DEFAULT_WORKER_WARMUP_S, build_fixed, client_rates, dense_rates, kernel_rates,
                        n_activations, single_thread, store_rates, stored_pass_rates, worker_warmup,
-                       disk_read_rate)
+                       disk_read_rate, store_read_rate)
 
 __all__ = ["Calibration", "calibrate", "DEFAULT_EFFICIENCY", "DEFAULT_TASK_OVERHEAD_S"]
 
@@ -182,7 +182,8 @@ class Calibration:
 
 
 def calibrate(d: int, arch: Layer, *, seconds: float = 3.0, client: Any = None,
-              tile: int = 1024, cache: Optional[str] = None, warmup: bool = True) -> Calibration:
+              tile: int = 1024, cache: Optional[str] = None, warmup: bool = True,
+              store: Optional[str] = None) -> Calibration:
     """Measure this machine's kernel, dense-algebra and Gram-store rates (a few seconds).
 
     Parameters
@@ -205,6 +206,10 @@ def calibrate(d: int, arch: Layer, *, seconds: float = 3.0, client: Any = None,
     warmup : bool
         Time a fresh worker's warm-up (False: :data:`DEFAULT_WORKER_WARMUP_S`, for plans of
         builds on workers that are already warm).
+    store : str, optional
+        A local Gram store (the job's, once built): the cold disk rate is measured on its
+        chunk files (:func:`~ntkscale.plan._measure.store_read_rate`) instead of fresh files,
+        which a virtual disk's host cache can serve faster than a pass ever reads.
 
     Returns
     -------
@@ -243,7 +248,8 @@ def calibrate(d: int, arch: Layer, *, seconds: float = 3.0, client: Any = None,
             entry_s, tile_gemm = kernel_rates(arch, int(d), int(tile), 0.35 * seconds)
             gemm, chol, eig = dense_rates(0.25 * seconds)
             write, read, cast, gemv = store_rates(tmp, int(tile), 0.25 * seconds)
-            disk = disk_read_rate(tmp)
+            disk_store = store_read_rate(store) if store and os.path.isdir(store) else None
+            disk = disk_store or disk_read_rate(tmp)
             fixed = build_fixed(tmp, arch, int(d))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -272,7 +278,8 @@ def calibrate(d: int, arch: Layer, *, seconds: float = 3.0, client: Any = None,
         machine={"host": host, "warmup_from": warmup_from, "cpus": os.cpu_count(), "platform": platform.platform(),
                  "numpy": np.__version__, "seconds": time.perf_counter() - t_start,
                  "load_average": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-                 "kernel_entry_s_this_process": client_entry},
+                 "kernel_entry_s_this_process": client_entry,
+                 "disk_rate_from": "store chunks" if disk_store else "fresh files"},
         **extra)
     if cache is not None:
         cal.save(cache)

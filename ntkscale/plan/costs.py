@@ -119,14 +119,20 @@ def gram_disk_bytes(n: int, d: int, T: int, n_kinds: int, itemsize: int, stat_ro
     """Bytes of a symmetric Gram store as :class:`ntkscale.storage.GramStore` writes it.
 
     Every chunk is stored whole (edge chunks padded to the chunk shape) with a 4-byte CRC32C:
-    ``n_kinds`` x upper tiles of ``T² · itemsize``, inputs ``x1`` in (T, d) float64 chunks,
-    statistics in (stat_rows, T) float64 chunks, and the zarr.json documents.
+    ``n_kinds`` x (off-diagonal upper tiles of ``T² · itemsize``, diagonal tiles packed into
+    ``ceil(T/2) (T+1) · itemsize``, :mod:`ntkscale.storage.packed`, for T >= 3), inputs ``x1``
+    in (T, d) float64 chunks, statistics in (stat_rows, T) float64 chunks, and the zarr.json
+    documents.
     """
+    from ..storage.packed import MIN_PACKED_TILE, packed_rows
+
     g = -(-n // T)
-    tiles = g * (g + 1) // 2
+    packed = T >= MIN_PACKED_TILE
+    diag = (packed_rows(T) * (T + 1) if packed else T * T) * itemsize + 4
+    tiles = g * (g - 1) // 2 * (T * T * itemsize + 4) + g * diag
     cx = min(T, max(n, 1))
-    return int(n_kinds * tiles * (T * T * itemsize + 4) + (-(-n // cx)) * (cx * d * 8 + 4)
-               + g * (stat_rows * T * 8 + 4) + (n_kinds + 3) * _META_BYTES)
+    return int(n_kinds * tiles + (-(-n // cx)) * (cx * d * 8 + 4)
+               + g * (stat_rows * T * 8 + 4) + ((2 if packed else 1) * n_kinds + 3) * _META_BYTES)
 
 
 #: SGEMM over DGEMM throughput (AVX2/AVX-512 lanes hold twice the float32s); the

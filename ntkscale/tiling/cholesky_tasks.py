@@ -88,20 +88,32 @@ def _blas_threads(ctx: _Ctx) -> Optional[int]:
 def _gram_block(gs: GramStore, kind: str, rows: slice, cols: slice, T: int,
                 dtype: np.dtype) -> tuple[np.ndarray, Optional[np.ndarray]]:
     """``K[rows, cols]`` as a writable C-ordered array of ``dtype``, and, for a full tile, the
-    chunk buffer it lives in (None for an edge tile: it is computed in an array of its own)."""
+    chunk buffer it lives in (None for an edge tile: it is computed in an array of its own).
+
+    A packed diagonal Gram tile is read exact on and above its diagonal only (its lower triangle
+    is garbage; see :meth:`~ntkscale.storage.GramStore.read_tile_into`). Factor tiles are
+    upper-triangle ones, so only a block on the diagonal holds garbage: its upper triangle is
+    mirrored onto it in the read buffer, before any cast (the SYRK of a diagonal factor tile
+    updates ``S``'s lower triangle)."""
     Tg, ri, ci = gs.tile, rows.stop - rows.start, cols.stop - cols.start
     gi, gj = rows.start // Tg, cols.start // Tg
     r0, c0 = rows.start - gi * Tg, cols.start - gj * Tg
     gdt = gs.raw_dtype(kind)
     full_tile = ri == T and ci == T
+    garbage = gi == gj and r0 == c0 and gs.diag_packed(kind)  # (ri == ci: factor tiles are square there)
     if gdt is None:  # pragma: no cover - a store written with other codecs
         block = np.asarray(gs.read(kind, rows, cols))
     elif full_tile and Tg == T and gdt == dtype:  # the chunk is read into the output buffer itself
         flat, _ = chunks.tile_buffer(T, dtype)
-        return gs.read_tile_into(kind, gi, gj, flat), flat
+        S = gs.read_tile_into(kind, gi, gj, flat)
+        if garbage:
+            _mirror_upper(S)
+        return S, flat
     else:
         gflat, _ = chunks.tile_buffer(Tg, gdt)
         block = gs.read_tile_into(kind, gi, gj, gflat)[r0:r0 + ri, c0:c0 + ci]
+        if garbage:
+            _mirror_upper(block)
     if not full_tile:
         return np.array(block, dtype=dtype), None
     flat, S = chunks.tile_buffer(T, dtype)

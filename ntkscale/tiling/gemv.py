@@ -24,7 +24,7 @@ import numpy as np
 from scipy.linalg.blas import dgemm
 
 __all__ = ["BAND", "CACHE_BYTES", "WIDE", "band_rows", "band_buffer", "tile_products",
-           "tile_products_single"]
+           "tile_products_single", "diag_tile_products"]
 
 BAND = 256  # rows per cast band for many columns (and the scratch's height)
 CACHE_BYTES = 1 << 20  # float64 band size for few columns: stays in L2
@@ -106,3 +106,52 @@ def tile_products_single(K: np.ndarray, v_cols: np.ndarray, out_rows: np.ndarray
     out_rows += np.matmul(K, v_cols)
     if v_rows is not None:
         out_cols += np.matmul(K.T, v_rows)
+
+
+def diag_tile_products(U: np.ndarray, v: np.ndarray, out: np.ndarray,
+                       scratch: Optional[np.ndarray] = None) -> None:
+    """``out += S @ v`` for the symmetric diagonal tile ``S`` given by its upper triangle.
+
+    ``S = U + strict(U)ᵀ`` (a packed diagonal tile is exact only on and above its diagonal,
+    :mod:`ntkscale.storage.packed`); ``U``'s lower triangle is never read (it may hold any
+    bits, NaN patterns included). As in
+    :func:`tile_products`, ``U`` is cast a band of rows at a time into the float64 scratch,
+    from the band's diagonal block rightwards (the upper triangle's part of those rows);
+    the diagonal block's lower half is filled with its mirror in the scratch, so the band
+    gives its rows' products in one GEMM, and the part right of the block gives the
+    mirrored products of the rows below it (``strict(U)ᵀ v``). Every entry of the upper
+    triangle is read once: half the work of a full-tile product.
+
+    Parameters
+    ----------
+    U : ndarray, shape (m, m), float32 or float64, rows C-contiguous
+        A diagonal tile (a view into a read buffer is fine; it is not modified).
+    v : ndarray, shape (m, k), float64
+        Rows of V matching the tile's rows (= its columns).
+    out : ndarray, shape (m, k), float64
+        Accumulator for the tile's row block (updated in place).
+    scratch : ndarray, shape (b, >= m), float64, C-contiguous, optional
+        Band buffer from :func:`band_buffer` (allocated here if None).
+    """
+    m, k = U.shape[0], v.shape[1]
+    if U.shape != (m, m) or v.shape[0] != m or out.shape != (m, k):
+        raise ValueError(f"diag_tile_products needs U (m, m), v and out (m, k); got {U.shape}, "
+                         f"{v.shape}, {out.shape}")
+    if scratch is None:
+        scratch = band_buffer(m)
+    b = max(1, min(scratch.shape[0], band_rows(m, k, scratch.shape[0])))
+    lower = np.tri(b, b, -1, dtype=bool)  # strict lower triangle of a diagonal block
+    part = np.empty((m, k))
+    for r0 in range(0, m, b):
+        r1 = min(r0 + b, m)
+        h, w = r1 - r0, m - r0
+        band = scratch.reshape(-1)[: h * w].reshape(h, w)  # U[r0:r1, r0:m], contiguous
+        np.copyto(band[:, h:], U[r0:r1, r1:m])
+        block = band[:, :h]  # the diagonal block: its upper half cast, then mirrored
+        np.copyto(block, U[r0:r1, r0:r1], where=~lower[:h, :h])  # (garbage below is never cast)
+        np.copyto(block, block.T, where=lower[:h, :h])
+        np.matmul(band, v[r0:m], out=part[:h])
+        out[r0:r1] += part[:h]
+        if r1 < m:  # strict(U)ᵀ: the band's right part feeds the rows below it
+            np.matmul(band[:, h:].T, v[r0:r1], out=part[: m - r1])
+            out[r1:m] += part[: m - r1]

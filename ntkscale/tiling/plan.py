@@ -5,9 +5,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-__all__ = ["TilePlan", "tile_task_bytes", "choose_tile"]
+__all__ = ["TilePlan", "tile_task_bytes", "choose_tile", "grid_tile"]
 
-_ALIGN = 256  # tiles are multiples of the fused kernel's block size where possible
+_ALIGN = 256  # the memory budget is searched in steps of the fused kernel's block size
+_UNIT = 64  # grid tiles are multiples of this ...
+_FINE_UNIT = 16  # ... or of this when that tiles n exactly (no padded edge tile)
 
 
 def tile_task_bytes(T: int, d: int, n_kinds: int, store_itemsize: int, compute_itemsize: int = 8) -> int:
@@ -25,11 +27,14 @@ def choose_tile(n1: int, n2: int, d: int, *, memory_per_task: float, n_kinds: in
     """Tile edge for an ``n1 x n2`` Gram.
 
     The largest tile (multiple of 256, at most ``max_tile``) whose task fits
-    ``memory_per_task`` with 2x headroom; then the grid is refined (tiles of
-    ``ceil(n / blocks)``, so edge tiles are not slivers) until there are at least
-    8 tiles per parallel slot (upper-triangle tiles when ``symmetric``), but tiles
-    never go below ``min_tile`` (small tasks are dominated by reading their inputs
-    and by scheduling). ``T >= max(n1, n2)`` means one tile.
+    ``memory_per_task`` with 2x headroom sets the fewest blocks across ``n = max(n1, n2)``;
+    each block count gives tiles of ``ceil(n / blocks)`` rounded up to a multiple of 64, or
+    of 16 when that leaves no padded edge (:func:`grid_tile`: edge tiles are neither slivers
+    nor padded far past ``n``, e.g. 120 000 = 15 x 8000; never larger than the fitting
+    tile). The grid is refined (one block more at a time) until there are at least 8 tiles
+    per parallel slot (upper-triangle tiles when ``symmetric``), but tiles never go below
+    ``min_tile`` (small tasks are dominated by reading their inputs and by scheduling).
+    ``T >= max(n1, n2)`` means one tile.
     """
     if memory_per_task <= 0:
         raise ValueError(f"memory_per_task must be > 0, got {memory_per_task}")
@@ -45,9 +50,9 @@ def choose_tile(n1: int, n2: int, d: int, *, memory_per_task: float, n_kinds: in
     if n <= min(min_tile, t_max):
         return int(n)
     blocks = math.ceil(n / t_max)
-    T = _align_up(math.ceil(n / blocks))
+    T = grid_tile(n, blocks)
     while True:
-        finer = _align_up(math.ceil(n / (blocks + 1)))
+        finer = grid_tile(n, blocks + 1)
         g1, g2 = math.ceil(n1 / T), math.ceil(n2 / T)
         grid = g1 * (g1 + 1) // 2 if symmetric else g1 * g2
         if grid >= 8 * parallel_tasks or finer < min_tile:
@@ -57,8 +62,18 @@ def choose_tile(n1: int, n2: int, d: int, *, memory_per_task: float, n_kinds: in
     return int(min(T, n))
 
 
-def _align_up(v: int) -> int:
-    return -(-v // _ALIGN) * _ALIGN
+def _align_up(v: int, unit: int = _ALIGN) -> int:
+    return -(-v // unit) * unit
+
+
+def grid_tile(n: int, blocks: int) -> int:
+    """Tile edge for about ``blocks`` tiles across ``n``: ``ceil(n / blocks)`` rounded up to a
+    multiple of 64, or of 16 when that leaves no padding (``n`` a multiple of it) and 64
+    does not. The result is at most the smallest multiple of 64 >= ``n / blocks``."""
+    q = math.ceil(n / blocks)
+    T = _align_up(q, _UNIT)
+    fine = _align_up(q, _FINE_UNIT)
+    return fine if n % T and n % fine == 0 else T
 
 
 @dataclass(frozen=True)
@@ -89,6 +104,14 @@ class TilePlan:
         r0, r1, c0, c1 = self.bounds(*tile)
         return (r1 - r0) * (c1 - c0) * (0.5 if self.symmetric and tile[0] == tile[1] else 1.0)
 
-    def stored_bytes(self, n_kinds: int, itemsize: int) -> int:
-        return sum((r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in
-                   (self.bounds(i, j) for i, j in self.tiles())) * n_kinds * itemsize
+    def stored_bytes(self, n_kinds: int, itemsize: int, packed: bool = True) -> int:
+        """Bytes of the Gram values the tiles store (no edge padding, no checksums): whole
+        tiles, except the diagonal ones of a symmetric Gram, which keep their upper triangle
+        (``m(m+1)/2`` values) when ``packed`` (the store's ``diag_layout='packed'``). Bytes on
+        disk, padding included: :func:`ntkscale.plan.costs.gram_disk_bytes`."""
+        total = 0
+        for i, j in self.tiles():
+            r0, r1, c0, c1 = self.bounds(i, j)
+            m = r1 - r0
+            total += m * (m + 1) // 2 if packed and self.symmetric and i == j else m * (c1 - c0)
+        return total * n_kinds * itemsize

@@ -3,7 +3,8 @@ when a write finds the disk full anyway (another process filled it meanwhile).
 
 What a build still has to write is exact arithmetic: every chunk is stored whole (edge
 chunks padded) with a 4-byte CRC32C, so the missing tiles and row-statistic blocks times
-their chunk sizes is what the store grows by (plus a few small metadata documents).
+their chunk sizes (:meth:`~ntkscale.storage.GramStore.tile_nbytes`: about half a tile for a
+packed diagonal one) is what the store grows by (plus a few small metadata documents).
 Only local stores are checked (an object store has no free space to ask for).
 """
 
@@ -36,7 +37,7 @@ def remaining(gs: GramStore) -> tuple[int, int]:
     plan = TilePlan(meta["shape"][0], meta["shape"][1], meta["tile"], meta["symmetric"])
     tiles = set(plan.tiles())
     done = set.intersection(*(gs.done_chunks(k) for k in meta["kinds"]))
-    need = sum(len(tiles - gs.done_chunks(k)) * gs.chunk_nbytes(k) for k in meta["kinds"])
+    need = sum(gs.tile_nbytes(k, *t) for k in meta["kinds"] for t in tiles - gs.done_chunks(k))
     T = int(meta["tile"])
     for which in (1,) if meta["symmetric"] else (1, 2):
         blocks = -(-meta["shape"][which - 1] // T)

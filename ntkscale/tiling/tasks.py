@@ -19,7 +19,7 @@ from ..kernels import DiagStats
 from ..storage import GramStore, chunks
 from ..storage.gram_store import STAT_ROWS
 from .device import resolve_device
-from .gemv import band_buffer, tile_products, tile_products_single
+from .gemv import band_buffer, diag_tile_products, tile_products, tile_products_single
 
 __all__ = ["stats_task", "tile_task", "matvec_task", "open_cached"]
 
@@ -157,7 +157,9 @@ def matvec_task(url: str, build_id: str, kind: str, tiles: list[tuple[int, int]]
     this one is multiplied. Tiles in ``mapped`` are read memory-mapped whatever ``io`` says
     (with ``io='direct'``: the share of the store kept in the page cache between passes).
     For a symmetric store, tile (i, j) with i < j contributes
-    ``K_ij V_j`` to row block i and ``K_ijᵀ V_i`` to row block j.
+    ``K_ij V_j`` to row block i and ``K_ijᵀ V_i`` to row block j; its diagonal tiles are
+    used by their upper triangle only (:func:`~ntkscale.tiling.gemv.diag_tile_products`, in
+    float64 at every ``precision``), packed ones read into a buffer even when ``io='mapped'``.
     ``precision='single'`` multiplies float32 tiles by a float32 copy of ``V`` with SGEMMs
     (:func:`~ntkscale.tiling.gemv.tile_products_single`: for sketches only).
     Returns ``{row block: partial (rows, k) float64}``; the caller sums them.
@@ -177,20 +179,22 @@ def matvec_task(url: str, build_id: str, kind: str, tiles: list[tuple[int, int]]
         bufs: list = [None, None]
     elif io == "mapped" and store.can_map():  # local directory: tiles used in place in the page cache
         ahead = iter(tiles[1:])
+        packed = store.diag_packed(kind)  # packed diagonal tiles are unfolded in a buffer
 
         def read(i: int, j: int, buf: Any) -> np.ndarray:
             nxt = next(ahead, None)  # the kernel reads the next tile while this one is mapped
             if nxt is not None:
                 store.prefetch_tile(kind, *nxt)
-            return store.read_tile_into(kind, i, j, None)
-        bufs = [None, None]
+            return store.read_tile_into(kind, i, j, buf if packed and i == j else None)
+        bufs = _chunk_buffers(T, dtype) if packed else [None, None]
     else:
         direct = io == "direct"
         cached = mapped if mapped and store.can_map() else frozenset()
+        packed = store.diag_packed(kind)
 
         def read(i: int, j: int, buf: Any) -> np.ndarray:
-            if (i, j) in cached:
-                return store.read_tile_into(kind, i, j, None)
+            if (i, j) in cached:  # (a packed diagonal tile: a plain read, through the cache too)
+                return store.read_tile_into(kind, i, j, buf if packed and i == j else None)
             return store.read_tile_into(kind, i, j, buf, direct=direct)
         bufs = _chunk_buffers(T, dtype)
     scratch = _reused("band", (int(T),), lambda: band_buffer(T))
@@ -200,6 +204,9 @@ def matvec_task(url: str, build_id: str, kind: str, tiles: list[tuple[int, int]]
     def products(i: int, j: int, full: np.ndarray) -> None:
         rows, cols = store.tile_bounds(i, j)
         K = full[: rows.stop - rows.start, : cols.stop - cols.start]
+        if store.symmetric and i == j:  # upper triangle only (packed diagonal tiles: all there is)
+            diag_tile_products(K, V[rows], acc(i, K.shape[0]), scratch)
+            return
         mirrored = store.symmetric and i != j
         if single:
             tile_products_single(K, Vp[cols], acc(i, K.shape[0]), Vp[rows] if mirrored else None,

@@ -17,6 +17,9 @@ from ntkscale.tiling import build_gram, space
 from .conftest import TILE, chunk_bytes, data, n_chunks
 
 KINDS = ("nngp", "ntk")
+FULL = TILE * TILE * 8 + 4  # one float64 off-diagonal tile chunk (data + CRC32C)
+PACKED = (TILE + 1) // 2 * (TILE + 1) * 8 + 4  # one packed diagonal tile chunk
+TILES = 10 * FULL + 5 * PACKED  # a kind of the 5x5 grid: 10 off-diagonal and 5 diagonal tiles
 
 
 def _build(arch, path, **kw):
@@ -36,16 +39,17 @@ def test_remaining_bytes_are_what_the_build_writes(arch, tmp_path):
     rep = _build(arch, tmp_path / "g")
     gs = GramStore.open(tmp_path / "g", mode="r+")
     assert space.remaining(gs) == (0, 0)
-    written = sum(os.path.getsize(os.path.join(r, f)) for a in ("stats1", *KINDS)
+    written = sum(os.path.getsize(os.path.join(r, f)) for a in ("stats1", *KINDS, *(f"{k}_diag" for k in KINDS))
                   for r, _, fs in os.walk(tmp_path / "g" / a) for f in fs if f != "zarr.json")
+    assert gs.diag_layout == "packed" and gs.tile_nbytes("ntk", 1, 1) == PACKED < gs.tile_nbytes("ntk", 1, 2)
     for k in KINDS:
-        for t in list(gs.done_chunks(k))[:4]:
+        for t in sorted(gs.done_chunks(k))[:4]:  # (0, 0) ... (0, 3): one diagonal tile, three others
             gs.delete_chunk(k, t)
     gs.delete_chunk("stats1", (0, 1))
     n_missing, need = space.remaining(gs)
     assert n_missing == 4 and rep.n_tiles == 15
-    assert need == 8 * (TILE * TILE * 8 + 4) + (gs.chunk_nbytes("stats1"))
-    assert written == 15 * 2 * (TILE * TILE * 8 + 4) + 5 * gs.chunk_nbytes("stats1")
+    assert need == 2 * (3 * FULL + PACKED) + (gs.chunk_nbytes("stats1"))
+    assert written == 2 * TILES + 5 * gs.chunk_nbytes("stats1")
 
 
 def test_preflight_refuses_before_any_tile(arch, tmp_path, monkeypatch):
@@ -54,8 +58,8 @@ def test_preflight_refuses_before_any_tile(arch, tmp_path, monkeypatch):
     with pytest.raises(DiskFullError) as e:
         _build(arch, path)
     msg = str(e.value)
-    need = 15 * 2 * (TILE * TILE * 8 + 4) + 5 * GramStore.open(path).chunk_nbytes("stats1")  # tiles + statistics
-    assert str(path) in msg and f"needs 972.6 KiB ({need} bytes) more" in msg and "100000 bytes" in msg
+    need = 2 * TILES + 5 * GramStore.open(path).chunk_nbytes("stats1")  # tiles + statistics
+    assert str(path) in msg and f"needs {need / 2**10:.1f} KiB ({need} bytes) more" in msg and "100000 bytes" in msg
     assert "free space" in msg.lower() and "check_space=False" in msg and space.SKIP_ENV in msg
     assert n_chunks(path, "ntk") == n_chunks(path, "nngp") == n_chunks(path, "stats1") == 0
     assert not os.path.exists(path / ".ntkscale.lock")
@@ -117,7 +121,7 @@ def test_real_disk_full_then_space_freed(arch, tmp_path, small_disk):
     file system is then grown (space freed) and the build resumes."""
     clean, path = tmp_path / "clean", small_disk / "g"
     _build(arch, clean)
-    with pytest.raises(DiskFullError, match="needs"):  # the pre-flight check: 960 KiB > 400 KiB
+    with pytest.raises(DiskFullError, match="needs"):  # the pre-flight check: 815 KiB > 400 KiB
         _build(arch, path)
     assert n_chunks(path, "ntk") == 0
     with pytest.raises(DiskFullError, match="ran out of disk space") as e:

@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 
+import numpy as np
 import pytest
 
 from ntkscale.operator import StoredGram
@@ -58,11 +59,30 @@ def test_repair_of_truncated_tiles_statistics_and_inputs(arch, clean, tmp_path):
     assert chunk_bytes(bad) == chunk_bytes(clean)
 
 
+def test_repair_of_corrupt_packed_diagonal_tiles(arch, clean, tmp_path):
+    """Diagonal tiles live in packed chunks (``{kind}_diag/c/i/0``): a flipped or truncated one
+    is named as its tile when read, found by the verification and recomputed."""
+    bad = tmp_path / "bad"
+    shutil.copytree(clean, bad)
+    assert not (bad / "ntk" / "c" / "2" / "2").exists() and (bad / "ntk_diag" / "c" / "2" / "0").exists()
+    _flip(bad / "ntk_diag" / "c" / "2" / "0", 3000)
+    with open(bad / "nngp_diag" / "c" / "4" / "0", "r+b") as f:
+        f.truncate(500)
+    with pytest.raises(CorruptTileError, match=r"tile \(2, 2\)"):
+        StoredGram(bad, "ntk")[130:140, 130:140]
+    for io in ("mapped", "direct", "buffered"):
+        with pytest.raises(CorruptTileError, match=r"nngp.*tile \(4, 4\).*500 bytes"):
+            StoredGram(bad, "nngp", io=io).matvec(np.ones(300))
+    rep = build_gram(arch, data(seed=6), bad, get=("nngp", "ntk"), tile=TILE, client="sync", repair=True)
+    assert rep.repaired == [("nngp", (4, 4)), ("ntk", (2, 2))] and rep.computed == 2
+    assert chunk_bytes(bad) == chunk_bytes(clean)
+
+
 @pytest.mark.cluster
 def test_repair_verifies_on_the_cluster(arch, clean, tmp_path, client):
     bad = tmp_path / "bad"
     shutil.copytree(clean, bad)
-    _flip(bad / "ntk" / "c" / "0" / "0")
+    _flip(bad / "ntk_diag" / "c" / "0" / "0")  # diagonal tile (0, 0): its packed chunk
     _flip(bad / "ntk" / "c" / "2" / "4", 5000)
     rep = build_gram(arch, data(seed=6), bad, get=("nngp", "ntk"), tile=TILE, client=client, repair=True)
     assert rep.repaired == [("ntk", (0, 0)), ("ntk", (2, 4))] and rep.computed == 2

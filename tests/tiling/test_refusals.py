@@ -86,18 +86,27 @@ def test_bad_inputs_before_any_work(arch, tmp_path):
 
 def test_plan_respects_budget():
     from ntkscale.tiling import TilePlan, choose_tile, tile_task_bytes
+    from ntkscale.tiling.plan import grid_tile
 
     T = choose_tile(100_000, 100_000, 784, memory_per_task=4 * 2**30, parallel_tasks=2)
     assert 2 * tile_task_bytes(T, 784, 2, 4) <= 4 * 2**30 and T >= 1024
     assert choose_tile(8192, 8192, 784, memory_per_task=8 * 2**30, parallel_tasks=2) == 2048
-    # symmetric: 8 tiles per slot counts upper-triangle tiles (2048 gives 10 < 16; 1536 gives 21)
-    assert choose_tile(8192, 8192, 784, memory_per_task=8 * 2**30, parallel_tasks=2, symmetric=True) == 1536
+    # symmetric: 8 tiles per slot counts upper-triangle tiles (2048 gives 10 < 16, 1664 gives 15;
+    # 6 blocks: ceil(8192 / 6) = 1366 -> 1408, a multiple of 64, gives 21)
+    assert choose_tile(8192, 8192, 784, memory_per_task=8 * 2**30, parallel_tasks=2, symmetric=True) == 1408
+    # tiles that divide n: no padded edge (120 000 = 15 x 8000; 8192 would pad the edge to 122 880)
+    T = choose_tile(120_000, 120_000, 784, memory_per_task=11.7 * 2**30, n_kinds=1, parallel_tasks=2,
+                    symmetric=True)
+    assert T == 8000 and 2 * tile_task_bytes(T, 784, 1, 4) <= 11.7 * 2**30
     assert choose_tile(300, 300, 10, memory_per_task=2**30) == 300
     with pytest.raises(MemoryError, match="budget"):
         choose_tile(10**6, 10**6, 10**6, memory_per_task=2**20)
+    assert grid_tile(120_000, 15) == 8000 and grid_tile(6000, 5) == 1200  # (1216 would pad; 1200 = 75 x 16)
+    assert grid_tile(6001, 5) == 1216 and grid_tile(1000, 3) == 384  # no unit removes the padding: 64
     plan = TilePlan(700, 700, 128, True)
     assert len(plan.tiles()) == 21 and plan.bounds(5, 5) == (640, 700, 640, 700)
     assert plan.cost((0, 1)) == 128 * 128 and plan.cost((0, 0)) == 128 * 128 / 2
     assert plan.cost((5, 5)) == 60 * 60 / 2 and TilePlan(700, 700, 128, False).cost((0, 0)) == 128 * 128
-    assert plan.stored_bytes(1, 4) == 4 * sum((min(700, (i + 1) * 128) - i * 128) * (min(700, (j + 1) * 128) - j * 128)
-                                              for i, j in plan.tiles())
+    assert plan.stored_bytes(1, 4, packed=False) == 4 * sum(
+        (min(700, (i + 1) * 128) - i * 128) * (min(700, (j + 1) * 128) - j * 128) for i, j in plan.tiles())
+    assert plan.stored_bytes(1, 4) == 4 * 700 * 701 // 2  # packed diagonal tiles: the upper triangle
