@@ -197,8 +197,11 @@ class StoredGram:
         With ``io='direct'``: bytes of tiles read through the page cache anyway (memory
         mapped), so that they stay there between passes and every later pass reads only the
         rest from disk. ``'auto'``: :func:`cache_budget` of this machine, when the store is
-        local; 0: every tile direct. The cached tiles are spread evenly over the tile list
-        (:attr:`mapped_tiles`).
+        local; 0 (default): every tile direct. The cached tiles are spread evenly over the
+        tile list (:attr:`mapped_tiles`). Measured on the 2-core VM (120k store, 49 of 120
+        tiles cached): 28.6-31.3 s per pass against 24.9-25.6 s all direct, and 120 s for the
+        first pass that maps them — the mapped tiles cost more CPU than their disk reads save
+        there (``benchmarks/RESULTS.md``), so it is off unless asked for.
     subsets : {'auto', 'compute', 'read'}
         How :meth:`take` gets sub-blocks over scattered indices: computed from the stored
         inputs on the workers (:func:`ntkscale.tiling.subset.subset_block`), or read from the
@@ -209,7 +212,7 @@ class StoredGram:
 
     def __init__(self, url: Any, kind: str = "ntk", *, client: Any = "sync",
                  storage_options: Optional[dict] = None, readahead: bool = True, io: str = "auto",
-                 cache: Any = "auto", subsets: str = "auto", device: str = "cpu"):
+                 cache: Any = 0, subsets: str = "auto", device: str = "cpu"):
         self.store = GramStore.open(url, storage_options=storage_options)
         meta = self.store.meta
         if kind not in meta["kinds"]:

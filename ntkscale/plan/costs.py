@@ -57,7 +57,7 @@ class Resources:
     memory_per_worker: float
     entry_s: float  # kernel seconds per entry on one slot (CPU core or GPU)
     page_cache: float = float("inf")  # bytes of store the page cache can hold between passes
-    pass_cache: float = 0.0  # bytes of a larger store that direct passes keep cached (StoredGram cache)
+    pass_cache: float = 0.0  # bytes of a larger store that direct passes keep cached (StoredGram(cache=...))
 
     def read_seconds(self, nbytes: float, store_bytes: float) -> float:
         """Seconds to read ``nbytes`` of a store of ``store_bytes``: at the page-cache rate

@@ -21,17 +21,6 @@ _KINDS = ("nngp", "ntk")
 _SOLVERS = ("auto", "cholesky", "cholesky-f32", "pcg", "eigh", "cg")
 
 
-def _pass_cache(procs: float) -> float:
-    """Bytes of a store larger than RAM that ``StoredGram(cache='auto')`` keeps in the page
-    cache (:func:`ntkscale.operator.cache_budget` once the job's processes hold ``procs``)."""
-    import psutil
-
-    from ..operator import CACHE_FRACTION, CACHE_RESERVE
-
-    total = float(psutil.virtual_memory().total)
-    return max(0.0, min(CACHE_FRACTION * total, total - procs - max(4 * 2**30, CACHE_RESERVE * total)))
-
-
 def worker_memory_limit(threads_per_worker: int = 1) -> int:
     """What ``LocalCluster(memory_limit='auto')`` gives a worker on this machine:
     system memory x ``min(1, threads / cores)`` (``distributed.worker_memory``)."""
@@ -207,12 +196,10 @@ def estimate(n: int, d: int, arch: Layer, *, n_test: int = 0, kinds: Sequence[st
 
         page_cache = (psutil.virtual_memory().total - workers * (cal.worker_rss_bytes or cal.process_rss_bytes)
                       - cal.process_rss_bytes - 2 * 2**30)
-    procs = workers * (cal.worker_rss_bytes or cal.process_rss_bytes) + cal.process_rss_bytes
-    pass_cache = _pass_cache(procs)
     res = Resources(cal=cal, slots=slots, workers=gpus or workers, threads=1 if gpus else threads,
                     gpus=gpus, efficiency=eff, client_threads=int(client_threads or os.cpu_count() or 1),
                     client_memory=float(client_memory), memory_per_worker=mem, entry_s=entry_s,
-                    page_cache=float(page_cache), pass_cache=float(pass_cache))
+                    page_cache=float(page_cache))
     stages = [gram_stage(n, d, T, kinds_t, itemsize, stat_rows, res, fresh_workers=bool(fresh_workers))]
     if fit:
         stages.append(fit_stage(n, T, itemsize, _int("n_outputs", n_outputs, 1), res, solver=solver,
