@@ -118,21 +118,26 @@ def nystrom(op: Any, rank: int, *, power_iters: int = 0, seed: Optional[int] = 0
     prec = _precision(op, precision)
     k = min(n, int(rank) + int(oversample))
     rng = np.random.default_rng(seed)
-    Omega, _ = np.linalg.qr(rng.standard_normal((n, k)))  # shape: (n, k)
+    Omega = _orth(rng.standard_normal((n, k)))  # shape: (n, k)
 
     def apply(V: np.ndarray) -> np.ndarray:
         return op.matvec(V, precision="single") if prec == "single" else op.matvec(V)
 
     passes = 0
     for _ in range(power_iters):
-        Omega, _ = np.linalg.qr(apply(Omega))
+        Y = apply(Omega)
+        del Omega
+        Omega = _orth(Y)
+        del Y
         passes += 1
     Y = apply(Omega)  # shape: (n, k)
     passes += 1
     eps = np.finfo(np.float32 if prec == "single" else np.float64).eps
     nu = np.sqrt(n) * eps * np.linalg.norm(Y, 2)
-    Y += nu * Omega
-    M = Omega.T @ Y
+    for i in range(0, n, _ROWS):  # Y += ν Ω without an (n, k) temporary
+        Y[i:i + _ROWS] += nu * Omega[i:i + _ROWS]
+    M = Omega.T @ Y  # shape: (k, k)
+    del Omega  # at most ~3 blocks of (n, k) float64 alive at once (~2.7 GiB at n = 120k, k = 1000)
     M = (M + M.T) / 2
     try:
         C = sla.cholesky(M, lower=False)
@@ -143,8 +148,59 @@ def nystrom(op: Any, rank: int, *, power_iters: int = 0, seed: Optional[int] = 0
         keep = w > w.max() * n * np.finfo(np.float64).eps
         B = Y @ (Q[:, keep] / np.sqrt(w[keep]))
     else:
-        B = sla.solve_triangular(C, Y.T, trans="T", lower=False).T  # Y C⁻¹
-    U, s, _ = np.linalg.svd(B, full_matrices=False)
+        B = _solve_right(Y, C)  # Y C⁻¹, written over Y
+    del Y
+    U, s = _left_singular(B)
     lam = np.maximum(s**2 - nu, 0.0)
     r = min(int(rank), lam.shape[0])
     return NystromApprox(U=np.ascontiguousarray(U[:, :r]), lam=lam[:r], shift=float(nu), passes=passes)
+
+
+_ROWS = 8192  # row block of the in-place updates
+
+
+def _solve_right(A: np.ndarray, R: np.ndarray) -> np.ndarray:
+    """``A R⁻¹`` for upper-triangular R (k, k), written over a C-ordered A (n, k).
+
+    ``Aᵀ`` is Fortran-ordered, so LAPACK's triangular solve works in place on it.
+    """
+    out = sla.solve_triangular(R, A.T, trans="T", lower=False, overwrite_b=True, check_finite=False).T
+    return out
+
+
+def _orth(A: np.ndarray) -> np.ndarray:
+    """Orthonormal basis of the columns of a tall A (n, k), in A's memory where possible.
+
+    Cholesky-QR twice (``A ← A R⁻¹`` with ``RᵀR = AᵀA``; the second pass fixes the first's
+    loss of orthogonality, Fukaya et al. 2014): one (n, k) block where Householder QR needs
+    about three. Falls back to Householder QR when AᵀA is not numerically PD (A's condition
+    number beyond ~1e7).
+    """
+    A = np.ascontiguousarray(A, dtype=np.float64)
+    for _ in range(2):
+        try:
+            R = sla.cholesky(A.T @ A, lower=False)
+        except np.linalg.LinAlgError:
+            return np.linalg.qr(A)[0]
+        A = _solve_right(A, R)
+    return A
+
+
+def _left_singular(B: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Left singular vectors and values of a tall B (n, k), descending.
+
+    ``B = Q R`` by :func:`_orth`-style Cholesky-QR (in B's memory), then the SVD of the small
+    ``R = P S Wᵀ`` gives ``U = Q P``: two (n, k) blocks where LAPACK's tall SVD needs about
+    four. Falls back to the tall SVD when BᵀB is not numerically PD.
+    """
+    B = np.ascontiguousarray(B, dtype=np.float64)
+    try:
+        R1 = sla.cholesky(B.T @ B, lower=False)
+        Q = _solve_right(B, R1)
+        R2 = sla.cholesky(Q.T @ Q, lower=False)
+    except np.linalg.LinAlgError:
+        U, s, _ = np.linalg.svd(B, full_matrices=False)
+        return U, s
+    Q = _solve_right(Q, R2)
+    P, s, _ = np.linalg.svd(R2 @ R1)
+    return Q @ P, s
