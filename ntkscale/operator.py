@@ -1,9 +1,11 @@
-"""Gram operators: what solvers see (shape, dtype, diag, matvec, block reads).
+"""The stored Gram operator: the contract of :mod:`ntkscale.linop` over a Gram store.
 
 ``StoredGram`` reads a Gram store; a matvec is one streaming pass over the stored
 tiles in a few balanced tasks per worker, partial products summed here on the client, so
-no task graph grows across solver iterations. ``DenseGram`` wraps an in-memory
-array with the same interface, so solvers are tested on both.
+no task graph grows across solver iterations. It implements ``factorize`` (the tiled
+out-of-core Cholesky) and ``take`` (sub-blocks computed from the stored inputs).
+``DenseGram`` (in :mod:`ntkscale.linop`, re-exported here) is the in-memory reference;
+both run the same contract tests.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 import logging
 import uuid
 from concurrent.futures import CancelledError
-from typing import Any, Optional, Protocol
+from typing import Any, Optional
 
 import numpy as np
 
@@ -21,48 +23,15 @@ from .storage.packed import copy_symmetric
 from .tiling import tasks
 from .tiling.plan import TilePlan
 from .tiling.executor import await_workers, run_tasks
-from ._blocks import COMPUTE_OVER_READ, cache_budget, read_subset, spread
+from ._blocks import COMPUTE_OVER_READ, cache_budget, spread
+from .linop import (DenseGram, GramOperator, as_block as _as_block, as_slices as _slices, check_indices,
+                    read_blocks)
 
 __all__ = ["GramOperator", "DenseGram", "StoredGram"]
 
 log = logging.getLogger("ntkscale")
 
 _PASS_RETRIES = 2  # times a pass runs again after its scattered input died with its workers
-
-
-class GramOperator(Protocol):
-    """Interface the solvers rely on."""
-
-    shape: tuple[int, int]
-    dtype: np.dtype
-
-    def diag(self) -> np.ndarray: ...
-    def matvec(self, V: np.ndarray) -> np.ndarray: ...
-    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray: ...
-    def to_numpy(self) -> np.ndarray: ...
-
-
-def _as_block(V: Any, n: int) -> tuple[np.ndarray, bool]:
-    V = np.asarray(V, dtype=np.float64)
-    vec = V.ndim == 1
-    V2 = V[:, None] if vec else V
-    if V2.ndim != 2 or V2.shape[0] != n:
-        raise ValueError(f"matvec needs V of shape ({n},) or ({n}, k), got {V.shape}")
-    if not np.all(np.isfinite(V2)):
-        raise ValueError("matvec input has NaN or Inf")
-    return np.ascontiguousarray(V2), vec
-
-
-def _slices(key: Any, shape: tuple[int, int]) -> tuple[slice, slice]:
-    if not (isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, slice) for k in key)):
-        raise TypeError("index a Gram operator with two slices, e.g. op[0:100, 200:300]")
-    out = []
-    for k, n in zip(key, shape):
-        start, stop, step = k.indices(n)
-        if step != 1:
-            raise ValueError("Gram block reads take contiguous slices (step 1)")
-        out.append(slice(start, max(start, stop)))
-    return out[0], out[1]
 
 
 DIRECT_IO_FRACTION = 0.5  # a store above this share of RAM does not stay in the page cache
@@ -79,33 +48,6 @@ def _auto_io(store: GramStore, kind: str) -> str:
     g1, g2 = -(-n1 // T), -(-n2 // T)
     tiles = g1 * (g1 + 1) // 2 if store.symmetric else g1 * g2
     return "direct" if tiles * T * T * item > DIRECT_IO_FRACTION * psutil.virtual_memory().total else "mapped"
-
-
-class DenseGram:
-    """An in-memory Gram matrix with the operator interface."""
-
-    def __init__(self, K: Any):
-        K = np.asarray(K)
-        if K.ndim != 2:
-            raise ValueError(f"Gram must be 2-d, got shape {K.shape}")
-        self.K = K
-        self.shape = K.shape
-        self.dtype = K.dtype
-
-    def diag(self) -> np.ndarray:
-        return np.diagonal(self.K).astype(np.float64)
-
-    def matvec(self, V: Any) -> np.ndarray:
-        V2, vec = _as_block(V, self.shape[1])
-        out = self.K.astype(np.float64, copy=False) @ V2
-        return out[:, 0] if vec else out
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        r, c = _slices(key, self.shape)
-        return np.array(self.K[r, c], dtype=self.dtype)
-
-    def to_numpy(self) -> np.ndarray:
-        return np.array(self.K)
 
 
 class StoredGram:
@@ -141,11 +83,17 @@ class StoredGram:
         tiles; ``'auto'`` computes when that is cheaper (:data:`COMPUTE_OVER_READ`).
     device : str
         Where computed sub-blocks run (:mod:`ntkscale.tiling.device`).
+    factor_url : str, optional
+        Where :meth:`factorize` keeps its factor (default ``<url>-chol``); ``overwrite_factor``
+        lets it replace a factor store of another ridge or dtype.
     """
+
+    in_memory = False
 
     def __init__(self, url: Any, kind: str = "ntk", *, client: Any = "sync",
                  storage_options: Optional[dict] = None, readahead: bool = True, io: str = "auto",
-                 cache: Any = 0, subsets: str = "auto", device: str = "cpu"):
+                 cache: Any = 0, subsets: str = "auto", device: str = "cpu",
+                 factor_url: Optional[str] = None, overwrite_factor: bool = False):
         self.store = GramStore.open(url, storage_options=storage_options)
         meta = self.store.meta
         if kind not in meta["kinds"]:
@@ -164,6 +112,8 @@ class StoredGram:
         if subsets not in ("auto", "compute", "read"):
             raise ValueError(f"subsets must be 'auto', 'compute' or 'read', got {subsets!r}")
         self.subsets, self.device = subsets, device
+        self.factor_url, self.overwrite_factor = factor_url, bool(overwrite_factor)
+        self.tile = int(self.store.tile)  # read grid of block reads (linop.read_blocks)
         self.runner: Runner = get_runner(client, quiet=True)
         self.passes = 0  # number of streaming passes over the tiles (matvecs)
         self.mapped_tiles = self._cached_tiles(cache)
@@ -315,17 +265,31 @@ class StoredGram:
 
         Computed from the stored inputs on the workers when that is cheaper than reading
         every tile the indices touch (``subsets``; symmetric stores), else read by blocks
-        (:func:`read_subset`). Computed entries are rounded to the store's dtype, so they
+        (:func:`ntkscale.linop.read_blocks`). Computed entries are rounded to the store's dtype, so they
         equal the stored ones (see :mod:`ntkscale.tiling.subset`).
         """
-        rows, cols = np.asarray(rows).reshape(-1), np.asarray(cols).reshape(-1)
+        rows, cols = check_indices(rows, cols, self.shape)
         arch = self._arch() if self._compute(rows, cols) else None
         if arch is not None:
             from .tiling.subset import subset_block
 
             return subset_block(self.runner, self.store, arch, self.kind, rows, cols,
                                 device=self.device, diag=self.diag())
-        return read_subset(self, rows, cols)
+        return read_blocks(self, rows, cols)
+
+    def factorize(self, ridge: float, *, dtype: Any = np.float64, jitter: bool | float = False,
+                  tile: Optional[int] = None, progress: Optional[bool] = None, **options: Any) -> Any:
+        """Cholesky factor of ``K + ridge I``, tile by tile into a factor store (resumable).
+
+        :func:`ntkscale.tiling.cholesky.factor_tiles` on this operator's runner, with
+        ``factor_url``/``overwrite`` from the operator unless given in ``options`` (also
+        ``on_tile``, ``placement``). Returns a :class:`ntkscale.tiling.factor.TiledFactor`.
+        """
+        from .tiling.cholesky import factor_tiles
+
+        options.setdefault("factor_url", self.factor_url)
+        options.setdefault("overwrite", self.overwrite_factor)
+        return factor_tiles(self, ridge, dtype=dtype, jitter=jitter, tile=tile, progress=progress, **options)
 
     def _arch(self) -> Any:
         """The store's architecture, or None when its spec cannot be rebuilt (user layers)."""

@@ -6,8 +6,8 @@
     k = kernel_fn(x1, x2, 'ntk')
 """
 
-from .kernels.layers import (ABRelu, Abs, Cos, Dense, Elementwise, Erf, FanInSum, FanOut, Gelu,
-                             Identity, LeakyRelu, Relu, Sin, parallel, serial)
+from .kernels import layers as _layers
+from .kernels.layers import *  # noqa: F401,F403  (every public layer: one list, layers.__all__)
 
-__all__ = ["ABRelu", "Abs", "Cos", "Dense", "Elementwise", "Erf", "FanInSum", "FanOut", "Gelu",
-           "Identity", "LeakyRelu", "Relu", "Sin", "parallel", "serial"]
+__all__ = [n for n in _layers.__all__ if n not in ("Layer", "Serial", "Parallel",
+                                                   "UnsupportedArchitectureError")]

@@ -74,12 +74,14 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 from .._config import ConfigError, check_keys, get, section
+from ..kernels import registry as _registry
+from ..solvers.api import SOLVERS as _SOLVERS
 
 __all__ = ["JobConfig", "load_job", "parse_job", "STAGES", "ACTIVATIONS"]
 
 STAGES = ("gram", "fit", "predict", "spectrum", "curve", "dynamics")
-ACTIVATIONS = ("relu", "erf", "gelu", "abs", "leaky_relu", "sin", "cos", "identity")
-SOLVER_METHODS = ("auto", "cholesky", "cholesky-f32", "pcg", "eigh", "cg")
+ACTIVATIONS = tuple(_registry.ACTIVATIONS)  # one list: ntkscale/kernels/registry.py
+SOLVER_METHODS = _SOLVERS  # one list: ntkscale/solvers/api.py
 _TOP = ("job", "data", "cluster", "model", "kernel", "solver", "spectrum", "curve", "dynamics")
 
 

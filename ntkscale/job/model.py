@@ -6,14 +6,9 @@ from typing import Any, Mapping
 
 from .. import stax
 from ..kernels import Layer
+from ..kernels.registry import make_activation
 
 __all__ = ["build_arch"]
-
-_ACT = {
-    "relu": stax.Relu, "erf": stax.Erf, "gelu": stax.Gelu, "abs": stax.Abs,
-    "leaky_relu": lambda: stax.LeakyRelu(0.1), "sin": stax.Sin, "cos": stax.Cos,
-    "identity": stax.Identity,
-}
 
 
 def build_arch(model: Mapping[str, Any]) -> Layer:
@@ -34,5 +29,5 @@ def build_arch(model: Mapping[str, Any]) -> Layer:
               parameterization=model["parameterization"])
     layers: list = []
     for _ in range(int(model["depth"])):
-        layers += [stax.Dense(int(model["width"]), **kw), _ACT[model["activation"]]()]
+        layers += [stax.Dense(int(model["width"]), **kw), make_activation(model["activation"])]
     return stax.serial(*layers, stax.Dense(1, **kw))

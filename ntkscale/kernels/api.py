@@ -15,10 +15,9 @@ from typing import Any, Callable, Literal, Optional
 
 import numpy as np
 
-from . import fused
+from . import fused, registry
 from .backend import Namespace, is_numpy, namespace_of
-from .layers import (ABRelu, Dense, Erf, FanInSum, FanOut, Gelu, Identity, Layer,
-                     Parallel, Serial, Sin, UnsupportedArchitectureError)
+from .layers import ABRelu, Erf, Layer, Serial
 from .state import KernelState
 from .validate import check_get, check_inputs, resolve_dtype
 
@@ -195,22 +194,5 @@ def spec_json(layer: Layer) -> str:
 
 
 def from_spec(spec: dict) -> Layer:
-    """Rebuild an architecture from :func:`spec_of` output."""
-    kind = spec.get("layer")
-    args = {k: v for k, v in spec.items() if k != "layer"}
-    if kind == "serial":
-        return Serial(tuple(from_spec(s) for s in args["layers"]))
-    if kind == "parallel":
-        return Parallel(tuple(from_spec(s) for s in args["layers"]))
-    simple = {"Dense": Dense, "ABRelu": ABRelu, "Erf": Erf, "Gelu": Gelu, "Sin": Sin,
-              "Identity": Identity, "FanOut": FanOut, "FanInSum": FanInSum}
-    if kind == "Dense":
-        args["s"] = tuple(args.get("s", (1, 1)))
-    if kind in simple:
-        return simple[kind](**args)
-    if kind == "Elementwise":
-        raise UnsupportedArchitectureError(
-            f"spec names a user Elementwise layer {args.get('name')!r}, which cannot be rebuilt "
-            "from JSON; pass the architecture object instead")
-    raise UnsupportedArchitectureError(f"unknown layer in spec: {spec!r}")
-
+    """Rebuild an architecture from :func:`spec_of` output (via :data:`registry.LAYERS`)."""
+    return registry.from_spec(spec)

@@ -7,10 +7,12 @@ from typing import Any, Sequence
 
 from .backend import Namespace
 from .layers import Layer, States, UnsupportedArchitectureError
+from .registry import from_spec, layer_type
 
 # ----------------------------------------------------------------------------
 # Combinators
 # ----------------------------------------------------------------------------
+@layer_type("serial")
 @dataclass(frozen=True)
 class Serial(Layer):
     """Layers applied one after another (``serial``)."""
@@ -33,7 +35,12 @@ class Serial(Layer):
     def spec(self) -> dict:
         return {"layer": "serial", "layers": [layer.spec() for layer in self.layers]}
 
+    @classmethod
+    def from_spec(cls, args: dict) -> "Layer":
+        return cls(tuple(from_spec(s) for s in args["layers"]))
 
+
+@layer_type("parallel")
 @dataclass(frozen=True)
 class Parallel(Layer):
     """Apply the i-th layer to the i-th branch (``parallel``; use after ``FanOut``)."""
@@ -55,7 +62,12 @@ class Parallel(Layer):
     def spec(self) -> dict:
         return {"layer": "parallel", "layers": [layer.spec() for layer in self.layers]}
 
+    @classmethod
+    def from_spec(cls, args: dict) -> "Layer":
+        return cls(tuple(from_spec(s) for s in args["layers"]))
 
+
+@layer_type()
 @dataclass(frozen=True)
 class FanOut(Layer):
     """Copy the input into ``num`` branches."""
@@ -73,6 +85,7 @@ class FanOut(Layer):
         return {"layer": "FanOut", "num": self.num}
 
 
+@layer_type()
 @dataclass(frozen=True)
 class FanInSum(Layer):
     """Sum the branches (independent branches: kernels add)."""

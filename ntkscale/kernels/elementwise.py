@@ -97,6 +97,21 @@ def sin(ns: Namespace, q: Any, ntk: Any, v1: Any, v2: Any, a: float, b: float, c
     return q_new, (None if ntk is None else ntk * (a * a * b2 / 2 * (s1 + s2)))
 
 
+def sign(ns: Namespace, q: Any, ntk: Any, v1: Any, v2: Any) -> Pair:
+    """``phi(x) = sign(x)``: the order-0 arc-cosine kernel (Cho & Saul 2009, eq. 6, n = 0).
+
+    ``nngp' = 1 - 2 theta / pi`` with ``theta = arccos(q / sqrt(v1 v2))`` (= ``(2/pi)
+    arcsin(rho)``; 1 on the diagonal, 0 where a variance is 0, as ``sign(0) = 0``);
+    ``ntk' = 0``: ``sign' = 0`` almost everywhere, so nothing below the layer trains
+    (neural-tangents' convention, and the finite network's Jacobian).
+    """
+    root = _safe_sqrt(ns, v1 * v2 - q * q)
+    zero = (root == 0) & (q == 0)
+    theta = ns.where(zero, math.pi / 2, ns.arctan2(root, q))
+    q_new = 1.0 - theta * (2.0 / math.pi)
+    return q_new, (None if ntk is None else ntk * 0.0)
+
+
 def identity(ns: Namespace, q: Any, ntk: Any, v1: Any, v2: Any) -> Pair:
     """``phi(x) = x``: kernels unchanged."""
     return q, ntk

@@ -23,11 +23,12 @@ from typing import Any, Callable, Iterator, Optional
 
 from . import elementwise as ew
 from .backend import Namespace
+from .registry import ACTIVATIONS, activation, layer_type
 from .state import KernelState
 
 __all__ = [
     "Layer", "Dense", "ABRelu", "Relu", "LeakyRelu", "Abs", "Identity", "Erf", "Gelu",
-    "Sin", "Cos", "Elementwise", "Serial", "Parallel", "FanOut", "FanInSum",
+    "Sin", "Cos", "Sign", "Elementwise", "Serial", "Parallel", "FanOut", "FanInSum",
     "serial", "parallel", "UnsupportedArchitectureError",
 ]
 
@@ -64,8 +65,22 @@ class Layer:
         """Raise :class:`UnsupportedArchitectureError` if no closed form exists."""
 
     # -- description -------------------------------------------------------
-    def spec(self) -> dict:  # pragma: no cover - abstract
-        raise NotImplementedError
+    spec_name = "Layer"  # set by registry.layer_type
+
+    def spec(self) -> dict:
+        """The layer as a JSON-able dict: ``{"layer": spec_name, **fields}``."""
+        fields = getattr(self, "__dataclass_fields__", {})
+        return {"layer": self.spec_name, **{k: getattr(self, k) for k in fields}}
+
+    @classmethod
+    def from_spec(cls, args: dict) -> "Layer":
+        """Inverse of :meth:`spec` (``args`` without the ``"layer"`` key)."""
+        return cls(**args)
+
+    # -- finite network ------------------------------------------------------
+    def finite(self, jax: Any, jnp: Any) -> Callable[[Any], Any]:
+        """The finite-width function ``x -> phi(x)`` of a parameter-free layer (JAX)."""
+        raise TypeError(f"no finite network for {type(self).__name__}")
 
     def flat(self) -> list["Layer"]:
         """The layer as a flat chain (``serial`` flattens nested serials)."""
@@ -97,6 +112,7 @@ class Layer:
 # ----------------------------------------------------------------------------
 # Dense
 # ----------------------------------------------------------------------------
+@layer_type()
 @dataclass(frozen=True)
 class Dense(Layer):
     """Fully connected layer, ``Dense(out_dim, W_std, b_std, parameterization, s)``.
@@ -159,6 +175,10 @@ class Dense(Layer):
         return {"layer": "Dense", "out_dim": self.out_dim, "W_std": self.W_std, "b_std": self.b_std,
                 "parameterization": self.parameterization, "s": list(self.s)}
 
+    @classmethod
+    def from_spec(cls, args: dict) -> "Dense":
+        return cls(**{**args, "s": tuple(args.get("s", (1, 1)))})
+
 
 # ----------------------------------------------------------------------------
 # Elementwise activations
@@ -180,6 +200,7 @@ class _Activation(Layer):
         return k.replace(nngp=q, ntk=ntk, cov1=cov1, cov2=cov2)
 
 
+@layer_type()
 @dataclass(frozen=True)
 class ABRelu(_Activation):
     """``a*min(x, 0) + b*max(x, 0)``; ``Relu``, ``LeakyRelu``, ``Abs`` are special cases."""
@@ -194,8 +215,8 @@ class ABRelu(_Activation):
     def transform(self, ns, q, ntk, v1, v2):
         return ew.abrelu(ns, q, ntk, v1, v2, self.a, self.b)
 
-    def spec(self) -> dict:
-        return {"layer": "ABRelu", "a": self.a, "b": self.b}
+    def finite(self, jax, jnp):
+        return lambda x: self.a * jnp.minimum(x, 0) + self.b * jnp.maximum(x, 0)
 
 
 def Relu() -> ABRelu:
@@ -213,6 +234,7 @@ def Abs() -> ABRelu:
     return ABRelu(-1.0, 1.0)
 
 
+@layer_type()
 @dataclass(frozen=True)
 class Identity(_Activation):
     """Identity: leaves inputs and kernels unchanged."""
@@ -220,10 +242,11 @@ class Identity(_Activation):
     def transform(self, ns, q, ntk, v1, v2):
         return ew.identity(ns, q, ntk, v1, v2)
 
-    def spec(self) -> dict:
-        return {"layer": "Identity"}
+    def finite(self, jax, jnp):
+        return lambda x: x
 
 
+@layer_type()
 @dataclass(frozen=True)
 class Erf(_Activation):
     """``a*erf(b*x) + c``."""
@@ -239,10 +262,11 @@ class Erf(_Activation):
     def transform(self, ns, q, ntk, v1, v2):
         return ew.erf(ns, q, ntk, v1, v2, self.a, self.b, self.c)
 
-    def spec(self) -> dict:
-        return {"layer": "Erf", "a": self.a, "b": self.b, "c": self.c}
+    def finite(self, jax, jnp):
+        return lambda x: self.a * jax.scipy.special.erf(self.b * x) + self.c
 
 
+@layer_type()
 @dataclass(frozen=True)
 class Gelu(_Activation):
     """Exact GELU ``x * Phi(x)`` (``approximate=True`` only changes the finite network)."""
@@ -252,10 +276,14 @@ class Gelu(_Activation):
     def transform(self, ns, q, ntk, v1, v2):
         return ew.gelu(ns, q, ntk, v1, v2)
 
+    def finite(self, jax, jnp):
+        return lambda x: jax.nn.gelu(x, approximate=bool(self.approximate))
+
     def spec(self) -> dict:
         return {"layer": "Gelu", "approximate": bool(self.approximate)}
 
 
+@layer_type()
 @dataclass(frozen=True)
 class Sin(_Activation):
     """``a*sin(b*x + c)``."""
@@ -271,8 +299,8 @@ class Sin(_Activation):
     def transform(self, ns, q, ntk, v1, v2):
         return ew.sin(ns, q, ntk, v1, v2, self.a, self.b, self.c)
 
-    def spec(self) -> dict:
-        return {"layer": "Sin", "a": self.a, "b": self.b, "c": self.c}
+    def finite(self, jax, jnp):
+        return lambda x: self.a * jnp.sin(self.b * x + self.c)
 
 
 def Cos(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Sin:
@@ -280,6 +308,24 @@ def Cos(a: float = 1.0, b: float = 1.0, c: float = 0.0) -> Sin:
     return Sin(a, b, c + math.pi / 2)
 
 
+@layer_type()
+@dataclass(frozen=True)
+class Sign(_Activation):
+    """``sign(x)`` (``sign(0) = 0``), neural-tangents' ``Sign``.
+
+    NNGP: the order-0 arc-cosine kernel, ``1 - 2 theta / pi`` (Cho & Saul 2009). NTK: the
+    derivative is 0 almost everywhere, so nothing below the layer trains and the NTK
+    entering it is dropped (as neural-tangents; the finite network's Jacobian agrees).
+    """
+
+    def transform(self, ns, q, ntk, v1, v2):
+        return ew.sign(ns, q, ntk, v1, v2)
+
+    def finite(self, jax, jnp):
+        return jnp.sign
+
+
+@layer_type()
 @dataclass(frozen=True)
 class Elementwise(_Activation):
     """A user activation ``fn``; its kernel needs ``nngp_fn`` and ``d_nngp_fn``.
@@ -298,17 +344,32 @@ class Elementwise(_Activation):
         if self.nngp_fn is None or self.d_nngp_fn is None:
             raise UnsupportedArchitectureError(
                 f"layer {self.name!r} has no closed-form infinite-width kernel: pass "
-                "nngp_fn and d_nngp_fn to Elementwise, or use a built-in activation "
-                "(Relu, LeakyRelu, Abs, ABRelu, Erf, Gelu, Sin, Cos, Identity)")
+                "nngp_fn and d_nngp_fn to Elementwise, or use a built-in activation (job-file "
+                f"names: {', '.join(ACTIVATIONS)})")
 
     def transform(self, ns, q, ntk, v1, v2):
         self.check_kernel()
         q_new = self.nngp_fn(q, v1, v2)
         return q_new, (None if ntk is None else ntk * self.d_nngp_fn(q, v1, v2))
 
+    def finite(self, jax, jnp):
+        return self.fn
+
     def spec(self) -> dict:
         return {"layer": "Elementwise", "name": self.name}
 
+    @classmethod
+    def from_spec(cls, args: dict) -> "Elementwise":
+        raise UnsupportedArchitectureError(
+            f"spec names a user Elementwise layer {args.get('name')!r}, which cannot be rebuilt "
+            "from JSON; pass the architecture object instead")
+
+
+# job-config names (``[model] activation = "..."``)
+for _name, _factory in (("relu", Relu), ("erf", Erf), ("gelu", Gelu), ("abs", Abs),
+                        ("leaky_relu", lambda: LeakyRelu(0.1)), ("sin", Sin), ("cos", Cos),
+                        ("identity", Identity), ("sign", Sign)):
+    activation(_name, _factory)
 
 
 

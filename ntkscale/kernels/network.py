@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .layers import (ABRelu, Dense, Elementwise, Erf, FanInSum, FanOut, Gelu, Identity, Layer,
-                     Parallel, Serial, Sin)
+from .layers import Dense, FanInSum, FanOut, Layer, Parallel, Serial
 
 __all__ = ["make_init_fn", "make_apply_fn", "empirical_ntk"]
 
@@ -24,22 +23,6 @@ def _jax():
     except ImportError as e:  # pragma: no cover - depends on the install
         raise ImportError("finite networks need JAX: pip install 'ntkscale[jax]'") from e
     return jax, jnp
-
-
-def _activation(layer: Layer, jax: Any, jnp: Any) -> Callable[[Any], Any]:
-    if isinstance(layer, ABRelu):
-        return lambda x: layer.a * jnp.minimum(x, 0) + layer.b * jnp.maximum(x, 0)
-    if isinstance(layer, Erf):
-        return lambda x: layer.a * jax.scipy.special.erf(layer.b * x) + layer.c
-    if isinstance(layer, Gelu):
-        return lambda x: jax.nn.gelu(x, approximate=layer.approximate)
-    if isinstance(layer, Sin):
-        return lambda x: layer.a * jnp.sin(layer.b * x + layer.c)
-    if isinstance(layer, Identity):
-        return lambda x: x
-    if isinstance(layer, Elementwise):
-        return layer.fn
-    raise TypeError(f"no finite network for {type(layer).__name__}")  # pragma: no cover
 
 
 def _init(layer: Layer, key: Any, shape: Any) -> tuple[Any, Any]:
@@ -93,7 +76,7 @@ def _apply(layer: Layer, params: Any, x: Any) -> Any:
         for xi in x[1:]:
             out = out + xi
         return out
-    return _activation(layer, jax, jnp)(x)
+    return layer.finite(jax, jnp)(x)  # activations: each layer knows its function
 
 
 def make_init_fn(layer: Layer) -> Callable[[Any, Any], tuple[Any, Any]]:

@@ -8,6 +8,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..kernels import Layer, spec_json
+from ..solvers.api import SOLVERS as _SOLVERS  # one list of solver names
 from ..tiling.plan import choose_tile
 from ._measure import n_activations
 from .calibrate import Calibration, calibrate
@@ -18,7 +19,6 @@ from .solve_costs import curve_grid, curve_stage, dynamics_stage, fit_stage, spe
 __all__ = ["estimate", "worker_memory_limit"]
 
 _KINDS = ("nngp", "ntk")
-_SOLVERS = ("auto", "cholesky", "cholesky-f32", "pcg", "eigh", "cg")
 
 
 def worker_memory_limit(threads_per_worker: int = 1) -> int:

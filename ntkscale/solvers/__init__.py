@@ -1,12 +1,14 @@
 """Solvers on a Gram operator: LAPACK / out-of-core Cholesky, Nyström-PCG, ridgeless.
 
-They see an operator (``shape``, ``diag``, ``matvec``, block reads), never a kernel;
-only the tiled Cholesky hands its tile graph to :mod:`ntkscale.tiling`.
+They see the operator contract of :mod:`ntkscale.linop` (``shape``, ``diag``, ``matvec``,
+block reads, ``in_memory``, the optional ``factorize``), never a kernel, a store or a
+concrete operator class; the typed errors live in :mod:`ntkscale.errors`.
 """
 
+from ..errors import ConvergenceWarning, JitterWarning, NotConvergedError, NotPositiveDefiniteError
 from .api import SOLVERS, dense_limit, solve
+from .cholesky import cholesky_solve
 from .dynamics import gradient_descent_op, gradient_flow_op
-from .errors import ConvergenceWarning, JitterWarning, NotConvergedError, NotPositiveDefiniteError
 from .eigen import EigResult, randomized_eigh
 from .krylov import KrylovResult, krylov_descent, krylov_flow, lanczos_matfuncs
 from .nystrom import NystromApprox, nystrom
@@ -20,12 +22,3 @@ __all__ = ["solve", "cholesky_solve", "randomized_eigh", "EigResult", "dense_lim
            "JitterWarning", "gradient_flow_op", "gradient_descent_op", "KrylovResult",
            "krylov_flow", "krylov_descent", "lanczos_matfuncs"]
 
-
-def __getattr__(name: str):
-    # lazy: solvers.cholesky imports tiling.cholesky, which imports solvers.errors; an
-    # eager import here would be circular when a worker unpickles a tiling task first
-    if name == "cholesky_solve":
-        from .cholesky import cholesky_solve
-
-        return cholesky_solve
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..linop import as_operator
 from .nystrom import nystrom
 from .pcg import pcg
 from .result import SolveResult
@@ -42,13 +43,10 @@ def dense_limit(available_bytes: Optional[float] = None) -> int:
 
 
 def _dense(op: Any) -> Any:
-    from ..operator import DenseGram
-
-    if isinstance(op, DenseGram):
-        return op
-    if isinstance(op, np.ndarray):
-        return DenseGram(op)
-    return DenseGram(np.asarray(op.to_numpy(), dtype=np.float64))
+    """An in-memory operator of ``op`` (reads a stored Gram whole)."""
+    if isinstance(op, np.ndarray) or getattr(op, "in_memory", False):
+        return as_operator(op)
+    return as_operator(np.asarray(op.to_numpy(), dtype=np.float64))
 
 
 # Measured (benchmarks/bench_solve.py, Fashion-MNIST n = 20000, C = 10, tol 1e-8): Nyström-PCG
@@ -86,10 +84,8 @@ def auto_method(n: int, relative_ridge: float, n_dense: int, *, in_memory: bool 
 def _choose(op: Any, ridge: float, n_dense: int, pcg_min_relative_ridge: float = PCG_MIN_RELATIVE_RIDGE,
             pcg_min_n: int = PCG_MIN_N) -> tuple[str, str, bool]:
     """(solver, reason, densify) for an operator."""
-    from ..operator import DenseGram
-
     n = op.shape[0]
-    in_memory = isinstance(op, (DenseGram, np.ndarray))
+    in_memory = isinstance(op, np.ndarray) or bool(getattr(op, "in_memory", False))
     rel = 0.0 if ridge == 0 else ridge / float(np.mean(op.diag()))
     return auto_method(n, rel, n_dense, in_memory=in_memory,
                        pcg_min_relative_ridge=pcg_min_relative_ridge, pcg_min_n=pcg_min_n)
@@ -99,7 +95,7 @@ def solve(op: Any, y: Any, ridge: float = 0.0, *, solver: str = "auto", tol: flo
           maxiter: Optional[int] = None, pcg_rank: int = 1000, power_iters: int = 0,
           pcg_min_relative_ridge: float = PCG_MIN_RELATIVE_RIDGE, pcg_min_n: int = PCG_MIN_N,
           n_dense: Optional[int] = None,
-          jitter: bool | float = False, factor_url: Optional[str] = None, seed: int = 0,
+          jitter: bool | float = False, seed: int = 0,
           x0: Optional[Any] = None) -> SolveResult:
     """Solve ``(K + ridge I) x = y`` (``ridge = 0``: the minimum-norm interpolant ``K⁺y``).
 
@@ -122,8 +118,8 @@ def solve(op: Any, y: Any, ridge: float = 0.0, *, solver: str = "auto", tol: flo
         'auto' densifies up to this n (default :func:`dense_limit`).
     jitter : bool or float
         Cholesky breakdown retry with a growing diagonal jitter (warns with the value).
-    factor_url : str, optional
-        Where the tiled factor is stored (default: next to the Gram store).
+        A stored Gram keeps its tiled factor where the operator says
+        (``StoredGram(factor_url=...)``).
 
     Returns
     -------
@@ -161,7 +157,7 @@ def solve(op: Any, y: Any, ridge: float = 0.0, *, solver: str = "auto", tol: flo
 
         target = _dense(op) if densify else op
         dtype = np.float32 if solver == "cholesky-f32" else np.float64
-        res = cholesky_solve(target, y, ridge, dtype=dtype, jitter=jitter, factor_url=factor_url)
+        res = cholesky_solve(target, y, ridge, dtype=dtype, jitter=jitter)
     res.info["solver"] = solver
     if reason is not None:
         res.info["auto"] = reason

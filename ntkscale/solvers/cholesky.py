@@ -19,21 +19,12 @@ import numpy as np
 from scipy.linalg import cho_solve
 from scipy.linalg.lapack import get_lapack_funcs
 
-from ..operator import DenseGram, StoredGram
-from ..tiling.cholesky import factor_tiles, jitter_schedule
-from .errors import ConvergenceWarning, JitterWarning, NotPositiveDefiniteError
+from ..errors import ConvergenceWarning, JitterWarning, NotPositiveDefiniteError
 from .result import SolveResult
+from ..linop import can_factorize, check_ridge, dense_array, jitter_schedule
 from .validate import check_rhs
 
 __all__ = ["cholesky_solve"]
-
-
-def _check_ridge(ridge: Any) -> float:
-    if isinstance(ridge, (bool, np.bool_)) or not isinstance(ridge, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(ridge) or ridge < 0:
-        raise ValueError(f"ridge must be a finite real number >= 0 (absolute: the solve is (K + ridge*I) x = y), "
-                         f"got {ridge!r}")
-    return float(ridge)
 
 
 def _rel_residual(R: np.ndarray, Y: np.ndarray) -> float:
@@ -114,16 +105,17 @@ def _dense(K: np.ndarray, y: np.ndarray, ridge: float, jitter: Any, refine: bool
 
 def cholesky_solve(op: Any, y: Any, ridge: float, *, dtype: Any = np.float64, refine: Optional[bool] = None,
                    tol: float = 1e-10, max_refine: int = 20, jitter: bool | float = False,
-                   factor_url: Optional[str] = None, overwrite: bool = False, tile: Optional[int] = None,
-                   progress: Optional[bool] = None) -> SolveResult:
+                   tile: Optional[int] = None, progress: Optional[bool] = None,
+                   **factorize_options: Any) -> SolveResult:
     """Solve ``(K + ridge I) x = y`` by Cholesky.
 
     Parameters
     ----------
-    op : StoredGram, DenseGram or ndarray, shape (n, n)
-        In memory: LAPACK ``potrf``/``potrs`` in float64 (method 'lapack-cholesky').
-        Stored: :func:`ntkscale.tiling.cholesky.factor_tiles` on ``op.runner``, then a
-        streaming triangular solve (method 'tiled-cholesky[-f32][+refine]').
+    op : GramOperator or ndarray, shape (n, n)
+        With the ``factorize`` capability (a stored Gram): ``op.factorize`` (the tiled
+        out-of-core factor), then streaming triangular solves (method
+        'tiled-cholesky[-f32][+refine]'). Otherwise the whole matrix (``to_numpy()``) by
+        LAPACK ``potrf``/``potrs`` in float64 (method 'lapack-cholesky').
     y : array, shape (n,) or (n, C)
         Right-hand sides (finite).
     ridge : float
@@ -140,8 +132,11 @@ def cholesky_solve(op: Any, y: Any, ridge: float, *, dtype: Any = np.float64, re
     jitter : bool or float
         Retry a breakdown with a growing relative jitter (see ``factor_tiles``); warns
         :class:`JitterWarning`; ``SolveResult.ridge`` includes it.
-    factor_url, overwrite, tile, progress
-        Factor store options (stored Gram only; see ``factor_tiles``).
+    tile, progress
+        Factor tile edge and progress bar (``factorize`` operators only).
+    **factorize_options
+        Passed on to ``op.factorize`` unread (for a stored Gram: ``factor_url``,
+        ``overwrite``, ``on_tile``, ``placement``); refused for in-memory Grams.
 
     Returns
     -------
@@ -156,7 +151,7 @@ def cholesky_solve(op: Any, y: Any, ridge: float, *, dtype: Any = np.float64, re
     NotPositiveDefiniteError
         The factorization broke down (names the pivot, and the tile for a stored Gram).
     """
-    ridge = _check_ridge(ridge)
+    ridge = check_ridge(ridge)
     if not (np.isfinite(tol) and tol > 0):
         raise ValueError(f"tol must be a finite number > 0, got {tol!r}")
     if isinstance(max_refine, bool) or not isinstance(max_refine, (int, np.integer)) or max_refine < 0:
@@ -165,8 +160,11 @@ def cholesky_solve(op: Any, y: Any, ridge: float, *, dtype: Any = np.float64, re
     dt = np.dtype(dtype)
     if dt not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64, got {dt}")
-    if not isinstance(op, StoredGram):
-        K = np.asarray(op.K if isinstance(op, DenseGram) else op)
+    if not can_factorize(op):
+        if factorize_options:
+            raise TypeError(f"cholesky_solve: {sorted(factorize_options)} apply to operators that "
+                            "factorize out of core (a stored Gram), not to an in-memory matrix")
+        K = dense_array(op)
         if K.ndim != 2 or K.shape[0] != K.shape[1]:
             raise ValueError(f"the Gram must be a square matrix, got shape {K.shape}")
         Y, vec = check_rhs(y, K.shape[0])
@@ -176,8 +174,7 @@ def cholesky_solve(op: Any, y: Any, ridge: float, *, dtype: Any = np.float64, re
     Y, vec = check_rhs(y, op.shape[0])
     t0 = time.perf_counter()
     refine = dt == np.float32 if refine is None else bool(refine)
-    factor = factor_tiles(op, ridge, factor_url=factor_url, dtype=dt, jitter=jitter, overwrite=overwrite,
-                          tile=tile, progress=progress)
+    factor = op.factorize(ridge, dtype=dt, jitter=jitter, tile=tile, progress=progress, **factorize_options)
     passes0 = op.passes
     import psutil
 

@@ -34,7 +34,8 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 from scipy.linalg import eigh_tridiagonal
 
-from .errors import ConvergenceWarning, NotConvergedError
+from ..errors import ConvergenceWarning, NotConvergedError
+from ..linop import as_operator
 from .validate import check_rhs
 
 __all__ = ["KrylovResult", "lanczos_matfuncs", "krylov_flow", "krylov_descent"]
@@ -83,9 +84,7 @@ def _as_operator(op: Any) -> Any:
     if hasattr(op, "matvec") and hasattr(op, "shape"):
         return op
     if isinstance(op, np.ndarray):
-        from ..operator import DenseGram
-
-        return DenseGram(op)
+        return as_operator(op)
     raise TypeError(f"op must be a Gram operator (shape, matvec) or an ndarray, got "
                     f"{type(op).__name__}")
 

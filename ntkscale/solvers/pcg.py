@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
-from .errors import ConvergenceWarning, NotConvergedError
+from ..errors import ConvergenceWarning, NotConvergedError
 from .nystrom import NystromApprox, nystrom
 from .result import SolveResult
 from .validate import check_rhs, check_ridge

@@ -6,6 +6,8 @@ from typing import Any
 
 import numpy as np
 
+from ..linop import check_ridge  # the one ridge check (re-exported)
+
 __all__ = ["check_rhs", "check_ridge"]
 
 
@@ -34,15 +36,3 @@ def check_rhs(y: Any, n: int, name: str = "y") -> tuple[np.ndarray, bool]:
     return np.ascontiguousarray(arr[:, None] if vec else arr), vec
 
 
-def check_ridge(ridge: Any, name: str = "ridge") -> float:
-    """A finite, non-negative real number (not a string or a bool) as a float."""
-    if isinstance(ridge, (str, bytes, bool, np.bool_)):
-        raise TypeError(f"{name} must be a non-negative number, got {type(ridge).__name__} {ridge!r}")
-    try:
-        r = float(ridge)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{name} must be a non-negative number, got {ridge!r}") from e
-    if not np.isfinite(r) or r < 0:
-        raise ValueError(f"{name} must be finite and >= 0, got {ridge!r} (a negative ridge makes "
-                         "K + ridge*I indefinite; use 0 for the ridgeless interpolant)")
-    return r

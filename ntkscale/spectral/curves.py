@@ -31,6 +31,7 @@ from typing import Any, Optional
 import numpy as np
 import scipy.linalg as sla
 
+from ..linop import check_indices, read_blocks
 from ._checks import check_nonneg
 from .spectrum import empirical_spectrum
 from .theory import LearningCurve, learning_curve
@@ -121,33 +122,26 @@ def _sizes(p_grid: Any) -> np.ndarray:
 def gather(op: Any, rows: np.ndarray, cols: np.ndarray, block: Optional[int] = None) -> np.ndarray:
     """``K[rows][:, cols]`` (float64) for sorted unique indices.
 
-    Operators with a ``take(rows, cols)`` capability (``StoredGram``: computed from the
-    stored inputs when cheaper than reading the tiles) provide it; any other is read by
-    contiguous blocks (:func:`ntkscale.operator.read_subset`, grid ``block``).
+    Every Gram operator has ``take(rows, cols)`` (the operator contract,
+    :mod:`ntkscale.linop`); a stored Gram computes the block from its stored inputs when that
+    is cheaper than reading the tiles. ``block`` forces contiguous block reads on that grid
+    instead (:func:`ntkscale.linop.read_blocks`).
 
     Parameters
     ----------
     op : GramOperator
     rows, cols : ndarray of int, sorted, unique
     block : int, optional
-        Read grid of the block reads (default: the store's tile, else 1024).
+        Read grid of forced block reads.
 
     Returns
     -------
     ndarray, shape (len(rows), len(cols))
     """
-    from ..operator import read_subset
-
-    rows, cols = np.asarray(rows).reshape(-1), np.asarray(cols).reshape(-1)
-    for name, idx, size in (("rows", rows, op.shape[0]), ("cols", cols, op.shape[1])):
-        if idx.size and (not np.issubdtype(idx.dtype, np.integer) or np.any(np.diff(idx) <= 0)
-                         or idx[0] < 0 or idx[-1] >= size):
-            raise ValueError(f"{name} must be sorted, unique integers in [0, {size}) "
-                             "(use np.unique, and map back with np.searchsorted)")
-    take = getattr(op, "take", None)
-    if take is not None and block is None:
-        return np.asarray(take(rows, cols), dtype=np.float64)
-    return read_subset(op, rows, cols, block)
+    rows, cols = check_indices(rows, cols, op.shape)
+    if block is None:
+        return np.asarray(op.take(rows, cols), dtype=np.float64)
+    return read_blocks(op, rows, cols, block)
 
 
 def _fit_predict(Kpp: np.ndarray, Ktp: np.ndarray, Ytr: np.ndarray, lam: float,

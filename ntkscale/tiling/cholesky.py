@@ -34,7 +34,8 @@ from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 
-from ..solvers.errors import JitterWarning, NotPositiveDefiniteError
+from ..errors import JitterWarning, NotPositiveDefiniteError
+from ..linop import check_ridge, jitter_schedule
 from ..storage import StoreAccessError, StoreMismatchError, is_memory
 from ..cluster import HostSlot
 from ..storage.factor_store import FactorStore, clear_tile_cache
@@ -66,19 +67,6 @@ class LeaderLostError(RuntimeError):
         super().__init__(f"worker(s) {gone} running the Cholesky tasks of their host left the cluster; run the "
                          f"factorization again to resume from the finished tiles{again}")
         self.gone = gone
-
-
-def jitter_schedule(jitter: bool | float) -> list[float]:
-    """Relative jitters to try after a breakdown: ``j0, 10 j0, ...`` up to 1e-4 (j0 = 1e-10)."""
-    if jitter is False or jitter is None:
-        return []
-    j0 = 1e-10 if jitter is True else float(jitter)
-    if not np.isfinite(j0) or j0 <= 0:
-        raise ValueError(f"jitter must be True, False or a positive relative jitter, got {jitter!r}")
-    out = [j0]
-    while out[-1] * 10 <= 1e-4 * (1 + 1e-9):
-        out.append(out[-1] * 10)
-    return out
 
 
 def _preds(i: int, j: int) -> list[tuple[int, int]]:
@@ -329,9 +317,7 @@ def factor_tiles(op: "StoredGram", ridge: float, *, factor_url: Optional[str] = 
     t0 = time.perf_counter()
     if not getattr(op, "symmetric", False) or op.shape[0] != op.shape[1]:
         raise ValueError("factor_tiles needs a symmetric stored train Gram (a cross Gram has no Cholesky)")
-    if isinstance(ridge, (bool, np.bool_)) or not isinstance(ridge, (int, float, np.integer, np.floating)) \
-            or not np.isfinite(ridge) or ridge < 0:
-        raise ValueError(f"ridge must be a finite number >= 0 (absolute, as in K + ridge*I), got {ridge!r}")
+    ridge = check_ridge(ridge)
     if placement not in PLACEMENTS:
         raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
     dt = np.dtype(dtype)

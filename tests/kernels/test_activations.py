@@ -60,6 +60,8 @@ CASES = [
     ("sin", stax.Sin(), _sin(1.0, 1.0, 0.0), "hermite"),
     ("sin_abc", stax.Sin(a=1.3, b=0.7, c=0.4), _sin(1.3, 0.7, 0.4), "hermite"),
     ("cos", stax.Cos(a=0.8, b=1.2, c=-0.3), _sin(0.8, 1.2, -0.3 + math.pi / 2), "hermite"),
+    # sign: positively homogeneous of degree 0 (exact on the polar rule); sign' = 0 a.e.
+    ("sign", stax.Sign(), (np.sign, np.zeros_like), "polar"),
 ]
 
 

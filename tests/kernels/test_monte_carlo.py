@@ -86,6 +86,7 @@ CASES = {  # name: width -> architecture
     "erf_abc_1": lambda w: _mlp([w], stax.Erf(a=1.5, b=0.7, c=0.2)),
     "gelu_2": lambda w: _mlp([w, w], stax.Gelu()),
     "leaky_relu_2": lambda w: _mlp([w, w], stax.LeakyRelu(0.2)),
+    "sign_2": lambda w: _mlp([w, w], stax.Sign()),
     # standard parameterization with unequal widths: the kernel's fan-in for each Dense must be
     # the previous Dense's out_dim (the input dimension d for the first), as in the finite net
     "standard_relu_2": lambda w: _mlp([w, w // 2], stax.Relu(), "standard"),

@@ -28,6 +28,10 @@ ARCHS = {
                              stax.LeakyRelu(0.1), stax.Dense(1)),
     "gelu_sin_cos": stax.serial(stax.Dense(8, W_std=1.2, b_std=0.1), stax.Gelu(), stax.Dense(8),
                                 stax.Sin(1.3, 0.7, 0.4), stax.Dense(8), stax.Cos(), stax.Dense(1)),
+    # Sign then a smooth activation: a kink after a kink turns GEMM rounding on a cross pair's
+    # diagonal (c = 1 - eps) into eps^(1/4) ~ 1e-4 (arccos twice), past the 1e-7 check below.
+    "sign": stax.serial(stax.Dense(8, W_std=1.5, b_std=0.2), stax.Sign(), stax.Dense(8, b_std=0.1),
+                        stax.Erf(), stax.Dense(1)),
     "residual": _residual(),
     "deep_residual": stax.serial(stax.Dense(16, W_std=1.1), _residual(), stax.Relu(), _residual(),
                                  stax.Erf(), stax.Dense(1, b_std=0.2)),

@@ -14,7 +14,7 @@ import scipy.linalg as sla
 
 from ntkscale.operator import DenseGram, StoredGram
 from ntkscale.solvers.cholesky import cholesky_solve
-from ntkscale.solvers.errors import ConvergenceWarning, JitterWarning, NotPositiveDefiniteError
+from ntkscale.errors import ConvergenceWarning, JitterWarning, NotPositiveDefiniteError
 from ntkscale.storage import CorruptTileError, StoreMismatchError
 from ntkscale.storage.factor_store import FactorStore, MissingTileError
 from ntkscale.tiling.cholesky import (_dependencies, _priorities, default_factor_url, factor_tile_size,
@@ -307,9 +307,10 @@ def test_bad_y_is_refused_before_work(gram300, tmp_path, y, msg):
 @pytest.mark.parametrize("ridge", BAD_RIDGE)
 def test_bad_ridge_is_refused_before_work(gram300, tmp_path, ridge):
     op = StoredGram(gram300, "ntk", client="sync")
-    with pytest.raises(ValueError, match="ridge must be a finite"):
+    # one check (ntkscale.linop.check_ridge): TypeError for strings/bools, ValueError otherwise
+    with pytest.raises((TypeError, ValueError), match="ridge must be a finite"):
         cholesky_solve(op, np.ones(300), ridge, factor_url=str(tmp_path / "f"))
-    with pytest.raises(ValueError, match="ridge must be a finite"):
+    with pytest.raises((TypeError, ValueError), match="ridge must be a finite"):
         factor_tiles(op, ridge, factor_url=str(tmp_path / "f"))
     assert FactorStore.try_open(tmp_path / "f") is None
 

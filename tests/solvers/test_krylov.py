@@ -24,7 +24,7 @@ from scipy.sparse.linalg import expm_multiply
 from ntkscale import stax
 from ntkscale.operator import DenseGram, StoredGram
 from ntkscale.solvers.dynamics import gradient_descent_op, gradient_flow_op
-from ntkscale.solvers.errors import ConvergenceWarning, NotConvergedError
+from ntkscale.errors import ConvergenceWarning, NotConvergedError
 from ntkscale.solvers.krylov import krylov_flow, lanczos_matfuncs
 from ntkscale.spectral import gradient_descent, gradient_flow
 

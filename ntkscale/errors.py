@@ -1,4 +1,8 @@
-"""Typed numerical errors and warnings of the solvers, each with a fix in its message."""
+"""Typed numerical errors and warnings, each with a fix in its message.
+
+The lowest module of the package (no ntkscale imports): tiling (the tiled Cholesky), the
+solvers and the estimators raise and catch the same classes.
+"""
 
 from __future__ import annotations
 

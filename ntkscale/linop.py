@@ -1,0 +1,219 @@
+"""The operator contract: what every solver may rely on, and the in-memory reference operator.
+
+A *Gram operator* is any object with
+
+* ``shape`` ``(n, n)``, ``dtype``, ``in_memory`` (bool: the whole matrix is an array in this
+  process, so dense LAPACK methods apply without reading anything);
+* ``diag()`` (n,) float64; ``matvec(V)`` for V (n,) or (n, k), float64;
+* block reads ``op[r0:r1, c0:c1]``, ``take(rows, cols)`` over sorted unique indices, and
+  ``to_numpy()`` (the whole matrix; in-memory operators return their array read-only);
+* optionally ``factorize(ridge, *, dtype, jitter, tile, progress)`` -> a :class:`Factor`
+  (a stored operator implements it with the out-of-core tiled Cholesky); solvers test for
+  the capability with :func:`can_factorize`, never for a class.
+
+This module imports nothing from ntkscale: solvers, spectral code
+and estimators import it; :mod:`ntkscale.operator` (the stored operator) builds on it.
+Every operator class runs the same contract tests, :class:`ntkscale.testing.OperatorContract`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Protocol, runtime_checkable
+
+import numpy as np
+
+__all__ = ["GramOperator", "Factor", "DenseGram", "as_operator", "dense_array", "can_factorize",
+           "jitter_schedule", "check_ridge", "as_block", "as_slices", "check_indices", "read_blocks"]
+
+
+@runtime_checkable
+class GramOperator(Protocol):
+    """Interface the solvers rely on (see the module docstring)."""
+
+    shape: tuple[int, int]
+    dtype: np.dtype
+    in_memory: bool
+
+    def diag(self) -> np.ndarray: ...
+    def matvec(self, V: np.ndarray) -> np.ndarray: ...
+    def __getitem__(self, key: tuple[slice, slice]) -> np.ndarray: ...
+    def take(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray: ...
+    def to_numpy(self) -> np.ndarray: ...
+
+
+class Factor(Protocol):
+    """A Cholesky factor of ``K + ridge I`` from ``op.factorize``.
+
+    Attributes: ``ridge`` (absolute, jitter included), ``jitter`` (relative, 0 if none),
+    ``url``, ``tile``, ``seconds``, ``computed``, ``restarts`` (for reports).
+    """
+
+    ridge: float
+
+    def solve(self, B: np.ndarray) -> np.ndarray: ...
+    def keep_tiles(self, budget_bytes: float) -> None: ...
+    def drop_tiles(self) -> None: ...
+
+
+def can_factorize(op: Any) -> bool:
+    """Whether ``op`` offers the out-of-core ``factorize`` capability."""
+    return callable(getattr(op, "factorize", None))
+
+
+def check_ridge(ridge: Any, name: str = "ridge") -> float:
+    """The one ridge check (solvers, factorizations, tiled Cholesky): a finite real number
+    >= 0, not a string or a bool that ``float()`` would accept (TypeError), as a float."""
+    if isinstance(ridge, (str, bytes, bool, np.bool_)):
+        raise TypeError(f"{name} must be a finite real number >= 0, got {type(ridge).__name__} {ridge!r}")
+    try:
+        r = float(ridge)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"{name} must be a finite real number >= 0, got {ridge!r}") from e
+    if not np.isfinite(r) or r < 0:
+        raise ValueError(f"{name} must be a finite real number >= 0 (absolute, as in K + ridge*I), got "
+                         f"{ridge!r}: a negative ridge makes K + ridge*I indefinite; use 0 for the "
+                         "ridgeless interpolant")
+    return r
+
+
+def jitter_schedule(jitter: bool | float) -> list[float]:
+    """Relative jitters to try after a Cholesky breakdown: ``j0, 10 j0, ...`` up to 1e-4
+    (``j0 = 1e-10`` for ``True``; ``[]`` for ``False``). The meaning of every ``jitter=``
+    argument (dense and tiled factorizations alike)."""
+    if jitter is False or jitter is None:
+        return []
+    j0 = 1e-10 if jitter is True else float(jitter)
+    if not np.isfinite(j0) or j0 <= 0:
+        raise ValueError(f"jitter must be True, False or a positive relative jitter, got {jitter!r}")
+    out = [j0]
+    while out[-1] * 10 <= 1e-4 * (1 + 1e-9):
+        out.append(out[-1] * 10)
+    return out
+
+
+def as_block(V: Any, n: int) -> tuple[np.ndarray, bool]:
+    """``V`` as a C-contiguous float64 (n, k) block, and whether it was a vector."""
+    V = np.asarray(V, dtype=np.float64)
+    vec = V.ndim == 1
+    V2 = V[:, None] if vec else V
+    if V2.ndim != 2 or V2.shape[0] != n:
+        raise ValueError(f"matvec needs V of shape ({n},) or ({n}, k), got {V.shape}")
+    if not np.all(np.isfinite(V2)):
+        raise ValueError("matvec input has NaN or Inf")
+    return np.ascontiguousarray(V2), vec
+
+
+def as_slices(key: Any, shape: tuple[int, int]) -> tuple[slice, slice]:
+    """Two contiguous slices from ``op[r0:r1, c0:c1]`` (clipped to ``shape``)."""
+    if not (isinstance(key, tuple) and len(key) == 2 and all(isinstance(k, slice) for k in key)):
+        raise TypeError("index a Gram operator with two slices, e.g. op[0:100, 200:300]")
+    out = []
+    for k, n in zip(key, shape):
+        start, stop, step = k.indices(n)
+        if step != 1:
+            raise ValueError("Gram block reads take contiguous slices (step 1)")
+        out.append(slice(start, max(start, stop)))
+    return out[0], out[1]
+
+
+def check_indices(rows: Any, cols: Any, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """Sorted unique in-range integer index arrays for ``take`` (ValueError otherwise)."""
+    rows, cols = np.asarray(rows).reshape(-1), np.asarray(cols).reshape(-1)
+    for name, idx, size in (("rows", rows, shape[0]), ("cols", cols, shape[1])):
+        if idx.size and (not np.issubdtype(idx.dtype, np.integer) or np.any(np.diff(idx) <= 0)
+                         or idx[0] < 0 or idx[-1] >= size):
+            raise ValueError(f"{name} must be sorted, unique integers in [0, {size}) "
+                             "(use np.unique, and map back with np.searchsorted)")
+    return rows.astype(np.int64), cols.astype(np.int64)
+
+
+def read_blocks(op: Any, rows: np.ndarray, cols: np.ndarray, block: Optional[int] = None) -> np.ndarray:
+    """``K[rows][:, cols]`` (float64) of any operator from contiguous block reads
+    ``op[r0:r1, c0:c1]``, for sorted unique index arrays.
+
+    Parameters
+    ----------
+    op : GramOperator
+    rows, cols : ndarray of int, sorted, unique
+    block : int, optional
+        Read grid (default: the operator's ``tile`` attribute, else 1024). Each band of the grid that holds a
+        wanted row (column) is read over the covering slice of those rows (columns) only;
+        bands without one are skipped.
+
+    Returns
+    -------
+    ndarray, shape (len(rows), len(cols))
+    """
+    b = int(block or getattr(op, "tile", 0) or 1024)
+    out = np.empty((rows.size, cols.size))
+    if rows.size == 0 or cols.size == 0:
+        return out
+
+    def bands(idx: np.ndarray) -> list[tuple[int, int]]:
+        cut = np.flatnonzero(np.diff(idx // b)) + 1
+        edges = np.concatenate([[0], cut, [idx.size]])
+        return list(zip(edges[:-1].tolist(), edges[1:].tolist()))
+
+    for i0, i1 in bands(rows):
+        r = rows[i0:i1]
+        for j0, j1 in bands(cols):
+            c = cols[j0:j1]
+            blk = op[int(r[0]):int(r[-1]) + 1, int(c[0]):int(c[-1]) + 1]
+            out[i0:i1, j0:j1] = blk[np.ix_(r - r[0], c - c[0])]
+    return out
+
+
+class DenseGram:
+    """An in-memory Gram matrix with the operator interface.
+
+    Parameters
+    ----------
+    K : array_like, shape (n1, n2)
+        Kept as given (no copy); ``to_numpy()`` returns it read-only.
+    """
+
+    in_memory = True
+
+    def __init__(self, K: Any):
+        K = np.asarray(K)
+        if K.ndim != 2:
+            raise ValueError(f"Gram must be 2-d, got shape {K.shape}")
+        self.K = K
+        self.shape = K.shape
+        self.dtype = K.dtype
+
+    def diag(self) -> np.ndarray:
+        return np.diagonal(self.K).astype(np.float64)
+
+    def matvec(self, V: Any) -> np.ndarray:
+        V2, vec = as_block(V, self.shape[1])
+        out = self.K.astype(np.float64, copy=False) @ V2
+        return out[:, 0] if vec else out
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        r, c = as_slices(key, self.shape)
+        return np.array(self.K[r, c], dtype=self.dtype)
+
+    def take(self, rows: Any, cols: Any) -> np.ndarray:
+        """``K[rows][:, cols]`` (float64) for sorted unique indices."""
+        rows, cols = check_indices(rows, cols, self.shape)
+        return np.asarray(self.K[np.ix_(rows, cols)], dtype=np.float64)
+
+    def to_numpy(self) -> np.ndarray:
+        """The array itself, read-only (copy it to modify)."""
+        view = self.K.view()
+        view.flags.writeable = False
+        return view
+
+
+def as_operator(K: Any) -> Any:
+    """``K`` if it already is a Gram operator, else :class:`DenseGram` of the array."""
+    if isinstance(K, np.ndarray) or not hasattr(K, "matvec"):
+        return DenseGram(K)
+    return K
+
+
+def dense_array(op: Any) -> np.ndarray:
+    """The whole Gram as an ndarray: the array of an in-memory operator (read-only, no copy),
+    else ``op.to_numpy()`` (a full read)."""
+    return np.asarray(op if isinstance(op, np.ndarray) else op.to_numpy())
