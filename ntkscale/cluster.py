@@ -86,7 +86,9 @@ def local_gpu_cluster(gpus: Optional[Sequence[str]] = None, threads_per_worker: 
     ``dask_cuda.LocalCUDACluster`` when dask-cuda is installed (it sets each worker's
     ``CUDA_VISIBLE_DEVICES``, own GPU first, and does not apply the thread pins); otherwise
     a ``LocalCluster`` whose worker specs add ``CUDA_VISIBLE_DEVICES=<id>`` to the pinned
-    environment. Either way a worker's own GPU is its device 0.
+    environment. Either way a worker's own GPU is its device 0. JAX's up-front grab of 75 %
+    of the GPU's memory is turned off in the plain LocalCluster's workers (``XLA_PYTHON_CLIENT_PREALLOCATE=false``
+    unless set): a tile needs a few GB, and CuPy or a client process may share the GPU.
     """
     gpus = [str(g) for g in (visible_gpus() if gpus is None else gpus)]
     if not gpus:
@@ -107,7 +109,9 @@ def local_gpu_cluster(gpus: Optional[Sequence[str]] = None, threads_per_worker: 
     cluster = _gpu_cluster_class()(gpus, n_workers=0, threads_per_worker=threads_per_worker,
                                    processes=True, memory_limit=memory_limit,
                                    dashboard_address=dashboard_address,
-                                   env=pinned_env(threads_per_worker), **kwargs)
+                                   env={**pinned_env(threads_per_worker), "XLA_PYTHON_CLIENT_PREALLOCATE":
+                                        os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", "false")},
+                                   **kwargs)
     try:
         cluster.scale(len(gpus))
         cluster.wait_for_workers(len(gpus), timeout=120)

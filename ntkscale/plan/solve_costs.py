@@ -28,15 +28,25 @@ SVD_NS2 = 15.0
 # Measured Nyström-PCG iterations to tol 1e-8 (rank 1000, Fashion-MNIST n = 20000, depth-3
 # ReLU NTK; note of session 2 / benchmarks/bench_solve.py): relative ridge -> iterations.
 _PCG_ANCHORS = ((1e-1, 40.0), (1e-2, 75.0), (1e-3, 86.0))
+_PCG_ANCHOR_N, _PCG_ANCHOR_RANK = 20000, 1000
+# Growth with n and with the preconditioner's rank at a fixed relative ridge, fitted to the
+# measured runs at relative ridge 0.046, tol 1e-6 (benchmarks/RESULTS.md): n = 30 000 at rank
+# 500 / 1000 / 1500: 64 / 47 / 40 iterations (rank^-0.44); n = 120 000 at rank 500: 126
+# (n^0.49). The Nyström-preconditioned condition number is ~ lambda_{r+1}(K) / ridge, and
+# lambda_{r+1}(K) ~ n eta_{r+1} grows with n and falls with r; the fitted exponents are below
+# the sqrt(kappa) rule's (0.5 and -0.58 for eta_k ~ k^-1.165) as CG adapts to the spectrum.
+_PCG_N_EXPONENT, _PCG_RANK_EXPONENT = 0.49, -0.44
 
 
-def pcg_iterations(ridge_relative: float, tol: float = 1e-8, maxiter: int = 1000) -> int:
+def pcg_iterations(ridge_relative: float, tol: float = 1e-8, maxiter: int = 1000, *,
+                   n: int = _PCG_ANCHOR_N, rank: int = _PCG_ANCHOR_RANK) -> int:
     """Heuristic Nyström-PCG iteration count (pass ``pcg_iters`` to override it).
 
-    Log-linear interpolation of measured counts (40 / 75 / 86 at relative ridge 1e-1 /
-    1e-2 / 1e-3); below 1e-3 x√10 per decade (the condition number grows ~10x per decade of
-    ridge on 1/k spectra, ALGORITHMS.md §2, and CG needs ~√κ iterations); scaled by
-    ``log(1/tol) / log(1e8)``; capped at ``maxiter``.
+    Log-linear interpolation of measured counts at n = 20 000, rank 1000 (40 / 75 / 86 at
+    relative ridge 1e-1 / 1e-2 / 1e-3); below 1e-3 x√10 per decade (the condition number grows
+    ~10x per decade of ridge on 1/k spectra, ALGORITHMS.md §2, and CG needs ~√κ iterations);
+    scaled by ``(n / 20000)^0.49 (rank / 1000)^-0.44`` (fitted to measured runs at n = 30 000
+    and 120 000, see the constants) and by ``log(1/tol) / log(1e8)``; capped at ``maxiter``.
     """
     r = max(float(ridge_relative), 1e-300)
     xs = [math.log10(a) for a, _ in _PCG_ANCHORS][::-1]
@@ -48,6 +58,8 @@ def pcg_iterations(ridge_relative: float, tol: float = 1e-8, maxiter: int = 1000
         it = float(np.interp(lr, xs, ys))
     else:
         it = ys[0] * 10 ** (0.5 * (xs[0] - lr))
+    it *= (max(int(n), 1) / _PCG_ANCHOR_N) ** _PCG_N_EXPONENT
+    it *= (max(int(rank), 1) / _PCG_ANCHOR_RANK) ** _PCG_RANK_EXPONENT
     it *= math.log(1.0 / tol) / math.log(1e8)
     return int(min(maxiter, max(1, math.ceil(it))))
 
@@ -122,8 +134,8 @@ def fit_stage(n: int, T: int, itemsize: int, n_outputs: int, res: Resources, *, 
                              flops=flops, notes=tuple(notes))
     if method in ("pcg", "cg"):
         r = min(pcg_rank, n) if method == "pcg" else 0
-        it = pcg_iters if pcg_iters is not None else (pcg_iterations(ridge_relative, tol, maxiter)
-                                                      if method == "pcg" else maxiter)
+        it = pcg_iters if pcg_iters is not None else (
+            pcg_iterations(ridge_relative, tol, maxiter, n=n, rank=r) if method == "pcg" else maxiter)
         notes.append(f"{it} iterations ({'given' if pcg_iters is not None else 'heuristic'}"
                      f"{', upper bound: maxiter' if method == 'cg' and pcg_iters is None else ''})")
         sketch = pass_cost(n, T, itemsize, r, res, single=itemsize == 4) if r else None

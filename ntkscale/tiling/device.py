@@ -5,9 +5,11 @@ Device names (``device=`` of :func:`~ntkscale.tiling.build_gram`,
 ``[kernel] device`` in a job file)::
 
     cpu       NumPy on the host (the fused numba kernel for Dense/ABRelu/Erf chains)
-    cuda      a CUDA GPU: JAX with a GPU backend when importable (compiled and fused: 61 % of
-              the cuBLAS GEMM floor per 8192² tile on an H200, against 7 % for CuPy's
-              unfused recursion; benchmarks/RESULTS.md), else CuPy
+    cuda      a CUDA GPU: CuPy when importable, else JAX with a GPU backend. Measured on an
+              H200 (benchmarks/RESULTS.md §5): JAX's compiled tile runs at 61 % of the cuBLAS
+              GEMM floor on the device against CuPy's 7 %, but a build is bound by the host
+              (copies, CRC, writes) and JAX compiles once per tile shape: the n = 50 000
+              build took 16.0 s with CuPy and 25.6 s with JAX, so CuPy stays first
     auto      cuda when the worker sees a GPU (CUDA_VISIBLE_DEVICES / nvidia-smi), else cpu
     cupy      CuPy only
     jax       JAX on its default backend (its GPU with jax[cuda12], else its CPU)
@@ -167,12 +169,12 @@ def _resolve(name: str) -> Device:
         return dev
     if name == "auto" and not visible_gpus():
         return _resolve("cpu")
-    jax_dev, why_jax = _jax_probe("gpu")  # JAX first: its compiled tile is ~7x CuPy's (module notes)
-    if jax_dev is not None:
-        return jax_dev
-    cupy_dev, why_cupy = _cupy_probe()
+    cupy_dev, why_cupy = _cupy_probe()  # CuPy first: faster builds end to end (module notes)
     if cupy_dev is not None:
         return cupy_dev
+    jax_dev, why_jax = _jax_probe("gpu")
+    if jax_dev is not None:
+        return jax_dev
     msg = (f"found no usable CUDA GPU (CuPy: {why_cupy}; JAX: {why_jax}). Install one of "
            f"{CUPY_HINT} or {JAX_HINT} on a machine whose NVIDIA driver lists a GPU (nvidia-smi -L)")
     if name == "auto":
