@@ -22,10 +22,11 @@ LAYERS = [
     {"operator", "_blocks"},                      # 3 the stored operator
     {"spectral"},                                 # 4 theory, curves (on the operator contract)
     {"solvers"},                                  # 5 solvers (on the operator contract)
-    {"estimators", "plots", "clusters"},          # 6 sklearn facade, figures, cluster specs
-    {"job"},                                      # 7 the job: config, stages, report
-    {"plan"},                                     # 8 the planner (reads the parsed JobConfig)
-    {"cli", "demo", "__init__"},                  # 9 entry points
+    {"pipeline"},                                 # 6 the fit/predict core of estimators and job
+    {"estimators", "plots", "clusters"},          # 7 sklearn facade, figures, cluster specs
+    {"job"},                                      # 8 the job: config, stages, report
+    {"plan"},                                     # 9 the planner (reads the parsed JobConfig)
+    {"cli", "demo", "__init__"},                  # 10 entry points
 ]
 RANK = {unit: i for i, units in enumerate(LAYERS) for unit in units}
 PURE = {"kernels", "spectral", "solvers"}

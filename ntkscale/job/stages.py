@@ -21,48 +21,21 @@ __all__ = ["STAGE_FUNCS", "stage_gram", "stage_fit", "stage_predict", "stage_spe
            "stage_curve", "stage_dynamics"]
 
 
-def _kinds(ctx: JobContext) -> tuple[str, ...]:
-    k = ctx.cfg.kernel
-    if k["kind"] == "nngp":
-        return ("nngp",)
-    return ("nngp", "ntk") if k["store_nngp"] else ("ntk",)
-
-
 def _build_id(ctx: JobContext) -> str:
     """The store's build id, after checking it holds this job's training inputs."""
-    from ..kernels import spec_json
-    from ..storage import GramStore, StoreMismatchError
-    from ..storage.gram_store import fingerprint
+    from ..pipeline import check_store
 
-    try:
-        meta = GramStore.open(ctx.cfg.store).meta
-    except (FileNotFoundError, OSError) as e:
-        raise FileNotFoundError(f"no Gram store at {ctx.cfg.store} ({e}); run the 'gram' stage "
-                                "first") from None
-    fp = fingerprint(np.ascontiguousarray(ctx.data.X_train, dtype=np.float64))
-    fix = "; run the 'gram' stage with this job (or set kernel.store to a new path)"
-    if meta.get("fingerprint1") != fp:
-        raise StoreMismatchError(f"Gram store {ctx.cfg.store} was built from other training data "
-                                 f"than this job's [data] section{fix}")
-    if meta.get("arch") != spec_json(ctx.arch):
-        raise StoreMismatchError(f"Gram store {ctx.cfg.store} was built for another architecture "
-                                 f"than this job's [model] section{fix}")
-    if not meta.get("complete", True):
-        raise RuntimeError(f"Gram store {ctx.cfg.store} is incomplete; run the 'gram' stage to finish it")
-    return meta["build_id"]
+    return check_store(ctx.cfg.store, ctx.data.X_train, ctx.arch, build="run the 'gram' stage")
 
 
 def stage_gram(ctx: JobContext) -> dict:
     """Build (or resume) the train Gram store on the cluster."""
-    from ..tiling import build_gram
+    from ..pipeline import build_store, stored_kinds
 
-    X = ctx.data.X_train
     k = ctx.cfg.kernel
-    rep = build_gram(ctx.arch, X, ctx.cfg.store, get=_kinds(ctx), tile=k["tile"] or None,
-                     dtype=np.dtype(k["dtype"]), client=ctx.client, progress=ctx.progress,
-                     device=k["device"], repair=ctx.repair)
-    log.info("Gram %dx%d: %d tiles (%d computed now) in %.1f s", *rep.shape, rep.n_tiles,
-             rep.computed, rep.seconds)
+    rep = build_store(ctx.arch, ctx.data.X_train, ctx.cfg.store, stored_kinds(k["kind"], k["store_nngp"]),
+                      tile=k["tile"] or None, dtype=np.dtype(k["dtype"]), client=ctx.client,
+                      progress=ctx.progress, device=k["device"], repair=ctx.repair)
     return {"store": ctx.cfg.store, "n": rep.shape[0], "tile": rep.tile, "tiles": rep.n_tiles,
             "computed": rep.computed, "resumed": rep.resumed, "kinds": list(rep.kinds),
             "repaired": [[name, list(index)] for name, index in rep.repaired],
@@ -71,44 +44,36 @@ def stage_gram(ctx: JobContext) -> dict:
 
 
 def _absolute_ridge(ctx: JobContext, op: Any, Y: np.ndarray) -> tuple[float, dict]:
-    s = ctx.cfg.solver
-    if not isinstance(s["ridge"], str):
-        lam = s["ridge"] * float(np.mean(op.diag())) if s["relative_ridge"] else s["ridge"]
-        return float(lam), {"ridge_rule": "given"}
-    from ..solvers.ridge import choose_ridge
+    """The [solver] section's ridge on ``op`` (pipeline.resolve_ridge) and its metrics."""
+    from ..pipeline import resolve_ridge
 
-    log.info("choosing the ridge by %s (dense eigh of a sub-block, n=%d)", s["ridge"], op.shape[0])
-    t = time.perf_counter()
-    sel = choose_ridge(op, Y, s["ridge"], s["ridge_grid"], relative=s["relative_ridge"],
-                       subsample=s["ridge_subsample"] or None, seed=ctx.cfg.job["seed"],
-                       select=s["ridge_select"])
-    return float(sel.ridge), {"ridge_rule": s["ridge"], "ridge_grid": sel.grid,
-                              "ridge_scores": sel.scores, "ridge_score": sel.score,
-                              "ridge_subsample": sel.subsample, "ridge_select": sel.rule,
-                              "ridge_standard_error": sel.standard_error,
-                              "ridge_seconds": time.perf_counter() - t}
+    s = ctx.cfg.solver
+    choice = resolve_ridge(op, Y, s["ridge"], relative=s["relative_ridge"], grid=s["ridge_grid"],
+                           subsample=s["ridge_subsample"] or None, seed=ctx.cfg.job["seed"],
+                           select=s["ridge_select"])
+    return choice.ridge, choice.record()
 
 
 def stage_fit(ctx: JobContext) -> dict:
     """Solve ``(K + λI) α = Y`` on the stored train Gram; writes ``fit.npz``."""
-    from ..solvers import solve
+    from ..pipeline import fit
 
     build_id = _build_id(ctx)
     Y, classes = ctx.targets()
     s = ctx.cfg.solver
     op = ctx.operator(what="solve", every=10)
     lam, sel = _absolute_ridge(ctx, op, Y)
-    res = solve(op, Y, lam, solver=s["method"], tol=s["tol"], maxiter=s["maxiter"],
-                pcg_rank=min(s["pcg_rank"], op.shape[0]), jitter=s["jitter"], seed=ctx.cfg.job["seed"])
-    fitted = Y - lam * res.x  # K α = Y − λα: train predictions without another pass
+    f = fit(op, Y, lam, solver=s["method"], tol=s["tol"], maxiter=s["maxiter"],
+            pcg_rank=s["pcg_rank"], jitter=s["jitter"], seed=ctx.cfg.job["seed"])
+    res, fitted = f.result, f.fitted(Y)
     out = {"ridge": lam, "ridge_relative": lam / float(np.mean(op.diag())), "method": res.method,
-           "solver": res.info.get("solver"), "auto": res.info.get("auto"),
+           "solver": f.solver, "auto": res.info.get("auto"),
            "relative_residual": res.residual, "iterations": res.iterations, "passes": res.passes,
            "converged": res.converged, "solve_seconds": res.seconds,
            "train_mse": float(np.mean(np.sum((fitted - Y) ** 2, axis=1))), **sel}
     if classes is not None:
         out["train_accuracy"] = float(np.mean(classes[np.argmax(fitted, 1)] == ctx.data.y_train))
-    np.savez(ctx.path("fit.npz"), alpha=res.x, ridge=lam, build_id=build_id,
+    np.savez(ctx.path("fit.npz"), alpha=f.alpha, ridge=lam, build_id=build_id,
              classes=classes if classes is not None else np.array([]),
              kind=ctx.cfg.kernel["kind"])
     return out
@@ -127,17 +92,17 @@ def _load_fit(ctx: JobContext, build_id: str) -> dict:
 
 def stage_predict(ctx: JobContext) -> dict:
     """Test predictions ``K(X*, X) α``, streamed tile by tile on the workers."""
-    from ..tiling.predict import cross_matvec
+    from ..pipeline import predict
 
     d = ctx.data
     if d.X_test is None or len(d.X_test) == 0:
         return {"skipped": "no test data ([data] n_test / test_fraction)"}
     build_id = _build_id(ctx)
     f = _load_fit(ctx, build_id)
-    kind = ctx.cfg.kernel["kind"]
     alpha = f["alpha"].reshape(f["alpha"].shape[0], -1)
-    pred = cross_matvec(ctx.runner, ctx.arch, np.asarray(d.X_test, np.float64), ctx.cfg.store,
-                        build_id, {kind: alpha}, device=ctx.cfg.kernel["device"])[kind]
+    pred = predict(ctx.arch, np.asarray(d.X_test, np.float64), alpha, ctx.cfg.kernel["kind"],
+                   store=ctx.cfg.store, build_id=build_id, runner=ctx.runner,
+                   device=ctx.cfg.kernel["device"])
     out: dict = {"n_test": int(pred.shape[0])}
     classes = f["classes"] if f["classes"].size else None
     Yt = ctx.encode(d.y_test, classes)

@@ -166,6 +166,7 @@ def estimate_from_config(cfg: Any, *, n: Optional[int] = None, d: Optional[int] 
     n, d, n_test, n_outputs = _data(data, n, d, n_test, n_outputs)
 
     from ..job.model import build_arch
+    from ..pipeline import stored_kinds
 
     arch = build_arch({"depth": get(model, "depth", int, 3, path="model", min=1),
                        "width": get(model, "width", int, 512, path="model", min=1),
@@ -175,7 +176,7 @@ def estimate_from_config(cfg: Any, *, n: Optional[int] = None, d: Optional[int] 
                        "parameterization": get(model, "parameterization", str, "ntk", path="model")})
     kind = get(kernel, "kind", str, "ntk", path="kernel", choices=("ntk", "nngp"))
     store_nngp = get(kernel, "store_nngp", bool, False, path="kernel")
-    kinds = ("nngp",) if kind == "nngp" else (("nngp", "ntk") if store_nngp else ("ntk",))
+    kinds = stored_kinds(kind, store_nngp)
     ridge = get(solver, "ridge", (float, str), 1e-3, path="solver")
     selection = isinstance(ridge, str)
     ridge_rel = 1e-3 if selection else float(ridge)

@@ -96,7 +96,7 @@ def fit_stage(n: int, T: int, itemsize: int, n_outputs: int, res: Resources, *, 
     read_s, read_b = dense_read(n, T, itemsize, res)
     base, wbase = res.client_baseline, res.worker_baseline
     sel_s = sel_mem = 0.0
-    if ridge_selection:  # job.stages._absolute_ridge: dense eigh of (a sub-block of) the Gram
+    if ridge_selection:  # pipeline.resolve_ridge: dense eigh of (a sub-block of) the Gram
         from ..solvers.ridge import AUTO_SUBSAMPLE, AUTO_SUBSAMPLE_ABOVE
 
         m = min(n, ridge_subsample or (n if n <= AUTO_SUBSAMPLE_ABOVE else AUTO_SUBSAMPLE))
