@@ -166,3 +166,27 @@ def test_export_parquet_without_pyarrow_says_the_fix(tmp_path, monkeypatch):
         run_stages(_cfg(tmp_path, export={"format": "parquet"}), ["export"])
     m = run_stages(_cfg(tmp_path), ["export"])["stages"]["export"]  # auto: falls back to zarr
     assert m["format"] == "zarr"
+
+
+def test_export_after_real_stages(tmp_path):
+    """gram → fit → predict → spectrum → export on a small synthetic job (sync cluster): the
+    exported files hold exactly what the stages wrote."""
+    from ntkscale.storage.arrays import read_arrays
+
+    doc = {**DOC, "data": {"source": "sphere", "n_train": 48, "n_test": 12, "n": 60, "d": 4},
+           "job": {"out": str(tmp_path / "run"), "stages": ["gram", "fit", "predict", "spectrum"]},
+           "model": {"depth": 1}, "kernel": {"dtype": "float64"}, "spectrum": {"k": 6},
+           "export": {"enabled": True, "format": "zarr"}}
+    cfg = parse_job(doc, environ={})
+    assert registry.active_stages(cfg) == ["gram", "fit", "predict", "spectrum", "export"]
+    m = run_stages(cfg, registry.active_stages(cfg))
+    out = tmp_path / "run"
+    assert m["stages"]["export"]["missing"] == {}
+    with np.load(out / "predictions.npz") as z:
+        arrays, _ = read_arrays(str(out / "export" / "predictions.zarr"))
+        np.testing.assert_array_equal(arrays["prediction"], z["prediction"])
+        assert arrays["prediction"].shape == (12, 1)
+    with np.load(out / "spectrum.npz") as z:
+        arrays, attrs = read_arrays(str(out / "export" / "eigenpairs.zarr"))
+        np.testing.assert_array_equal(arrays["evecs"], z["evecs"])
+        assert arrays["evecs"].shape == (48, 6) and attrs["trace"] == float(z["trace"])

@@ -42,8 +42,8 @@ _OFF = {"fit": False, "n_test": 0, "spectrum_k": 0, "curve_points": 0, "dynamics
 
 
 def _memory(spec: Any) -> Optional[float]:
-    """Bytes per worker: 'auto' → None (LocalCluster's rule); a size; a fraction of RAM; 0
-    (no limit) → the machine's memory; SLURM workers get ``memory / processes``."""
+    """Bytes per worker: 'auto' → None (LocalCluster's rule), a size, or a fraction of RAM
+    (the schema's number); SLURM workers get ``memory / processes`` (dask-jobqueue)."""
     from dask.utils import parse_bytes
     from distributed.system import MEMORY_LIMIT
 
@@ -54,9 +54,7 @@ def _memory(spec: Any) -> Optional[float]:
         return None
     if isinstance(v, str):
         return float(parse_bytes(v))
-    if isinstance(v, float):
-        return v * MEMORY_LIMIT
-    return float(v) if v > 0 else float(MEMORY_LIMIT)
+    return float(v) * MEMORY_LIMIT if v <= 1 else float(v)
 
 
 def _cluster(spec: Any) -> dict:
