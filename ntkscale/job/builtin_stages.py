@@ -20,6 +20,7 @@ Section schemas (defaults shown)::
     enabled = false
     t = []                        # times (default: 30 log-spaced, 1e-2 .. 1e6 x N/λmax)
     learning_rate = 0.0           # > 0: discrete gradient descent, steps = t / learning_rate
+                                  # (Lanczos on the stored Gram: no eigendecomposition)
 """
 
 from __future__ import annotations

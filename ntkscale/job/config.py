@@ -84,8 +84,9 @@ class JobConfig:
     ----------
     job, model, kernel, solver : dict
         Resolved shared sections (plain TOML values).
-    data : DataSpec
-        From :func:`ntkscale.data.validate_data`.
+    data : DataSpec or None
+        From :func:`ntkscale.data.validate_data` (None only from ``parse_job(...,
+        data_optional=True)`` of a document without ``[data]``).
     cluster : ClusterSpec
         From :func:`ntkscale.clusters.validate_cluster` (environment overrides applied).
     sections : dict
