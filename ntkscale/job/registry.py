@@ -112,6 +112,7 @@ def register(stage: Stage) -> Stage:
     ValueError
         The name or the section is taken (by another stage or a shared section).
     """
+    _load()  # the built-in stages first, whoever registers first
     if stage.name in _REGISTRY:
         raise ValueError(f"a stage named {stage.name!r} is already registered")
     taken = set(SHARED_SECTIONS) | {s.section for s in _REGISTRY.values() if s.section}
