@@ -81,6 +81,8 @@ def test_one_registration_makes_a_stage_known_everywhere(tmp_path, monkeypatch):
                                      lambda v: f"said {v['said']}", section="hello", parse=parse))
     with pytest.raises(ValueError, match="already"):
         registry.register(registry.Stage("hello", print, str))
+    with pytest.raises(ValueError, match=r"section \[solver\] is already used"):
+        registry.register(registry.Stage("other", print, str, section="solver", parse=dict))
     with pytest.raises(ConfigError, match="hello.greting"):
         _cfg(tmp_path, hello={"greting": "x"})
     cfg = _cfg(tmp_path, hello={"greeting": "hej"})

@@ -105,7 +105,7 @@ SHARED_SECTIONS = ("job", "data", "cluster", "model", "kernel", "solver")
 
 
 def register(stage: Stage) -> Stage:
-    """Add a stage (in call order: the order ``run`` and the report use); returns it.
+    """Add a stage (listed in call order: ``STAGES``, the CLI, ``config.resolved.json``); returns it.
 
     Raises
     ------
