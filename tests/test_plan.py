@@ -266,12 +266,39 @@ PLAN_KW_NO_MEM = {k: v for k, v in PLAN_KW.items() if k != "memory_per_worker"}
 def test_estimate_from_config_errors_name_the_key():
     with pytest.raises(ConfigError, match="data.n_train"):
         estimate_from_config({}, **PLAN_KW)
-    with pytest.raises(ConfigError, match="pass d="):
+    # the [data] table is validated by the job schema first (a file source needs its path)
+    with pytest.raises(ConfigError, match="data.path"):
         estimate_from_config({"data": {"source": "file", "n_train": 100}}, **PLAN_KW)
+    with pytest.raises(ConfigError, match="pass d="):
+        estimate_from_config({"data": {"source": "file", "path": "x.npz", "n_train": 100}}, **PLAN_KW)
     with pytest.raises(ConfigError, match="kernel.dtype"):
         estimate_from_config({"kernel": {"dtype": "float16"}}, n=100, d=4, **PLAN_KW)
     with pytest.raises(ConfigError, match="cluster.memory_limit"):
         estimate_from_config({"cluster": {"memory_limit": "lots"}}, n=100, d=4, **PLAN_KW_NO_MEM)
+
+
+def test_estimate_from_config_reads_the_parsed_job():
+    """One parse, the job schema's rules: what the job refuses the planner refuses, a
+    JobConfig and its document plan alike, and [spectrum] enabled = false drops the stage
+    as ``run`` does."""
+    from ntkscale.job import parse_job
+
+    doc = {"data": {"source": "sphere", "n": 3000, "d": 8}, "spectrum": {"enabled": False},
+           "cluster": {"workers": 2}}
+    p = estimate_from_config(doc, **PLAN_KW)
+    q = estimate_from_config(parse_job(doc, environ={}), **PLAN_KW)
+    assert [s.name for s in p.stages] == ["gram", "fit", "curve"]
+    assert p.to_dict() == q.to_dict()
+    with pytest.raises(ConfigError, match="spectrum.k"):  # the schema's k >= 2 (the old reader took 1)
+        estimate_from_config({"spectrum": {"k": 1}}, n=100, d=4, **PLAN_KW)
+    with pytest.raises(ConfigError, match="model.activation"):
+        estimate_from_config({"model": {"activation": "tanhh"}}, n=100, d=4, **PLAN_KW)
+
+
+def test_a_stage_without_cost_model_is_named_in_the_notes():
+    p = estimate_from_config({"export": {"enabled": True}}, n=500, d=4, **PLAN_KW)
+    assert [s.name for s in p.stages] == ["gram", "fit", "spectrum", "curve"]
+    assert any("no cost model" in n and "export" in n for n in p.notes)
 
 
 # ----------------------------------------------------------------------------- calibration

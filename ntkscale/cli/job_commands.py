@@ -8,7 +8,7 @@ from typing import Optional
 
 import click
 
-from ..job.config import STAGES
+from ..job import registry
 
 _OUT = click.option("--out", default=None, help="Run directory (overrides job.out).")
 
@@ -49,8 +49,8 @@ def register(cli: click.Group) -> None:
         metrics = run_job(cfg, progress=sys.stderr.isatty())
         _print_summary(metrics, cfg.out)
 
-    for stage in STAGES:
-        _stage_command(cli, stage)
+    for stage in registry.stages():
+        _stage_command(cli, stage.name, stage.description)
 
     @cli.command()
     @click.argument("job", type=click.Path(dir_okay=False))
@@ -110,9 +110,10 @@ def register(cli: click.Group) -> None:
         click.echo(json.dumps(p.to_dict(), indent=2, default=str) if as_json else p.table())
 
 
-def _stage_command(cli: click.Group, stage: str) -> None:
-    @cli.command(name=stage, help=f"Run only the '{stage}' stage of JOB on its run directory "
-                                  "(earlier stages' outputs are read from there).")
+def _stage_command(cli: click.Group, stage: str, description: str = "") -> None:
+    @cli.command(name=stage, help=(description + " " if description else "")
+                 + f"Runs only the '{stage}' stage of JOB on its run directory "
+                   "(earlier stages' outputs are read from there).")
     @click.argument("job", type=click.Path(dir_okay=False))
     @_OUT
     @(click.option("--repair", is_flag=True,

@@ -6,7 +6,8 @@ Schema (every key optional unless marked; defaults shown)::
     name = "ntkscale-job"
     out = "runs/<name>"          # run directory: store, metrics.json, report.md, figures/
     seed = 0
-    stages = ["gram", "fit", "predict", "spectrum", "curve"]   # + "dynamics"
+    stages = ["gram", "fit", "predict", "spectrum", "curve"]   # + "dynamics", "export"
+                                 # (ntkscale.job.registry: one list of stages)
 
     [data]       # see ntkscale.data.validate_data (source = fashion-mnist | sklearn | sphere | ...)
     [cluster]    # see ntkscale.clusters.validate_cluster (kind = local | address | slurm | ...)
@@ -43,24 +44,8 @@ Schema (every key optional unless marked; defaults shown)::
     pcg_rank = 1000
     jitter = false
 
-    [spectrum]
-    enabled = true
-    k = 200                       # top eigenpairs (randomized Nyström + power steps)
-    power_iters = 2
-    fit_window = [2, 0]           # power-law fit ranks [kmin, kmax] (0: k // 2)
-
-    [curve]
-    enabled = true
-    p = []                        # training sizes (default: 8 log-spaced sizes up to n/2)
-    trials = 5
-    n_test = 0                    # held-out pool points per trial (0: n - max p, at most 2000)
-    noise_std = 0.0
-
-    [dynamics]
-    enabled = false
-    t = []                        # times (default: 30 log-spaced, 1e-2 .. 1e6 x N/λmax)
-    learning_rate = 0.0           # > 0: discrete gradient descent, steps = t / learning_rate
-                                  # (Lanczos on the stored Gram: no eigendecomposition)
+    # stage sections ([spectrum], [curve], [dynamics], [export], ...): each stage owns its
+    # table; schemas in ntkscale/job/builtin_stages.py and the stage's module (registry.py)
 
 Validation errors name the key and the allowed values (:class:`ntkscale._config.ConfigError`).
 """
@@ -76,13 +61,19 @@ from typing import Any, Mapping, Optional
 from .._config import ConfigError, check_keys, get, section
 from ..kernels import registry as _registry
 from ..solvers.api import SOLVERS as _SOLVERS
+from . import registry as _stages
 
 __all__ = ["JobConfig", "load_job", "parse_job", "STAGES", "ACTIVATIONS"]
 
-STAGES = ("gram", "fit", "predict", "spectrum", "curve", "dynamics")
 ACTIVATIONS = tuple(_registry.ACTIVATIONS)  # one list: ntkscale/kernels/registry.py
 SOLVER_METHODS = _SOLVERS  # one list: ntkscale/solvers/api.py
-_TOP = ("job", "data", "cluster", "model", "kernel", "solver", "spectrum", "curve", "dynamics")
+_SHARED = _stages.SHARED_SECTIONS  # + each stage's own section (registry.stage_sections)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "STAGES":  # every stage, in run order (read from the registry, not listed here)
+        return _stages.stage_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -91,12 +82,16 @@ class JobConfig:
 
     Attributes
     ----------
-    job, model, kernel, solver, spectrum, curve, dynamics : dict
-        Resolved sections (plain TOML values).
-    data : DataSpec
-        From :func:`ntkscale.data.validate_data`.
+    job, model, kernel, solver : dict
+        Resolved shared sections (plain TOML values).
+    data : DataSpec or None
+        From :func:`ntkscale.data.validate_data` (None only from ``parse_job(...,
+        data_optional=True)`` of a document without ``[data]``).
     cluster : ClusterSpec
         From :func:`ntkscale.clusters.validate_cluster` (environment overrides applied).
+    sections : dict
+        Each stage's own section, resolved by its ``parse`` (``cfg.sections["spectrum"]``;
+        also readable as ``cfg.spectrum``), in registry order.
     raw : dict
         The document as given.
     source : str or None
@@ -107,13 +102,17 @@ class JobConfig:
     model: dict
     kernel: dict
     solver: dict
-    spectrum: dict
-    curve: dict
-    dynamics: dict
     data: Any
     cluster: Any
-    raw: dict = field(repr=False)
+    sections: dict = field(default_factory=dict)
+    raw: dict = field(default_factory=dict, repr=False)
     source: Optional[str] = None
+
+    def __getattr__(self, name: str) -> Any:
+        sections = self.__dict__.get("sections", {})
+        if name in sections:  # cfg.spectrum, cfg.export, ...: a stage's section
+            return sections[name]
+        raise AttributeError(f"{type(self).__name__!r} has no attribute {name!r}")
 
     @property
     def out(self) -> str:
@@ -127,8 +126,7 @@ class JobConfig:
         """The resolved configuration as plain data (written to the run directory)."""
         return {"job": self.job, "data": to_plain(self.data), "cluster": to_plain(self.cluster),
                 "model": self.model, "kernel": {**self.kernel, "store": self.store},
-                "solver": self.solver, "spectrum": self.spectrum, "curve": self.curve,
-                "dynamics": self.dynamics}
+                "solver": self.solver, **self.sections}
 
 
 def to_plain(x: Any) -> Any:
@@ -155,10 +153,11 @@ def to_plain(x: Any) -> Any:
 def _job(t: dict) -> dict:
     check_keys(t, ("name", "out", "seed", "stages"), "job")
     name = get(t, "name", str, "ntkscale-job", path="job")
-    stages = get(t, "stages", list, ["gram", "fit", "predict", "spectrum", "curve"], path="job")
+    stages = get(t, "stages", list, _stages.default_stages(), path="job")
+    names = _stages.stage_names()
     for s in stages:
-        if s not in STAGES:
-            raise ConfigError(f"'job.stages' contains {s!r}; allowed stages: {', '.join(STAGES)}")
+        if s not in names:
+            raise ConfigError(f"'job.stages' contains {s!r}; allowed stages: {', '.join(names)}")
     return {"name": name, "out": get(t, "out", str, os.path.join("runs", name), path="job"),
             "seed": get(t, "seed", int, 0, path="job", min=0), "stages": list(stages)}
 
@@ -216,60 +215,31 @@ def _subsample(t: dict) -> int:
     return m
 
 
-def _spectrum(t: dict) -> dict:
-    check_keys(t, ("enabled", "k", "power_iters", "fit_window"), "spectrum")
-    win = get(t, "fit_window", list, [2, 0], path="spectrum")
-    if len(win) != 2 or any(not isinstance(w, int) or isinstance(w, bool) or w < 0 for w in win):
-        raise ConfigError("'spectrum.fit_window' must be two integers [kmin, kmax] (kmax 0: k // 2)")
-    return {"enabled": get(t, "enabled", bool, True, path="spectrum"),
-            "k": get(t, "k", int, 200, path="spectrum", min=2),
-            "power_iters": get(t, "power_iters", int, 2, path="spectrum", min=0, max=20),
-            "fit_window": list(win)}
-
-
-def _int_list(t: dict, key: str, path: str) -> list:
-    vals = get(t, key, list, [], path=path)
-    if any(not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0 for v in vals):
-        raise ConfigError(f"'{path}.{key}' must be a list of positive numbers")
-    return vals
-
-
-def _curve(t: dict) -> dict:
-    check_keys(t, ("enabled", "p", "trials", "n_test", "noise_std"), "curve")
-    p = _int_list(t, "p", "curve")
-    if any(int(v) != v for v in p):
-        raise ConfigError("'curve.p' must be a list of integers (training-set sizes)")
-    return {"enabled": get(t, "enabled", bool, True, path="curve"), "p": [int(v) for v in p],
-            "trials": get(t, "trials", int, 5, path="curve", min=2),
-            "n_test": get(t, "n_test", int, 0, path="curve", min=0),
-            "noise_std": get(t, "noise_std", float, 0.0, path="curve", min=0)}
-
-
-def _dynamics(t: dict) -> dict:
-    check_keys(t, ("enabled", "t", "learning_rate"), "dynamics")
-    return {"enabled": get(t, "enabled", bool, False, path="dynamics"),
-            "t": [float(v) for v in _int_list(t, "t", "dynamics")],
-            "learning_rate": get(t, "learning_rate", float, 0.0, path="dynamics", min=0)}
-
-
 def parse_job(doc: Mapping[str, Any], *, source: Optional[str] = None,
-              environ: Optional[Mapping[str, str]] = None) -> JobConfig:
-    """Validate a parsed job document (all sections, before any data is loaded)."""
+              environ: Optional[Mapping[str, str]] = None, data_optional: bool = False) -> JobConfig:
+    """Validate a parsed job document (all sections, before any data is loaded).
+
+    ``data_optional``: a document without a ``[data]`` table gives ``data = None`` instead of
+    an error (the planner, given the sizes, needs no data source).
+    """
     from ..clusters import validate_cluster
     from ..data import validate_data
 
     if not isinstance(doc, Mapping):
         raise ConfigError(f"a job must be a TOML table, got {type(doc).__name__}")
-    check_keys(doc, _TOP, "")
+    owned = _stages.stage_sections()
+    check_keys(doc, _SHARED + tuple(owned), "")
     job = _job(section(doc, "job"))
-    dyn = _dynamics(section(doc, "dynamics"))
-    if dyn["enabled"] and "dynamics" not in job["stages"]:
-        job["stages"].append("dynamics")
+    sections = {name: st.parse(section(doc, name)) for name, st in owned.items()}
+    for name, st in owned.items():  # an optional stage switched on by its section
+        if not st.default and sections[name].get("enabled") and st.name not in job["stages"]:
+            job["stages"].append(st.name)
     env = os.environ if environ is None else environ
     return JobConfig(job=job, model=_model(section(doc, "model")),
                      kernel=_kernel(section(doc, "kernel")), solver=_solver(section(doc, "solver")),
-                     spectrum=_spectrum(section(doc, "spectrum")), curve=_curve(section(doc, "curve")),
-                     dynamics=dyn, data=validate_data(section(doc, "data"), path="data"),
+                     sections=sections,
+                     data=None if data_optional and "data" not in doc
+                     else validate_data(section(doc, "data"), path="data"),
                      cluster=validate_cluster(section(doc, "cluster"), path="cluster", environ=env),
                      raw=copy.deepcopy(dict(doc)), source=source)
 

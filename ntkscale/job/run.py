@@ -8,6 +8,7 @@ Run directory (``job.out``)::
     fit.npz                α, the absolute ridge, the store's build id, classes
     predictions.npz        test predictions and targets
     spectrum.npz           top-k eigenpairs of the train Gram
+    export/                predictions and eigenpairs as Parquet or Zarr (the export stage)
     metrics.json           per-stage metrics, timings, peak memory, cluster, data
     report.md              a short human-readable summary
     figures/*.png          spectrum, learning curve, dynamics
@@ -22,10 +23,10 @@ import shutil
 import time
 from typing import Optional, Sequence
 
-from .config import STAGES, JobConfig, to_plain
+from . import registry
+from .config import JobConfig, to_plain
 from .context import JobContext
 from .report import write_report
-from .stages import STAGE_FUNCS
 
 log = logging.getLogger("ntkscale.job")
 
@@ -41,9 +42,7 @@ def run_stages(cfg: JobConfig, stages: Sequence[str], *, progress: Optional[bool
     stage verifies every stored chunk and recomputes the corrupt ones
     (``build_gram(..., repair=True)``).
     """
-    for s in stages:
-        if s not in STAGES:
-            raise ValueError(f"unknown stage {s!r}; stages are: {', '.join(STAGES)}")
+    funcs = [registry.get_stage(s).run for s in stages]  # unknown names fail before any work
     os.makedirs(cfg.out, exist_ok=True)
     with open(os.path.join(cfg.out, "config.resolved.json"), "w") as f:
         json.dump(to_plain(cfg.resolved()), f, indent=2)
@@ -56,10 +55,10 @@ def run_stages(cfg: JobConfig, stages: Sequence[str], *, progress: Optional[bool
     try:
         _ = ctx.data  # load (and validate) before starting a cluster
         _ = ctx.cluster
-        for name in stages:
+        for name, func in zip(stages, funcs):
             log.info("stage %s ...", name)
             t = time.perf_counter()
-            values = STAGE_FUNCS[name](ctx)
+            values = func(ctx)
             timings[name] = round(time.perf_counter() - t, 3)
             values["seconds"] = timings[name]
             ctx.record(name, values)
@@ -76,8 +75,6 @@ def run_stages(cfg: JobConfig, stages: Sequence[str], *, progress: Optional[bool
 
 def run_job(cfg: JobConfig, *, progress: Optional[bool] = None) -> dict:
     """All stages listed in ``job.stages`` (default gram, fit, predict, spectrum, curve; plus
-    dynamics when ``[dynamics] enabled``), skipping disabled spectrum/curve sections."""
-    stages = [s for s in cfg.job["stages"]
-              if not (s == "spectrum" and not cfg.spectrum["enabled"])
-              and not (s == "curve" and not cfg.curve["enabled"])]
-    return run_stages(cfg, stages, progress=progress)
+    an optional stage whose section says ``enabled = true``, e.g. dynamics), skipping default
+    stages whose section says ``enabled = false`` (:func:`ntkscale.job.registry.active_stages`)."""
+    return run_stages(cfg, registry.active_stages(cfg), progress=progress)

@@ -3,6 +3,7 @@
 ``gram`` → ``fit`` → ``predict``, and ``spectrum`` / ``curve`` / ``dynamics`` on the stored
 train Gram. Stages after ``gram`` refuse a store that was built from other data
 (:class:`ntkscale.storage.StoreMismatchError` via the fingerprints in the store).
+Registered (config section, report line, planner inputs) in :mod:`ntkscale.job.builtin_stages`.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from .context import JobContext
 
 log = logging.getLogger("ntkscale.job")
 
-__all__ = ["STAGE_FUNCS", "stage_gram", "stage_fit", "stage_predict", "stage_spectrum",
+__all__ = ["stage_gram", "stage_fit", "stage_predict", "stage_spectrum",
            "stage_curve", "stage_dynamics"]
 
 
@@ -228,12 +229,6 @@ def stage_dynamics(ctx: JobContext) -> dict:
     _figure(ctx, "dynamics", lambda path: _plots().plot_dynamics(
         pr, path=path, y_test=None if Yt is None else Yt.reshape(pr.test.shape[1:])))
     return out
-
-
-STAGE_FUNCS: dict[str, Callable[[JobContext], dict]] = {
-    "gram": stage_gram, "fit": stage_fit, "predict": stage_predict, "spectrum": stage_spectrum,
-    "curve": stage_curve, "dynamics": stage_dynamics,
-}
 
 
 def _plots() -> Any:

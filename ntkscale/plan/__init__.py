@@ -5,7 +5,7 @@ architecture and input width, dense GEMM / Cholesky / eigh rates, Gram-store wri
 read rates; optionally the cluster's task overhead and parallel efficiency);
 :func:`estimate` turns a job's sizes and a calibration into a :class:`Plan` with one row
 per stage (``gram``, ``fit``, ``predict``, ``spectrum``, ``curve``), as ``ntkscale run``
-executes them; :func:`estimate_from_config` reads the sizes from a job file.
+executes them; :func:`estimate_from_config` plans a parsed job (:class:`ntkscale.job.JobConfig`).
 
     >>> from ntkscale.plan import calibrate, estimate
     >>> cal = calibrate(784, arch)                                    # doctest: +SKIP

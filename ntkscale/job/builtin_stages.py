@@ -1,0 +1,164 @@
+"""The built-in stages' registrations: config section, report line and planner inputs of
+each function in :mod:`ntkscale.job.stages` (the registry: :mod:`ntkscale.job.registry`).
+
+Section schemas (defaults shown)::
+
+    [spectrum]
+    enabled = true
+    k = 200                       # top eigenpairs (randomized Nyström + power steps)
+    power_iters = 2
+    fit_window = [2, 0]           # power-law fit ranks [kmin, kmax] (0: k // 2)
+
+    [curve]
+    enabled = true
+    p = []                        # training sizes (default: 8 log-spaced sizes up to n/2)
+    trials = 5
+    n_test = 0                    # held-out pool points per trial (0: n - max p, at most 2000)
+    noise_std = 0.0
+
+    [dynamics]
+    enabled = false
+    t = []                        # times (default: 30 log-spaced, 1e-2 .. 1e6 x N/λmax)
+    learning_rate = 0.0           # > 0: discrete gradient descent, steps = t / learning_rate
+                                  # (Lanczos on the stored Gram: no eigendecomposition)
+"""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from .._config import ConfigError, check_keys, get
+from .config import JobConfig
+from .registry import PlanSizes, Stage, register
+from .report import format_number as _f
+from .stages import (stage_curve, stage_dynamics, stage_fit, stage_gram, stage_predict,
+                     stage_spectrum)
+
+__all__: list[str] = []
+
+
+# ---------------------------------------------------------------- section schemas
+def _spectrum(t: Mapping[str, Any]) -> dict:
+    check_keys(t, ("enabled", "k", "power_iters", "fit_window"), "spectrum")
+    win = get(t, "fit_window", list, [2, 0], path="spectrum")
+    if len(win) != 2 or any(not isinstance(w, int) or isinstance(w, bool) or w < 0 for w in win):
+        raise ConfigError("'spectrum.fit_window' must be two integers [kmin, kmax] (kmax 0: k // 2)")
+    return {"enabled": get(t, "enabled", bool, True, path="spectrum"),
+            "k": get(t, "k", int, 200, path="spectrum", min=2),
+            "power_iters": get(t, "power_iters", int, 2, path="spectrum", min=0, max=20),
+            "fit_window": list(win)}
+
+
+def _positive_list(t: Mapping[str, Any], key: str, path: str) -> list:
+    vals = get(t, key, list, [], path=path)
+    if any(not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0 for v in vals):
+        raise ConfigError(f"'{path}.{key}' must be a list of positive numbers")
+    return vals
+
+
+def _curve(t: Mapping[str, Any]) -> dict:
+    check_keys(t, ("enabled", "p", "trials", "n_test", "noise_std"), "curve")
+    p = _positive_list(t, "p", "curve")
+    if any(int(v) != v for v in p):
+        raise ConfigError("'curve.p' must be a list of integers (training-set sizes)")
+    return {"enabled": get(t, "enabled", bool, True, path="curve"), "p": [int(v) for v in p],
+            "trials": get(t, "trials", int, 5, path="curve", min=2),
+            "n_test": get(t, "n_test", int, 0, path="curve", min=0),
+            "noise_std": get(t, "noise_std", float, 0.0, path="curve", min=0)}
+
+
+def _dynamics(t: Mapping[str, Any]) -> dict:
+    check_keys(t, ("enabled", "t", "learning_rate"), "dynamics")
+    return {"enabled": get(t, "enabled", bool, False, path="dynamics"),
+            "t": [float(v) for v in _positive_list(t, "t", "dynamics")],
+            "learning_rate": get(t, "learning_rate", float, 0.0, path="dynamics", min=0)}
+
+
+# ---------------------------------------------------------------- report lines
+def _gram_line(v: dict) -> str:
+    return (f"{v['n']}×{v['n']} {'+'.join(v['kinds'])}, tile {v['tile']}, {v['tiles']} tiles "
+            f"({v['computed']} computed now), {v['bytes_on_disk'] / 2**30:.2f} GiB on disk")
+
+
+def _fit_line(v: dict) -> str:
+    s = (f"{v['method']}, ridge {_f(v['ridge'])} ({_f(v['ridge_relative'], '.2g')} × mean diag, "
+         f"{v.get('ridge_rule')}), residual {_f(v['relative_residual'], '.2g')}, "
+         f"{v['passes']} passes")
+    return s + (f", train accuracy {v['train_accuracy']:.4f}" if "train_accuracy" in v else "")
+
+
+def _predict_line(v: dict) -> str:
+    acc = f"test accuracy **{v['test_accuracy']:.4f}**, " if "test_accuracy" in v else ""
+    r2 = f", R² {v['test_r2']:.4f}" if "test_r2" in v else ""
+    return f"{acc}test MSE {_f(v['test_mse'])}{r2} on {v['n_test']} points"
+
+
+def _spectrum_line(v: dict) -> str:
+    return (f"top {v['k']} eigenvalues of K/n in {v['passes']} passes; power law exponent "
+            f"{_f(v['power_law_exponent'], '.3f')} on ranks {v['power_law_window']}; "
+            f"{v['trace_fraction_in_top_k']:.1%} of the trace, "
+            f"{v['target_power_in_top_k']:.1%} of the target power in the top k")
+
+
+def _curve_line(v: dict) -> str:
+    dev = max(abs(float(x)) for x in v["relative_deviation"])
+    return f"{len(v['p'])} sizes × {v['trials']} trials; max |exp/theory − 1| = {dev:.1%}"
+
+
+def _dynamics_line(v: dict) -> str:
+    s = f"{len(v['t'])} times, final train loss {_f(v['train_loss'][-1])}"
+    return s + (f", final test loss {_f(v['test_loss'][-1])}" if "test_loss" in v else "")
+
+
+# ---------------------------------------------------------------- planner inputs
+def _solver_plan(cfg: JobConfig, sizes: PlanSizes) -> dict:
+    """The ``[solver]`` section as planner inputs (the fit and the learning curve use it)."""
+    s = cfg.solver
+    selection = isinstance(s["ridge"], str)
+    ridge_rel = 1e-3 if selection else float(s["ridge"])
+    if not selection and not s["relative_ridge"]:
+        ridge_rel = ridge_rel / _mean_diag(sizes.arch, sizes.d, cfg.kernel["kind"])
+    return dict(solver=s["method"], ridge_relative=ridge_rel, ridge_selection=selection,
+                ridge_subsample=s["ridge_subsample"] or None, pcg_rank=s["pcg_rank"], tol=s["tol"],
+                maxiter=s["maxiter"])
+
+
+def _mean_diag(arch: Any, d: int, kind: str) -> float:
+    """Kernel diagonal at an input with ``|x|²/d = 1`` (what sphere preprocessing gives):
+    turns an absolute ridge into a relative one before the data is loaded."""
+    import numpy as np
+
+    from ..kernels import diag_stats
+
+    st = diag_stats(arch, np.ones((1, d)), dtype=np.float64)
+    return float(np.asarray(st.ntk if kind == "ntk" else st.nngp)[0])
+
+
+def _fit_plan(cfg: JobConfig, sizes: PlanSizes) -> dict:
+    return {"fit": True, **_solver_plan(cfg, sizes)}
+
+
+def _curve_plan(cfg: JobConfig, sizes: PlanSizes) -> dict:
+    c = cfg.sections["curve"]
+    return {"curve_points": c["p"] or 8, "curve_trials": c["trials"],
+            "curve_n_test": c["n_test"] or None, **_solver_plan(cfg, sizes)}
+
+
+register(Stage("gram", stage_gram, _gram_line, default=True, plan=lambda cfg, sizes: {},
+               description="Build (or resume) the train Gram store on the cluster."))
+register(Stage("fit", stage_fit, _fit_line, default=True, plan=_fit_plan,
+               description="Solve (K + λI) α = Y on the stored train Gram; writes fit.npz."))
+register(Stage("predict", stage_predict, _predict_line, default=True,
+               plan=lambda cfg, sizes: {"n_test": sizes.n_test},
+               description="Test predictions K(X*, X) α; writes predictions.npz."))
+register(Stage("spectrum", stage_spectrum, _spectrum_line, section="spectrum", parse=_spectrum,
+               default=True,
+               plan=lambda cfg, sizes: {"spectrum_k": min(cfg.sections["spectrum"]["k"], sizes.n - 1),
+                                        "power_iters": cfg.sections["spectrum"]["power_iters"]},
+               description="Top-k eigenpairs and power-law fit; writes spectrum.npz."))
+register(Stage("curve", stage_curve, _curve_line, section="curve", parse=_curve, default=True,
+               plan=_curve_plan,
+               description="Empirical learning curve next to the theory."))
+register(Stage("dynamics", stage_dynamics, _dynamics_line, section="dynamics", parse=_dynamics,
+               plan=lambda cfg, sizes: {"dynamics_times": len(cfg.sections["dynamics"]["t"]) or 30},
+               description="Gradient-flow (or GD) train/test predictions of the linearized network."))

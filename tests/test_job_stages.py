@@ -1,0 +1,194 @@
+"""The stage registry (one list of stages for the schema, the run, the report, the CLI and the
+planner) and the ``export`` stage (Parquet / Zarr that read back bit for bit)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from ntkscale._config import ConfigError
+from ntkscale.job import parse_job, registry, run_stages
+
+DOC = {"data": {"source": "sphere", "n": 60, "d": 4}, "cluster": {"kind": "sync"}}
+
+
+def _cfg(tmp_path, **sections):
+    return parse_job({**DOC, "job": {"out": str(tmp_path / "run")}, **sections}, environ={})
+
+
+def _run_dir(tmp_path, m=7, C=3, n=20, k=5):
+    """A run directory with the files of the predict and spectrum stages (random float64)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    rng = np.random.default_rng(0)
+    pred = dict(prediction=rng.standard_normal((m, C)), target=rng.standard_normal((m, C)))
+    spec = dict(evals=np.sort(rng.random(k))[::-1], evecs=rng.standard_normal((n, k)), trace=12.5)
+    np.savez(out / "predictions.npz", **pred)
+    np.savez(out / "spectrum.npz", **spec)
+    return out, pred, spec
+
+
+# ------------------------------------------------------------------------------ registry
+def test_every_list_of_stages_is_the_registry():
+    from click.testing import CliRunner
+
+    from ntkscale.cli.main import cli
+    from ntkscale.job.config import STAGES
+
+    names = registry.stage_names()
+    assert names == STAGES and names[:6] == ("gram", "fit", "predict", "spectrum", "curve", "dynamics")
+    assert "export" in names
+    assert registry.default_stages() == ["gram", "fit", "predict", "spectrum", "curve"]
+    for name in names:  # one CLI command per registered stage
+        r = CliRunner().invoke(cli, [name, "--help"])
+        words = " ".join(r.output.split())
+        assert r.exit_code == 0 and registry.get_stage(name).description in words
+        assert f"Runs only the '{name}' stage" in words
+    with pytest.raises(ConfigError, match="allowed stages: gram, fit, predict, spectrum, curve, "
+                                          "dynamics, export"):
+        parse_job({**DOC, "job": {"stages": ["gram", "fitt"]}}, environ={})
+    with pytest.raises(ValueError, match="unknown stage 'fitt'; stages are: gram"):
+        run_stages(parse_job(DOC, environ={}), ["fitt"])
+
+
+def test_enabled_switches_a_stage_as_before(tmp_path):
+    cfg = _cfg(tmp_path, dynamics={"enabled": True}, curve={"enabled": False})
+    assert cfg.job["stages"][-1] == "dynamics"  # an optional stage switched on by its section
+    assert registry.active_stages(cfg) == ["gram", "fit", "predict", "spectrum", "dynamics"]
+    cfg = _cfg(tmp_path, export={"enabled": True})
+    assert registry.active_stages(cfg)[-1] == "export" and cfg.export["format"] == "auto"
+    assert cfg.sections["spectrum"] is cfg.spectrum and list(cfg.resolved())[-4:] == [
+        "spectrum", "curve", "dynamics", "export"]
+
+
+def test_one_registration_makes_a_stage_known_everywhere(tmp_path, monkeypatch):
+    """A stage is one register() call: its section is validated, it runs, its line is in
+    report.md, and the planner says it has no cost model."""
+    from ntkscale._config import check_keys, get
+    from ntkscale.plan import estimate_from_config
+    from test_plan import PLAN_KW
+
+    registry.stages()  # the built-in ones first
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+
+    def parse(t):
+        check_keys(t, ("greeting",), "hello")
+        return {"greeting": get(t, "greeting", str, "hi", path="hello")}
+
+    registry.register(registry.Stage("hello", lambda ctx: {"said": ctx.cfg.sections["hello"]["greeting"]},
+                                     lambda v: f"said {v['said']}", section="hello", parse=parse))
+    with pytest.raises(ValueError, match="already"):
+        registry.register(registry.Stage("hello", print, str))
+    with pytest.raises(ValueError, match=r"section \[solver\] is already used"):
+        registry.register(registry.Stage("other", print, str, section="solver", parse=dict))
+    with pytest.raises(ConfigError, match="hello.greting"):
+        _cfg(tmp_path, hello={"greting": "x"})
+    cfg = _cfg(tmp_path, hello={"greeting": "hej"})
+    m = run_stages(cfg, ["hello"])
+    assert m["stages"]["hello"]["said"] == "hej"
+    assert "| hello |" in (tmp_path / "run" / "report.md").read_text()
+    assert "said hej" in (tmp_path / "run" / "report.md").read_text()
+    doc = {"job": {"stages": ["gram", "hello"]}}
+    p = estimate_from_config(doc, n=300, d=4, **PLAN_KW)
+    assert [s.name for s in p.stages] == ["gram"] and "hello" in p.notes[-1]
+
+
+# ------------------------------------------------------------------------------ export
+@pytest.mark.parametrize("patch, msg", [
+    ({"format": "csv"}, "'export.format' = 'csv' is not allowed"),
+    ({"what": ["predictions", "weights"]}, "'export.what'"),
+    ({"what": []}, "'export.what'"),
+    ({"wat": ["predictions"]}, "'export.wat' \\(did you mean 'what'\\?\\)"),
+    ({"path": ""}, "'export.path' is empty"),
+    ({"enabled": "yes"}, "'export.enabled' must be true/false"),
+])
+def test_export_config_errors_name_the_key(tmp_path, patch, msg):
+    with pytest.raises(ConfigError, match=msg):
+        _cfg(tmp_path, export=patch)
+
+
+def test_export_parquet_round_trips(tmp_path):
+    pq = pytest.importorskip("pyarrow.parquet")
+    out, pred, spec = _run_dir(tmp_path)
+    m = run_stages(_cfg(tmp_path, export={"format": "parquet"}), ["export"])["stages"]["export"]
+    assert m["format"] == "parquet" and m["missing"] == {}
+    t = pq.read_table(out / "export" / "predictions.parquet").to_pandas()
+    assert list(t.columns) == ["row", "prediction_0", "prediction_1", "prediction_2",
+                               "target_0", "target_1", "target_2"]
+    np.testing.assert_array_equal(t.filter(like="prediction_").to_numpy(), pred["prediction"])
+    np.testing.assert_array_equal(t.filter(like="target_").to_numpy(), pred["target"])
+    ev = pq.read_table(out / "export" / "eigenvalues.parquet")
+    np.testing.assert_array_equal(ev.column("eigenvalue").to_numpy(), spec["evals"])
+    assert float(ev.schema.metadata[b"trace"]) == 12.5
+    V = pq.read_table(out / "export" / "eigenvectors.parquet").to_pandas()
+    np.testing.assert_array_equal(V.filter(like="eigenvector_").to_numpy(), spec["evecs"])
+    np.testing.assert_array_equal(V["row"].to_numpy(), np.arange(20))
+    report = (out / "report.md").read_text()
+    assert "| export |" in report and "parquet: predictions, eigenpairs" in report
+
+
+def test_export_zarr_round_trips(tmp_path):
+    from ntkscale.storage.arrays import read_arrays
+
+    out, pred, spec = _run_dir(tmp_path)
+    cfg = _cfg(tmp_path, export={"format": "zarr", "path": str(tmp_path / "elsewhere")})
+    m = run_stages(cfg, ["export"])["stages"]["export"]
+    assert m["format"] == "zarr" and m["path"] == str(tmp_path / "elsewhere")
+    arrays, _ = read_arrays(str(tmp_path / "elsewhere" / "predictions.zarr"))
+    for key in ("prediction", "target"):
+        np.testing.assert_array_equal(arrays[key], pred[key])
+        assert arrays[key].dtype == pred[key].dtype
+    arrays, attrs = read_arrays(str(tmp_path / "elsewhere" / "eigenpairs.zarr"))
+    np.testing.assert_array_equal(arrays["evals"], spec["evals"])
+    np.testing.assert_array_equal(arrays["evecs"], spec["evecs"])
+    assert attrs["trace"] == 12.5
+
+
+def test_export_skips_what_no_stage_produced(tmp_path):
+    out, pred, _ = _run_dir(tmp_path)
+    (out / "spectrum.npz").unlink()
+    m = run_stages(_cfg(tmp_path, export={"format": "zarr"}), ["export"])["stages"]["export"]
+    assert list(m["files"]) == ["predictions"]
+    assert "run the 'spectrum' stage first" in m["missing"]["eigenpairs"]
+    assert "skipped eigenpairs" in (out / "report.md").read_text()
+    (out / "predictions.npz").unlink()
+    m = run_stages(_cfg(tmp_path, export={"format": "zarr"}), ["export"])["stages"]["export"]
+    assert "run the 'predict' stage first" in m["skipped"]
+    assert json.loads((out / "metrics.json").read_text())["stages"]["export"]["skipped"] == m["skipped"]
+
+
+def test_export_parquet_without_pyarrow_says_the_fix(tmp_path, monkeypatch):
+    import sys
+
+    _run_dir(tmp_path)
+    monkeypatch.setitem(sys.modules, "pyarrow", None)  # import pyarrow → ImportError
+    with pytest.raises(ImportError, match="export.format = 'zarr'"):
+        run_stages(_cfg(tmp_path, export={"format": "parquet"}), ["export"])
+    m = run_stages(_cfg(tmp_path), ["export"])["stages"]["export"]  # auto: falls back to zarr
+    assert m["format"] == "zarr"
+
+
+def test_export_after_real_stages(tmp_path):
+    """gram → fit → predict → spectrum → export on a small synthetic job (sync cluster): the
+    exported files hold exactly what the stages wrote."""
+    from ntkscale.storage.arrays import read_arrays
+
+    doc = {**DOC, "data": {"source": "sphere", "n_train": 48, "n_test": 12, "n": 60, "d": 4},
+           "job": {"out": str(tmp_path / "run"), "stages": ["gram", "fit", "predict", "spectrum"]},
+           "model": {"depth": 1}, "kernel": {"dtype": "float64"}, "spectrum": {"k": 6},
+           "export": {"enabled": True, "format": "zarr"}}
+    cfg = parse_job(doc, environ={})
+    assert registry.active_stages(cfg) == ["gram", "fit", "predict", "spectrum", "export"]
+    m = run_stages(cfg, registry.active_stages(cfg))
+    out = tmp_path / "run"
+    assert m["stages"]["export"]["missing"] == {}
+    with np.load(out / "predictions.npz") as z:
+        arrays, _ = read_arrays(str(out / "export" / "predictions.zarr"))
+        np.testing.assert_array_equal(arrays["prediction"], z["prediction"])
+        assert arrays["prediction"].shape == (12, 1)
+    with np.load(out / "spectrum.npz") as z:
+        arrays, attrs = read_arrays(str(out / "export" / "eigenpairs.zarr"))
+        np.testing.assert_array_equal(arrays["evecs"], z["evecs"])
+        assert arrays["evecs"].shape == (48, 6) and attrs["trace"] == float(z["trace"])
