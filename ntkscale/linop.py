@@ -11,7 +11,7 @@ A *Gram operator* is any object with
   (a stored operator implements it with the out-of-core tiled Cholesky); solvers test for
   the capability with :func:`can_factorize`, never for a class.
 
-This module imports nothing from ntkscale: solvers, spectral code
+This module imports only :mod:`ntkscale.errors`: solvers, spectral code
 and estimators import it; :mod:`ntkscale.operator` (the stored operator) builds on it.
 Every operator class runs the same contract tests, :class:`ntkscale.testing.OperatorContract`.
 """
@@ -22,8 +22,10 @@ from typing import Any, Optional, Protocol, runtime_checkable
 
 import numpy as np
 
+from .errors import InvalidRidgeError
+
 __all__ = ["GramOperator", "Factor", "DenseGram", "as_operator", "dense_array", "can_factorize",
-           "jitter_schedule", "check_ridge", "as_block", "as_slices", "check_indices", "read_blocks"]
+           "jitter_schedule", "check_ridge", "check_ridges", "as_block", "as_slices", "check_indices", "read_blocks"]
 
 
 @runtime_checkable
@@ -60,20 +62,73 @@ def can_factorize(op: Any) -> bool:
     return callable(getattr(op, "factorize", None))
 
 
+def _ridge_error(name: str, value: Any, wrong_type: bool = False) -> InvalidRidgeError:
+    """The one message: what must hold, what was given, the fix."""
+    got = f"{type(value).__name__} {value!r}" if wrong_type else repr(value)
+    why = "a negative ridge makes K + ridge*I indefinite; " if not wrong_type and value < 0 else ""
+    return InvalidRidgeError(f"{name} must be a finite real number >= 0, got {got}; {why}pass a number "
+                             "such as 1e-3, or 0 for the ridgeless interpolant")
+
+
 def check_ridge(ridge: Any, name: str = "ridge") -> float:
-    """The one ridge check (solvers, factorizations, tiled Cholesky): a finite real number
-    >= 0, not a string or a bool that ``float()`` would accept (TypeError), as a float."""
-    if isinstance(ridge, (str, bytes, bool, np.bool_)):
-        raise TypeError(f"{name} must be a finite real number >= 0, got {type(ridge).__name__} {ridge!r}")
+    """The one ridge check, as a float: a finite real number >= 0.
+
+    Used wherever a ridge enters (solvers, factorizations, the tiled Cholesky, spectral
+    theory, estimators; the job config wraps it to name its key). Strings and bools are
+    refused although ``float()`` would take them.
+
+    Parameters
+    ----------
+    ridge : real number
+        Python or NumPy scalar (or a 0-d array).
+    name : str
+        How the message names the value (``'lam'``, ``"'solver.ridge'"``...).
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    InvalidRidgeError
+        (a ``ValueError`` and a ``TypeError``) naming ``name``, the value and the fix.
+    """
+    if isinstance(ridge, (str, bytes, bool, np.bool_)) or getattr(ridge, "dtype", None) == np.bool_:
+        raise _ridge_error(name, ridge, wrong_type=True)
     try:
         r = float(ridge)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{name} must be a finite real number >= 0, got {ridge!r}") from e
+    except (TypeError, ValueError):
+        raise _ridge_error(name, ridge, wrong_type=True) from None
     if not np.isfinite(r) or r < 0:
-        raise ValueError(f"{name} must be a finite real number >= 0 (absolute, as in K + ridge*I), got "
-                         f"{ridge!r}: a negative ridge makes K + ridge*I indefinite; use 0 for the "
-                         "ridgeless interpolant")
+        raise _ridge_error(name, ridge)
     return r
+
+
+def check_ridges(ridges: Any, name: str = "ridges") -> np.ndarray:
+    """:func:`check_ridge` for a grid: a non-empty array-like of ridges as float64, flattened.
+
+    Returns
+    -------
+    ndarray, shape (G,)
+
+    Raises
+    ------
+    InvalidRidgeError
+        For an empty grid, or naming the first bad entry (``ridges[3]``).
+    """
+    if isinstance(ridges, np.ndarray) and ridges.dtype.kind in "iuf":  # fast path: one pass
+        flat = ridges.reshape(-1)
+        out = flat.astype(np.float64)
+        bad = np.flatnonzero(~np.isfinite(out) | (out < 0))
+        if bad.size:
+            raise _ridge_error(f"{name}[{bad[0]}]", flat[bad[0]].item())
+    else:  # each entry checked, so that a bool or a string in a list is refused too
+        flat = np.asarray(ridges, dtype=object).reshape(-1)
+        out = np.array([check_ridge(r, f"{name}[{k}]") for k, r in enumerate(flat)], dtype=np.float64)
+    if out.size == 0:
+        raise InvalidRidgeError(f"{name} must hold at least one ridge (a finite real number >= 0), "
+                                f"got {ridges!r}")
+    return out
 
 
 def jitter_schedule(jitter: bool | float) -> list[float]:

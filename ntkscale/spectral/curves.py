@@ -31,7 +31,7 @@ from typing import Any, Optional
 import numpy as np
 import scipy.linalg as sla
 
-from ..linop import check_indices, read_blocks
+from ..linop import check_indices, check_ridge, read_blocks
 from ._checks import check_nonneg
 from .spectrum import empirical_spectrum
 from .theory import LearningCurve, learning_curve
@@ -210,7 +210,7 @@ def empirical_learning_curve(op: Any, y: Any, p_grid: Any, *, ridge: float = 0.0
         raise ValueError(f"n_trials must be an integer >= 1, got {n_trials!r}")
     n_trials = int(n_trials)
     sigma = check_nonneg(noise_std, "noise_std")
-    lam = check_nonneg(ridge, "ridge") * (_mean_diag(op) if relative_ridge else 1.0)
+    lam = check_ridge(ridge) * (_mean_diag(op) if relative_ridge else 1.0)
     full = np.asarray(op[0:m, 0:m], dtype=np.float64) if 8.0 * m * m <= cache_bytes else None
     rng = np.random.default_rng(seed)
     errors = np.empty((ps.size, n_trials))
@@ -305,7 +305,7 @@ def theory_learning_curve(op_or_eigs: Any, y: Any, p_grid: Any, ridge: float = 0
     V = src.evecs if hasattr(src, "evecs") else (src[1] if isinstance(src, tuple) else src)
     Y = _targets(y, int(V.shape[0] if hasattr(V, "shape") else np.shape(V)[0]))
     eta, v2, tail_trace, tail_power, mean_diag = _spectrum(src, Y, trace)
-    lam = check_nonneg(ridge, "ridge") * (mean_diag if relative_ridge else 1.0)
+    lam = check_ridge(ridge) * (mean_diag if relative_ridge else 1.0)
     sigma2 = check_nonneg(noise_std, "noise_std") ** 2
     if tail_trace > 0 or np.any(tail_power > 0):
         eta, v2 = np.append(eta, 0.0), np.vstack([v2, tail_power[None, :]])
@@ -347,7 +347,7 @@ def heldout_error(curve: LearningCurve, pool_size: int,
     if m != pool_size or np.any(curve.p >= m):
         raise ValueError(f"pool_size must be an integer above every p (max p = {curve.p.max():g}), "
                          f"got {pool_size!r}")
-    lam = curve.lam if ridge is None else check_nonneg(ridge, "ridge")
+    lam = curve.lam if ridge is None else check_ridge(ridge)
     scale = lam / curve.lam if curve.lam > 0 else 1.0  # true λ/κ from the theory's λ/κ
     c_s2, eg = curve.n_outputs * curve.sigma2, curve.Eg
     with np.errstate(divide="ignore", invalid="ignore"):  # inf Eg: handled by the last line
@@ -373,7 +373,7 @@ def learning_curves(op: Any, y: Any, p_grid: Any, *, ridge: float = 0.0,
     -------
     LearningCurves
     """
-    lam = check_nonneg(ridge, "ridge") * (_mean_diag(op) if relative_ridge else 1.0)
+    lam = check_ridge(ridge) * (_mean_diag(op) if relative_ridge else 1.0)
     exp = empirical_learning_curve(op, y, p_grid, ridge=lam, n_trials=n_trials, n_test=n_test,
                                    noise_std=noise_std, seed=seed, cache_bytes=cache_bytes)
     src = op if eigs is None else eigs

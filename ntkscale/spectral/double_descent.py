@@ -20,6 +20,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..linop import check_ridge, check_ridges
 from ._checks import check_nonneg
 from .curves import _targets, gather, heldout_error, learning_curves, theory_learning_curve
 from .random_features import (_check_data, kernel_limit_error, relu_feature_kernel,
@@ -211,7 +212,7 @@ def samplewise_double_descent(op_or_gram: Any, y: Any, p_grid: Any, *, ridge: fl
     s2 = _noise(noise)
     nt = _split(m, int(ps.max()), test_size, "max(p_grid)")
     trials = _count(trials, "trials")
-    lam = check_nonneg(ridge, "ridge")
+    lam = check_ridge(ridge)
     src = _eigs(op, eigs)
     lc = learning_curves(op, y, ps, ridge=lam, noise_std=np.sqrt(s2), n_trials=trials,
                          n_test=nt, seed=seed, eigs=src)
@@ -260,10 +261,7 @@ def ridgewise_double_descent(op_or_gram: Any, y: Any, ridges: Any, p: int, *, no
     """
     op = _operator(op_or_gram)
     m = int(op.shape[0])
-    lams = np.asarray(ridges, dtype=np.float64).reshape(-1)
-    if lams.size == 0 or not np.all(np.isfinite(lams)) or np.any(lams < 0):
-        raise ValueError(f"ridges must be finite numbers >= 0, got {ridges!r}")
-    lams = np.unique(lams)
+    lams = np.unique(check_ridges(ridges, "ridges"))
     p = _count(p, "p")
     s2 = _noise(noise)
     nt = _split(m, p, test_size, "p")
@@ -350,7 +348,7 @@ def modelwise_double_descent(X_train: Any, y_train: Any, X_test: Any, y_test: An
     Simon, Karkada, Ghosh & Belkin, ICLR 2024 (random-feature eigenframework).
     """
     s2 = _noise(noise)
-    lam = check_nonneg(ridge, "ridge")
+    lam = check_ridge(ridge)
     errors = rf_test_errors(X_train, y_train, X_test, y_test, widths,
                             trials=_count(trials, "trials"), ridge=lam, noise=s2, seed=seed)
     grid = np.asarray(widths, dtype=np.float64).reshape(-1)
