@@ -14,7 +14,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .checks import DataError
+from .validate import DataError
 from .spec import DataSpec
 
 __all__ = ["read_file", "read_xy"]

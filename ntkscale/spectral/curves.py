@@ -32,7 +32,7 @@ import numpy as np
 import scipy.linalg as sla
 
 from ..linop import check_indices, check_ridge, read_blocks
-from ._checks import check_nonneg
+from .validate import check_nonneg
 from .spectrum import empirical_spectrum
 from .theory import LearningCurve, learning_curve
 

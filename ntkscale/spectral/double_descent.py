@@ -21,7 +21,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..linop import check_ridge, check_ridges
-from ._checks import check_nonneg
+from .validate import check_nonneg
 from .curves import _targets, gather, heldout_error, learning_curves, theory_learning_curve
 from .random_features import (_check_data, kernel_limit_error, relu_feature_kernel,
                               rf_learning_curve, rf_test_errors)

@@ -19,7 +19,7 @@ import numpy as np
 from scipy.special import logsumexp
 
 from ..linop import check_ridge
-from ._checks import as_sizes, as_spectrum, as_targets, check_nonneg
+from .validate import as_sizes, as_spectrum, as_targets, check_nonneg
 
 __all__ = ["EigenlearningPrediction", "effective_regularization", "learnabilities",
            "conservation_residual", "overfitting_coefficient", "eigenlearning_predict"]

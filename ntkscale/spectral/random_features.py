@@ -28,7 +28,7 @@ import numpy as np
 from scipy.optimize import brentq
 
 from ..linop import check_ridge
-from ._checks import as_sizes, as_spectrum, as_targets, check_nonneg
+from .validate import as_sizes, as_spectrum, as_targets, check_nonneg
 from .theory import solve_kappa
 
 __all__ = ["RFLearningCurve", "random_relu_weights", "relu_random_features",

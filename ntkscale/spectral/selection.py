@@ -16,7 +16,7 @@ from typing import Any, Optional, Literal
 import numpy as np
 
 from ..linop import check_ridges
-from ._checks import check_eigh, clean_gram_evals
+from .validate import check_eigh, clean_gram_evals
 
 __all__ = ["RidgeSelection", "gcv", "kare", "loo_error", "select_ridge"]
 

@@ -30,7 +30,7 @@ from scipy.optimize import brentq
 from scipy.special import logsumexp
 
 from ..linop import check_ridge
-from ._checks import as_sizes, as_spectrum, as_targets, check_nonneg
+from .validate import as_sizes, as_spectrum, as_targets, check_nonneg
 
 __all__ = ["LearningCurve", "solve_kappa", "gamma", "mode_errors", "generalization_error",
            "training_error", "learning_curve", "white_spectrum_error"]
