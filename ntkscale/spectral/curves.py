@@ -31,9 +31,10 @@ from typing import Any, Optional
 import numpy as np
 import scipy.linalg as sla
 
-from ..linop import check_indices, check_ridge, read_blocks
+from ..linop import check_ridge
 from .validate import check_nonneg
 from .spectrum import empirical_spectrum
+from .subsets import gather, pinv_weights, subsample_trials
 from .theory import LearningCurve, learning_curve
 
 __all__ = ["EmpiricalCurve", "LearningCurves", "empirical_learning_curve", "theory_learning_curve",
@@ -119,31 +120,6 @@ def _sizes(p_grid: Any) -> np.ndarray:
     return ps.astype(np.int64)
 
 
-def gather(op: Any, rows: np.ndarray, cols: np.ndarray, block: Optional[int] = None) -> np.ndarray:
-    """``K[rows][:, cols]`` (float64) for sorted unique indices.
-
-    Every Gram operator has ``take(rows, cols)`` (the operator contract,
-    :mod:`ntkscale.linop`); a stored Gram computes the block from its stored inputs when that
-    is cheaper than reading the tiles. ``block`` forces contiguous block reads on that grid
-    instead (:func:`ntkscale.linop.read_blocks`).
-
-    Parameters
-    ----------
-    op : GramOperator
-    rows, cols : ndarray of int, sorted, unique
-    block : int, optional
-        Read grid of forced block reads.
-
-    Returns
-    -------
-    ndarray, shape (len(rows), len(cols))
-    """
-    rows, cols = check_indices(rows, cols, op.shape)
-    if block is None:
-        return np.asarray(op.take(rows, cols), dtype=np.float64)
-    return read_blocks(op, rows, cols, block)
-
-
 def _fit_predict(Kpp: np.ndarray, Ktp: np.ndarray, Ytr: np.ndarray, lam: float,
                  L: Optional[np.ndarray]) -> np.ndarray:
     """``K_tp (K_pp + λI)⁻¹ Y``; shapes (p,p), (t,p), (p,C) -> (t,C). ``L``: lower Cholesky
@@ -152,9 +128,7 @@ def _fit_predict(Kpp: np.ndarray, Ktp: np.ndarray, Ytr: np.ndarray, lam: float,
     if L is not None:
         return Ktp @ sla.cho_solve((L[:p, :p], True), Ytr)
     w, V = np.linalg.eigh((Kpp + Kpp.T) / 2 + lam * np.eye(p))
-    cut = max(p * np.finfo(np.float64).eps * float(np.abs(w).max()),
-              1e-7 * float(np.mean(np.diag(Kpp))) if lam == 0 else 0.0)
-    inv = np.divide(1.0, w, out=np.zeros_like(w), where=w > cut)
+    inv = pinv_weights(w, lam, float(np.mean(np.diag(Kpp))))
     return Ktp @ (V @ (inv[:, None] * (V.T @ Ytr)))
 
 
@@ -211,20 +185,11 @@ def empirical_learning_curve(op: Any, y: Any, p_grid: Any, *, ridge: float = 0.0
     n_trials = int(n_trials)
     sigma = check_nonneg(noise_std, "noise_std")
     lam = check_ridge(ridge) * (_mean_diag(op) if relative_ridge else 1.0)
-    full = np.asarray(op[0:m, 0:m], dtype=np.float64) if 8.0 * m * m <= cache_bytes else None
-    rng = np.random.default_rng(seed)
     errors = np.empty((ps.size, n_trials))
-    for t in range(n_trials):
-        perm = rng.permutation(m)
-        noise = sigma * rng.standard_normal((pmax, Y.shape[1]))
-        train, test = perm[:pmax], perm[m - nt:]
-        rows = np.concatenate([train, test])
-        if full is not None:
-            block = full[np.ix_(rows, train)]  # shape: (pmax + nt, pmax)
-        else:
-            r_sorted, c_sorted = np.sort(rows), np.sort(train)
-            g = gather(op, r_sorted, c_sorted)
-            block = g[np.ix_(np.searchsorted(r_sorted, rows), np.searchsorted(c_sorted, train))]
+    trials = subsample_trials(op, pmax, nt, Y.shape[1], n_trials, noise_std=sigma, seed=seed,
+                              cache_bytes=cache_bytes)
+    for t, trial in enumerate(trials):
+        train, test, block, noise = trial.train, trial.test, trial.block, trial.noise
         L = None
         if lam > 0:  # nested training sets: the factor of K_pp + λI leads that of p = pmax
             try:
