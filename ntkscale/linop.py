@@ -9,7 +9,10 @@ A *Gram operator* is any object with
   ``to_numpy()`` (the whole matrix; in-memory operators return their array read-only);
 * optionally ``factorize(ridge, *, dtype, jitter, tile, progress)`` -> a :class:`Factor`
   (a stored operator implements it with the out-of-core tiled Cholesky); solvers test for
-  the capability with :func:`can_factorize`, never for a class.
+  the capability with :func:`can_factorize`, never for a class;
+* optionally ``tile`` (int): the edge of the grid that block reads are cheapest on (a
+  stored operator's tile); :func:`read_blocks` reads on it (:func:`read_grid`). Code above
+  this contract reads ``op.tile``, never an operator's store.
 
 This module imports only :mod:`ntkscale.errors`: solvers, spectral code
 and estimators import it; :mod:`ntkscale.operator` (the stored operator) builds on it.
@@ -25,7 +28,8 @@ import numpy as np
 from .errors import InvalidRidgeError
 
 __all__ = ["GramOperator", "Factor", "DenseGram", "as_operator", "dense_array", "can_factorize",
-           "jitter_schedule", "check_ridge", "check_ridges", "as_block", "as_slices", "check_indices", "read_blocks"]
+           "jitter_schedule", "check_ridge", "check_ridges", "as_block", "as_slices", "check_indices",
+           "read_grid", "read_blocks"]
 
 
 @runtime_checkable
@@ -182,6 +186,12 @@ def check_indices(rows: Any, cols: Any, shape: tuple[int, int]) -> tuple[np.ndar
     return rows.astype(np.int64), cols.astype(np.int64)
 
 
+def read_grid(op: Any, default: int = 1024) -> int:
+    """The optional contract attribute ``op.tile`` (the grid block reads are cheapest on), or
+    ``default`` for an operator without one (in-memory operators)."""
+    return int(getattr(op, "tile", 0) or default)
+
+
 def read_blocks(op: Any, rows: np.ndarray, cols: np.ndarray, block: Optional[int] = None) -> np.ndarray:
     """``K[rows][:, cols]`` (float64) of any operator from contiguous block reads
     ``op[r0:r1, c0:c1]``, for sorted unique index arrays.
@@ -199,7 +209,7 @@ def read_blocks(op: Any, rows: np.ndarray, cols: np.ndarray, block: Optional[int
     -------
     ndarray, shape (len(rows), len(cols))
     """
-    b = int(block or getattr(op, "tile", 0) or 1024)
+    b = int(block or read_grid(op))
     out = np.empty((rows.size, cols.size))
     if rows.size == 0 or cols.size == 0:
         return out
