@@ -62,15 +62,8 @@ class MissingTileError(StoreAccessError):
 
 
 class FactorStore(TiledStore):
-    """Handle on one factor store (cheap to create; workers open their own).
-
-    Parameters
-    ----------
-    url : str
-        Store location (local path or fsspec URL).
-    group : zarr.Group
-    storage_options : dict, optional
-    """
+    """Handle on one factor store (cheap to create; workers open their own); constructed as a
+    :class:`~.tiled_store.TiledStore`, usually by :meth:`open` or :meth:`create`."""
 
     ATTR = _ATTR
     WHAT = "factor store"

@@ -49,15 +49,8 @@ STAT_ROWS = ("cov0", "nngp", "ntk")  # followed by one row per activation (fused
 
 
 class GramStore(PackedDiagonalStore):
-    """Handle on one Gram store (cheap to create; workers open their own).
-
-    Parameters
-    ----------
-    url : str
-        Store location (local path or fsspec URL).
-    group : zarr.Group
-    storage_options : dict, optional
-    """
+    """Handle on one Gram store (cheap to create; workers open their own); constructed as a
+    :class:`~.tiled_store.TiledStore`, usually by :meth:`open` or :meth:`create`."""
 
     ATTR = "ntkscale"
     WHAT = "Gram store"
