@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Optional
 
-__all__ = ["NotPositiveDefiniteError", "ConvergenceWarning", "NotConvergedError", "JitterWarning"]
+__all__ = ["NotPositiveDefiniteError", "ConvergenceWarning", "NotConvergedError", "JitterWarning",
+           "InvalidRidgeError"]
 
 
 class NotPositiveDefiniteError(ValueError):
@@ -39,6 +40,17 @@ class NotPositiveDefiniteError(ValueError):
             "(duplicate or near-duplicate rows, or too small a ridge): pass a ridge (e.g. "
             "1e-6 x mean diagonal), use jitter=True to retry with a growing jitter, or use the "
             "ridgeless solver (ridge=0 picks a pseudo-inverse method)")
+
+
+class InvalidRidgeError(ValueError, TypeError):
+    """A ridge that is not a finite real number >= 0 (NaN, inf, negative, a string, a bool...).
+
+    Raised by the one ridge check, :func:`ntkscale.linop.check_ridge` (and
+    :func:`~ntkscale.linop.check_ridges` for grids), wherever a ridge enters: solvers,
+    factorizations, spectral theory, estimators and the job config (which wraps it in a
+    ``ConfigError`` naming the key). Both a ``ValueError`` and a ``TypeError``, as
+    scikit-learn's ``InvalidParameterError``, so callers catching either keep working.
+    """
 
 
 class NotConvergedError(RuntimeError):

@@ -9,9 +9,12 @@ A *Gram operator* is any object with
   ``to_numpy()`` (the whole matrix; in-memory operators return their array read-only);
 * optionally ``factorize(ridge, *, dtype, jitter, tile, progress)`` -> a :class:`Factor`
   (a stored operator implements it with the out-of-core tiled Cholesky); solvers test for
-  the capability with :func:`can_factorize`, never for a class.
+  the capability with :func:`can_factorize`, never for a class;
+* optionally ``tile`` (int): the edge of the grid that block reads are cheapest on (a
+  stored operator's tile); :func:`read_blocks` reads on it (:func:`read_grid`). Code above
+  this contract reads ``op.tile``, never an operator's store.
 
-This module imports nothing from ntkscale: solvers, spectral code
+This module imports only :mod:`ntkscale.errors`: solvers, spectral code
 and estimators import it; :mod:`ntkscale.operator` (the stored operator) builds on it.
 Every operator class runs the same contract tests, :class:`ntkscale.testing.OperatorContract`.
 """
@@ -22,8 +25,11 @@ from typing import Any, Optional, Protocol, runtime_checkable
 
 import numpy as np
 
+from .errors import InvalidRidgeError
+
 __all__ = ["GramOperator", "Factor", "DenseGram", "as_operator", "dense_array", "can_factorize",
-           "jitter_schedule", "check_ridge", "as_block", "as_slices", "check_indices", "read_blocks"]
+           "jitter_schedule", "check_ridge", "check_ridges", "as_block", "as_slices", "check_indices",
+           "read_grid", "read_blocks"]
 
 
 @runtime_checkable
@@ -60,20 +66,73 @@ def can_factorize(op: Any) -> bool:
     return callable(getattr(op, "factorize", None))
 
 
+def _ridge_error(name: str, value: Any, wrong_type: bool = False) -> InvalidRidgeError:
+    """The one message: what must hold, what was given, the fix."""
+    got = f"{type(value).__name__} {value!r}" if wrong_type else repr(value)
+    why = "a negative ridge makes K + ridge*I indefinite; " if not wrong_type and value < 0 else ""
+    return InvalidRidgeError(f"{name} must be a finite real number >= 0, got {got}; {why}pass a number "
+                             "such as 1e-3, or 0 for the ridgeless interpolant")
+
+
 def check_ridge(ridge: Any, name: str = "ridge") -> float:
-    """The one ridge check (solvers, factorizations, tiled Cholesky): a finite real number
-    >= 0, not a string or a bool that ``float()`` would accept (TypeError), as a float."""
-    if isinstance(ridge, (str, bytes, bool, np.bool_)):
-        raise TypeError(f"{name} must be a finite real number >= 0, got {type(ridge).__name__} {ridge!r}")
+    """The one ridge check, as a float: a finite real number >= 0.
+
+    Used wherever a ridge enters (solvers, factorizations, the tiled Cholesky, spectral
+    theory, estimators; the job config wraps it to name its key). Strings and bools are
+    refused although ``float()`` would take them.
+
+    Parameters
+    ----------
+    ridge : real number
+        Python or NumPy scalar (or a 0-d array).
+    name : str
+        How the message names the value (``'lam'``, ``"'solver.ridge'"``...).
+
+    Returns
+    -------
+    float
+
+    Raises
+    ------
+    InvalidRidgeError
+        (a ``ValueError`` and a ``TypeError``) naming ``name``, the value and the fix.
+    """
+    if isinstance(ridge, (str, bytes, bool, np.bool_)) or getattr(ridge, "dtype", None) == np.bool_:
+        raise _ridge_error(name, ridge, wrong_type=True)
     try:
         r = float(ridge)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"{name} must be a finite real number >= 0, got {ridge!r}") from e
+    except (TypeError, ValueError):
+        raise _ridge_error(name, ridge, wrong_type=True) from None
     if not np.isfinite(r) or r < 0:
-        raise ValueError(f"{name} must be a finite real number >= 0 (absolute, as in K + ridge*I), got "
-                         f"{ridge!r}: a negative ridge makes K + ridge*I indefinite; use 0 for the "
-                         "ridgeless interpolant")
+        raise _ridge_error(name, ridge)
     return r
+
+
+def check_ridges(ridges: Any, name: str = "ridges") -> np.ndarray:
+    """:func:`check_ridge` for a grid: a non-empty array-like of ridges as float64, flattened.
+
+    Returns
+    -------
+    ndarray, shape (G,)
+
+    Raises
+    ------
+    InvalidRidgeError
+        For an empty grid, or naming the first bad entry (``ridges[3]``).
+    """
+    if isinstance(ridges, np.ndarray) and ridges.dtype.kind in "iuf":  # fast path: one pass
+        flat = ridges.reshape(-1)
+        out = flat.astype(np.float64)
+        bad = np.flatnonzero(~np.isfinite(out) | (out < 0))
+        if bad.size:
+            raise _ridge_error(f"{name}[{bad[0]}]", flat[bad[0]].item())
+    else:  # each entry checked, so that a bool or a string in a list is refused too
+        flat = np.asarray(ridges, dtype=object).reshape(-1)
+        out = np.array([check_ridge(r, f"{name}[{k}]") for k, r in enumerate(flat)], dtype=np.float64)
+    if out.size == 0:
+        raise InvalidRidgeError(f"{name} must hold at least one ridge (a finite real number >= 0), "
+                                f"got {ridges!r}")
+    return out
 
 
 def jitter_schedule(jitter: bool | float) -> list[float]:
@@ -127,6 +186,12 @@ def check_indices(rows: Any, cols: Any, shape: tuple[int, int]) -> tuple[np.ndar
     return rows.astype(np.int64), cols.astype(np.int64)
 
 
+def read_grid(op: Any, default: int = 1024) -> int:
+    """The optional contract attribute ``op.tile`` (the grid block reads are cheapest on), or
+    ``default`` for an operator without one (in-memory operators)."""
+    return int(getattr(op, "tile", 0) or default)
+
+
 def read_blocks(op: Any, rows: np.ndarray, cols: np.ndarray, block: Optional[int] = None) -> np.ndarray:
     """``K[rows][:, cols]`` (float64) of any operator from contiguous block reads
     ``op[r0:r1, c0:c1]``, for sorted unique index arrays.
@@ -144,7 +209,7 @@ def read_blocks(op: Any, rows: np.ndarray, cols: np.ndarray, block: Optional[int
     -------
     ndarray, shape (len(rows), len(cols))
     """
-    b = int(block or getattr(op, "tile", 0) or 1024)
+    b = int(block or read_grid(op))
     out = np.empty((rows.size, cols.size))
     if rows.size == 0 or cols.size == 0:
         return out

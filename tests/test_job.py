@@ -131,7 +131,9 @@ def test_store_of_other_data_is_refused(tmp_path):
 
 
 @pytest.mark.parametrize("patch, msg", [
-    ({"solver": {"ridge": -1.0}}, "'solver.ridge' = -1.0 must be >= 0"),
+    ({"solver": {"ridge": -1.0}}, "'solver.ridge' must be a finite real number >= 0, got -1.0"),
+    ({"solver": {"ridge": float("nan")}}, "'solver.ridge' must be a finite real number >= 0, got nan"),
+    ({"solver": {"ridge_grid": [1e-3, -1]}}, "'solver.ridge_grid[1]' must be a finite real number >= 0"),
     ({"solver": {"ridge": "best"}}, "'gcv' or 'loo'"),
     ({"solver": {"method": "qr"}}, "choose one of"),
     ({"model": {"activation": "swish"}}, "'model.activation'"),

@@ -5,7 +5,7 @@ data; :func:`load_dataset` turns it into a :class:`Dataset` (seeded subsets, hol
 augmentation, preprocessing with training statistics, and a report of all of it).
 """
 
-from .checks import DataError
+from .validate import DataError
 from .dataset import FASHION_MNIST_CLASSES, Dataset, load_dataset, preprocess_split
 from .fashion_mnist import FASHION_MNIST_DIR, load_fashion_mnist, preprocess
 from .spec import SKLEARN_BUNDLED, SOURCES, DataSpec, validate_data

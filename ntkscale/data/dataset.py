@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .checks import DataError, as_labels, check_xy, infer_task
+from .validate import DataError, as_labels, check_xy, infer_task
 from .spec import SKLEARN_BUNDLED, DataSpec
 
 __all__ = ["Dataset", "load_dataset", "preprocess_split", "FASHION_MNIST_CLASSES"]

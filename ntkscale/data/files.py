@@ -1,9 +1,11 @@
 """Read (X, y) from a file or fsspec URL: npy, npz, zarr (v3 group), csv, parquet.
 
-Any URL fsspec can open works (a local path, ``file://``, ``memory://``, ``s3://`` with
-``s3fs`` installed...); ``storage_options`` are passed to the filesystem. Whole files are
-read into memory; the content hash (blake2b-128 of the decompressed bytes, or of the arrays
-for zarr) goes into the run report so the exact input can be identified later.
+The files are opened by :mod:`ntkscale.storage.datafiles` (the one package that touches
+fsspec and zarr); this module parses them and names the job-config keys in its errors. Any
+URL fsspec can open works (a local path, ``file://``, ``memory://``, ``s3://`` with ``s3fs``
+installed...); ``storage_options`` are passed to the filesystem. Whole files are read into
+memory; the content hash (blake2b-128 of the decompressed bytes, or of the arrays for zarr)
+goes into the run report so the exact input can be identified later.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .checks import DataError
+from .validate import DataError
 from .spec import DataSpec
 
 __all__ = ["read_file", "read_xy"]
@@ -28,11 +30,10 @@ def _blake(*chunks: bytes) -> str:
 
 
 def _read_bytes(url: str, key: str, storage_options: dict) -> bytes:
-    import fsspec
+    from ..storage.datafiles import read_bytes
 
     try:
-        with fsspec.open(url, "rb", compression="infer", **storage_options) as f:
-            return f.read()
+        return read_bytes(url, storage_options)
     except FileNotFoundError:
         raise FileNotFoundError(f"'{key}' = {url!r}: no such file") from None
     except ImportError as e:
@@ -68,19 +69,18 @@ def _npz(data: bytes, spec: DataSpec, url: str, path: str) -> tuple[np.ndarray, 
 
 
 def _zarr(url: str, spec: DataSpec, path: str, key: str) -> tuple[np.ndarray, np.ndarray, str]:
-    import zarr
+    from ..storage.datafiles import open_zarr_arrays
+    from ..storage.url import StoreAccessError
 
-    kw: dict[str, Any] = {"storage_options": spec.storage_options} if spec.storage_options else {}
     try:
-        g = zarr.open_group(url, mode="r", **kw)
+        g = open_zarr_arrays(url, spec.storage_options)
     except FileNotFoundError:
         raise FileNotFoundError(f"'{key}' = {url!r}: no zarr group there") from None
-    except Exception as e:  # zarr raises several types for "not a group"
+    except StoreAccessError as e:
         raise DataError(f"'{key}' = {url!r} is not a zarr group holding '{spec.x_key}' and "
-                        f"'{spec.y_key}' arrays: {type(e).__name__}: {e}") from None
-    keys = list(g.array_keys())
-    X = np.asarray(g[_pick(keys, spec.x_key, f"{path}.x_key", url, "arrays")][...])
-    y = np.asarray(g[_pick(keys, spec.y_key, f"{path}.y_key", url, "arrays")][...])
+                        f"'{spec.y_key}' arrays: {e}") from None
+    X = g.read(_pick(g.names, spec.x_key, f"{path}.x_key", url, "arrays"))
+    y = g.read(_pick(g.names, spec.y_key, f"{path}.y_key", url, "arrays"))
     fp = _blake(repr((X.shape, str(X.dtype), y.shape, str(y.dtype))).encode(),
                 np.ascontiguousarray(X).tobytes(), np.ascontiguousarray(y).tobytes())
     return X, y, fp

@@ -59,7 +59,9 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional
 
 from .._config import ConfigError, check_keys, get, section
+from ..errors import InvalidRidgeError
 from ..kernels import registry as _registry
+from ..linop import check_ridge
 from ..solvers.api import SOLVERS as _SOLVERS
 from . import registry as _stages
 
@@ -191,11 +193,10 @@ def _solver(t: dict) -> dict:
     ridge = get(t, "ridge", (float, str), 1e-3, path="solver")
     if isinstance(ridge, str) and ridge not in ("gcv", "loo"):
         raise ConfigError(f"'solver.ridge' = {ridge!r}: use a number >= 0, 'gcv' or 'loo'")
-    if isinstance(ridge, float) and "ridge" in t:
-        get(t, "ridge", float, path="solver", min=0.0)
+    if not isinstance(ridge, str):
+        ridge = _ridge(ridge, "solver.ridge")
     grid = get(t, "ridge_grid", list, [], path="solver")
-    if any(not isinstance(g, (int, float)) or isinstance(g, bool) or g < 0 for g in grid):
-        raise ConfigError("'solver.ridge_grid' must be a list of numbers >= 0")
+    grid = [_ridge(g, f"solver.ridge_grid[{k}]") for k, g in enumerate(grid)]
     return {"method": get(t, "method", str, "auto", path="solver", choices=SOLVER_METHODS),
             "ridge": ridge,
             "relative_ridge": get(t, "relative_ridge", bool, True, path="solver"),
@@ -203,9 +204,17 @@ def _solver(t: dict) -> dict:
             "maxiter": get(t, "maxiter", int, 1000, path="solver", min=1),
             "pcg_rank": get(t, "pcg_rank", int, 1000, path="solver", min=1),
             "jitter": get(t, "jitter", bool, False, path="solver"),
-            "ridge_grid": [float(g) for g in grid],
+            "ridge_grid": grid,
             "ridge_subsample": _subsample(t),
             "ridge_select": get(t, "ridge_select", str, "min", path="solver", choices=("min", "1se"))}
+
+
+def _ridge(value: Any, key: str) -> float:
+    """:func:`ntkscale.linop.check_ridge` (the one ridge check) as a ConfigError naming ``key``."""
+    try:
+        return check_ridge(value, f"'{key}'")
+    except InvalidRidgeError as e:
+        raise ConfigError(str(e)) from None
 
 
 def _subsample(t: dict) -> int:

@@ -8,6 +8,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..kernels import Layer, spec_json
+from ..linop import check_ridge
 from ..solvers.api import SOLVERS as _SOLVERS  # one list of solver names
 from ..tiling.plan import choose_tile
 from ._measure import n_activations
@@ -149,8 +150,7 @@ def estimate(n: int, d: int, arch: Layer, *, n_test: int = 0, kinds: Sequence[st
         raise ValueError(f"store_dtype must be 'float32' or 'float64', got {store_dtype!r}")
     if solver not in _SOLVERS:
         raise ValueError(f"solver must be one of {_SOLVERS}, got {solver!r}")
-    if not (np.isfinite(ridge_relative) and ridge_relative >= 0):
-        raise ValueError(f"ridge_relative must be a finite number >= 0, got {ridge_relative!r}")
+    ridge_relative = check_ridge(ridge_relative, "ridge_relative")
     if not isinstance(arch, Layer):
         raise TypeError(f"arch must be an ntkscale architecture (stax.serial(...)), got {type(arch).__name__}")
     itemsize = 4 if store_dtype == "float32" else 8

@@ -86,7 +86,10 @@ def _choose(op: Any, ridge: float, n_dense: int, pcg_min_relative_ridge: float =
     """(solver, reason, densify) for an operator."""
     n = op.shape[0]
     in_memory = isinstance(op, np.ndarray) or bool(getattr(op, "in_memory", False))
-    rel = 0.0 if ridge == 0 else ridge / float(np.mean(op.diag()))
+    if ridge == 0:
+        rel = 0.0
+    else:  # (an ndarray has no .diag())
+        rel = ridge / float(np.mean(np.diagonal(op) if isinstance(op, np.ndarray) else op.diag()))
     return auto_method(n, rel, n_dense, in_memory=in_memory,
                        pcg_min_relative_ridge=pcg_min_relative_ridge, pcg_min_n=pcg_min_n)
 

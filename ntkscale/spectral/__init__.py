@@ -7,6 +7,7 @@ operator's ``op[r0:r1, c0:c1]`` and ``diag()``). Modules:
 * :mod:`.eigenlearning` -- Simon et al. learnabilities and conservation law;
 * :mod:`.spectrum` -- empirical spectra and target weights from a Gram ``eigh``, power-law fits;
 * :mod:`.curves` -- measured learning curves (subsampled kernel regression) vs the theory;
+* :mod:`.subsets` -- the random training/test subsets (trials) those experiments share;
 * :mod:`.selection` -- GCV, KARE, closed-form LOO and ridge selection;
 * :mod:`.dynamics` -- gradient-flow / GD predictions and the NTK-GP ensemble;
 * :mod:`.double_descent` -- sample-, ridge- and model-wise double descent (optional module).

@@ -31,9 +31,10 @@ from typing import Any, Optional
 import numpy as np
 import scipy.linalg as sla
 
-from ..linop import check_indices, read_blocks
-from ._checks import check_nonneg
+from ..linop import check_ridge
+from .validate import check_nonneg
 from .spectrum import empirical_spectrum
+from .subsets import gather, pinv_weights, subsample_trials
 from .theory import LearningCurve, learning_curve
 
 __all__ = ["EmpiricalCurve", "LearningCurves", "empirical_learning_curve", "theory_learning_curve",
@@ -119,31 +120,6 @@ def _sizes(p_grid: Any) -> np.ndarray:
     return ps.astype(np.int64)
 
 
-def gather(op: Any, rows: np.ndarray, cols: np.ndarray, block: Optional[int] = None) -> np.ndarray:
-    """``K[rows][:, cols]`` (float64) for sorted unique indices.
-
-    Every Gram operator has ``take(rows, cols)`` (the operator contract,
-    :mod:`ntkscale.linop`); a stored Gram computes the block from its stored inputs when that
-    is cheaper than reading the tiles. ``block`` forces contiguous block reads on that grid
-    instead (:func:`ntkscale.linop.read_blocks`).
-
-    Parameters
-    ----------
-    op : GramOperator
-    rows, cols : ndarray of int, sorted, unique
-    block : int, optional
-        Read grid of forced block reads.
-
-    Returns
-    -------
-    ndarray, shape (len(rows), len(cols))
-    """
-    rows, cols = check_indices(rows, cols, op.shape)
-    if block is None:
-        return np.asarray(op.take(rows, cols), dtype=np.float64)
-    return read_blocks(op, rows, cols, block)
-
-
 def _fit_predict(Kpp: np.ndarray, Ktp: np.ndarray, Ytr: np.ndarray, lam: float,
                  L: Optional[np.ndarray]) -> np.ndarray:
     """``K_tp (K_pp + λI)⁻¹ Y``; shapes (p,p), (t,p), (p,C) -> (t,C). ``L``: lower Cholesky
@@ -152,9 +128,7 @@ def _fit_predict(Kpp: np.ndarray, Ktp: np.ndarray, Ytr: np.ndarray, lam: float,
     if L is not None:
         return Ktp @ sla.cho_solve((L[:p, :p], True), Ytr)
     w, V = np.linalg.eigh((Kpp + Kpp.T) / 2 + lam * np.eye(p))
-    cut = max(p * np.finfo(np.float64).eps * float(np.abs(w).max()),
-              1e-7 * float(np.mean(np.diag(Kpp))) if lam == 0 else 0.0)
-    inv = np.divide(1.0, w, out=np.zeros_like(w), where=w > cut)
+    inv = pinv_weights(w, lam, float(np.mean(np.diag(Kpp))))
     return Ktp @ (V @ (inv[:, None] * (V.T @ Ytr)))
 
 
@@ -210,21 +184,12 @@ def empirical_learning_curve(op: Any, y: Any, p_grid: Any, *, ridge: float = 0.0
         raise ValueError(f"n_trials must be an integer >= 1, got {n_trials!r}")
     n_trials = int(n_trials)
     sigma = check_nonneg(noise_std, "noise_std")
-    lam = check_nonneg(ridge, "ridge") * (_mean_diag(op) if relative_ridge else 1.0)
-    full = np.asarray(op[0:m, 0:m], dtype=np.float64) if 8.0 * m * m <= cache_bytes else None
-    rng = np.random.default_rng(seed)
+    lam = check_ridge(ridge) * (_mean_diag(op) if relative_ridge else 1.0)
     errors = np.empty((ps.size, n_trials))
-    for t in range(n_trials):
-        perm = rng.permutation(m)
-        noise = sigma * rng.standard_normal((pmax, Y.shape[1]))
-        train, test = perm[:pmax], perm[m - nt:]
-        rows = np.concatenate([train, test])
-        if full is not None:
-            block = full[np.ix_(rows, train)]  # shape: (pmax + nt, pmax)
-        else:
-            r_sorted, c_sorted = np.sort(rows), np.sort(train)
-            g = gather(op, r_sorted, c_sorted)
-            block = g[np.ix_(np.searchsorted(r_sorted, rows), np.searchsorted(c_sorted, train))]
+    trials = subsample_trials(op, pmax, nt, Y.shape[1], n_trials, noise_std=sigma, seed=seed,
+                              cache_bytes=cache_bytes)
+    for t, trial in enumerate(trials):
+        train, test, block, noise = trial.train, trial.test, trial.block, trial.noise
         L = None
         if lam > 0:  # nested training sets: the factor of K_pp + λI leads that of p = pmax
             try:
@@ -305,7 +270,7 @@ def theory_learning_curve(op_or_eigs: Any, y: Any, p_grid: Any, ridge: float = 0
     V = src.evecs if hasattr(src, "evecs") else (src[1] if isinstance(src, tuple) else src)
     Y = _targets(y, int(V.shape[0] if hasattr(V, "shape") else np.shape(V)[0]))
     eta, v2, tail_trace, tail_power, mean_diag = _spectrum(src, Y, trace)
-    lam = check_nonneg(ridge, "ridge") * (mean_diag if relative_ridge else 1.0)
+    lam = check_ridge(ridge) * (mean_diag if relative_ridge else 1.0)
     sigma2 = check_nonneg(noise_std, "noise_std") ** 2
     if tail_trace > 0 or np.any(tail_power > 0):
         eta, v2 = np.append(eta, 0.0), np.vstack([v2, tail_power[None, :]])
@@ -347,7 +312,7 @@ def heldout_error(curve: LearningCurve, pool_size: int,
     if m != pool_size or np.any(curve.p >= m):
         raise ValueError(f"pool_size must be an integer above every p (max p = {curve.p.max():g}), "
                          f"got {pool_size!r}")
-    lam = curve.lam if ridge is None else check_nonneg(ridge, "ridge")
+    lam = curve.lam if ridge is None else check_ridge(ridge)
     scale = lam / curve.lam if curve.lam > 0 else 1.0  # true λ/κ from the theory's λ/κ
     c_s2, eg = curve.n_outputs * curve.sigma2, curve.Eg
     with np.errstate(divide="ignore", invalid="ignore"):  # inf Eg: handled by the last line
@@ -373,7 +338,7 @@ def learning_curves(op: Any, y: Any, p_grid: Any, *, ridge: float = 0.0,
     -------
     LearningCurves
     """
-    lam = check_nonneg(ridge, "ridge") * (_mean_diag(op) if relative_ridge else 1.0)
+    lam = check_ridge(ridge) * (_mean_diag(op) if relative_ridge else 1.0)
     exp = empirical_learning_curve(op, y, p_grid, ridge=lam, n_trials=n_trials, n_test=n_test,
                                    noise_std=noise_std, seed=seed, cache_bytes=cache_bytes)
     src = op if eigs is None else eigs

@@ -20,11 +20,13 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ._checks import check_nonneg
-from .curves import _targets, gather, heldout_error, learning_curves, theory_learning_curve
+from ..linop import check_ridge, check_ridges
+from .validate import check_nonneg
+from .curves import _sizes, _targets, heldout_error, learning_curves, theory_learning_curve
 from .random_features import (_check_data, kernel_limit_error, relu_feature_kernel,
                               rf_learning_curve, rf_test_errors)
 from .spectrum import EmpiricalSpectrum, empirical_spectrum
+from .subsets import pinv_weights, subsample_trials
 
 __all__ = ["DoubleDescent", "samplewise_double_descent", "ridgewise_double_descent",
            "modelwise_double_descent", "double_descent"]
@@ -204,14 +206,11 @@ def samplewise_double_descent(op_or_gram: Any, y: Any, p_grid: Any, *, ridge: fl
     """
     op = _operator(op_or_gram)
     m = int(op.shape[0])
-    ps = np.asarray(p_grid).reshape(-1)
-    if ps.size == 0 or not np.all(np.isfinite(ps)) or np.any(ps != np.round(ps)) or np.any(ps < 1):
-        raise ValueError(f"p_grid must hold integers >= 1, got {p_grid!r}")
-    ps = np.unique(ps.astype(np.int64))
+    ps = np.unique(_sizes(p_grid))
     s2 = _noise(noise)
     nt = _split(m, int(ps.max()), test_size, "max(p_grid)")
     trials = _count(trials, "trials")
-    lam = check_nonneg(ridge, "ridge")
+    lam = check_ridge(ridge)
     src = _eigs(op, eigs)
     lc = learning_curves(op, y, ps, ridge=lam, noise_std=np.sqrt(s2), n_trials=trials,
                          n_test=nt, seed=seed, eigs=src)
@@ -243,7 +242,7 @@ def ridgewise_double_descent(op_or_gram: Any, y: Any, ridges: Any, p: int, *, no
         Log-spaced theory points between the smallest positive and the largest ridge.
     cache_bytes : float
         Read the whole Gram once if 8 M² bytes fit, else per trial by
-        :func:`~ntkscale.spectral.curves.gather`.
+        :func:`~ntkscale.spectral.subsets.gather`.
 
     Returns
     -------
@@ -260,38 +259,21 @@ def ridgewise_double_descent(op_or_gram: Any, y: Any, ridges: Any, p: int, *, no
     """
     op = _operator(op_or_gram)
     m = int(op.shape[0])
-    lams = np.asarray(ridges, dtype=np.float64).reshape(-1)
-    if lams.size == 0 or not np.all(np.isfinite(lams)) or np.any(lams < 0):
-        raise ValueError(f"ridges must be finite numbers >= 0, got {ridges!r}")
-    lams = np.unique(lams)
+    lams = np.unique(check_ridges(ridges, "ridges"))
     p = _count(p, "p")
     s2 = _noise(noise)
     nt = _split(m, p, test_size, "p")
     trials = _count(trials, "trials")
     Y = _targets(y, m)
-    full = np.asarray(op[0:m, 0:m], dtype=np.float64) if 8.0 * m * m <= cache_bytes else None
-    rng = np.random.default_rng(seed)
     errors = np.empty((lams.size, trials))
-    for t in range(trials):
-        perm = rng.permutation(m)
-        noisy = Y[perm[:p]] + np.sqrt(s2) * rng.standard_normal((p, Y.shape[1]))
-        train, test = perm[:p], perm[m - nt:]
-        rows = np.concatenate([train, test])
-        if full is not None:
-            block = full[np.ix_(rows, train)]  # shape: (p + nt, p)
-        else:
-            r_s, c_s = np.sort(rows), np.sort(train)
-            block = gather(op, r_s, c_s)[np.ix_(np.searchsorted(r_s, rows),
-                                                np.searchsorted(c_s, train))]
-        w, V = np.linalg.eigh((block[:p] + block[:p].T) / 2)
-        B, c = block[p:] @ V, V.T @ noisy  # shapes (nt, p), (p, C)
+    for t, tr in enumerate(subsample_trials(op, p, nt, Y.shape[1], trials, noise_std=np.sqrt(s2),
+                                            seed=seed, cache_bytes=cache_bytes)):
+        w, V = np.linalg.eigh((tr.block[:p] + tr.block[:p].T) / 2)
+        B, c = tr.block[p:] @ V, V.T @ (Y[tr.train] + tr.noise)  # shapes (nt, p), (p, C)
+        mean_diag = float(np.mean(np.diag(tr.block[:p])))
         for i, lam in enumerate(lams):
-            d = w + lam
-            cut = max(p * np.finfo(np.float64).eps * float(np.abs(d).max()),
-                      1e-7 * float(np.mean(np.diag(block[:p]))) if lam == 0 else 0.0)
-            inv = np.divide(1.0, d, out=np.zeros_like(d), where=d > cut)
-            pred = B @ (inv[:, None] * c)
-            errors[i, t] = float(np.mean(np.sum((pred - Y[test]) ** 2, axis=1)))
+            pred = B @ (pinv_weights(w + lam, lam, mean_diag)[:, None] * c)
+            errors[i, t] = float(np.mean(np.sum((pred - Y[tr.test]) ** 2, axis=1)))
     src = _eigs(op, eigs)
     trace = float(np.sum(op.diag()))
     pos = lams[lams > 0]
@@ -350,7 +332,7 @@ def modelwise_double_descent(X_train: Any, y_train: Any, X_test: Any, y_test: An
     Simon, Karkada, Ghosh & Belkin, ICLR 2024 (random-feature eigenframework).
     """
     s2 = _noise(noise)
-    lam = check_nonneg(ridge, "ridge")
+    lam = check_ridge(ridge)
     errors = rf_test_errors(X_train, y_train, X_test, y_test, widths,
                             trials=_count(trials, "trials"), ridge=lam, noise=s2, seed=seed)
     grid = np.asarray(widths, dtype=np.float64).reshape(-1)

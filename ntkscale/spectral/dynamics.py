@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import check_eigh, clean_gram_evals
+from .validate import check_eigh, clean_gram_evals
 
 __all__ = ["Predictions", "gradient_flow", "gradient_descent", "mse_loss", "ntk_gp"]
 

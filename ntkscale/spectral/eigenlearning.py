@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 from scipy.special import logsumexp
 
-from ._checks import as_sizes, as_spectrum, as_targets, check_nonneg
+from ..linop import check_ridge
+from .validate import as_sizes, as_spectrum, as_targets, check_nonneg
 
 __all__ = ["EigenlearningPrediction", "effective_regularization", "learnabilities",
            "conservation_residual", "overfitting_coefficient", "eigenlearning_predict"]
@@ -125,7 +126,7 @@ def effective_regularization(eta: Any, p: Any, lam: float = 0.0) -> np.ndarray |
     """
     e = as_spectrum(eta)
     ps, scalar = as_sizes(p)
-    d = _newton_kappa_s(e[e > 0], ps, check_nonneg(lam, "lam"))
+    d = _newton_kappa_s(e[e > 0], ps, check_ridge(lam, "lam"))
     return float(d[0]) if scalar else d.reshape(np.shape(p))
 
 
@@ -158,7 +159,7 @@ def conservation_residual(L: Any, p: Any, lam: float, kappa_s: Any) -> np.ndarra
     Ls = np.atleast_2d(np.asarray(L, dtype=np.float64))
     ps = np.asarray(p, dtype=np.float64).reshape(-1)
     d = np.asarray(kappa_s, dtype=np.float64).reshape(-1)
-    lam = check_nonneg(lam, "lam")
+    lam = check_ridge(lam, "lam")
     if lam > 0 and np.any(d <= 0):
         raise ValueError("kappa_s must be > 0 when lam > 0")
     reg = np.divide(lam, d, out=np.zeros_like(d), where=d > 0)
@@ -205,7 +206,7 @@ def eigenlearning_predict(eta: Any, v2: Any, p: Any, lam: float = 0.0, sigma2: f
     e = as_spectrum(eta)
     v, c = as_targets(v2, e.size, n_outputs)
     ps, _ = as_sizes(p)
-    lam = check_nonneg(lam, "lam")
+    lam = check_ridge(lam, "lam")
     sigma2 = check_nonneg(sigma2, "sigma2")
     kappa_s = _newton_kappa_s(e[e > 0], ps, lam)
     L = np.atleast_2d(learnabilities(e, kappa_s))

@@ -27,7 +27,8 @@ from typing import Any, Optional
 import numpy as np
 from scipy.optimize import brentq
 
-from ._checks import as_sizes, as_spectrum, as_targets, check_nonneg
+from ..linop import check_ridge
+from .validate import as_sizes, as_spectrum, as_targets, check_nonneg
 from .theory import solve_kappa
 
 __all__ = ["RFLearningCurve", "random_relu_weights", "relu_random_features",
@@ -212,7 +213,7 @@ def rf_learning_curve(eta: Any, v2: Any, n: float, n_features: Any, lam: float =
         raise ValueError(f"n must be one number of training samples, got {n!r}")
     n_ = float(as_sizes(n)[0][0])
     Ns, _ = as_sizes(n_features)
-    lam = check_nonneg(lam, "lam")
+    lam = check_ridge(lam, "lam")
     sigma2 = check_nonneg(sigma2, "sigma2")
     nz = e > 0
     zero_power = float(v[~nz].sum())
@@ -288,7 +289,7 @@ def rf_test_errors(X_train: Any, y_train: Any, X_test: Any, y_test: Any, widths:
         raise ValueError(f"widths must be strictly increasing integers >= 1, got {widths!r}")
     if int(trials) != trials or trials < 1:
         raise ValueError(f"trials must be an integer >= 1, got {trials!r}")
-    lam = check_nonneg(ridge, "ridge")
+    lam = check_ridge(ridge)
     sd = np.sqrt(check_nonneg(noise, "noise"))
     rng = np.random.default_rng(seed)
     n, d = Xtr.shape
@@ -345,7 +346,7 @@ def kernel_limit_error(K_train: Any, K_test_train: Any, y_train: Any, y_test: An
     if K.shape != (n, n) or Kt.shape[1] != n or Y.shape[0] != n or Yt.shape[0] != Kt.shape[0]:
         raise ValueError(f"shapes do not match: K_train {K.shape}, K_test_train {Kt.shape}, "
                          f"y_train {Y.shape}, y_test {Yt.shape}")
-    lam, s2 = check_nonneg(ridge, "ridge"), check_nonneg(noise, "noise")
+    lam, s2 = check_ridge(ridge), check_nonneg(noise, "noise")
     w, V = np.linalg.eigh((K + K.T) / 2 + lam * np.eye(n))
     cut = max(n * np.finfo(np.float64).eps * float(np.abs(w).max()),
               1e-7 * float(np.mean(np.diag(K))) if lam == 0 else 0.0)

@@ -15,7 +15,8 @@ from typing import Any, Optional, Literal
 
 import numpy as np
 
-from ._checks import check_eigh, clean_gram_evals
+from ..linop import check_ridges
+from .validate import check_eigh, clean_gram_evals
 
 __all__ = ["RidgeSelection", "gcv", "kare", "loo_error", "select_ridge"]
 
@@ -60,13 +61,6 @@ def _prepare(evals: Any, evecs: Any, y: Any) -> tuple[np.ndarray, np.ndarray, np
     return clean_gram_evals(s), v, v.T @ y2  # shapes: (n,), (n, n), (n, C)
 
 
-def _grid(ridge: Any, name: str = "ridge") -> np.ndarray:
-    r = np.asarray(ridge, dtype=np.float64).reshape(-1)
-    if r.size == 0 or not np.all(np.isfinite(r)) or np.any(r < 0):
-        raise ValueError(f"{name} must be finite and >= 0, got {ridge!r}")
-    return r
-
-
 def _shaped(x: np.ndarray, ridge: Any) -> np.ndarray | float:
     return float(x[0]) if np.ndim(ridge) == 0 else x.reshape(np.shape(ridge))
 
@@ -103,7 +97,7 @@ def gcv(evals: Any, evecs: Any, y: Any, ridge: Any) -> np.ndarray | float:
     Golub, Heath & Wahba, Technometrics 21, 215 (1979), definition of V(lambda).
     """
     s, _, z = _prepare(evals, evecs, y)
-    lams = _grid(ridge)
+    lams = check_ridges(ridge, "ridge")
     z2 = np.sum(z * z, axis=1)  # shape: (n,)
     out = np.empty_like(lams)
     for g, lam in enumerate(lams):
@@ -142,7 +136,7 @@ def kare(evals: Any, evecs: Any, y: Any, z: Any) -> np.ndarray | float:
     risk prediction from training data", NeurIPS 2020 (definition of KARE).
     """
     s, _, proj = _prepare(evals, evecs, y)
-    zs = _grid(z, "z")
+    zs = check_ridges(z, "z")
     n = s.size
     if np.any(zs == 0) and np.any(s == 0):
         raise ValueError("KARE at z=0 needs a nonsingular K ((K/n)^-1 does not exist; rank "
@@ -184,7 +178,7 @@ def loo_error(evals: Any, evecs: Any, y: Any, ridge: Any) -> np.ndarray | float:
     Rifkin & Lippert, "Notes on regularized least squares", MIT-CSAIL-TR-2007-025.
     """
     s, v, proj = _prepare(evals, evecs, y)
-    lams = _grid(ridge)
+    lams = check_ridges(ridge, "ridge")
     if np.any(lams == 0) and np.any(s == 0):
         raise ValueError("closed-form LOO at ridge=0 needs a nonsingular K (rank "
                          f"{int(np.count_nonzero(s))} < n={s.size}): [K^-1]_ii is undefined. "
@@ -242,7 +236,7 @@ def select_ridge(evals: Any, evecs: Any, y: Any, grid: Any,
     Hastie, Tibshirani & Friedman, *The Elements of Statistical Learning* (2009), §7.10.1
     (the one-standard-error rule).
     """
-    g = _grid(grid, "grid")
+    g = check_ridges(grid, "grid")
     if method == "gcv":
         scores = np.atleast_1d(gcv(evals, evecs, y, g))
     elif method == "loo":

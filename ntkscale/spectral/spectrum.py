@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ._checks import check_eigh, clean_gram_evals
+from .validate import check_eigh, clean_gram_evals
 
 __all__ = ["EmpiricalSpectrum", "PowerLawFit", "empirical_spectrum", "fit_power_law"]
 

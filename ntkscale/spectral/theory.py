@@ -29,7 +29,8 @@ import numpy as np
 from scipy.optimize import brentq
 from scipy.special import logsumexp
 
-from ._checks import as_sizes, as_spectrum, as_targets, check_nonneg
+from ..linop import check_ridge
+from .validate import as_sizes, as_spectrum, as_targets, check_nonneg
 
 __all__ = ["LearningCurve", "solve_kappa", "gamma", "mode_errors", "generalization_error",
            "training_error", "learning_curve", "white_spectrum_error"]
@@ -154,7 +155,7 @@ def solve_kappa(eta: Any, p: Any, lam: float = 0.0) -> np.ndarray | float:
     """
     e = as_spectrum(eta)
     ps, scalar = as_sizes(p)
-    lam = check_nonneg(lam, "lam")
+    lam = check_ridge(lam, "lam")
     nz = e[e > 0]
     out = np.array([_kappa_one(nz, float(pi), lam) for pi in ps])
     return float(out[0]) if scalar else out.reshape(np.shape(p))
@@ -222,7 +223,7 @@ def learning_curve(eta: Any, v2: Any, p: Any, lam: float = 0.0, sigma2: float = 
     e = as_spectrum(eta)
     v, c = as_targets(v2, e.size, n_outputs)
     ps, _ = as_sizes(p)
-    lam = check_nonneg(lam, "lam")
+    lam = check_ridge(lam, "lam")
     sigma2 = check_nonneg(sigma2, "sigma2")
     core = _core(e, ps, lam)
     L, r, gam, omg = core["L"], core["r"], core["gamma"], core["one_minus_gamma"]
@@ -253,7 +254,7 @@ def gamma(eta: Any, p: Any, lam: float = 0.0) -> np.ndarray | float:
     """
     e = as_spectrum(eta)
     ps, _ = as_sizes(p)
-    return _shaped(_core(e, ps, check_nonneg(lam, "lam"))["gamma"], p)
+    return _shaped(_core(e, ps, check_ridge(lam, "lam"))["gamma"], p)
 
 
 def mode_errors(eta: Any, v2: Any, p: Any, lam: float = 0.0, sigma2: float = 0.0,

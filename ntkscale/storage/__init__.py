@@ -1,4 +1,5 @@
-"""The only layer that touches zarr/fsspec: store layout, fingerprints, chunk ledger."""
+"""The only layer that touches zarr/fsspec: store layouts (a tiled-store base; Gram, factor),
+fingerprints, chunk ledger, locks, and opening the user's data files (:mod:`.datafiles`)."""
 
 from .gram_store import FORMAT, CorruptTileError, GramStore, StoreMismatchError, fingerprint
 from .url import StoreAccessError, is_local, is_memory, open_store

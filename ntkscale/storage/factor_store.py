@@ -10,15 +10,14 @@ Layout (``n x n`` factor, tile size ``T``)::
     _stop/<run>   markers asking the tasks of one run to stop (removed after the run)
     .ntkscale.lock  while a factorization runs: its host, pid, start time (see .writer)
 
-As in the Gram store, a chunk is written whole by one task and ``LocalStore`` writes
-it atomically, so an existing chunk is a finished tile: an interrupted factorization
-resumes by listing chunks. Reading a tile that was never written is an error (zarr
-would silently return its fill value).
+As in the Gram store (the shared skeleton: :mod:`.tiled_store`), a chunk is written whole
+by one task and ``LocalStore`` writes it atomically, so an existing chunk is a finished
+tile: an interrupted factorization resumes by listing chunks. Reading a tile that was
+never written is an error (zarr would silently return its fill value).
 """
 
 from __future__ import annotations
 
-import re
 import threading
 from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
@@ -30,9 +29,8 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 
 from . import chunks
-from .gram_store import CorruptTileError, StoreMismatchError, _codecs
-from .url import StoreAccessError, open_store
-from .writer import fresh_group, remove_partials
+from .tiled_store import CorruptTileError, TiledStore, codecs
+from .url import StoreAccessError
 
 __all__ = ["FactorStore", "MissingTileError", "FACTOR_FORMAT", "clear_tile_cache"]
 
@@ -63,43 +61,14 @@ class MissingTileError(StoreAccessError):
     """A factor tile that should exist has not been written."""
 
 
-class FactorStore:
-    """Handle on one factor store (cheap to create; workers open their own).
+class FactorStore(TiledStore):
+    """Handle on one factor store (cheap to create; workers open their own); constructed as a
+    :class:`~.tiled_store.TiledStore`, usually by :meth:`open` or :meth:`create`."""
 
-    Parameters
-    ----------
-    url : str
-        Store location (local path or fsspec URL).
-    group : zarr.Group
-    storage_options : dict, optional
-    """
-
-    def __init__(self, url: str, group: zarr.Group, storage_options: Optional[dict] = None):
-        self.url, self.group, self.storage_options = str(url), group, storage_options
-        self._array: Optional[zarr.Array] = None
-        self._raw: Any = None
-
-    # ------------------------------------------------------------------ open
-    @classmethod
-    def open(cls, url: Any, *, mode: str = "r", storage_options: Optional[dict] = None) -> "FactorStore":
-        """Open an existing factor store (``mode='r'`` or ``'r+'``)."""
-        try:
-            store = open_store(url, read_only=(mode == "r"), storage_options=storage_options)
-            group = zarr.open_group(store, mode=mode)
-        except (FileNotFoundError, KeyError, ValueError, StoreAccessError) as e:
-            raise StoreAccessError(f"no factor store at {url!r} ({e})") from e
-        if _ATTR not in group.attrs:
-            raise StoreAccessError(f"{url!r} is a zarr group but not an ntkscale factor store")
-        return cls(str(url), group, storage_options)
-
-    @classmethod
-    def try_open(cls, url: Any, *, mode: str = "r+",
-                 storage_options: Optional[dict] = None) -> Optional["FactorStore"]:
-        """The store at ``url``, or None where there is none."""
-        try:
-            return cls.open(url, mode=mode, storage_options=storage_options)
-        except StoreAccessError:
-            return None
+    ATTR = _ATTR
+    WHAT = "factor store"
+    URL_ARG = "factor_url"
+    FORMAT = FACTOR_FORMAT
 
     @classmethod
     def create(cls, url: Any, meta: dict, *, storage_options: Optional[dict] = None) -> "FactorStore":
@@ -108,82 +77,49 @@ class FactorStore:
         ``meta`` needs ``n``, ``tile`` and ``dtype``; it is stored with ``format`` and
         ``complete=False``.
         """
-        store = open_store(url, read_only=False, storage_options=storage_options)
-        group = fresh_group(store)  # replaces what is there, except the lock
+        group = cls._fresh_group(url, storage_options)  # replaces what is there, except the lock
         n, T = int(meta["n"]), int(meta["tile"])
         group.create_array(_ARRAY, shape=(n, n), chunks=(T, T), dtype=np.dtype(meta["dtype"]).name,
-                           fill_value=0, **_codecs())
+                           fill_value=0, **codecs())
         group.attrs[_ATTR] = dict(meta, format=FACTOR_FORMAT, complete=False)
         return cls(str(url), group, storage_options)
 
     # ------------------------------------------------------------- metadata
     @property
-    def meta(self) -> dict:
-        return dict(self.group.attrs[_ATTR])
-
-    def set_complete(self, value: bool = True) -> None:
-        self.group.attrs[_ATTR] = dict(self.meta, complete=bool(value))
-
-    @property
     def n(self) -> int:
         return int(self.meta["n"])
 
     @property
-    def tile(self) -> int:
-        return int(self.meta["tile"])
+    def shape(self) -> tuple[int, int]:
+        return self.n, self.n
 
     def check_compatible(self, expect: dict) -> None:
         """Refuse a factor of another Gram, kind, size, tile, dtype or ridge (names the key)."""
-        meta = self.meta
-        if meta.get("format") != FACTOR_FORMAT:
-            raise StoreMismatchError(f"factor store {self.url!r} has format {meta.get('format')}, this "
-                                     f"ntkscale writes {FACTOR_FORMAT}; pass overwrite=True to replace it")
-        why = {"gram_build_id": "belongs to another Gram (build id differs)",
-               "kind": "factors another kernel", "n": "has another size", "tile": "uses another tile",
-               "dtype": "holds another dtype", "base_ridge": "was factored with another ridge"}
-        for key, text in why.items():
-            if key in expect and meta.get(key) != expect[key]:
-                raise StoreMismatchError(
-                    f"factor store {self.url!r} {text}: stored {key}={meta.get(key)!r}, requested "
-                    f"{expect[key]!r}. Use another factor_url, or pass overwrite=True to replace it")
+        self._check_meta(expect, {
+            "gram_build_id": "belongs to another Gram (build id differs)", "kind": "factors another kernel",
+            "n": "has another size", "tile": "uses another tile", "dtype": "holds another dtype",
+            "base_ridge": "was factored with another ridge"})
 
     # ---------------------------------------------------------------- tiles
     @property
     def array(self) -> zarr.Array:
-        if self._array is None:
-            self._array = self.group[_ARRAY]  # type: ignore[assignment]
-        return self._array  # type: ignore[return-value]
-
-    def tile_bounds(self, i: int, j: int) -> tuple[slice, slice]:
-        n, T = self.n, self.tile
-        return slice(i * T, min((i + 1) * T, n)), slice(j * T, min((j + 1) * T, n))
+        return self._array(_ARRAY)
 
     def _key(self, i: int, j: int) -> str:
-        return f"{self.array.path}/c/{i}/{j}"
+        return chunks.chunk_key(self.array, i, j)
 
     def done_tiles(self) -> set[tuple[int, int]]:
         """Tiles ``(i, j)`` whose chunk exists (finished tiles)."""
-        pattern = re.compile(r"^c/(\d+)/(\d+)$")
-        prefix = f"{self.array.path}/"
-
-        async def _list() -> list[str]:
-            return [k async for k in self.group.store.list_prefix(prefix)]
-
-        out = set()
-        for key in sync(_list()):
-            m = pattern.match(key[len(prefix):])
-            if m:
-                out.add((int(m.group(1)), int(m.group(2))))
-        return out
+        return {(t[0], t[1]) for t in self._chunk_indices(_ARRAY) if len(t) == 2}
 
     def has_tile(self, i: int, j: int) -> bool:
-        return bool(sync(self.group.store.exists(self._key(i, j))))
+        return self._has_key(self._key(i, j))
 
     def _raw_layout(self) -> Optional[np.dtype]:
         """The chunks' little-endian dtype when they are plain bytes + CRC32C (as created here)."""
-        if self._raw is None:
-            self._raw = chunks.raw_dtype(self.array) or False
-        return self._raw or None
+        if "raw" not in self._cache:
+            self._cache["raw"] = self.raw_dtype(_ARRAY)
+        return self._cache["raw"]
 
     def read_tiles(self, tiles: list[tuple[int, int]], cache_bytes: int = 0) -> list[np.ndarray]:
         """Tiles ``U[i, j]`` (shapes (rows_i, cols_j), stored dtype, read-only), fetched concurrently.
@@ -280,11 +216,7 @@ class FactorStore:
 
     def delete_tile(self, i: int, j: int) -> None:
         """Remove tile ``(i, j)`` (it will be recomputed by the next run)."""
-        sync(self.group.store.delete(self._key(i, j)))
-
-    def remove_partials(self) -> int:
-        """Delete temporary files of tile writes cut short (hold the store's lock); return how many."""
-        return remove_partials(self.group.store)
+        self._delete_key(self._key(i, j))
 
     # ----------------------------------------------------------------- stop
     def request_stop(self, run: str) -> None:
@@ -293,7 +225,7 @@ class FactorStore:
         sync(self.group.store.set(f"_stop/{run}", buf))
 
     def stop_requested(self, run: str) -> bool:
-        return bool(sync(self.group.store.exists(f"_stop/{run}")))
+        return self._has_key(f"_stop/{run}")
 
     def clear_stop(self, run: str) -> None:
-        sync(self.group.store.delete(f"_stop/{run}"))
+        self._delete_key(f"_stop/{run}")

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from ..linop import can_factorize
+from ..linop import can_factorize, read_blocks, read_grid
 
 __all__ = ["OperatorContract"]
 
@@ -106,7 +106,15 @@ class OperatorContract:
         A = np.asarray(op.to_numpy(), dtype=np.float64)
         np.testing.assert_allclose(A, K, rtol=self.tol, atol=0)
 
-    # -- optional capability -----------------------------------------------------
+    # -- optional attribute and capability -------------------------------------------
+    def test_read_grid_if_offered(self, subject):
+        op, K = subject
+        if not hasattr(op, "tile"):
+            pytest.skip(f"{type(op).__name__} has no read grid (block reads default to 1024)")
+        assert isinstance(op.tile, int) and op.tile >= 1 and read_grid(op) == op.tile
+        rows, cols = np.arange(0, K.shape[0], 3), np.arange(1, K.shape[1], 2)
+        np.testing.assert_allclose(read_blocks(op, rows, cols), K[np.ix_(rows, cols)], rtol=self.tol, atol=0)
+
     def test_factorize_if_offered(self, subject):
         op, K = subject
         if not can_factorize(op):

@@ -127,6 +127,14 @@ def test_length_and_key_errors(arrays, tmp_path):
         load(path=str(tmp_path / "nothing.npz"))
     with pytest.raises(DataError, match=r"'data.y_key' = 'target' is not in"):
         load(**write("zarr", tmp_path, X, y), y_key="target")
+    import zarr
+
+    zarr.create_array(str(tmp_path / "array.zarr"), shape=(3,), dtype="f8")  # an array, no group
+    with pytest.raises(DataError, match=r"'data.path' = .*array.zarr' is not a zarr group holding 'X' and 'y' "
+                                        r"arrays: ContainsArrayError"):
+        load(path=str(tmp_path / "array.zarr"), format="zarr", x_key="X", y_key="y")
+    with pytest.raises(FileNotFoundError, match=r"'data.path' = .*none.zarr'.*no zarr group there"):
+        load(path=str(tmp_path / "none.zarr"), format="zarr", x_key="X", y_key="y")
 
 
 def test_csv_columns_labels_and_task(tmp_path):

@@ -307,7 +307,7 @@ def test_bad_y_is_refused_before_work(gram300, tmp_path, y, msg):
 @pytest.mark.parametrize("ridge", BAD_RIDGE)
 def test_bad_ridge_is_refused_before_work(gram300, tmp_path, ridge):
     op = StoredGram(gram300, "ntk", client="sync")
-    # one check (ntkscale.linop.check_ridge): TypeError for strings/bools, ValueError otherwise
+    # one check (ntkscale.linop.check_ridge): InvalidRidgeError, a TypeError and a ValueError
     with pytest.raises((TypeError, ValueError), match="ridge must be a finite"):
         cholesky_solve(op, np.ones(300), ridge, factor_url=str(tmp_path / "f"))
     with pytest.raises((TypeError, ValueError), match="ridge must be a finite"):

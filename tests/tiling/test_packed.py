@@ -12,6 +12,7 @@ import pytest
 import scipy.linalg as sla
 
 import ntkscale.storage.gram_store as gram_store
+import ntkscale.storage.packed as packed
 from ntkscale import stax
 from ntkscale.operator import StoredGram
 from ntkscale.storage import GramStore, StoreMismatchError
@@ -90,7 +91,7 @@ def test_diag_tile_products_equal_dense(dtype, m, k):
 # ------------------------------------------------------------------ stores
 def _full_layout(monkeypatch):
     """New stores as earlier versions wrote them: no ``diag_layout`` key, whole diagonal tiles."""
-    monkeypatch.setattr(gram_store, "_with_diag_layout", lambda meta: dict(meta))
+    monkeypatch.setattr(packed, "with_diag_layout", lambda meta: dict(meta))
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,52 @@
+"""The shared trial loop (ntkscale.spectral.subsets): disjoint nested splits, the same blocks
+from the cached Gram and from per-trial reads, and the same subsets in the learning-curve
+and the ridge-wise double-descent experiments."""
+
+import numpy as np
+import pytest
+
+from ntkscale.linop import DenseGram
+from ntkscale.spectral.curves import empirical_learning_curve
+from ntkscale.spectral.double_descent import ridgewise_double_descent
+from ntkscale.spectral.subsets import pinv_weights, subsample_trials
+
+rng = np.random.default_rng(1)
+A = rng.standard_normal((40, 6))
+K = A @ A.T  # shape: (40, 40), rank 6
+Y = rng.standard_normal((40, 2))
+
+
+@pytest.mark.parametrize("cache_bytes", [0, 2**30])
+def test_trials_are_disjoint_splits_with_their_gram_blocks(cache_bytes):
+    got = list(subsample_trials(DenseGram(K), 12, 9, 2, 3, noise_std=0.5, seed=7, cache_bytes=cache_bytes))
+    assert len(got) == 3
+    for tr in got:
+        assert tr.train.shape == (12,) and tr.test.shape == (9,) and tr.noise.shape == (12, 2)
+        assert not set(tr.train) & set(tr.test)
+        np.testing.assert_array_equal(tr.block, K[np.ix_(np.concatenate([tr.train, tr.test]), tr.train)])
+    assert not np.array_equal(got[0].train, got[1].train)
+
+
+def test_same_seed_same_trials_whichever_read_path():
+    a = list(subsample_trials(DenseGram(K), 12, 9, 2, 2, noise_std=0.5, seed=3, cache_bytes=0))
+    b = list(subsample_trials(DenseGram(K), 12, 9, 2, 2, noise_std=0.5, seed=3))
+    for x, y in zip(a, b):
+        np.testing.assert_array_equal(x.train, y.train)
+        np.testing.assert_array_equal(x.noise, y.noise)
+        np.testing.assert_array_equal(x.block, y.block)
+
+
+def test_both_experiments_draw_the_same_subsets():
+    # ridgeless: both fit the same min-norm interpolant on the same subsets and noise
+    s2, p, nt = 0.09, 10, 15
+    curve = empirical_learning_curve(K, Y, [p], ridge=0.0, n_trials=4, n_test=nt,
+                                     noise_std=np.sqrt(s2), seed=11)
+    dd = ridgewise_double_descent(K, Y, [0.0], p, noise=s2, trials=4, test_size=nt, seed=11)
+    np.testing.assert_allclose(dd.errors, curve.errors, rtol=1e-8)
+
+
+def test_pinv_weights_drop_the_null_space_only_when_ridgeless():
+    d = np.array([1e-20, 1e-3, 2.0])
+    np.testing.assert_array_equal(pinv_weights(d, 0.0, mean_diag=1.0), [0.0, 1e3, 0.5])
+    np.testing.assert_array_equal(pinv_weights(d, 1e-9, mean_diag=1.0), [0.0, 1e3, 0.5])
+    np.testing.assert_array_equal(pinv_weights(d, 0.0, mean_diag=1e5), [0.0, 0.0, 0.5])
