@@ -92,7 +92,7 @@ def main() -> None:
     try:
         from distributed import LocalCluster
 
-        from ntkscale.cluster import pinned_env
+        from ntkscale.runner import pinned_env
 
         with LocalCluster(n_workers=args.workers, threads_per_worker=1, processes=True, dashboard_address=None,
                           env=pinned_env(args.blas_threads)) as cl, Client(cl) as client:

@@ -35,7 +35,7 @@ def main() -> None:
 
     from distributed import Client
 
-    from ntkscale.cluster import local_cluster
+    from ntkscale.runner import local_cluster
     from ntkscale.data import load_dataset, validate_data
     from ntkscale.operator import StoredGram
     from ntkscale.solvers import randomized_eigh

@@ -196,7 +196,7 @@ def build_and_solve(device: str, arch: Any, n: int, d: int, T: int, args: argpar
         if not dry:
             from distributed import Client
 
-            from ntkscale.cluster import local_gpu_cluster, visible_gpus
+            from ntkscale.runner import local_gpu_cluster, visible_gpus
 
             cluster = local_gpu_cluster(visible_gpus()[:1], threads_per_worker=args.threads,
                                         dashboard_address=":0")

@@ -90,7 +90,7 @@ def main() -> None:
 
     from distributed import Client
 
-    from ntkscale.cluster import local_cluster
+    from ntkscale.runner import local_cluster
     from ntkscale.operator import StoredGram
     from ntkscale.tiling import build_gram, choose_tile
 

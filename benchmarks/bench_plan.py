@@ -122,7 +122,7 @@ def _run(args: argparse.Namespace) -> dict:
     import psutil
     from distributed import Client
 
-    from ntkscale.cluster import local_cluster
+    from ntkscale.runner import local_cluster
     from ntkscale.operator import StoredGram
     from ntkscale.plan import calibrate, estimate
     from ntkscale.solvers import randomized_eigh, solve

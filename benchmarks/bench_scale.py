@@ -57,7 +57,7 @@ def main() -> None:
 
     from distributed import Client
 
-    from ntkscale.cluster import local_cluster
+    from ntkscale.runner import local_cluster
     from ntkscale.job.model import build_arch
     from ntkscale.operator import StoredGram
     from ntkscale.solvers import nystrom, pcg

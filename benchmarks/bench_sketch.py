@@ -33,7 +33,7 @@ def main() -> None:
 
     from distributed import Client
 
-    from ntkscale.cluster import local_cluster
+    from ntkscale.runner import local_cluster
     from ntkscale.operator import StoredGram
 
     times: dict[str, list[float]] = {"single": [], "double": []}

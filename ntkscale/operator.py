@@ -17,11 +17,11 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .cluster import Runner, get_runner
+from .runner import Runner, get_runner
 from .storage import GramStore, chunks
 from .storage.packed import copy_symmetric
 from .tiling import tasks
-from .tiling.plan import TilePlan
+from .tiling.layout import TilePlan
 from .tiling.executor import await_workers, run_tasks
 from ._blocks import COMPUTE_OVER_READ, cache_budget, spread
 from .linop import (DenseGram, GramOperator, as_block as _as_block, as_slices as _slices, check_indices,

@@ -17,7 +17,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "ntkscale"
 # lowest first; a unit may import units of its own layer or below
 LAYERS = [
     {"errors", "linop", "_config", "kernels", "stax", "testing", "__version__"},  # 0 contracts, pure math
-    {"storage", "cluster"},                       # 1 zarr stores; the dask runner
+    {"storage", "runner"},                        # 1 zarr stores; the dask runner
     {"tiling", "data"},                           # 2 tiles as tasks; datasets
     {"operator", "_blocks"},                      # 3 the stored operator
     {"spectral"},                                 # 4 theory, curves (on the operator contract)

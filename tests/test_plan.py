@@ -14,7 +14,7 @@ from ntkscale.operator import DenseGram
 from ntkscale.plan import Calibration, calibrate, estimate, estimate_from_config, pcg_iterations
 from ntkscale.plan.costs import makespan
 from ntkscale.tiling import build_gram
-from ntkscale.tiling.plan import choose_tile, tile_task_bytes
+from ntkscale.tiling.layout import choose_tile, tile_task_bytes
 
 GiB = 2**30
 

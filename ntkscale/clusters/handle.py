@@ -7,7 +7,7 @@
 'sync'
 
 Library functions take ``client=handle.client_arg`` (a ``distributed.Client``, or
-``"sync"``); they wrap it in a non-owning :class:`ntkscale.cluster.Runner`, so only
+``"sync"``); they wrap it in a non-owning :class:`ntkscale.runner.Runner`, so only
 :meth:`ClusterHandle.close` shuts the cluster down.
 """
 
@@ -17,7 +17,7 @@ import logging
 from dataclasses import dataclass
 from typing import Any, Optional
 
-from ..cluster import Runner, local_cluster, local_gpu_cluster, visible_gpus
+from ..runner import Runner, local_cluster, local_gpu_cluster, visible_gpus
 from .spec import ClusterSpec
 from .tls import make_security
 
@@ -38,7 +38,7 @@ class ClusterHandle:
     cluster : object or None
         The ``LocalCluster``/``SLURMCluster``/``KubeCluster`` we started (``None`` for
         ``address`` and ``sync``: nothing of ours to shut down but the client).
-    runner : ntkscale.cluster.Runner
+    runner : ntkscale.runner.Runner
         Non-owning runner over ``client`` for library code that takes a Runner.
     """
 
@@ -152,7 +152,7 @@ def start_cluster(spec: ClusterSpec, *, timeout: float = 120.0, gpus: bool = Fal
         handle is returned without waiting for them.
     gpus : bool
         ``local`` only: one worker process per visible GPU, each seeing only its own
-        (:func:`ntkscale.cluster.local_gpu_cluster`); other kinds place GPU workers
+        (:func:`ntkscale.runner.local_gpu_cluster`); other kinds place GPU workers
         themselves (``slurm.gpus_per_job``, ``kubernetes.gpus``, ``dask worker`` with
         ``CUDA_VISIBLE_DEVICES``).
 
@@ -164,7 +164,7 @@ def start_cluster(spec: ClusterSpec, *, timeout: float = 120.0, gpus: bool = Fal
     Notes
     -----
     ``local``: ``LocalCluster`` of worker processes with pinned thread pools
-    (:func:`ntkscale.cluster.local_cluster`), TLS when ``[cluster.tls]`` is set.
+    (:func:`ntkscale.runner.local_cluster`), TLS when ``[cluster.tls]`` is set.
     ``address``: a ``Client`` to an existing scheduler (with ``Security`` for tls://).
     ``slurm``: ``dask_jobqueue.SLURMCluster`` scaled to ``slurm.jobs`` jobs.
     ``kubernetes``: ``dask_kubernetes.operator.KubeCluster`` from :func:`kubernetes_manifest`.

@@ -7,7 +7,7 @@ the operator's ``DaskCluster`` schema (``kubernetes.dask.org/v1``): ``spec.worke
 = ``{replicas, spec: PodSpec}``, ``spec.scheduler`` = ``{spec: PodSpec, service:
 ServiceSpec}``, with the scheduler's ``tcp-comm`` (8786) and ``http-dashboard`` (8787)
 ports. Worker pods get the pinned thread-pool environment
-(:func:`ntkscale.cluster.pinned_env`) unless ``[cluster.kubernetes.env]`` sets a name
+(:func:`ntkscale.runner.pinned_env`) unless ``[cluster.kubernetes.env]`` sets a name
 itself; with ``gpus = N`` each worker pod asks for ``nvidia.com/gpu: N`` and runs
 ``dask cuda worker`` (one worker per GPU).
 
@@ -21,7 +21,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from .._config import ConfigError
-from ..cluster import pinned_env
+from ..runner import pinned_env
 from .spec import ClusterSpec
 
 __all__ = ["API_VERSION", "TLS_MOUNT", "kubernetes_manifest", "start_kubernetes"]

@@ -3,7 +3,7 @@
 The scheduler runs in the process that calls :func:`start_cluster` (a login or batch
 node, see ``deploy/slurm/launch.sbatch``); each SLURM job runs ``processes`` workers with
 ``cores / processes`` threads each, and the job script exports the pinned thread-pool
-environment (:func:`ntkscale.cluster.pinned_env`) after the user's prologue so a
+environment (:func:`ntkscale.runner.pinned_env`) after the user's prologue so a
 ``module load`` cannot undo it. With ``gpus_per_job = N`` the job asks for
 ``--gres=gpu:N`` and runs ``dask cuda worker`` (``dask_cuda.CUDAWorker``: one worker per
 GPU, pinned to it through ``CUDA_VISIBLE_DEVICES``).
@@ -14,7 +14,7 @@ from __future__ import annotations
 from typing import Any, Optional
 
 from .._config import ConfigError
-from ..cluster import pinned_env
+from ..runner import pinned_env
 from .spec import ClusterSpec
 
 __all__ = ["slurm_cluster_kwargs", "slurm_job_script", "start_slurm"]

@@ -119,7 +119,7 @@ class NTKBase(BaseEstimator):
         return np.maximum(var, 0.0)
 
     def _runner_or_sync(self) -> Any:
-        from ..cluster import get_runner
+        from ..runner import get_runner
 
         if getattr(self, "_pred_runner", None) is None:
             self._pred_runner = get_runner(self.client, quiet=True)

@@ -14,7 +14,7 @@ import numpy as np
 from ..kernels import Layer
 
 if TYPE_CHECKING:
-    from ..cluster import Runner
+    from ..runner import Runner
 
 __all__ = ["BATCH", "cross_products", "cross_row_blocks", "predict"]
 
@@ -32,7 +32,7 @@ def _source(X_train: Optional[np.ndarray], store: Optional[str], build_id: Optio
     if build_id is None:
         raise ValueError(f"store {store!r} needs its build_id (ntkscale.pipeline.check_store)")
     if runner is None:
-        from ..cluster import get_runner
+        from ..runner import get_runner
 
         runner = get_runner("sync")
     return runner

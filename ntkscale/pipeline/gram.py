@@ -11,7 +11,7 @@ import numpy as np
 from ..kernels import Layer
 
 if TYPE_CHECKING:
-    from ..cluster import Runner
+    from ..runner import Runner
     from ..tiling import BuildReport
 
 log = logging.getLogger("ntkscale.pipeline")
@@ -203,7 +203,7 @@ def gram_operator(arch: Layer, X: np.ndarray, kind: str = "ntk", *, store: Optio
         K = arch.kernel_fn(X, None, ("nngp", "ntk"), dtype=np.float64)
         dense = {"nngp": np.asarray(K.nngp), "ntk": np.asarray(K.ntk)}
         return TrainGram(op=DenseGram(dense[kind]), dense=dense)
-    from ..cluster import get_runner
+    from ..runner import get_runner
     from ..operator import StoredGram
 
     kinds = stored_kinds(kind) if kinds is None else tuple(kinds)

@@ -323,7 +323,7 @@ def worker_warmup(arch: Layer, d: int) -> tuple[float, int, str]:
     import subprocess
     import sys
 
-    from ..cluster import pinned_env
+    from ..runner import pinned_env
 
     try:
         out = subprocess.run([sys.executable, "-c", _WARMUP_CODE, spec_json(arch), str(d)],

@@ -1,7 +1,7 @@
 """A few seconds of measurements on this machine that the capacity model is scaled by.
 
 :func:`calibrate` times, single-threaded (BLAS, OpenMP and numba pinned to one thread,
-as the worker processes of :func:`ntkscale.cluster.local_cluster` are):
+as the worker processes of :func:`ntkscale.runner.local_cluster` are):
 
 * one off-diagonal kernel tile (``kernel_tile``, float64 compute, float32 output) of the
   given architecture and input width ``d``: entries per second;

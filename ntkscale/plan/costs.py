@@ -20,7 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from ..tiling.gemv import WIDE
-from ..tiling.plan import tile_task_bytes
+from ..tiling.layout import tile_task_bytes
 from .calibrate import Calibration
 from .report import StageEstimate
 
@@ -108,7 +108,7 @@ def makespan(durations: Sequence[float], slots: int) -> float:
 
 def _upper_tiles(n: int, T: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Areas, diagonal flags and row indices of the upper-triangle tiles of an n x n grid
-    (row-major, as :meth:`ntkscale.tiling.plan.TilePlan.tiles`)."""
+    (row-major, as :meth:`ntkscale.tiling.layout.TilePlan.tiles`)."""
     g = -(-n // T)
     i, j = np.triu_indices(g)
     edge = np.minimum(T, n - np.arange(g) * T)

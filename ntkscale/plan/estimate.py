@@ -10,7 +10,7 @@ import numpy as np
 from ..kernels import Layer, spec_json
 from ..linop import check_ridge
 from ..solvers.api import SOLVERS as _SOLVERS  # one list of solver names
-from ..tiling.plan import choose_tile
+from ..tiling.layout import choose_tile
 from ._measure import n_activations
 from .calibrate import Calibration, calibrate
 from .costs import GPU_ASSUMPTIONS, Resources, gram_stage, predict_stage

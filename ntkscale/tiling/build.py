@@ -16,7 +16,7 @@ from typing import Any, Callable, Optional, Sequence
 import numpy as np
 
 from .. import __version__
-from ..cluster import Runner, get_runner
+from ..runner import Runner, get_runner
 from ..kernels import Layer, spec_json
 from ..kernels.backend import namespace_of
 from ..kernels.fused import compile_program
@@ -29,7 +29,7 @@ from . import tasks
 from .device import check_device, gpu_workers, to_host
 from . import space
 from .executor import run_tasks
-from .plan import TilePlan, choose_tile
+from .layout import TilePlan, choose_tile
 from .repair import repair_store
 
 __all__ = ["BuildReport", "build_gram", "build_cross_gram"]

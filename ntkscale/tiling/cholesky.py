@@ -37,7 +37,7 @@ import numpy as np
 from ..errors import JitterWarning, NotPositiveDefiniteError
 from ..linop import check_ridge, jitter_schedule
 from ..storage import StoreAccessError, StoreMismatchError, is_memory
-from ..cluster import HostSlot
+from ..runner import HostSlot
 from ..storage.factor_store import FactorStore, clear_tile_cache
 from ..storage.writer import StoreLock
 from .cholesky_tasks import TileBreakdown, _Ctx, factor_tile_task

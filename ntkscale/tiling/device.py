@@ -43,7 +43,7 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 
 import numpy as np
 
-from ..cluster import visible_gpus
+from ..runner import visible_gpus
 from ..kernels import DiagStats, Layer, diag_stats, kernel_tile
 from ..kernels.validate import resolve_dtype
 

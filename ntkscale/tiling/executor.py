@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from typing import Any, Callable, Optional, Sequence
 
-from ..cluster import Runner
+from ..runner import Runner
 
 __all__ = ["run_tasks", "await_workers", "worker_info"]
 

@@ -16,7 +16,7 @@ from typing import Any, Iterator, Optional, Sequence
 
 import numpy as np
 
-from ..cluster import Runner
+from ..runner import Runner
 from ..kernels import Layer
 from . import tasks
 from .device import check_device, resolve_device

@@ -16,7 +16,7 @@ from typing import Optional
 
 import numpy as np
 
-from ..cluster import Runner
+from ..runner import Runner
 from ..storage import GramStore
 from . import tasks
 from .executor import run_tasks

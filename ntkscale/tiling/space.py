@@ -15,7 +15,7 @@ from typing import Any, Optional
 
 from ..storage import DiskFullError, GramStore
 from ..storage.writer import free_bytes, is_disk_full
-from .plan import TilePlan
+from .layout import TilePlan
 
 __all__ = ["SKIP_ENV", "remaining", "check_space", "disk_full_error"]
 

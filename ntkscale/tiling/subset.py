@@ -21,7 +21,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..cluster import Runner
+from ..runner import Runner
 from ..kernels import Layer
 from ..storage import GramStore
 from . import tasks

@@ -26,7 +26,7 @@ from typing import Any, Iterator, Optional
 
 import pytest
 
-from ntkscale.cluster import pinned_env
+from ntkscale.runner import pinned_env
 
 REPO = Path(__file__).resolve().parents[2]
 MAKE_CERTS = REPO / "deploy" / "tls" / "make-certs.sh"

@@ -13,7 +13,7 @@ import tomllib
 
 import pytest
 
-from ntkscale.cluster import pinned_env
+from ntkscale.runner import pinned_env
 from ntkscale.clusters import kubernetes_manifest, validate_cluster
 
 from .conftest import REPO

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ntkscale.cluster import pinned_env
+from ntkscale.runner import pinned_env
 from ntkscale.clusters import slurm_cluster_kwargs, validate_cluster
 
 from .conftest import REPO, make_certs

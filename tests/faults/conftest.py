@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from ntkscale import stax
-from ntkscale.cluster import pinned_env
+from ntkscale.runner import pinned_env
 from ntkscale.tiling import build_gram
 
 N, TILE = 300, 64  # 5x5 grid of tiles, 15 upper ones; 300 is not a multiple of 64

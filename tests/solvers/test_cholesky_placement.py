@@ -61,7 +61,7 @@ def test_placement_is_validated(gram300, tmp_path):
 
 @pytest.mark.cluster
 def test_hosts_group_the_workers(client):
-    from ntkscale.cluster import get_runner
+    from ntkscale.runner import get_runner
 
     (h,) = get_runner(client).hosts()
     workers = client.scheduler_info(n_workers=-1)["workers"]

@@ -16,7 +16,7 @@ import pytest
 
 from ntkscale import stax
 from ntkscale._config import ConfigError
-from ntkscale.cluster import Runner, visible_gpus
+from ntkscale.runner import Runner, visible_gpus
 from ntkscale.operator import StoredGram
 from ntkscale.tiling import build_cross_gram, build_gram, device as devmod
 from ntkscale.tiling.device import DeviceUnavailableError, gpu_workers, resolve_device

@@ -86,7 +86,7 @@ def test_bad_inputs_before_any_work(arch, tmp_path):
 
 def test_plan_respects_budget():
     from ntkscale.tiling import TilePlan, choose_tile, tile_task_bytes
-    from ntkscale.tiling.plan import grid_tile
+    from ntkscale.tiling.layout import grid_tile
 
     T = choose_tile(100_000, 100_000, 784, memory_per_task=4 * 2**30, parallel_tasks=2)
     assert 2 * tile_task_bytes(T, 784, 2, 4) <= 4 * 2**30 and T >= 1024
