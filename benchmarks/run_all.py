@@ -86,17 +86,22 @@ def _gram(r: dict[str, Any]) -> list[Row]:
 
 
 def _pass(r: dict[str, Any]) -> list[Row]:
+    """One cold and one warm row per read mode that bench_pass measured (``<mode>+readahead``)."""
     s, b = r["seconds"], f"pass n={r['n']}"
     note = f"{r['bytes'] / 2**30:.2f} GiB {r['store_dtype']}, k={r['k']}, {r['tiles']} tiles"
-    rows = [Row(b, "cold pass vs cold read floor", _s(s["cold fused+readahead"]),
-                "read " + _s(s["cold read floor"]), s["cold fused+readahead"] / s["cold read floor"], note)]
-    if "gemv floor" in s:
-        rows += [Row(b, "warm pass vs warm read floor", _s(s["warm fused+readahead"]),
-                     "read " + _s(s["warm read floor"]), s["warm fused+readahead"] / s["warm read floor"],
-                     "page cache"),
-                 Row(b, "warm pass vs in-memory GEMV floor", _s(s["warm fused+readahead"]),
-                     "GEMV " + _s(s["gemv floor"]), s["warm fused+readahead"] / s["gemv floor"],
-                     "same tile products, tiles in memory")]
+    modes = [key[len("cold "):-len("+readahead")] for key in s
+             if key.startswith("cold ") and key.endswith("+readahead")]
+    rows = []
+    for mode in modes:
+        cold, warm = s[f"cold {mode}+readahead"], s.get(f"warm {mode}+readahead")
+        rows.append(Row(b, f"cold pass ({mode}) vs cold read floor", _s(cold),
+                        "read " + _s(s["cold read floor"]), cold / s["cold read floor"], note))
+        if warm is not None and "gemv floor" in s:
+            rows.append(Row(b, f"warm pass ({mode}) vs in-memory GEMV floor", _s(warm),
+                            "GEMV " + _s(s["gemv floor"]), warm / s["gemv floor"],
+                            "page cache; same tile products, tiles in memory"))
+    if not modes:
+        raise KeyError(f"bench_pass wrote no '<mode>+readahead' timings (keys: {sorted(s)})")
     return rows
 
 
