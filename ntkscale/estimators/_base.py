@@ -95,11 +95,11 @@ class NTKBase(BaseEstimator):
         check_is_fitted(self, "alpha_")
         return validate_data(self, X, reset=False, dtype=np.float64)
 
-    def _mean(self, X: np.ndarray) -> np.ndarray:
-        return pipeline.predict(self.arch_, X, self.alpha_, self.kernel, **self._train_side())
+    def _mean(self, X: np.ndarray, train: dict[str, Any]) -> np.ndarray:
+        return pipeline.predict(self.arch_, X, self.alpha_, self.kernel, **train)
 
     # ------------------------------------------------------ posterior variance
-    def _variance(self, X: np.ndarray) -> np.ndarray:
+    def _variance(self, X: np.ndarray, train: dict[str, Any]) -> np.ndarray:
         """Posterior variance at each row of X (m,): the NNGP posterior for kernel='nngp',
         the infinite-ensemble NTK-GP variance at t = ∞ for kernel='ntk'
         (Lee et al. 2019, eq. 16; ALGORITHMS.md §6), both with the fitted ridge."""
@@ -108,7 +108,6 @@ class NTKBase(BaseEstimator):
         kinds = ("nngp",) if self.kernel == "nngp" else ("nngp", "ntk")
         kxx = np.asarray(diag_stats(self.arch_, X, dtype=np.float64).nngp)
         var = np.empty(X.shape[0])
-        train = self._train_side()
         for rows, Kx in pipeline.cross_row_blocks(self.arch_, X, kinds, **train):
             B = self._train_solve(Kx[self.kernel].T)  # shape: (n, b)
             if self.kernel == "nngp":
@@ -134,10 +133,11 @@ class NTKBase(BaseEstimator):
     def _predict(self, X: Any, return_std: bool) -> Any:
         X = self._validated(X)
         try:
-            mean = self._mean(X)
+            train = self._train_side()  # checks the store against the fitted inputs once
+            mean = self._mean(X, train)
             if not return_std:
                 return mean
-            std = np.sqrt(self._variance(X))
+            std = np.sqrt(self._variance(X, train))
             return mean, std
         finally:
             self._close_runner()

@@ -62,12 +62,13 @@ from .._config import ConfigError, check_keys, get, section
 from ..errors import InvalidRidgeError
 from ..kernels import registry as _registry
 from ..linop import check_ridge
+from ..pipeline import KINDS as _KINDS, RIDGE_RULES as _RIDGE_RULES
 from ..solvers.api import SOLVERS as _SOLVERS
 from . import registry as _stages
 
 __all__ = ["JobConfig", "load_job", "parse_job", "STAGES", "ACTIVATIONS"]
 
-ACTIVATIONS = tuple(_registry.ACTIVATIONS)  # one list: ntkscale/kernels/registry.py
+ACTIVATIONS = tuple(_registry.ACTIVATIONS)  # at import; the schema reads kernels/registry.py at parse time
 SOLVER_METHODS = _SOLVERS  # one list: ntkscale/solvers/api.py
 _SHARED = _stages.SHARED_SECTIONS  # + each stage's own section (registry.stage_sections)
 
@@ -168,7 +169,7 @@ def _model(t: dict) -> dict:
     check_keys(t, ("depth", "width", "activation", "W_std", "b_std", "parameterization"), "model")
     return {"depth": get(t, "depth", int, 3, path="model", min=1, max=100),
             "width": get(t, "width", int, 512, path="model", min=1),
-            "activation": get(t, "activation", str, "relu", path="model", choices=ACTIVATIONS),
+            "activation": get(t, "activation", str, "relu", path="model", choices=tuple(_registry.ACTIVATIONS)),
             "W_std": get(t, "W_std", float, 2 ** 0.5, path="model", min=0, min_exclusive=True),
             "b_std": get(t, "b_std", float, 0.1, path="model", min=0),
             "parameterization": get(t, "parameterization", str, "ntk", path="model",
@@ -179,7 +180,7 @@ def _kernel(t: dict) -> dict:
     from ..tiling.device import DEVICES
 
     check_keys(t, ("kind", "store", "dtype", "tile", "store_nngp", "device"), "kernel")
-    return {"kind": get(t, "kind", str, "ntk", path="kernel", choices=("ntk", "nngp")),
+    return {"kind": get(t, "kind", str, "ntk", path="kernel", choices=_KINDS),
             "store": get(t, "store", str, "", path="kernel"),
             "dtype": get(t, "dtype", str, "float32", path="kernel", choices=("float32", "float64")),
             "tile": get(t, "tile", int, 0, path="kernel", min=0),
@@ -191,8 +192,9 @@ def _solver(t: dict) -> dict:
     check_keys(t, ("method", "ridge", "relative_ridge", "tol", "maxiter", "pcg_rank", "jitter",
                    "ridge_grid", "ridge_subsample", "ridge_select"), "solver")
     ridge = get(t, "ridge", (float, str), 1e-3, path="solver")
-    if isinstance(ridge, str) and ridge not in ("gcv", "loo"):
-        raise ConfigError(f"'solver.ridge' = {ridge!r}: use a number >= 0, 'gcv' or 'loo'")
+    if isinstance(ridge, str) and ridge not in _RIDGE_RULES:
+        raise ConfigError(f"'solver.ridge' = {ridge!r}: use a number >= 0, "
+                          f"{' or '.join(repr(r) for r in _RIDGE_RULES)}")
     if not isinstance(ridge, str):
         ridge = _ridge(ridge, "solver.ridge")
     grid = get(t, "ridge_grid", list, [], path="solver")

@@ -165,11 +165,11 @@ def stage_sections() -> dict[str, Stage]:
     return {s.section: s for s in stages() if s.section}
 
 
-def active_stages(cfg: "JobConfig", names: Optional[list[str]] = None) -> list[str]:
-    """The stages ``ntkscale run`` runs: ``job.stages`` (or ``names``) less the default
-    stages whose section says ``enabled = false``."""
+def active_stages(cfg: "JobConfig") -> list[str]:
+    """The stages ``ntkscale run`` runs: ``job.stages`` less the default stages whose section
+    says ``enabled = false``."""
     out = []
-    for name in cfg.job["stages"] if names is None else names:
+    for name in cfg.job["stages"]:
         st = get_stage(name)
         sec = cfg.sections.get(st.section, {}) if st.section else {}
         if st.default and sec.get("enabled", True) is False:

@@ -193,8 +193,8 @@ def _saved_eigs(ctx: JobContext, n: int) -> Any:
 def stage_dynamics(ctx: JobContext) -> dict:
     """Gradient-flow (or GD) train/test predictions of the linearized infinite-width network
     from f0 = 0 (the NTK-GP mean over initializations), by Lanczos on the stored Gram."""
+    from ..pipeline import predict
     from ..solvers.dynamics import gradient_descent_op, gradient_flow_op
-    from ..tiling.predict import cross_matvec
 
     build_id = _build_id(ctx)
     dyn = ctx.cfg.dynamics
@@ -210,8 +210,8 @@ def stage_dynamics(ctx: JobContext) -> dict:
         Xt = np.asarray(d.X_test, np.float64)
 
         def _cross(V: np.ndarray) -> np.ndarray:  # K(X*, X) V streamed on the workers
-            return cross_matvec(ctx.runner, ctx.arch, Xt, ctx.cfg.store, build_id, {kind: V},
-                                device=ctx.cfg.kernel["device"])[kind]
+            return predict(ctx.arch, Xt, V, kind, store=ctx.cfg.store, build_id=build_id,
+                           runner=ctx.runner, device=ctx.cfg.kernel["device"])
         cross = _cross
     if dyn["learning_rate"] > 0:
         steps = np.unique(np.round(t / dyn["learning_rate"]).astype(int))

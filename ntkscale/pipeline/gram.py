@@ -146,7 +146,6 @@ class TrainGram:
     dense : dict of str to ndarray
         In memory: both kinds, ``{'nngp': (n, n), 'ntk': (n, n)}`` float64 (one kernel
         evaluation gives both); empty for a store.
-    store : str or None
     report : BuildReport or None
         What the build (or resume) of the store did.
     runner : Runner or None
@@ -155,7 +154,6 @@ class TrainGram:
 
     op: Any
     dense: dict[str, np.ndarray] = field(default_factory=dict)
-    store: Optional[str] = None
     report: Optional["BuildReport"] = None
     runner: Optional["Runner"] = None
 
@@ -218,4 +216,4 @@ def gram_operator(arch: Layer, X: np.ndarray, kind: str = "ntk", *, store: Optio
     except BaseException:
         runner.close()
         raise
-    return TrainGram(op=op, store=str(store), report=rep, runner=runner)
+    return TrainGram(op=op, report=rep, runner=runner)

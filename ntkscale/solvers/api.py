@@ -20,6 +20,7 @@ from typing import Any, Optional
 import numpy as np
 
 from ..linop import as_operator
+from .cholesky import cholesky_solve
 from .nystrom import nystrom
 from .pcg import pcg
 from .result import SolveResult
@@ -44,8 +45,8 @@ def dense_limit(available_bytes: Optional[float] = None) -> int:
 
 def _dense(op: Any) -> Any:
     """An in-memory operator of ``op`` (reads a stored Gram whole)."""
-    if isinstance(op, np.ndarray) or getattr(op, "in_memory", False):
-        return as_operator(op)
+    if getattr(op, "in_memory", False):
+        return op
     return as_operator(np.asarray(op.to_numpy(), dtype=np.float64))
 
 
@@ -85,11 +86,8 @@ def _choose(op: Any, ridge: float, n_dense: int, pcg_min_relative_ridge: float =
             pcg_min_n: int = PCG_MIN_N) -> tuple[str, str, bool]:
     """(solver, reason, densify) for an operator."""
     n = op.shape[0]
-    in_memory = isinstance(op, np.ndarray) or bool(getattr(op, "in_memory", False))
-    if ridge == 0:
-        rel = 0.0
-    else:  # (an ndarray has no .diag())
-        rel = ridge / float(np.mean(np.diagonal(op) if isinstance(op, np.ndarray) else op.diag()))
+    in_memory = bool(getattr(op, "in_memory", False))
+    rel = 0.0 if ridge == 0 else ridge / float(np.mean(op.diag()))
     return auto_method(n, rel, n_dense, in_memory=in_memory,
                        pcg_min_relative_ridge=pcg_min_relative_ridge, pcg_min_n=pcg_min_n)
 
@@ -131,11 +129,12 @@ def solve(op: Any, y: Any, ridge: float = 0.0, *, solver: str = "auto", tol: flo
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    op = as_operator(op)  # an ndarray is a DenseGram from here on
     n = op.shape[0]
     check_rhs(y, n)
     ridge = check_ridge(ridge)
     reason = None
-    densify = isinstance(op, np.ndarray)
+    densify = False
     if solver == "auto":
         limit = dense_limit() if n_dense is None else int(n_dense)
         solver, reason, densify = _choose(op, ridge, limit, pcg_min_relative_ridge, pcg_min_n)
@@ -156,8 +155,6 @@ def solve(op: Any, y: Any, ridge: float = 0.0, *, solver: str = "auto", tol: flo
             res.info["sketch_passes"] = pre.passes
             res.passes += pre.passes
     else:
-        from .cholesky import cholesky_solve
-
         target = _dense(op) if densify else op
         dtype = np.float32 if solver == "cholesky-f32" else np.float64
         res = cholesky_solve(target, y, ridge, dtype=dtype, jitter=jitter)

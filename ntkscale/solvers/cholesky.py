@@ -175,7 +175,7 @@ def cholesky_solve(op: Any, y: Any, ridge: float, *, dtype: Any = np.float64, re
     t0 = time.perf_counter()
     refine = dt == np.float32 if refine is None else bool(refine)
     factor = op.factorize(ridge, dtype=dt, jitter=jitter, tile=tile, progress=progress, **factorize_options)
-    passes0 = op.passes
+    passes0 = getattr(op, "passes", None)  # optional: stored Grams count their passes
     import psutil
 
     factor.keep_tiles(psutil.virtual_memory().available / 4)  # refinement solves again and again
@@ -186,7 +186,7 @@ def cholesky_solve(op: Any, y: Any, ridge: float, *, dtype: Any = np.float64, re
         factor.drop_tiles()
     method = "tiled-cholesky" + ("-f32" if dt == np.float32 else "") + ("+refine" if refine else "")
     return SolveResult(x=x[:, 0] if vec else x, method=method, ridge=factor.ridge, residual=res,
-                       iterations=steps, passes=op.passes - passes0, seconds=time.perf_counter() - t0,
+                       iterations=steps, passes=0 if passes0 is None else op.passes - passes0, seconds=time.perf_counter() - t0,
                        converged=conv, history=hist, info={"jitter": factor.jitter, "requested_ridge": ridge,
                                            "factor_url": factor.url, "tile": factor.tile, "dtype": dt.name,
                                            "factor_seconds": factor.seconds, "factor_computed": factor.computed,

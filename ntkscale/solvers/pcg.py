@@ -19,6 +19,7 @@ from ..errors import ConvergenceWarning, NotConvergedError
 from .nystrom import NystromApprox, nystrom
 from .result import SolveResult
 from .validate import check_rhs, check_ridge
+from ..linop import check_ridges
 
 __all__ = ["pcg", "pcg_path"]
 
@@ -161,7 +162,7 @@ def pcg_path(op: Any, y: Any, ridges: Sequence[float], *, rank: int = 500,
     The sketch costs ``1 + power_iters`` passes, reported in ``info['sketch_passes']``
     of every result.
     """
-    ridges = [check_ridge(r) for r in ridges]
+    ridges = check_ridges(ridges, "ridges").tolist()
     if precond is None:
         precond = nystrom(op, min(rank, op.shape[0]), power_iters=power_iters, seed=seed, precision="auto")
     order = np.argsort(ridges)[::-1]

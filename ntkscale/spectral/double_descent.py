@@ -20,7 +20,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..linop import check_ridge, check_ridges
+from ..linop import as_operator, check_ridge, check_ridges
 from .validate import check_nonneg
 from .curves import _sizes, _targets, heldout_error, learning_curves, theory_learning_curve
 from .random_features import (_check_data, kernel_limit_error, relu_feature_kernel,
@@ -117,22 +117,8 @@ def _make(kind: str, grid: np.ndarray, errors: np.ndarray, theory: np.ndarray,
                          n_train=n_train, kernel_limit=kernel_limit, source=source)
 
 
-class _ArrayGram:
-    """A dense (M, M) array with the block reads and diagonal of a Gram operator."""
-
-    def __init__(self, K: Any):
-        self.K = np.asarray(K, dtype=np.float64)
-        self.shape = self.K.shape
-
-    def __getitem__(self, key: Any) -> np.ndarray:
-        return self.K[key]
-
-    def diag(self) -> np.ndarray:
-        return np.diagonal(self.K).copy()
-
-
 def _operator(op_or_gram: Any) -> Any:
-    op = op_or_gram if hasattr(op_or_gram, "diag") else _ArrayGram(op_or_gram)
+    op = as_operator(op_or_gram)
     if len(op.shape) != 2 or op.shape[0] != op.shape[1] or op.shape[0] < 2:
         raise ValueError(f"op_or_gram must be a square Gram of the pool (an operator or an "
                          f"(M, M) array), got shape {tuple(op.shape)}")

@@ -15,7 +15,7 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from ..linop import check_indices, read_blocks
+from ..linop import as_operator, check_indices, read_blocks
 
 __all__ = ["Trial", "subsample_trials", "gather", "pinv_weights"]
 
@@ -93,6 +93,7 @@ def subsample_trials(op: Any, p: int, n_test: int, n_outputs: int, trials: int, 
     ------
     Trial
     """
+    op = as_operator(op)  # a plain (M, M) array too (DenseGram: block reads and take)
     m = int(op.shape[0])
     full = np.asarray(op[0:m, 0:m], dtype=np.float64) if 8.0 * m * m <= cache_bytes else None
     rng = np.random.default_rng(seed)

@@ -52,3 +52,6 @@ def test_finite_sign_network_matches_its_kernel_shape():
     _, params = arch.init_fn(jax.random.PRNGKey(0), (3, 5))
     out = arch.apply_fn(params, np.ones((3, 5)))
     assert out.shape == (3, 1)
+    # the finite layer is sign itself (its kernel against wide networks: test_monte_carlo.py)
+    x = np.linspace(-2.0, 2.0, 9)
+    np.testing.assert_array_equal(np.asarray(stax.Sign().finite(jax, jax.numpy)(x)), np.sign(x))

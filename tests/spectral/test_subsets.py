@@ -50,3 +50,17 @@ def test_pinv_weights_drop_the_null_space_only_when_ridgeless():
     np.testing.assert_array_equal(pinv_weights(d, 0.0, mean_diag=1.0), [0.0, 1e3, 0.5])
     np.testing.assert_array_equal(pinv_weights(d, 1e-9, mean_diag=1.0), [0.0, 1e3, 0.5])
     np.testing.assert_array_equal(pinv_weights(d, 0.0, mean_diag=1e5), [0.0, 0.0, 0.5])
+
+
+def test_plain_arrays_read_by_blocks_when_not_cached():
+    # a plain (M, M) array has no take(): trials read it by blocks (regression: AttributeError)
+    rng = np.random.default_rng(3)
+    A = rng.standard_normal((60, 8))
+    K = A @ A.T / 8 + 0.1 * np.eye(60)
+    y = rng.standard_normal(60)
+    a = empirical_learning_curve(K, y, [10, 20], ridge=0.1, n_trials=2, n_test=20, cache_bytes=0)
+    b = empirical_learning_curve(K, y, [10, 20], ridge=0.1, n_trials=2, n_test=20)
+    np.testing.assert_allclose(a.errors, b.errors, rtol=1e-12)
+    dd = ridgewise_double_descent(K, y, [1e-2, 1e-1], 20, trials=2, test_size=20, cache_bytes=0)
+    dd_cached = ridgewise_double_descent(K, y, [1e-2, 1e-1], 20, trials=2, test_size=20)
+    np.testing.assert_allclose(dd.errors, dd_cached.errors, rtol=1e-12)
