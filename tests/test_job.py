@@ -143,6 +143,13 @@ def test_store_of_other_data_is_refused(tmp_path):
     ({"curve": {"p": [10, 2.5]}}, "'curve.p' must be a list of integers"),
     ({"job": {"stages": ["fit", "train"]}}, "allowed stages"),
     ({"solvers": {}}, "unknown key 'solvers'"),
+    ({"model": {"architecture": "resnet"}}, "'model.architecture'"),
+    ({"model": {"architecture": "cntk"}}, "'model.image_shape' must be [height, width, channels]"),
+    ({"model": {"architecture": "cntk", "image_shape": [8, 8]}}, "'model.image_shape' must be"),
+    ({"model": {"image_shape": [8, 8, 1]}}, "applies to image architectures only"),
+    ({"model": {"architecture": "myrtle", "image_shape": [8, 8, 1], "depth": 4}}, "use 5, 7 or 10"),
+    ({"model": {"architecture": "cntk", "image_shape": [8, 8, 1], "padding": "reflect"}},
+     "'model.padding'"),
 ])
 def test_config_errors_name_the_key(patch, msg):
     doc = {"data": {"source": "sklearn", "name": "digits"}, "cluster": {"kind": "sync"}, **patch}
@@ -178,3 +185,21 @@ def test_plan_command_prints_every_stage(tmp_path):
     assert plan["stages"][0]["tiles"] == 6 and plan["totals"]["seconds"] > 0
     r = _run(["--log-level", "warning", "plan", job, "--workers", "8"])
     assert "8 worker(s)" in r.output and "total" in r.output
+
+
+def test_cntk_job_on_digits(tmp_path):
+    """``[model] architecture = "cntk"`` through gram, fit and predict on 8x8 digit images
+    (in-process runner): the CNTK store is refused by an FC config and classifies digits."""
+    text = JOB.format(out=tmp_path / "run", kind="sync", extra="").replace(
+        'stages = ["gram", "fit", "predict", "spectrum", "curve", "dynamics"]',
+        'stages = ["gram", "fit", "predict"]').replace(
+        "n_train = 1000", "n_train = 300").replace("n_test = 500", "n_test = 200").replace(
+        "[model]\ndepth = 2", '[model]\narchitecture = "cntk"\nimage_shape = [8, 8, 1]\ndepth = 2').replace(
+        "tile = 384", "tile = 128")
+    job = tmp_path / "cntk.toml"
+    job.write_text(text)
+    cfg = load_job(str(job))
+    assert cfg.model["architecture"] == "cntk" and cfg.model["padding"] == "SAME"
+    _run(["--log-level", "warning", "run", str(job)])
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["stages"]["predict"]["test_accuracy"] > 0.9  # 0.965 measured

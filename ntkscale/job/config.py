@@ -12,7 +12,8 @@ Schema (every key optional unless marked; defaults shown)::
     [data]       # see ntkscale.data.validate_data (source = fashion-mnist | sklearn | sphere | ...)
     [cluster]    # see ntkscale.clusters.validate_cluster (kind = local | address | slurm | ...)
 
-    [model]                       # fully connected network (neural-tangents stax conventions)
+    [model]                       # network (neural-tangents stax conventions): architecture =
+                                  # fc | cntk (conv + Flatten) | myrtle (conv + pooling)
     depth = 3                     # hidden layers
     width = 512                   # finite width (only for finite-network features)
     activation = "relu"           # relu | erf | gelu | abs | leaky_relu | sin | cos | identity
@@ -166,8 +167,24 @@ def _job(t: dict) -> dict:
 
 
 def _model(t: dict) -> dict:
-    check_keys(t, ("depth", "width", "activation", "W_std", "b_std", "parameterization"), "model")
-    return {"depth": get(t, "depth", int, 3, path="model", min=1, max=100),
+    check_keys(t, ("architecture", "depth", "width", "activation", "W_std", "b_std",
+                   "parameterization", "image_shape", "filter", "padding"), "model")
+    arch = get(t, "architecture", str, "fc", path="model", choices=("fc", "cntk", "myrtle"))
+    shape = get(t, "image_shape", list, [], path="model")
+    if arch != "fc":
+        if len(shape) != 3 or not all(isinstance(v, int) and v >= 1 for v in shape):
+            raise ConfigError(f"'model.image_shape' must be [height, width, channels] for "
+                              f"architecture = {arch!r} (rows are flattened NHWC images), got {shape!r}")
+    elif shape:
+        raise ConfigError("'model.image_shape' applies to image architectures only "
+                          "(architecture = 'cntk' or 'myrtle')")
+    depth = get(t, "depth", int, {"fc": 3, "cntk": 2, "myrtle": 5}[arch], path="model", min=1, max=100)
+    if arch == "myrtle" and depth not in (5, 7, 10):
+        raise ConfigError(f"'model.depth' = {depth} for architecture = 'myrtle': use 5, 7 or 10")
+    return {"architecture": arch, "image_shape": list(shape),
+            "filter": get(t, "filter", int, 3, path="model", min=1),
+            "padding": get(t, "padding", str, "SAME", path="model", choices=("SAME", "VALID", "CIRCULAR")),
+            "depth": depth,
             "width": get(t, "width", int, 512, path="model", min=1),
             "activation": get(t, "activation", str, "relu", path="model", choices=tuple(_registry.ACTIVATIONS)),
             "W_std": get(t, "W_std", float, 2 ** 0.5, path="model", min=0, min_exclusive=True),

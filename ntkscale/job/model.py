@@ -5,14 +5,17 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from .. import stax
-from ..kernels import Layer
+from ..kernels import Layer, cntk, myrtle
 from ..kernels.registry import make_activation
 
 __all__ = ["build_arch"]
 
 
 def build_arch(model: Mapping[str, Any]) -> Layer:
-    """``serial((Dense(width, W_std, b_std), act) x depth, Dense(1, W_std, b_std))``.
+    """The ``[model]`` architecture: ``architecture = "fc"`` (default) is
+    ``serial((Dense(width, W_std, b_std), act) x depth, Dense(1, W_std, b_std))``;
+    ``"cntk"`` and ``"myrtle"`` are :func:`ntkscale.kernels.cntk` / :func:`~ntkscale.kernels.myrtle`
+    on rows that are flattened ``image_shape`` images.
 
     Parameters
     ----------
@@ -25,6 +28,14 @@ def build_arch(model: Mapping[str, Any]) -> Layer:
     Layer
         ``init_fn, apply_fn, kernel_fn`` of the fully connected network.
     """
+    kind = model.get("architecture", "fc")
+    if kind == "cntk":
+        return cntk(model["image_shape"], int(model["depth"]), filter_size=int(model["filter"]),
+                    padding=model["padding"], activation=model["activation"],
+                    W_std=float(model["W_std"]), b_std=float(model["b_std"]))
+    if kind == "myrtle":
+        return myrtle(model["image_shape"], int(model["depth"]), activation=model["activation"],
+                      W_std=float(model["W_std"]), b_std=float(model["b_std"]))
     kw = dict(W_std=float(model["W_std"]), b_std=float(model["b_std"]),
               parameterization=model["parameterization"])
     layers: list = []

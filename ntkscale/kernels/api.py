@@ -15,14 +15,19 @@ from typing import Any, Callable, Literal, Optional
 
 import numpy as np
 
-from . import fused, registry
+from . import conv_fused, fused, registry, spatial
 from .backend import Namespace, is_numpy, namespace_of
-from .layers import ABRelu, Erf, Layer, Serial
+from .conv import Unflatten, check_spatial, image_shape, spatial_mode
+from .layers import ABRelu, Erf, Layer, Serial, UnsupportedArchitectureError
 from .state import KernelState
 from .validate import check_get, check_inputs, resolve_dtype
 
 __all__ = ["DiagStats", "diag_stats", "kernel_tile", "make_kernel_fn", "spec_of", "from_spec",
-           "spec_json"]
+           "spec_json", "check_input_width", "WORK_BYTES"]
+
+WORK_BYTES = 256 * 2**20
+"""Working memory an image-kernel tile may use at once: its rows are processed in chunks
+of pairs whose pixel covariances fit (:func:`image_chunk`); feature kernels ignore it."""
 
 Path = Literal["auto", "fused", "generic"]
 _PATHS = ("auto", "fused", "generic")
@@ -53,6 +58,43 @@ def _prepare(layer: Layer) -> None:
         raise TypeError(f"expected an ntkscale layer/architecture, got {type(layer).__name__}")
     # as a one-layer serial: a bare FanOut/parallel/FanInSum is checked for balance too
     Serial((layer,)).check_kernel()
+    check_spatial(layer)
+
+
+def check_input_width(layer: Layer, d: int) -> None:
+    """Refuse inputs of ``d`` features that the architecture cannot read (before any work).
+
+    Raises
+    ------
+    ValueError
+        An image architecture without a leading ``Unflatten(H, W, C)`` (2-d inputs need
+        it), or one whose ``H*W*C`` is not ``d``.
+    """
+    if spatial_mode(layer) is None:
+        return
+    shape = image_shape(layer)
+    if shape is None:
+        raise ValueError("this architecture has image layers (Conv/pooling/Flatten) but the "
+                         f"inputs are rows of {d} features: start it with Unflatten(H, W, C), "
+                         "or pass NHWC images (n, H, W, C) to kernel_fn")
+    if int(np.prod(shape)) != d:
+        raise ValueError(f"Unflatten{shape} expects H*W*C = {int(np.prod(shape))} features per "
+                         f"row but the inputs have {d}")
+
+
+def tile_work_bytes(layer: Layer) -> int:
+    """Working memory a tile task needs besides its blocks: :data:`WORK_BYTES` for image
+    kernels (their pixel covariances, processed in chunks), 0 for feature kernels."""
+    return WORK_BYTES if spatial_mode(layer) is not None else 0
+
+
+def image_chunk(layer: Layer, work_bytes: Optional[int] = None, itemsize: int = 8) -> int:
+    """Pairs of rows an image-kernel chunk holds: ~6 live covariance arrays per pair in
+    ``work_bytes`` (default :data:`WORK_BYTES`)."""
+    work_bytes = WORK_BYTES if work_bytes is None else work_bytes
+    mode, shape = spatial_mode(layer), image_shape(layer)
+    per_pair = 6 * itemsize * spatial.entry_floats(mode, shape[0], shape[1])
+    return max(1, int(work_bytes // per_pair))
 
 
 def _program(layer: Layer, ns: Namespace, d: int, path: Path) -> Optional[fused.Program]:
@@ -68,7 +110,17 @@ def _program(layer: Layer, ns: Namespace, d: int, path: Path) -> Optional[fused.
     return prog
 
 
-def _input_state(ns: Namespace, x1: Any, x2: Any, cov1: Any, cov2: Any, want_ntk: bool) -> KernelState:
+def _images(layer: Layer, x: Any) -> Any:
+    return None if x is None else x.reshape(x.shape[0], *image_shape(layer))
+
+
+def _input_state(ns: Namespace, x1: Any, x2: Any, cov1: Any, cov2: Any, want_ntk: bool,
+                 layer: Optional[Layer] = None) -> KernelState:
+    mode = None if layer is None else spatial_mode(layer)
+    if mode is not None:
+        pair, s1, s2 = spatial.input_covariances(ns, _images(layer, x1), _images(layer, x2), mode)
+        return KernelState(nngp=pair, ntk=ns.zeros_like(pair) if want_ntk else None, cov1=s1,
+                           cov2=s2, width=image_shape(layer)[2], spatial=mode)
     d = x1.shape[1]
     other = x1 if x2 is None else x2
     nngp = (x1 @ other.T) / d
@@ -90,6 +142,20 @@ def diag_stats(layer: Layer, x: Any, *, dtype: Any = None, path: Path = "auto",
         x, _ = check_inputs(ns, x, None, dt)
     d = x.shape[1]
     cov0 = ns.sum(x * x, axis=1) / d
+    mode = spatial_mode(layer)
+    if mode is not None:
+        check_input_width(layer, d)
+        nngp, ntk = [], []
+        step = image_chunk(layer, itemsize=np.dtype(x.dtype).itemsize)
+        for lo in range(0, x.shape[0], step):
+            xi = _images(layer, x[lo:lo + step])
+            s = spatial.self_covariance(ns, xi, mode)
+            k = layer.kernel(ns, KernelState(nngp=s, ntk=ns.zeros_like(s), cov1=None, cov2=None,
+                                             width=image_shape(layer)[2], diag=True, spatial=mode))
+            nngp.append(k.nngp)
+            ntk.append(k.ntk)
+        cat = ns.concatenate
+        return DiagStats(cov0=cov0, act_vars=None, nngp=cat(nngp), ntk=cat(ntk))
     prog = _program(layer, ns, d, path)
     k = KernelState(nngp=cov0, ntk=ns.zeros_like(cov0), cov1=None, cov2=None, width=d, diag=True)
     act_vars = None
@@ -137,6 +203,17 @@ def kernel_tile(layer: Layer, x1: Any, x2: Optional[Any], stats1: DiagStats,
         G = x1 @ (x1 if x2 is None else x2).T
         q, t = fused.run_program(prog, G, d, stats1.act_vars, s2.act_vars, odt, symmetric=x2 is None)
         out = {"nngp": q, "ntk": t}
+    elif spatial_mode(layer) is not None:
+        cprog = conv_fused.compile_conv_program(layer) if prog is None and is_numpy(ns) \
+            and path != "generic" else None
+        if cprog is not None:
+            check_input_width(layer, d)
+            v1 = conv_fused.act_maps(ns, layer, cprog, x1)
+            v2 = None if x2 is None else conv_fused.act_maps(ns, layer, cprog, x2)
+            q, t = conv_fused.run_conv_program(cprog, x1, x2, v1, v2, odt)
+            out = {"nngp": q, "ntk": t}
+        else:
+            out = _image_tile(ns, layer, x1, x2, "ntk" in get, odt)
     else:
         k = _input_state(ns, x1, x2, stats1.cov0, s2.cov0, "ntk" in get)
         k = layer.kernel(ns, k)
@@ -144,6 +221,44 @@ def kernel_tile(layer: Layer, x1: Any, x2: Optional[Any], stats1: DiagStats,
     if x2 is None:  # exact diagonal (c = 1): no sqrt(eps) rounding from the GEMM
         out = {name: _set_diag(ns, out[name], getattr(stats1, name)) for name in get}
     return {name: out[name] for name in get}
+
+
+def _image_tile(ns: Namespace, layer: Layer, x1: Any, x2: Optional[Any], want_ntk: bool,
+                odt: np.dtype) -> dict[str, Any]:
+    """One tile of an image kernel, in chunks of row pairs that fit :data:`WORK_BYTES`.
+
+    A symmetric tile (``x2`` None) computes its upper chunks only and mirrors them.
+    """
+    check_input_width(layer, x1.shape[1])
+    pairs = image_chunk(layer, itemsize=np.dtype(x1.dtype).itemsize)
+    sym = x2 is None
+    other = x1 if sym else x2
+    n1, n2 = x1.shape[0], other.shape[0]
+    # square-ish chunks: a x b <= pairs
+    a = max(1, min(n1, int(pairs ** 0.5)))
+    b = max(1, min(n2, pairs // a))
+    if sym:
+        b = a
+    r_lo, c_lo = list(range(0, n1, a)), list(range(0, n2, b))
+    blocks: dict[tuple[int, int], tuple[Any, Any]] = {}
+    for bi, r in enumerate(r_lo):
+        for bj, c in enumerate(c_lo):
+            if sym and bj < bi:
+                q, t = blocks[(bj, bi)]
+                blocks[(bi, bj)] = (q.T, None if t is None else t.T)
+                continue
+            xa = x1[r:r + a]
+            xb = None if sym and bi == bj else other[c:c + b]
+            k = layer.kernel(ns, _input_state(ns, xa, xb, None, None, want_ntk, layer))
+            blocks[(bi, bj)] = (k.nngp.astype(odt), None if k.ntk is None else k.ntk.astype(odt))
+
+    def assemble(which: int) -> Any:
+        if blocks[(0, 0)][which] is None:
+            return None
+        return ns.concatenate([ns.concatenate([blocks[(bi, bj)][which] for bj in range(len(c_lo))],
+                                              axis=1) for bi in range(len(r_lo))], axis=0)
+
+    return {"nngp": assemble(0), "ntk": assemble(1)}
 
 
 def _set_diag(ns: Namespace, a: Any, diag: Any) -> Any:
@@ -164,20 +279,45 @@ def make_kernel_fn(layer: Layer) -> Callable[..., Any]:
 
     def kernel_fn(x1: Any, x2: Any = None, get: Any = None, *, dtype: Any = None,
                   path: Path = "auto") -> Any:
-        _prepare(layer)
+        arch, x1, x2 = _from_images(layer, x1, x2)
+        _prepare(arch)
         kinds, single = check_get(get)
         ns = namespace_of(x1, x2)
         dt = resolve_dtype(dtype)
         x1c, x2c = check_inputs(ns, x1, x2, dt)
-        s1 = diag_stats(layer, x1c, dtype=dt, path=path, validate=False)
-        s2 = None if x2c is None else diag_stats(layer, x2c, dtype=dt, path=path, validate=False)
-        out = kernel_tile(layer, x1c, x2c, s1, s2, kinds, dtype=dt, path=path)
+        s1 = diag_stats(arch, x1c, dtype=dt, path=path, validate=False)
+        s2 = None if x2c is None else diag_stats(arch, x2c, dtype=dt, path=path, validate=False)
+        out = kernel_tile(arch, x1c, x2c, s1, s2, kinds, dtype=dt, path=path)
         if single:
             return out[kinds[0]]
         return namedtuple("Kernel", kinds)(*(out[k] for k in kinds))
 
     kernel_fn.__doc__ = make_kernel_fn.__doc__
     return kernel_fn
+
+
+def _from_images(layer: Layer, x1: Any, x2: Any) -> tuple[Layer, Any, Any]:
+    """NHWC inputs (4-d, neural-tangents' convention) as rows, with a leading Unflatten."""
+    if getattr(x1, "ndim", 2) != 4:
+        if x2 is not None and getattr(x2, "ndim", 2) == 4:
+            raise ValueError("x1 is not an NHWC image batch but x2 is; pass both as (n, H, W, C)")
+        return layer, x1, x2
+    shape = tuple(int(v) for v in x1.shape[1:])
+    if x2 is not None and tuple(getattr(x2, "shape", ())[1:]) != shape:
+        raise ValueError(f"x1 holds images of shape {shape} but x2 has shape "
+                         f"{tuple(getattr(x2, 'shape', ()))}; both must be (n, H, W, C) alike")
+    if spatial_mode(layer) is None:
+        raise UnsupportedArchitectureError(
+            f"4-d inputs {tuple(x1.shape)} need an image architecture (Conv/pooling/Flatten); "
+            "for a fully connected one flatten them first, x.reshape(len(x), -1)")
+    declared = image_shape(layer)
+    if declared is None:
+        layer = Serial((Unflatten(*shape), layer))
+    elif declared != shape:
+        raise ValueError(f"the architecture's Unflatten{declared} does not match images of "
+                         f"shape {shape}")
+    flat = (lambda x: None if x is None else x.reshape(x.shape[0], -1))
+    return layer, flat(x1), flat(x2)
 
 
 # ----------------------------------------------------------------------------

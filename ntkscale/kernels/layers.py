@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Optional
 
 from . import elementwise as ew
+from . import spatial
 from .backend import Namespace
 from .registry import ACTIVATIONS, activation, layer_type
 from .state import KernelState
@@ -30,6 +31,7 @@ __all__ = [
     "Layer", "Dense", "ABRelu", "Relu", "LeakyRelu", "Abs", "Identity", "Erf", "Gelu",
     "Sin", "Cos", "Sign", "Elementwise", "Serial", "Parallel", "FanOut", "FanInSum",
     "serial", "parallel", "UnsupportedArchitectureError",
+    "Conv", "AvgPool", "GlobalAvgPool", "Flatten", "Unflatten",
 ]
 
 States = Any  # a KernelState, or a list of them between FanOut and FanInSum
@@ -81,6 +83,10 @@ class Layer:
     def finite(self, jax: Any, jnp: Any) -> Callable[[Any], Any]:
         """The finite-width function ``x -> phi(x)`` of a parameter-free layer (JAX)."""
         raise TypeError(f"no finite network for {type(self).__name__}")
+
+    def out_shape(self, shape: tuple) -> tuple:
+        """Shape of the finite network's output for inputs of ``shape`` (default: same)."""
+        return shape
 
     def flat(self) -> list["Layer"]:
         """The layer as a flat chain (``serial`` flattens nested serials)."""
@@ -191,12 +197,13 @@ class _Activation(Layer):
 
     def kernel(self, ns: Namespace, k: KernelState) -> KernelState:
         if k.diag:
-            q, ntk = self.transform(ns, k.nngp, k.ntk, k.nngp, k.nngp)
+            q, ntk = self.transform(ns, k.nngp, k.ntk, *spatial.self_vars(ns, k.nngp, k.spatial))
             return k.replace(nngp=q, ntk=ntk)
-        v1, v2 = k.cov1[:, None], k.cov2[None, :]
+        v1, v2 = spatial.pair_vars(ns, k.cov1, k.cov2, k.spatial)
         q, ntk = self.transform(ns, k.nngp, k.ntk, v1, v2)
-        cov1 = self.transform(ns, k.cov1, None, k.cov1, k.cov1)[0]
-        cov2 = cov1 if k.cov2 is k.cov1 else self.transform(ns, k.cov2, None, k.cov2, k.cov2)[0]
+        cov1 = self.transform(ns, k.cov1, None, *spatial.self_vars(ns, k.cov1, k.spatial))[0]
+        cov2 = cov1 if k.cov2 is k.cov1 else \
+            self.transform(ns, k.cov2, None, *spatial.self_vars(ns, k.cov2, k.spatial))[0]
         return k.replace(nngp=q, ntk=ntk, cov1=cov1, cov2=cov2)
 
 
@@ -374,3 +381,4 @@ for _name, _factory in (("relu", Relu), ("erf", Erf), ("gelu", Gelu), ("abs", Ab
 
 
 from .combinators import FanInSum, FanOut, Parallel, Serial, parallel, serial  # noqa: E402,F401
+from .conv import AvgPool, Conv, Flatten, GlobalAvgPool, Unflatten  # noqa: E402,F401

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .layers import Dense, FanInSum, FanOut, Layer, Parallel, Serial
+from .layers import Conv, Dense, FanInSum, FanOut, Layer, Parallel, Serial
 
 __all__ = ["make_init_fn", "make_apply_fn", "empirical_ntk"]
 
@@ -37,6 +37,15 @@ def _init(layer: Layer, key: Any, shape: Any) -> tuple[Any, Any]:
             W = W * (layer.W_std / (n_in / layer.s[0]) ** 0.5)
             b = None if b is None else b * layer.b_std
         return tuple(shape[:-1]) + (out,), (W, b)
+    if isinstance(layer, Conv):
+        k1, k2 = jax.random.split(key)
+        fh, fw = layer.filter_shape
+        W = jax.random.normal(k1, (fh, fw, shape[-1], layer.out_chan))
+        b = None if layer.b_std is None else jax.random.normal(k2, (layer.out_chan,))
+        if layer.parameterization == "standard":
+            W = W * (layer.W_std / (shape[-1] * fh * fw) ** 0.5)
+            b = None if b is None else b * layer.b_std
+        return layer.out_shape(tuple(shape)), (W, b)
     if isinstance(layer, Serial):
         params = []
         for sub, k in zip(layer.layers, jax.random.split(key, len(layer.layers))):
@@ -51,7 +60,7 @@ def _init(layer: Layer, key: Any, shape: Any) -> tuple[Any, Any]:
         return [shape] * layer.num, ()
     if isinstance(layer, FanInSum):
         return shape[0], ()
-    return shape, ()  # activations have no parameters
+    return layer.out_shape(tuple(shape)), ()  # activations, pooling, reshapes: no parameters
 
 
 def _apply(layer: Layer, params: Any, x: Any) -> Any:
@@ -62,6 +71,20 @@ def _apply(layer: Layer, params: Any, x: Any) -> Any:
             out = (layer.W_std / x.shape[-1] ** 0.5) * (x @ W)
             return out if b is None else out + layer.b_std * b
         out = (x @ W) / layer.s[0] ** 0.5
+        return out if b is None else out + b
+    if isinstance(layer, Conv):
+        W, b = params
+        x_in = x
+        pad = layer.padding
+        if pad == "CIRCULAR":
+            from .conv import _circular_pad
+            x_in, pad = _circular_pad(jnp, x, layer.filter_shape, layer.strides), "VALID"
+        out = jax.lax.conv_general_dilated(x_in, W, layer.strides, pad,
+                                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
+        if layer.parameterization == "ntk":
+            fan_in = x.shape[-1] * layer.filter_shape[0] * layer.filter_shape[1]
+            out = (layer.W_std / fan_in ** 0.5) * out
+            return out if b is None else out + layer.b_std * b
         return out if b is None else out + b
     if isinstance(layer, Serial):
         for sub, p in zip(layer.layers, params):

@@ -20,8 +20,13 @@ class KernelState:
     * diagonal mode (``diag=True``): ``nngp``/``ntk`` have shape ``(n,)`` and are
       the kernel's diagonal; ``cov1``/``cov2`` are unused (``None``).
 
-    ``width`` is the feature count of the current representation; only the
-    standard parameterization reads it (its NTK scales with fan-in).
+    ``width`` is the feature count of the current representation (channels, for
+    images); only the standard parameterization reads it (its NTK scales with fan-in).
+
+    ``spatial`` is None for feature vectors, or the layout of image covariances
+    (:mod:`~ntkscale.kernels.spatial`): ``"diag"`` adds trailing axes ``(H, W)``
+    (same-position pairs), ``"full"`` adds ``(H1, W1, H2, W2)`` (all position pairs), to
+    ``nngp``/``ntk`` and to the self covariances ``cov1``/``cov2``.
     """
 
     nngp: Any
@@ -30,6 +35,7 @@ class KernelState:
     cov2: Optional[Any]
     width: int
     diag: bool = False
+    spatial: Optional[str] = None
 
     def replace(self, **kw: Any) -> "KernelState":
         return replace(self, **kw)

@@ -17,7 +17,8 @@ import numpy as np
 
 from .. import __version__
 from ..runner import Runner, get_runner
-from ..kernels import Layer, spec_json
+from ..kernels import Layer, check_input_width, spec_json
+from ..kernels.api import tile_work_bytes
 from ..kernels.backend import namespace_of
 from ..kernels.fused import compile_program
 from ..kernels.validate import check_get, check_inputs, resolve_dtype
@@ -152,6 +153,7 @@ def _build(arch: Layer, X1: Any, X2: Any, url: Any, *, get: Any = ("ntk",), tile
         raise ValueError(f"tile must be a positive int, got {tile!r}")
     device = check_device(device)
     x1, x2 = _prepare_inputs(X1, X2, comp_dt)
+    check_input_width(arch, x1.shape[1])  # e.g. an image architecture's Unflatten(H, W, C)
     url = str(url)
     expect = {
         "fingerprint1": fingerprint(x1), "fingerprint2": None if x2 is None else fingerprint(x2),
@@ -240,7 +242,7 @@ def _create(url: str, x1: np.ndarray, x2: Optional[np.ndarray], kinds: tuple[str
     if tile is None:
         tile = choose_tile(n1, n2, d, memory_per_task=runner.memory_per_slot(), n_kinds=len(kinds),
                            store_itemsize=store_dt.itemsize, parallel_tasks=runner.slots(),
-                           symmetric=x2 is None)
+                           symmetric=x2 is None, work_bytes=tile_work_bytes(arch))
     prog = compile_program(arch.flat(), d)
     n_rows = len(STAT_ROWS) + (prog.n_slots if prog is not None else 0)
     meta = dict(expect, format=FORMAT, shape=[n1, n2], tile=int(tile), d=d, devices=[device],

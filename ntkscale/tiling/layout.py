@@ -12,18 +12,21 @@ _UNIT = 64  # grid tiles are multiples of this ...
 _FINE_UNIT = 16  # ... or of this when that tiles n exactly (no padded edge tile)
 
 
-def tile_task_bytes(T: int, d: int, n_kinds: int, store_itemsize: int, compute_itemsize: int = 8) -> int:
+def tile_task_bytes(T: int, d: int, n_kinds: int, store_itemsize: int, compute_itemsize: int = 8,
+                    work_bytes: int = 0) -> int:
     """Peak bytes one tile task holds: two input blocks, the product/NNGP buffer,
-    the NTK buffer, and the cast copies written to the store."""
+    the NTK buffer, the cast copies written to the store, and ``work_bytes`` of working
+    memory (image kernels: the pixel covariances of one chunk of pairs,
+    :func:`ntkscale.kernels.api.tile_work_bytes`)."""
     blocks = 4 * T * d * compute_itemsize  # two in use, two more in the worker's row-block cache
     buffers = 2 * T * T * compute_itemsize
     casts = n_kinds * T * T * store_itemsize
-    return blocks + buffers + casts
+    return blocks + buffers + casts + int(work_bytes)
 
 
 def choose_tile(n1: int, n2: int, d: int, *, memory_per_task: float, n_kinds: int = 2,
                 store_itemsize: int = 4, parallel_tasks: int = 1, min_tile: int = 1024,
-                max_tile: int = 8192, symmetric: bool = False) -> int:
+                max_tile: int = 8192, symmetric: bool = False, work_bytes: int = 0) -> int:
     """Tile edge for an ``n1 x n2`` Gram.
 
     The largest tile (multiple of 256, at most ``max_tile``) whose task fits
@@ -34,14 +37,16 @@ def choose_tile(n1: int, n2: int, d: int, *, memory_per_task: float, n_kinds: in
     tile). The grid is refined (one block more at a time) until there are at least 8 tiles
     per parallel slot (upper-triangle tiles when ``symmetric``), but tiles never go below
     ``min_tile`` (small tasks are dominated by reading their inputs and by scheduling).
-    ``T >= max(n1, n2)`` means one tile.
+    ``T >= max(n1, n2)`` means one tile. ``work_bytes``: per-task working memory that does
+    not grow with the tile (see :func:`tile_task_bytes`).
     """
     if memory_per_task <= 0:
         raise ValueError(f"memory_per_task must be > 0, got {memory_per_task}")
     fits = [T for T in range(_ALIGN, max_tile + 1, _ALIGN)
-            if 2 * tile_task_bytes(T, d, n_kinds, store_itemsize) <= memory_per_task]
+            if 2 * tile_task_bytes(T, d, n_kinds, store_itemsize, work_bytes=work_bytes)
+            <= memory_per_task]
     if not fits:
-        need = 2 * tile_task_bytes(_ALIGN, d, n_kinds, store_itemsize)
+        need = 2 * tile_task_bytes(_ALIGN, d, n_kinds, store_itemsize, work_bytes=work_bytes)
         raise MemoryError(f"even a {_ALIGN}x{_ALIGN} tile with d={d} needs {need / 2**20:.0f} MiB per task "
                           f"(2x headroom) but the budget is {memory_per_task / 2**20:.0f} MiB; give workers "
                           "more memory or fewer threads")

@@ -251,4 +251,4 @@ def test_elementwise_with_kernel_matches_builtin():
 
 def test_unknown_spec():
     with pytest.raises(UnsupportedArchitectureError, match="unknown layer in spec"):
-        from_spec({"layer": "Conv", "out_chan": 3})
+        from_spec({"layer": "Attention", "n_heads": 3})

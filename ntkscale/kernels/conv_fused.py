@@ -1,0 +1,126 @@
+"""Fused CPU kernel for pooling-free conv chains (the CNTK with a ``Flatten`` readout).
+
+The array recursion (``conv.py`` + ``spatial.py``) makes ~15 passes over
+``n1 n2 H W`` temporaries per layer. Here each pair of images goes through all layers
+in two ``H W`` buffers that stay in L1 cache (numba; ``_numba_conv.py``), with the
+self variances entering each activation computed once per row block. Supported: a
+leading ``Unflatten``, ``Conv`` with stride 1 (any padding), ``Dense`` (NTK
+parameterization), ``ABRelu`` (ReLU, leaky, abs), ``Identity``, one ``Flatten``;
+anything else runs the array recursion. Tests check both agree to ~1e-12.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+
+from .backend import Namespace
+from .conv import Conv, Flatten, Unflatten, image_shape, spatial_mode
+from .layers import ABRelu, Dense, Identity, Layer
+from .state import KernelState
+
+__all__ = ["ConvProgram", "compile_conv_program", "act_maps", "run_conv_program"]
+
+DENSE, ABRELU, CONV, FLATTEN = 0, 1, 3, 4
+_PAD = {"SAME": 0, "CIRCULAR": 1, "VALID": 2}
+
+
+@dataclass(frozen=True)
+class ConvProgram:
+    """``kinds`` (L,) op codes, ``params`` (L, 5), ``slot`` (L,) activation index."""
+
+    kinds: np.ndarray
+    params: np.ndarray
+    slot: np.ndarray
+    n_slots: int
+    shape: tuple[int, int, int]
+
+
+def compile_conv_program(layer: Layer) -> Optional[ConvProgram]:
+    """The architecture as a fused program, or None if it is not a supported chain."""
+    if spatial_mode(layer) != "diag" or image_shape(layer) is None:
+        return None
+    kinds, params, slots, n_act, flat_seen = [], [], [], 0, False
+    for leaf in layer.flat()[1:]:
+        if isinstance(leaf, Identity):
+            continue
+        if isinstance(leaf, Conv):
+            if leaf.strides != (1, 1) or leaf.parameterization != "ntk" or flat_seen:
+                return None
+            b2 = 0.0 if leaf.b_std is None else leaf.b_std ** 2
+            kinds.append(CONV); slots.append(-1)
+            params.append((*leaf.filter_shape, _PAD[leaf.padding], leaf.W_std ** 2, b2))
+        elif isinstance(leaf, Dense):
+            if leaf.parameterization != "ntk":
+                return None
+            w2, b2, _, _ = leaf.affine()
+            kinds.append(DENSE); params.append((w2, b2, 0, 0, 0)); slots.append(-1)
+        elif isinstance(leaf, ABRelu):
+            kinds.append(ABRELU); params.append((leaf.a, leaf.b, 0, 0, 0)); slots.append(n_act)
+            n_act += 1
+        elif isinstance(leaf, Flatten) and not flat_seen:
+            flat_seen = True
+            kinds.append(FLATTEN); params.append((0, 0, 0, 0, 0)); slots.append(-1)
+        else:
+            return None
+    if not flat_seen:
+        return None
+    return ConvProgram(np.asarray(kinds, np.int64), np.asarray(params, np.float64).reshape(-1, 5),
+                       np.asarray(slots, np.int64), n_act, image_shape(layer))
+
+
+def act_maps(ns: Namespace, layer: Layer, program: ConvProgram, x: np.ndarray) -> np.ndarray:
+    """Self variances entering each activation: shape (n_slots, n, H*W), zero padded.
+
+    Positions are row-major (as the numba kernel indexes them); after ``Flatten`` a
+    variance sits at position 0.
+    """
+    from . import spatial
+
+    h, w, c = program.shape
+    out = np.zeros((program.n_slots, x.shape[0], h * w))
+    imgs = x.reshape(x.shape[0], h, w, c)
+    s = spatial.self_covariance(ns, imgs, "diag")
+    k = KernelState(nngp=s, ntk=None, cov1=None, cov2=None, width=c, diag=True, spatial="diag")
+    slot = 0
+    for leaf in layer.flat()[1:]:
+        if isinstance(leaf, ABRelu):
+            v = np.asarray(k.nngp, np.float64).reshape(x.shape[0], -1)
+            out[slot, :, : v.shape[1]] = v
+            slot += 1
+        k = leaf.kernel(ns, k)
+    return out
+
+
+def _factors(v: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    f = np.sqrt(np.maximum(v, 0.0))
+    g = np.zeros_like(f)
+    np.divide(1.0, f, out=g, where=f > 0)
+    return f, g
+
+
+def run_conv_program(program: ConvProgram, x1: np.ndarray, x2: Optional[np.ndarray],
+                     v1: np.ndarray, v2: Optional[np.ndarray],
+                     out_dtype: Any) -> tuple[np.ndarray, np.ndarray]:
+    """NNGP and NTK of a tile, shape (n1, n2) each, from rows ``x1``/``x2`` (n, H*W*C).
+
+    ``x2`` None is the symmetric tile ``x1 x1`` (``j >= i`` computed, then mirrored).
+    """
+    from . import _numba_conv as nc
+
+    h, w, c = program.shape
+    sym = x2 is None
+    a = np.ascontiguousarray(x1, np.float64).reshape(x1.shape[0], h * w, c)
+    b = a if sym else np.ascontiguousarray(x2, np.float64).reshape(x2.shape[0], h * w, c)
+    f1, g1 = _factors(v1)
+    f2, g2 = (f1, g1) if sym else _factors(v2)
+    border = max([int(max(p[0], p[1])) - 1 for k, p in zip(program.kinds, program.params)
+                  if k == CONV] + [0])
+    out_q = np.empty((a.shape[0], b.shape[0]))
+    out_t = np.empty((a.shape[0], b.shape[0]))
+    if a.shape[0] and b.shape[0]:
+        nc.conv_chain_tile(a, b, sym, h, w, border, program.kinds, program.params, program.slot,
+                           f1, g1, f2, g2, out_q, out_t)
+    return out_q.astype(out_dtype, copy=False), out_t.astype(out_dtype, copy=False)

@@ -1,0 +1,71 @@
+"""Named image architectures: the CNTK (conv stack, Flatten readout) and Myrtle kernels.
+
+Both return ordinary ``serial(...)`` architectures of this package's layers, starting
+with ``Unflatten(H, W, C)`` so they read flattened rows (Gram stores, job files).
+
+References
+----------
+Arora et al. (2019), "On Exact Computation with an Infinitely Wide Neural Net" (CNTK).
+Shankar et al. (2020), "Neural Kernels Without Tangents", ICML (Myrtle-5/7/10: conv
+stages at full, 1/2 and 1/4 resolution separated by 2x2 average pooling, then pooling
+down to 1x1 and a linear readout).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+from .combinators import serial
+from .conv import AvgPool, Conv, Flatten, GlobalAvgPool, Unflatten
+from .layers import Dense, Layer
+from .registry import make_activation
+
+__all__ = ["cntk", "myrtle", "MYRTLE_STAGES"]
+
+MYRTLE_STAGES = {5: (2, 1, 1), 7: (2, 2, 2), 10: (3, 3, 3)}
+"""Myrtle depth -> conv layers at full, 1/2 and 1/4 resolution."""
+
+
+def _shape(image_shape: Sequence[int]) -> tuple[int, int, int]:
+    shape = tuple(int(v) for v in image_shape)
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"image_shape must be (height, width, channels), got {image_shape!r}")
+    return shape
+
+
+def cntk(image_shape: Sequence[int], depth: int = 2, *, filter_size: int = 3,
+         padding: str = "SAME", activation: str = "relu", W_std: float = 2 ** 0.5,
+         b_std: float = 0.0, channels: int = 1) -> Layer:
+    """``depth`` x (Conv(filter_size) + activation), Flatten, Dense(1): the CNTK without
+    pooling (Arora et al. 2019's "vanilla" CNTK). Its kernel tracks same-position
+    covariances only: ~``H W depth`` work per Gram entry.
+    """
+    if int(depth) < 1:
+        raise ValueError(f"cntk: depth must be >= 1, got {depth!r}")
+    layers: list[Layer] = [Unflatten(*_shape(image_shape))]
+    for _ in range(int(depth)):
+        layers += [Conv(channels, (filter_size, filter_size), padding=padding, W_std=W_std,
+                        b_std=b_std), make_activation(activation)]
+    return serial(*layers, Flatten(), Dense(1, W_std=W_std, b_std=b_std))
+
+
+def myrtle(image_shape: Sequence[int], depth: int = 5, *, activation: str = "relu",
+           W_std: float = 2 ** 0.5, b_std: float = 0.0, channels: int = 1) -> Layer:
+    """Myrtle-``depth`` (5, 7 or 10): conv stages (3x3, SAME) at full, 1/2 and 1/4
+    resolution separated by 2x2 average pooling, global average pooling, Dense(1).
+
+    Shankar et al. pool a 32x32 image down to 1x1 with three more 2x2 pools; for other
+    sizes this is global average pooling, which is the same at 32x32. Pooling needs all
+    pixel-pair covariances: ~``(H W)^2`` work per Gram entry at full resolution.
+    """
+    stages = MYRTLE_STAGES.get(int(depth))
+    if stages is None:
+        raise ValueError(f"myrtle: depth must be one of {sorted(MYRTLE_STAGES)}, got {depth!r}")
+    layers: list[Layer] = [Unflatten(*_shape(image_shape))]
+    for s, count in enumerate(stages):
+        if s:
+            layers.append(AvgPool((2, 2), (2, 2), padding="SAME"))
+        for _ in range(count):
+            layers += [Conv(channels, (3, 3), padding="SAME", W_std=W_std, b_std=b_std),
+                       make_activation(activation)]
+    return serial(*layers, GlobalAvgPool(), Dense(1, W_std=W_std, b_std=b_std))
