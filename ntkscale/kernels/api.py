@@ -231,6 +231,8 @@ def _image_tile(ns: Namespace, layer: Layer, x1: Any, x2: Optional[Any], want_nt
     """
     check_input_width(layer, x1.shape[1])
     pairs = image_chunk(layer, itemsize=np.dtype(x1.dtype).itemsize)
+    if ns.name == "jax":
+        return _image_tile_mapped(ns, layer, x1, x2, want_ntk, odt, pairs)
     sym = x2 is None
     other = x1 if sym else x2
     n1, n2 = x1.shape[0], other.shape[0]
@@ -259,6 +261,36 @@ def _image_tile(ns: Namespace, layer: Layer, x1: Any, x2: Optional[Any], want_nt
                                               axis=1) for bi in range(len(r_lo))], axis=0)
 
     return {"nngp": assemble(0), "ntk": assemble(1)}
+
+
+def _image_tile_mapped(ns: Namespace, layer: Layer, x1: Any, x2: Optional[Any], want_ntk: bool,
+                       odt: np.dtype, pairs: int) -> dict[str, Any]:
+    """JAX: the chunks as two nested ``lax.map`` loops over zero-padded row blocks, so a
+    jitted tile compiles one chunk (a Python loop would unroll thousands of them)."""
+    import jax
+
+    other = x1 if x2 is None else x2
+    n1, n2 = x1.shape[0], other.shape[0]
+    a = max(1, min(n1, int(pairs ** 0.5)))
+    b = max(1, min(n2, pairs // a))
+
+    def blocks(x: Any, size: int) -> Any:
+        pad = -x.shape[0] % size  # zero rows: finite kernels (zero variances are handled)
+        x = ns.concatenate([x, ns.zeros((pad, x.shape[1]), x.dtype)]) if pad else x
+        return x.reshape(-1, size, x.shape[1])
+
+    def chunk(xa: Any, xb: Any) -> tuple[Any, Any]:
+        k = layer.kernel(ns, _input_state(ns, xa, xb, None, None, want_ntk, layer))
+        return k.nngp.astype(odt), (ns.zeros_like(k.nngp) if k.ntk is None else k.ntk).astype(odt)
+
+    cols = blocks(other, b)
+    q, t = jax.lax.map(lambda xa: jax.lax.map(lambda xb: chunk(xa, xb), cols), blocks(x1, a))
+
+    def assemble(v: Any) -> Any:  # (rows/a, cols/b, a, b) -> (n1, n2)
+        nr, nc = v.shape[0], v.shape[1]
+        return v.transpose(0, 2, 1, 3).reshape(nr * a, nc * b)[:n1, :n2]
+
+    return {"nngp": assemble(q), "ntk": assemble(t) if want_ntk else None}
 
 
 def _set_diag(ns: Namespace, a: Any, diag: Any) -> Any:

@@ -325,3 +325,20 @@ def test_jax_gpu_tiles_equal_cpu_float64(arch):
     assert resolve_device("jax").name == "jax-gpu"
     [(cpu, gpu)] = _stores("memory://jg-cpu", "memory://jg-gpu", ("ntk",)).values()
     _close(gpu, cpu, np.float64)
+
+
+@pytest.mark.parametrize("pool", [False, True])
+def test_jax_device_image_gram_equals_cpu(pool):
+    """Image kernels on the JAX device (jitted tiles, chunks under ``lax.map``) == CPU store
+    (fused numba chain without pooling, array recursion with it)."""
+    from ntkscale.kernels import cntk, myrtle
+
+    arch = myrtle((4, 5, 2), 5, b_std=0.1) if pool else cntk((4, 5, 2), 2, b_std=0.1)
+    X = data(37, d=40)
+    build_gram(arch, X, "memory://img-cpu", get="ntk", tile=16, dtype=np.float64, client="sync",
+               overwrite=True)
+    build_gram(arch, X, "memory://img-jax", get="ntk", tile=16, dtype=np.float64, client="sync",
+               device="jax-cpu", overwrite=True)
+    cpu, dev = _stores("memory://img-cpu", "memory://img-jax", ("ntk",))["ntk"]
+    np.testing.assert_allclose(dev, cpu, rtol=1e-9, atol=1e-12 * np.abs(cpu).max())
+    np.testing.assert_array_equal(dev, dev.T)
