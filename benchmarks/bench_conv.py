@@ -94,9 +94,9 @@ def main() -> None:
     timers = {"fc": _timer(fc, x1, x2), "cntk_fused": _timer(cn, x1, x2),
               "cntk_generic": _timer(cn, x1[:64], x2[:64], path="generic")}
     for h in args.myrtle_sizes:
-        xm, _ = _images(8, h)
         m = 4 if h >= 20 else 8
-        timers[f"myrtle5_{h}x{h}"] = _timer(myrtle((h, h, 1), 5, b_std=0.1), xm[:m], xm[m:2 * m] if h < 20 else xm[4:8])
+        xm, _ = _images(2 * m, h)
+        timers[f"myrtle5_{h}x{h}"] = _timer(myrtle((h, h, 1), 5, b_std=0.1), xm[:m], xm[m:])
     times: dict[str, list[float]] = {k: [] for k in timers}
     for _ in range(args.reps):  # interleaved rounds
         for name, (run, _) in timers.items():

@@ -19,6 +19,18 @@ def format_number(x: Any, fmt: str = ".4g") -> str:
         return str(x)
 
 
+def _net(mdl: dict) -> str:
+    """``depth-3 relu net`` (fully connected) or ``cntk, 2 conv layers 3x3 SAME, relu, 28x28x1 images``."""
+    kind = mdl.get("architecture", "fc")
+    if kind == "fc":
+        return f"depth-{mdl['depth']} {mdl['activation']} net"
+    shape = "x".join(str(v) for v in mdl["image_shape"])
+    if kind == "cntk":
+        return (f"cntk, {mdl['depth']} conv layers {mdl['filter']}x{mdl['filter']} {mdl['padding']} + "
+                f"{mdl['activation']}, Flatten readout, {shape} images")
+    return f"myrtle-{mdl['depth']} ({mdl['activation']}, 2x2 average pooling), {shape} images"
+
+
 def format_report(cfg: JobConfig, m: dict) -> str:
     """Markdown text from a metrics dict (as in ``metrics.json``)."""
     st = m.get("stages", {})
@@ -26,7 +38,7 @@ def format_report(cfg: JobConfig, m: dict) -> str:
     lines = [f"# ntkscale run: {cfg.job['name']}", ""]
     lines += [f"- data: {d.get('name', '?')} ({d.get('task', '?')}), n_train = {d.get('n_train')}, "
               f"n_test = {d.get('n_test')}, d = {d.get('d')}",
-              f"- model: depth-{mdl['depth']} {mdl['activation']} net, W_std = {format_number(mdl['W_std'])}, "
+              f"- model: {_net(mdl)}, W_std = {format_number(mdl['W_std'])}, "
               f"b_std = {format_number(mdl['b_std'])}, {mdl['parameterization']} parameterization; "
               f"kernel {k['kind'].upper()}",
               f"- cluster: {_cluster_line(m.get('cluster', {}))}",

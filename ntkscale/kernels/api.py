@@ -154,7 +154,7 @@ def diag_stats(layer: Layer, x: Any, *, dtype: Any = None, path: Path = "auto",
                                              width=image_shape(layer)[2], diag=True, spatial=mode))
             nngp.append(k.nngp)
             ntk.append(k.ntk)
-        cat = ns.concatenate
+        cat = (lambda parts: ns.concatenate(parts) if parts else ns.zeros((0,), x.dtype))
         return DiagStats(cov0=cov0, act_vars=None, nngp=cat(nngp), ntk=cat(ntk))
     prog = _program(layer, ns, d, path)
     k = KernelState(nngp=cov0, ntk=ns.zeros_like(cov0), cov1=None, cov2=None, width=d, diag=True)
