@@ -18,12 +18,13 @@ import numpy as np
 from . import conv_fused, fused, registry, spatial
 from .backend import Namespace, is_numpy, namespace_of
 from .conv import Unflatten, check_spatial, image_shape, spatial_mode
+from .combinators import check_gaussian
 from .layers import ABRelu, Erf, Layer, Serial, UnsupportedArchitectureError
 from .state import KernelState
 from .validate import check_get, check_inputs, resolve_dtype
 
 __all__ = ["DiagStats", "diag_stats", "kernel_tile", "make_kernel_fn", "spec_of", "from_spec",
-           "spec_json", "check_input_width", "WORK_BYTES"]
+           "spec_json", "check_input_width", "check_architecture", "WORK_BYTES"]
 
 WORK_BYTES = 256 * 2**20
 """Working memory an image-kernel tile may use at once: its rows are processed in chunks
@@ -59,6 +60,21 @@ def _prepare(layer: Layer) -> None:
     # as a one-layer serial: a bare FanOut/parallel/FanInSum is checked for balance too
     Serial((layer,)).check_kernel()
     check_spatial(layer)
+    check_gaussian(layer)
+
+
+def check_architecture(layer: Layer) -> None:
+    """All static checks of an architecture, before any work: a closed form exists,
+    branches balance, images are unflattened first and reduced before the end, and every
+    nonlinearity sees Gaussian pre-activations.
+
+    Raises
+    ------
+    UnsupportedArchitectureError
+    TypeError
+        Not an ntkscale layer.
+    """
+    _prepare(layer)
 
 
 def check_input_width(layer: Layer, d: int) -> None:

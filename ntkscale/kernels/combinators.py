@@ -129,6 +129,54 @@ def _check_branches(layers: Sequence[Layer]) -> None:
         raise UnsupportedArchitectureError("the architecture ends with unmerged branches; add FanInSum()")
 
 
+def check_gaussian(layer: Layer) -> None:
+    """Every nonlinearity must see Gaussian pre-activations (neural-tangents' rule).
+
+    The closed forms compute ``E[phi(u) phi(v)]`` for jointly Gaussian ``(u, v)``. A wide
+    network's pre-activations are Gaussian after a ``Dense``/``Conv`` layer (and sums of
+    such), but not its raw inputs, an activation's outputs, or a sum with a branch that
+    carries them (a residual ``Identity`` around a block that starts after an activation).
+    There the formula is not the wide network's kernel (Monte Carlo disagrees by 70 %), so
+    it is refused. Linear layers (pooling, ``Flatten``, ``Identity``, sums) keep whatever
+    they get; the architecture may end non-Gaussian.
+
+    Raises
+    ------
+    UnsupportedArchitectureError
+        Names the activation and the fix (a ``Dense`` or ``Conv`` before it).
+    """
+    _gaussian(layer, False)
+
+
+def _gaussian(layer: Layer, g: Any) -> Any:
+    from .conv import Conv
+    from .layers import Dense, Identity, _Activation
+
+    if isinstance(layer, Serial):
+        for sub in layer.layers:
+            g = _gaussian(sub, g)
+        return g
+    if isinstance(layer, FanOut):
+        return [g] * layer.num
+    if isinstance(layer, Parallel):
+        return [_gaussian(sub, gi) for sub, gi in zip(layer.layers, g)]
+    if isinstance(layer, FanInSum):
+        return all(g)
+    if isinstance(layer, (Dense, Conv)):
+        return True
+    if isinstance(layer, _Activation) and not isinstance(layer, Identity):
+        if not g:
+            name = getattr(layer, "name", None) if isinstance(getattr(layer, "name", None), str) \
+                else type(layer).__name__
+            raise UnsupportedArchitectureError(
+                f"{name} is applied to non-Gaussian inputs (the network's inputs, an activation's "
+                "outputs, or a sum with a branch that carries them): its closed-form kernel assumes "
+                "Gaussian pre-activations and would not be the wide network's. Put a Dense or Conv "
+                "layer before it (neural-tangents refuses this too)")
+        return False
+    return g
+
+
 def serial(*layers: Layer) -> Serial:
     """Compose layers in sequence (neural-tangents' ``stax.serial``)."""
     _check_layers(layers, "serial")

@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import __version__
 from ..runner import Runner, get_runner
-from ..kernels import Layer, check_input_width, spec_json
+from ..kernels import Layer, check_architecture, check_input_width, spec_json
 from ..kernels.api import tile_work_bytes
 from ..kernels.backend import namespace_of
 from ..kernels.fused import compile_program
@@ -145,7 +145,7 @@ def _build(arch: Layer, X1: Any, X2: Any, url: Any, *, get: Any = ("ntk",), tile
     # ---- every check before any heavy work ----------------------------------
     if not isinstance(arch, Layer):
         raise TypeError(f"arch must be an ntkscale architecture (stax.serial(...)), got {type(arch).__name__}")
-    arch.check_kernel()
+    check_architecture(arch)
     kinds, _ = check_get(get)
     store_dt = resolve_dtype(dtype)
     comp_dt = resolve_dtype(compute_dtype)

@@ -83,7 +83,8 @@ def test_transform_matches_quadrature(name, layer, funcs, method):
         x1, x2, v1, v2, q = _pair(v1, v2, rho)
         e, de = _oracle(funcs, method, v1, v2, q)
         for path in ("auto", "generic"):  # fused numba chain (ReLU family, erf) and xp recursion
-            nngp = stax.serial(layer).kernel_fn(x1, x2, "nngp", path=path)[0, 0]
+            # (a Dense first: nonlinearities need Gaussian pre-activations, not raw inputs)
+            nngp = stax.serial(stax.Dense(1), layer).kernel_fn(x1, x2, "nngp", path=path)[0, 0]
             # Dense(W_std=1, no bias) leaves (v1, v2, q) unchanged and sets ntk = q, so the
             # activation's ntk output divided by q is its derivative factor.
             ntk = stax.serial(stax.Dense(1), layer).kernel_fn(x1, x2, "ntk", path=path)[0, 0]

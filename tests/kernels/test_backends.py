@@ -18,7 +18,7 @@ ARCHS = {
                                       stax.Erf(1.7, 0.6, -0.3), stax.Dense(7, parameterization="standard"),
                                       stax.LeakyRelu(0.1), stax.Dense(1, parameterization="standard")),
     "gelu_sin_residual": stax.serial(
-        stax.Dense(8, W_std=1.2, b_std=0.1), stax.Gelu(), stax.FanOut(2),
+        stax.Dense(8, W_std=1.2, b_std=0.1), stax.Gelu(), stax.Dense(8, W_std=1.1), stax.FanOut(2),
         stax.parallel(stax.serial(stax.Dense(8, W_std=SQ2), stax.Relu(), stax.Dense(8)), stax.Identity()),
         stax.FanInSum(), stax.Sin(1.3, 0.7, 0.4), stax.Dense(1, b_std=0.3)),
 }
