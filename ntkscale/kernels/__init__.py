@@ -3,7 +3,9 @@
 from . import layers as _layers
 from .api import DiagStats, diag_stats, from_spec, kernel_tile, make_kernel_fn, spec_json, spec_of
 from .layers import *  # noqa: F401,F403  (every public layer: one list, layers.__all__)
+from .tile_kernel import TileKernel
 
 __all__ = list(_layers.__all__) + [
     "DiagStats", "diag_stats", "kernel_tile", "make_kernel_fn", "from_spec", "spec_of", "spec_json",
+    "TileKernel",
 ]

@@ -19,6 +19,7 @@ from . import fused, registry
 from .backend import Namespace, is_numpy, namespace_of
 from .layers import ABRelu, Erf, Layer, Serial
 from .state import KernelState
+from .tile_kernel import TileKernel
 from .validate import check_get, check_inputs, resolve_dtype
 
 __all__ = ["DiagStats", "diag_stats", "kernel_tile", "make_kernel_fn", "spec_of", "from_spec",
@@ -84,6 +85,8 @@ def diag_stats(layer: Layer, x: Any, *, dtype: Any = None, path: Path = "auto",
     fused path) and the NNGP/NTK diagonals, all from an O(n * depth) pass.
     """
     _prepare(layer)
+    if isinstance(layer, TileKernel):  # a kernel computed directly (kernels/tile_kernel.py)
+        return layer.diag_stats(x, dtype=dtype, validate=validate)
     ns = namespace_of(x)
     dt = resolve_dtype(dtype)
     if validate:
@@ -124,6 +127,8 @@ def kernel_tile(layer: Layer, x1: Any, x2: Optional[Any], stats1: DiagStats,
 
     Inputs are trusted (validated once upstream); only shapes are checked here.
     """
+    if isinstance(layer, TileKernel):  # a kernel computed directly (kernels/tile_kernel.py)
+        return layer.kernel_tile(x1, x2, stats1, stats2, get, dtype=dtype, out_dtype=out_dtype)
     ns = namespace_of(x1, x2)
     dt = resolve_dtype(dtype)
     odt = dt if out_dtype is None else np.dtype(out_dtype)
