@@ -134,8 +134,7 @@ class EmpiricalNTK(TileKernel):
 
     # -- computation ----------------------------------------------------------------
     def _rows(self, x: Any, dtype: np.dtype) -> Any:
-        _, jnp = jax_modules()
-        x = jnp.asarray(x, dtype=dtype)
+        x = _ntk.as_rows(x, dtype)
         return x if self.input_shape is None else x.reshape((x.shape[0],) + self.input_shape)
 
     def _engine(self, dtype: np.dtype, x: Any) -> _ntk.Prepared:
@@ -164,7 +163,6 @@ class EmpiricalNTK(TileKernel):
         return int(min(2 * tile * per_row, max(self.memory, 2 * per_row)))
 
     def tile(self, x1: Any, x2: Optional[Any], kinds: tuple[str, ...], dtype: np.dtype) -> dict[str, Any]:
-        _, jnp = jax_modules()
         with x64(dtype):
             a = self._rows(x1, dtype)
             b = None if x2 is None else self._rows(x2, dtype)
@@ -177,7 +175,7 @@ class EmpiricalNTK(TileKernel):
             if "nngp" in kinds:
                 f1 = _ntk.outputs(model, a, bs)
                 f2 = f1 if b is None else _ntk.outputs(model, b, bs)
-                out["nngp"] = jnp.matmul(f1, f2.T, precision="highest") / model.k
+                out["nngp"] = (f1 @ f2.T) / model.k
             return out
 
     def diag(self, x: Any, kinds: tuple[str, ...], dtype: np.dtype) -> dict[str, Any]:

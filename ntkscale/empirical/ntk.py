@@ -154,7 +154,30 @@ def _check_x(x: Any, name: str) -> Any:
             shown = ", ".join(str(i) for i in bad[:10]) + (" ..." if bad.size > 10 else "")
             raise ValueError(f"{name} has NaN or Inf in {bad.size} row(s): {shown}; drop or "
                              "impute those rows first")
-    return jnp.asarray(x)
+    return as_rows(x)
+
+
+def is_traced(x: Any) -> bool:
+    jax, _ = jax_modules()
+    return isinstance(x, jax.core.Tracer)
+
+
+def as_rows(x: Any, dtype: Any = None) -> Any:
+    """Inputs as a host NumPy array (JAX's canonical dtype), or as they are when traced.
+
+    Blocks are sliced, padded and assembled on the host: eager JAX ops would compile one
+    small program per shape, which costs more than the kernel for small tiles.
+    """
+    jax, jnp = jax_modules()
+    if is_traced(x):
+        return x if dtype is None else x.astype(dtype)
+    x = np.asarray(x)
+    dt = jax.dtypes.canonicalize_dtype(x.dtype if dtype is None else dtype)
+    return x if x.dtype == dt else x.astype(dt)
+
+
+def _xp(x: Any) -> Any:
+    return jax_modules()[1] if is_traced(x) else np
 
 
 def _check_params(diff: list) -> None:
@@ -183,7 +206,7 @@ class Prepared:
 
 def prepare(apply_fn: Callable[..., Any], params: Any, x1: Any, x2: Any = None,
             check: bool = True) -> tuple[Prepared, Any, Any]:
-    """Split and check a model and its inputs; ``(model, x1, x2)`` as JAX arrays.
+    """Split and check a model and its inputs; ``(model, x1, x2)``, inputs as :func:`as_rows`.
 
     Raises
     ------
@@ -201,8 +224,8 @@ def prepare(apply_fn: Callable[..., Any], params: Any, x1: Any, x2: Any = None,
         x2 = None if x2 is None else _check_x(x2, "x2")
         _check_params(diff)
     else:
-        x1 = jnp.asarray(x1)
-        x2 = None if x2 is None else jnp.asarray(x2)
+        x1 = as_rows(x1)
+        x2 = None if x2 is None else as_rows(x2)
     if x2 is not None and tuple(x1.shape[1:]) != tuple(x2.shape[1:]):
         raise ValueError(f"x1 rows have shape {tuple(x1.shape[1:])} but x2 rows "
                          f"{tuple(x2.shape[1:])}; both must be inputs of the same model")
@@ -216,9 +239,14 @@ def prepare(apply_fn: Callable[..., Any], params: Any, x1: Any, x2: Any = None,
 # ------------------------------------------------------------------------ computation
 def _pad(x: Any, size: int) -> Any:
     """``x`` with rows appended (copies of row 0) up to ``size``: one compiled block shape."""
-    _, jnp = jax_modules()
+    xp = _xp(x)
     extra = size - x.shape[0]
-    return x if extra == 0 else jnp.concatenate([x, jnp.repeat(x[:1], extra, axis=0)])
+    return x if extra == 0 else xp.concatenate([x, xp.repeat(x[:1], extra, axis=0)])
+
+
+def _host(x: Any, like: Any) -> Any:
+    """A block result on the host when the inputs are (NumPy), else as it is (traced)."""
+    return x if is_traced(like) else np.asarray(x)
 
 
 def _swap(block: Any, mode: str) -> Any:
@@ -230,8 +258,9 @@ def _swap(block: Any, mode: str) -> Any:
 def gram(model: Prepared, x1: Any, x2: Optional[Any], mode: str, method: str, batch: int,
          memory: int = mem.DEFAULT_MEMORY) -> Any:
     """The kernel of checked inputs in row blocks of ``batch`` (``x2 is None``: symmetric,
-    computing only blocks on and above the diagonal)."""
-    _, jnp = jax_modules()
+    computing only blocks on and above the diagonal). NumPy in, NumPy out; traced in,
+    traced out."""
+    xp = _xp(x1)
     fns = _fns()
     s, d, a = model.static, model.diff, model.aux
     sym = x2 is None
@@ -265,30 +294,28 @@ def gram(model: Prepared, x1: Any, x2: Optional[Any], mode: str, method: str, ba
                 blk = fns["contract"](J1, J2, mode)
             else:
                 blk = fns["ntvp"](s, d, a, xb1, xb2, mode)
-            row.append(blk[: e1 - s1, : e2 - s2])
+            row.append(_host(blk, x1)[: e1 - s1, : e2 - s2])
         blocks.append(row)
-    return jnp.concatenate([jnp.concatenate(row, axis=1) for row in blocks], axis=0)
+    return xp.concatenate([xp.concatenate(row, axis=1) for row in blocks], axis=0)
 
 
 def diagonal(model: Prepared, x: Any, method: str, batch: int) -> Any:
     """Per-output diagonal ``Theta_oo(x_i, x_i)``, shape (n, k), in row blocks."""
-    _, jnp = jax_modules()
     fn = _fns()["diag_" + method]
     n = x.shape[0]
     b = min(batch, n)
-    out = [fn(model.static, model.diff, model.aux, _pad(x[i:i + b], b))[: min(b, n - i)]
+    out = [_host(fn(model.static, model.diff, model.aux, _pad(x[i:i + b], b)), x)[: min(b, n - i)]
            for i in range(0, n, b)]
-    return jnp.concatenate(out, axis=0)
+    return _xp(x).concatenate(out, axis=0)
 
 
 def outputs(model: Prepared, x: Any, batch: int) -> Any:
     """Model outputs as (n, k), in row blocks."""
-    _, jnp = jax_modules()
     fn = _fns()["outputs"]
     n = x.shape[0]
     b = min(batch, n)
-    return jnp.concatenate([fn(model.static, model.diff, model.aux, _pad(x[i:i + b], b))[: min(b, n - i)]
-                            for i in range(0, n, b)], axis=0)
+    return _xp(x).concatenate([_host(fn(model.static, model.diff, model.aux, _pad(x[i:i + b], b)), x)
+                               [: min(b, n - i)] for i in range(0, n, b)], axis=0)
 
 
 def resolve(model: Prepared, method: str, n_rows: int, memory: int,
@@ -300,6 +327,10 @@ def resolve(model: Prepared, method: str, n_rows: int, memory: int,
 
 
 # ----------------------------------------------------------------------------- public
+def _jnp_out(a: Any) -> Any:
+    return jax_modules()[1].asarray(a)
+
+
 def empirical_ntk(apply_fn: Callable[[Any, Any], Any], params: Any, x1: Any, x2: Any = None, *,
                   method: str = "auto", trace: Any = True, batch_size: Optional[int] = None,
                   memory: int = mem.DEFAULT_MEMORY) -> Any:
@@ -349,7 +380,7 @@ def empirical_ntk(apply_fn: Callable[[Any, Any], Any], params: Any, x1: Any, x2:
     model, x1, x2 = prepare(apply_fn, params, x1, x2)
     n = max(x1.shape[0], 0 if x2 is None else x2.shape[0])
     m, b = resolve(model, method, n, memory, batch_size)
-    return gram(model, x1, x2, mode, m, b, memory)
+    return _jnp_out(gram(model, x1, x2, mode, m, b, memory))
 
 
 def empirical_ntk_diag(apply_fn: Callable[[Any, Any], Any], params: Any, x: Any, *,
@@ -366,7 +397,7 @@ def empirical_ntk_diag(apply_fn: Callable[[Any, Any], Any], params: Any, x: Any,
     model, x, _ = prepare(apply_fn, params, x)
     m, b = resolve(model, method, x.shape[0], memory, batch_size)
     d = diagonal(model, x, m, b)
-    return d.mean(-1) if mode == "trace" else d
+    return _jnp_out(d.mean(-1) if mode == "trace" else d)
 
 
 def ntk_vector_product(apply_fn: Callable[[Any, Any], Any], params: Any, x1: Any, x2: Any,
