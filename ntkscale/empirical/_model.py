@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
 import numpy as np
 
-__all__ = ["jax_modules", "x64", "Static", "split_params", "params_sha256", "output_dim"]
+__all__ = ["jax_modules", "x64", "Static", "split_params", "params_sha256", "function_sha256",
+           "output_dim"]
 
 
 def jax_modules() -> tuple[Any, Any]:
@@ -150,6 +152,36 @@ def params_sha256(params: Any) -> str:
             h.update(a.tobytes())
         h.update(b";")
     return h.hexdigest()
+
+
+_ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
+
+
+def _stable_repr(obj: Any) -> str:
+    return _ADDRESS.sub("", repr(obj))
+
+
+def function_sha256(fn: Any) -> str:
+    """Best-effort SHA-256 of a function: its qualified name, bytecode, constants, names and
+    the values it closes over (by ``repr``, memory addresses removed).
+
+    Two closures of one factory over different values (``make_apply_fn`` of a ReLU and of an
+    Erf network) differ; the same function in another process hashes equal unless a value it
+    closes over has a process-dependent ``repr``. Objects without ``__code__`` (callable
+    instances, ``functools.partial``) enter by their type and ``repr``.
+    """
+    parts = [getattr(fn, "__module__", "") or "", getattr(fn, "__qualname__", type(fn).__qualname__)]
+    code = getattr(fn, "__code__", None)
+    if code is None:
+        parts.append(_stable_repr(fn))
+    else:
+        parts += [code.co_code.hex(), _stable_repr(code.co_consts), repr(code.co_names)]
+        for cell in getattr(fn, "__closure__", None) or ():
+            try:
+                parts.append(_stable_repr(cell.cell_contents))
+            except ValueError:  # an empty cell
+                parts.append("<empty>")
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()
 
 
 def param_count(diff: list) -> int:

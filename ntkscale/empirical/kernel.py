@@ -7,16 +7,20 @@ solvers, the estimators and the spectral tools then apply unchanged. The object 
 parameters; each worker process compiles the model once per tile shape and reuses it for
 every tile of the same kernel (a module-level cache keyed by the spec).
 
-Store fingerprint (``spec()``): the name, the function's qualified name, the method, the
-input shape and the SHA-256 of the parameters (every array leaf's path, dtype, shape and
-bytes), so a store built from other parameters is refused. The function itself cannot be
-hashed: two different functions given the same name and parameters look alike to a store.
+Store fingerprint (``spec()``): the name, the function's qualified name and a best-effort
+hash of its code and closure (:func:`~._model.function_sha256`), the method, the input
+shape and the SHA-256 of the parameters (every array leaf's path, dtype, shape and bytes),
+so a store built from other parameters is refused. A function's behaviour cannot be hashed
+exactly: one that reads a global that changed between runs looks the same to a store, and
+one that closes over a value whose ``repr`` depends on the process (a set of strings) looks
+different (resume then asks for ``overwrite=True``).
 """
 
 from __future__ import annotations
 
 import json
 import threading
+import uuid
 from collections import OrderedDict
 from typing import Any, Callable, Optional, Sequence
 
@@ -26,7 +30,7 @@ from ..kernels.registry import layer_type
 from ..kernels.tile_kernel import TileKernel
 from . import memory as mem
 from . import ntk as _ntk
-from ._model import jax_modules, output_dim, param_count, params_sha256, split_params, x64
+from ._model import function_sha256, jax_modules, output_dim, param_count, params_sha256, split_params, x64
 
 __all__ = ["EmpiricalNTK"]
 
@@ -106,6 +110,10 @@ class EmpiricalNTK(TileKernel):
         self.n_params = param_count(diff)
         self.params_sha256 = params_sha256(self.params)
         self.fn = f"{getattr(apply_fn, '__module__', '?')}.{getattr(apply_fn, '__qualname__', type(apply_fn).__name__)}"
+        self.fn_sha256 = function_sha256(apply_fn)
+        # one token per constructed kernel, shared by its pickled copies: each worker process
+        # prepares (and compiles) the model once for all the tiles of one kernel
+        self._token = uuid.uuid4().hex
         self.name = str(name) if name is not None else getattr(apply_fn, "__name__", "apply_fn")
 
     @property
@@ -115,7 +123,8 @@ class EmpiricalNTK(TileKernel):
 
     # -- description --------------------------------------------------------------
     def spec(self) -> dict:
-        return {"layer": "EmpiricalNTK", "name": self.name, "fn": self.fn, "method": self.method,
+        return {"layer": "EmpiricalNTK", "name": self.name, "fn": self.fn, "fn_sha256": self.fn_sha256,
+                "method": self.method,
                 "trace": "mean", "input_shape": None if self.input_shape is None else list(self.input_shape),
                 "params_sha256": self.params_sha256}
 
@@ -140,7 +149,7 @@ class EmpiricalNTK(TileKernel):
     def _engine(self, dtype: np.dtype, x: Any) -> _ntk.Prepared:
         """The prepared model in ``dtype`` (cached per process by spec, dtype, row shape)."""
         _, jnp = jax_modules()
-        key = (self._key(), np.dtype(dtype).name, tuple(x.shape[1:]))
+        key = (self._token, np.dtype(dtype).name, tuple(x.shape[1:]))
         with _LOCK:
             model = _ENGINES.get(key)
             if model is not None:
@@ -156,11 +165,6 @@ class EmpiricalNTK(TileKernel):
             while len(_ENGINES) > _ENGINES_MAX:
                 _ENGINES.popitem(last=False)
         return model
-
-    def tile_memory(self, tile: int, n_outputs: int, dtype: Any = np.float64) -> int:
-        """Bytes of Jacobian blocks a ``tile x tile`` tile holds (budget-capped, see memory)."""
-        per_row = mem.jacobian_bytes_per_row(self.n_params, n_outputs, np.dtype(dtype).itemsize)
-        return int(min(2 * tile * per_row, max(self.memory, 2 * per_row)))
 
     def tile(self, x1: Any, x2: Optional[Any], kinds: tuple[str, ...], dtype: np.dtype) -> dict[str, Any]:
         with x64(dtype):

@@ -10,9 +10,10 @@ Rules (``memory`` is a byte budget for these arrays, default :data:`DEFAULT_MEMO
 
 * ``jacobian``: ``b = memory // (2 * k * P * itemsize)`` rows per batch on each side;
 * ``ntvp``: ``b = memory // (2 * P * itemsize)`` rows per batch (``k`` times more);
-* ``auto``: ``jacobian`` when at least :data:`MIN_ROWS` rows per side fit, else ``ntvp``
-  (both give the same kernel to rounding; ``jacobian`` is the faster one when it fits,
-  see ``benchmarks/bench_empirical.py``).
+* ``auto``: ``jacobian`` when at least :data:`MIN_ROWS` rows per side fit, else ``ntvp``.
+  Both give the same kernel to rounding and neither is uniformly faster (for MLPs of
+  75k-140k parameters on a CPU ``ntvp`` took 0.5-1.5x the ``jacobian`` time,
+  ``benchmarks/bench_empirical.py``); ``auto`` decides by memory alone.
 
 Activations of the forward passes come on top (``b x width`` per layer, usually far less
 than ``b x P``); lower ``memory`` or pass ``batch_size`` for models whose activations

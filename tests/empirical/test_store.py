@@ -1,6 +1,8 @@
 """EmpiricalNTK through the pipeline: stored tile by tile == dense, fingerprints refuse other
 parameters, pickling to worker processes, the JAX device path, the estimator."""
 
+import json
+
 import cloudpickle
 import numpy as np
 import pytest
@@ -73,6 +75,26 @@ def test_store_refuses_other_parameters(tmp_path):
         build_gram(other, X, tmp_path / "g", tile=TILE, client="sync")
     with pytest.raises(StoreMismatchError, match="another architecture"):  # and so does the name
         build_gram(EmpiricalNTK(NET.apply_fn, params, name="n"), X, tmp_path / "g", tile=TILE, client="sync")
+
+
+def test_fingerprint_tells_functions_apart_and_is_stable_across_processes():
+    import subprocess
+    import sys
+
+    params = _params()
+    relu = EmpiricalNTK(NET.apply_fn, params)
+    erf = stax.serial(stax.Dense(24, W_std=1.5, b_std=0.1), stax.Erf(), stax.Dense(2, W_std=1.5, b_std=0.1))
+    other = EmpiricalNTK(erf.apply_fn, params)  # same code, same parameters, another closure
+    assert relu.fn == other.fn and relu.params_sha256 == other.params_sha256
+    assert relu.fn_sha256 != other.fn_sha256 and relu != other
+    # a resume in a new process must see the same spec (a fresh interpreter, fresh addresses)
+    code = ("import jax, json; from ntkscale import stax; from ntkscale.empirical import EmpiricalNTK; "
+            "net = stax.serial(stax.Dense(24, W_std=1.5, b_std=0.1), stax.Relu(), "
+            "stax.Dense(2, W_std=1.5, b_std=0.1)); "
+            "p = net.init_fn(jax.random.PRNGKey(0), (45, 3))[1]; "
+            "print(json.dumps(EmpiricalNTK(net.apply_fn, p).spec(), sort_keys=True))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert json.loads(out.stdout) == relu.spec()
 
 
 def test_spec_pickle_and_refusals():
