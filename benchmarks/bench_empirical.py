@@ -55,7 +55,8 @@ D = 32
 def _stax_mlp(width: int, out: int):
     s2 = math.sqrt(2.0)
     net = stax.serial(stax.Dense(width, W_std=s2, b_std=0.1), stax.Relu(),
-                      stax.Dense(width, W_std=s2, b_std=0.1), stax.Relu(), stax.Dense(out, W_std=s2, b_std=0.1))
+                      stax.Dense(width, W_std=s2, b_std=0.1), stax.Relu(),
+                      stax.Dense(out, W_std=s2, b_std=0.1))
     init_fn, apply_fn, kernel_fn = net
     _, params = init_fn(jax.random.PRNGKey(0), (1, D))
     return apply_fn, params, kernel_fn
@@ -136,8 +137,8 @@ def figures() -> dict:
     w = sweep.widths.astype(float)
     ax.plot(w, np.exp(sweep.intercept) * w ** sweep.slope, "-", label=f"fit: slope {sweep.slope:.2f}")
     ax.plot(w, sweep.mean[0] * (w / w[0]) ** -0.5, ":", color="gray", label="slope -1/2")
-    ax.set(xscale="log", yscale="log", xlabel="width", ylabel=r"$\|\Theta_w-\Theta_\infty\|_F/\|\Theta_\infty\|_F$",
-           title="ReLU MLP, 2 hidden layers")
+    ax.set(xscale="log", yscale="log", xlabel="width",
+           ylabel=r"$\|\Theta_w-\Theta_\infty\|_F/\|\Theta_\infty\|_F$", title="ReLU MLP, 2 hidden layers")
     ax.legend()
     fig.savefig(OUT / "width_sweep.png", dpi=120)
 
@@ -161,13 +162,13 @@ def figures() -> dict:
               f"{ev.alignment[0]:.3f} -> {ev.alignment[-1]:.3f}, train loss {ev.train_loss[-1]:.2e}, "
               f"test loss {ev.test_loss[-1]:.3f}", flush=True)
         s = ev.steps[1:]
-        axes[0].plot(s, ev.kernel_distance[1:], "o-", ms=3, label=f"w={width}")
+        axes[0].plot(s, ev.kernel_distance[1:], "o-", ms=3)
         axes[1].plot(ev.steps, ev.alignment, "o-", ms=3)
-        axes[2].plot(s, ev.train_loss[1:], "o-", ms=3)
+        axes[2].plot(s, ev.train_loss[1:], "o-", ms=3, label=f"width {width}")
     axes[0].set(xscale="log", yscale="log", xlabel="GD step", ylabel="kernel distance from init")
     axes[1].set(xscale="symlog", xlabel="GD step", ylabel="kernel-target alignment")
     axes[2].set(xscale="log", yscale="log", xlabel="GD step", ylabel="train loss")
-    axes[0].legend(loc="lower right", fontsize="small")
+    axes[2].legend(loc="lower left", fontsize="small")
     fig.savefig(OUT / "evolution.png", dpi=120)
     return {"width_sweep": {"widths": sweep.widths.tolist(), "mean": sweep.mean.tolist(),
                             "std": sweep.std.tolist(), "slope": sweep.slope},

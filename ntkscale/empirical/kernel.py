@@ -109,7 +109,8 @@ class EmpiricalNTK(TileKernel):
         _ntk._check_params(diff)
         self.n_params = param_count(diff)
         self.params_sha256 = params_sha256(self.params)
-        self.fn = f"{getattr(apply_fn, '__module__', '?')}.{getattr(apply_fn, '__qualname__', type(apply_fn).__name__)}"
+        qualname = getattr(apply_fn, "__qualname__", type(apply_fn).__name__)
+        self.fn = f"{getattr(apply_fn, '__module__', '?')}.{qualname}"
         self.fn_sha256 = function_sha256(apply_fn)
         # one token per constructed kernel, shared by its pickled copies: each worker process
         # prepares (and compiles) the model once for all the tiles of one kernel
@@ -144,7 +145,20 @@ class EmpiricalNTK(TileKernel):
     # -- computation ----------------------------------------------------------------
     def _rows(self, x: Any, dtype: np.dtype) -> Any:
         x = _ntk.as_rows(x, dtype)
-        return x if self.input_shape is None else x.reshape((x.shape[0],) + self.input_shape)
+        if self.input_shape is None:
+            return x
+        if x.ndim != 2 or x.shape[1] != int(np.prod(self.input_shape)):
+            raise ValueError(f"rows of shape {tuple(x.shape[1:])} cannot be reshaped to input_shape "
+                             f"{self.input_shape} ({int(np.prod(self.input_shape))} values per row)")
+        return x.reshape((x.shape[0],) + self.input_shape)
+
+    def check_rows(self, x: Any) -> None:
+        """Check that the model takes rows like ``x`` (reshape, output (n,) or (n, k)),
+        abstractly (``jax.eval_shape``): a build fails here, before it creates its store."""
+        with x64(np.float64):
+            a = self._rows(x, np.float64)
+            static, diff, aux = split_params(self._apply_fn, self.params)
+            output_dim(static, diff, aux, a)
 
     def _engine(self, dtype: np.dtype, x: Any) -> _ntk.Prepared:
         """The prepared model in ``dtype`` (cached per process by spec, dtype, row shape)."""

@@ -48,6 +48,10 @@ class TileKernel(Layer):
         """``{kind: K(x1, x2)}`` for each kind, shape (n1, n2); ``x2 is None``: ``K(x1, x1)``."""
         raise NotImplementedError
 
+    def check_rows(self, x: Any) -> None:
+        """Raise a ValueError if rows shaped like ``x`` (n, d) cannot be taken (called by the
+        Gram build on the host before it creates a store; default: any rows)."""
+
     # -- the Layer contract ----------------------------------------------------
     def kernel(self, ns: Namespace, k: Any) -> Any:
         raise UnsupportedArchitectureError(

@@ -19,7 +19,8 @@ import pytest
 
 jax = pytest.importorskip("jax")
 
-from ntkscale.empirical import empirical_ntk, kernel_alignment, kernel_distance, mlp, ntk_evolution  # noqa: E402
+from ntkscale.empirical import (empirical_ntk, kernel_alignment, kernel_distance, mlp,  # noqa: E402
+                                ntk_evolution)
 
 RNG = np.random.default_rng(0)
 _X = RNG.standard_normal((24, 6))

@@ -121,6 +121,15 @@ def test_spec_pickle_and_refusals():
         EmpiricalNTK(tanh_apply, params, input_shape=(0, 3))
     with pytest.raises(ValueError, match="x1 has NaN"):  # the build's own input check
         build_gram(kern, np.where(np.eye(6, 3) > 0, np.nan, X[:6]), "memory://nan", client="sync")
+    # a model that cannot take the rows fails before a store is created
+    bad_models = [(EmpiricalNTK(tanh_apply, params, input_shape=(2, 2)), "cannot be reshaped"),
+                  (EmpiricalNTK(lambda p, x: tanh_apply(p, x)[None], params),
+                   r"must return .*got \(1, 1, 2\)")]
+    for bad, match in bad_models:
+        with pytest.raises(ValueError, match=match):
+            build_gram(bad, X[:6], "memory://bad-model", client="sync")
+        with pytest.raises(Exception, match="no Gram store"):
+            StoredGram("memory://bad-model", "ntk", client="sync")
 
 
 def test_input_shape_reshapes_rows():
