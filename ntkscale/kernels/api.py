@@ -17,10 +17,11 @@ import numpy as np
 
 from . import conv_fused, fused, registry, spatial
 from .backend import Namespace, is_numpy, namespace_of
-from .conv import Unflatten, check_spatial, image_shape, spatial_mode
+from .conv import Unflatten, check_spatial, image_shape, leaves, spatial_mode
 from .combinators import check_gaussian
 from .layers import ABRelu, Erf, Layer, Serial, UnsupportedArchitectureError
 from .state import KernelState
+from .tile_kernel import TileKernel
 from .validate import check_get, check_inputs, resolve_dtype
 
 __all__ = ["DiagStats", "diag_stats", "kernel_tile", "make_kernel_fn", "spec_of", "from_spec",
@@ -59,6 +60,10 @@ def _prepare(layer: Layer) -> None:
         raise TypeError(f"expected an ntkscale layer/architecture, got {type(layer).__name__}")
     # as a one-layer serial: a bare FanOut/parallel/FanInSum is checked for balance too
     Serial((layer,)).check_kernel()
+    if not isinstance(layer, TileKernel):
+        for leaf in leaves(layer):
+            if isinstance(leaf, TileKernel):
+                leaf.kernel(None, None)  # raises: a whole kernel cannot be composed with layers
     check_spatial(layer)
     check_gaussian(layer)
 
@@ -152,6 +157,8 @@ def diag_stats(layer: Layer, x: Any, *, dtype: Any = None, path: Path = "auto",
     fused path) and the NNGP/NTK diagonals, all from an O(n * depth) pass.
     """
     _prepare(layer)
+    if isinstance(layer, TileKernel):  # a kernel computed directly (kernels/tile_kernel.py)
+        return layer.diag_stats(x, dtype=dtype, validate=validate)
     ns = namespace_of(x)
     dt = resolve_dtype(dtype)
     if validate:
@@ -206,6 +213,8 @@ def kernel_tile(layer: Layer, x1: Any, x2: Optional[Any], stats1: DiagStats,
 
     Inputs are trusted (validated once upstream); only shapes are checked here.
     """
+    if isinstance(layer, TileKernel):  # a kernel computed directly (kernels/tile_kernel.py)
+        return layer.kernel_tile(x1, x2, stats1, stats2, get, dtype=dtype, out_dtype=out_dtype)
     ns = namespace_of(x1, x2)
     dt = resolve_dtype(dtype)
     odt = dt if out_dtype is None else np.dtype(out_dtype)

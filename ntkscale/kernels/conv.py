@@ -33,7 +33,7 @@ from .registry import layer_type
 from .state import KernelState
 
 __all__ = ["Conv", "AvgPool", "GlobalAvgPool", "Flatten", "Unflatten", "spatial_mode",
-           "image_shape", "check_spatial"]
+           "image_shape", "check_spatial", "leaves"]
 
 
 def _pair(value: Any, name: str, layer: str) -> tuple[int, int]:
@@ -311,20 +311,21 @@ def _circular_pad(jnp: Any, x: Any, window: tuple[int, int], strides: tuple[int,
 # ----------------------------------------------------------------------------
 # Architecture analysis
 # ----------------------------------------------------------------------------
-def _leaves(layer: Layer) -> list[Layer]:
+def leaves(layer: Layer) -> list[Layer]:
+    """Every leaf layer, inside serial and parallel combinators too."""
     from .combinators import Parallel, Serial
 
     if isinstance(layer, (Serial, Parallel)):
-        return [leaf for sub in layer.layers for leaf in _leaves(sub)]
+        return [leaf for sub in layer.layers for leaf in leaves(sub)]
     return [layer]
 
 
 def spatial_mode(layer: Layer) -> Optional[str]:
     """Covariance layout the architecture needs: None (no images), ``"diag"`` or ``"full"``."""
-    leaves = _leaves(layer)
-    if any(isinstance(leaf, (AvgPool, GlobalAvgPool)) for leaf in leaves):
+    every = leaves(layer)
+    if any(isinstance(leaf, (AvgPool, GlobalAvgPool)) for leaf in every):
         return "full"
-    if any(isinstance(leaf, (Conv, Flatten, Unflatten)) for leaf in leaves):
+    if any(isinstance(leaf, (Conv, Flatten, Unflatten)) for leaf in every):
         return "diag"
     return None
 
@@ -349,9 +350,9 @@ def check_spatial(layer: Layer) -> None:
 
     if spatial_mode(layer) is None:
         return
-    leaves = layer.flat()
-    for pos, leaf in enumerate(_leaves(layer)):
-        if isinstance(leaf, Unflatten) and not (pos == 0 and leaves[0] is leaf):
+    chain = layer.flat()
+    for pos, leaf in enumerate(leaves(layer)):
+        if isinstance(leaf, Unflatten) and not (pos == 0 and chain[0] is leaf):
             raise UnsupportedArchitectureError("Unflatten must be the first layer of the architecture")
     images = True  # inputs are images (Unflatten first, or NHWC inputs to kernel_fn)
 
@@ -374,7 +375,7 @@ def check_spatial(layer: Layer) -> None:
                 images = False
         return images
 
-    if walk(leaves, images):
+    if walk(chain, images):
         raise UnsupportedArchitectureError(
             "the architecture ends with images: add Flatten() or GlobalAvgPool() (and a Dense "
             "readout) so each pair of inputs gets one kernel value")

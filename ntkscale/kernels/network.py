@@ -125,6 +125,8 @@ def empirical_ntk(apply_fn: Callable[[Any, Any], Any], params: Any, x1: Any, x2:
 
     Returns shape (n1, n2): ``(1/k) sum_o <df_o(x1)/dtheta, df_o(x2)/dtheta>`` for a
     network with ``k`` outputs, which converges to the analytic NTK as width grows.
+    Holds the whole Jacobian; :func:`ntkscale.empirical.empirical_ntk` is the general version
+    (two methods, per-output forms, row blocks within a memory budget, input checks).
     """
     jax, jnp = _jax()
     x2 = x1 if x2 is None else x2

@@ -70,7 +70,8 @@ class Trajectory:
 
 
 def train_mse_gd(apply_fn: Callable[[Any, Any], Any], params: Any, x_train: Any, y_train: Any,
-                 learning_rate: float, steps: Any, x_test: Any = None) -> Trajectory:
+                 learning_rate: float, steps: Any, x_test: Any = None,
+                 on_record: Optional[Callable[[int, Any], None]] = None) -> Trajectory:
     """Train ``apply_fn`` by full-batch GD on ``(1/2) mean((f - y)^2)``, recording outputs.
 
     Parameters
@@ -86,6 +87,9 @@ def train_mse_gd(apply_fn: Callable[[Any, Any], Any], params: Any, x_train: Any,
     steps : int or array_like of int, shape (T,)
         Step counts at which to record outputs (any order; recorded sorted, unique).
     x_test : array_like, shape (m, d), optional
+    on_record : callable, optional
+        Called as ``on_record(step, params)`` at each recorded step (e.g. to compute the
+        empirical NTK there: :func:`ntkscale.empirical.ntk_evolution`).
 
     Returns
     -------
@@ -127,6 +131,8 @@ def train_mse_gd(apply_fn: Callable[[Any, Any], Any], params: Any, x_train: Any,
         if k > done:
             params = run(apply_fn, params, x, y, lr, int(k - done))
             done = int(k)
+        if on_record is not None:
+            on_record(int(k), params)
         train.append(np.asarray(apply_fn(params, x), dtype=np.float64))
         if xt is not None:
             test.append(np.asarray(apply_fn(params, xt), dtype=np.float64))

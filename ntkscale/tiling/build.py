@@ -17,7 +17,7 @@ import numpy as np
 
 from .. import __version__
 from ..runner import Runner, get_runner
-from ..kernels import Layer, check_architecture, check_input_width, spec_json
+from ..kernels import Layer, TileKernel, check_architecture, check_input_width, spec_json
 from ..kernels.api import tile_work_bytes
 from ..kernels.backend import namespace_of
 from ..kernels.fused import compile_program
@@ -154,6 +154,8 @@ def _build(arch: Layer, X1: Any, X2: Any, url: Any, *, get: Any = ("ntk",), tile
     device = check_device(device)
     x1, x2 = _prepare_inputs(X1, X2, comp_dt)
     check_input_width(arch, x1.shape[1])  # e.g. an image architecture's Unflatten(H, W, C)
+    if isinstance(arch, TileKernel):  # e.g. an empirical NTK: its model must take these rows
+        arch.check_rows(x1[:1])
     url = str(url)
     expect = {
         "fingerprint1": fingerprint(x1), "fingerprint2": None if x2 is None else fingerprint(x2),
