@@ -120,25 +120,38 @@ def _jax():
 
 def empirical_ntk(apply_fn: Callable[[Any, Any], Any], params: Any, x1: Any,
                   x2: Any = None) -> np.ndarray:
-    """Empirical NTK Gram ``J(x1) J(x2)^T`` (averaged over outputs), shape (n1, n2).
+    """Empirical NTK Gram ``J(x1) J(x2)^T / k`` (averaged over the k outputs), shape (n1, n2).
 
-    Adapter: ``ntkscale.empirical.empirical_ntk`` once that module is merged; until then
-    ``ntkscale.kernels.network.empirical_ntk`` (jitted; ``jacrev`` over the batch, so its
-    cost grows as n1^2 + n2^2). Drop this function when the former lands.
+    Adapter: ``ntkscale.empirical.empirical_ntk`` once that module is merged; until then the
+    definition of ``ntkscale.kernels.network.empirical_ntk`` computed per example (jitted
+    ``vmap`` of a one-example ``jacrev``). That function itself takes ``jacrev`` over the
+    whole batch, n backward passes through all n examples: for the 800-sequence pool its
+    n^2 work and (n, n, T, width) intermediates took 80 s at d_model = 3 against ~1 s
+    here. Drop this function when ``ntkscale.empirical`` lands.
     """
     try:
         from ..empirical import empirical_ntk as ntk  # type: ignore[import-not-found]
     except ImportError:
-        jax, _ = _jax()
-        from ..kernels.network import empirical_ntk as fallback
+        jax, jnp = _jax()
+        if apply_fn not in _FALLBACK:
+            def jac(p: Any, x: Any) -> Any:  # shape: (n, k, P)
+                def one(xi: Any) -> Any:
+                    j = jax.jacrev(lambda q: apply_fn(q, xi[None])[0])(p)
+                    return jnp.concatenate([a.reshape(a.shape[0], -1)
+                                            for a in jax.tree_util.tree_leaves(j)], axis=-1)
+                return jax.vmap(one)(x)
 
-        jitted = _FALLBACK.setdefault("jit", jax.jit(fallback, static_argnums=0))
-        out = jitted(apply_fn, params, x1) if x2 is None else jitted(apply_fn, params, x1, x2)
-        return np.asarray(out, dtype=np.float64)
+            def gram(p: Any, a: Any, b: Any) -> Any:
+                ja = jac(p, a)
+                jb = ja if b is None else jac(p, b)
+                return jnp.einsum("ikp,jkp->ij", ja, jb) / ja.shape[1]
+
+            _FALLBACK[apply_fn] = jax.jit(gram)
+        return np.asarray(_FALLBACK[apply_fn](params, x1, x2), dtype=np.float64)
     return np.asarray(ntk(apply_fn, params, x1, x2, method="auto", trace=True), dtype=np.float64)
 
 
-_FALLBACK: dict = {}
+_FALLBACK: dict = {}  # apply_fn -> jitted per-example Gram (the adapter's fallback)
 
 
 def make_task(cfg: StudyConfig) -> dict:
@@ -565,12 +578,21 @@ def write_outputs(res: dict, out: str, command: str) -> list[str]:
     return paths
 
 
-def run(out: str, quick: bool = False, log: Optional[Callable[[str], None]] = print,
-        cfg: Optional[StudyConfig] = None) -> dict:
-    """The whole study: run it and write its outputs to ``out`` (``quick``: a ~1 min run)."""
+def _print(line: str) -> None:
+    print(line, flush=True)
+
+
+def run(out: str, quick: bool = False, log: Optional[Callable[[str], None]] = _print,
+        cfg: Optional[StudyConfig] = None, command: Optional[str] = None) -> dict:
+    """The whole study: run it and write its outputs to ``out``.
+
+    ``quick``: :data:`QUICK` sizes (about a minute); ``cfg`` overrides both; ``command`` is
+    the command line quoted in report.md.
+    """
     cfg = cfg or (QUICK if quick else StudyConfig())
     res = run_study(cfg, log=log)
-    cmd = "python -m ntkscale.studies.transformer_dd --out " + out + (" --quick" if quick else "")
+    cmd = command or ("python -m ntkscale.studies.transformer_dd --out " + out
+                      + (" --quick" if quick else ""))
     write_outputs(res, out, cmd)
     if log:
         log(f"wrote {out}/results.json, double_descent.png, kernel_move.png, report.md "
