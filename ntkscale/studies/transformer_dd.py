@@ -511,8 +511,9 @@ def conclusion(res: dict) -> list[str]:
             f"σ = {key}: the trained transformers' median test MSE is largest at d_model = "
             f"{pm['width']} ({pm['params']} params, {_fmt(pm['value'])}, seeds "
             f"{_fmt(lo)}–{_fmt(hi)}; "
-            f"{'interior peak' if pm['interior'] else 'at the edge of the sweep: no interior peak'})"
-            f", against {_fmt(med['test_mse'][0])} at the narrowest and "
+            + ("interior peak)" if pm["interior"] else
+               "at the edge of the sweep: no interior peak)")
+            + f", against {_fmt(med['test_mse'][0])} at the narrowest and "
             f"{_fmt(med['test_mse'][-1])} at the widest model; per seed the measured curve peaks "
             f"at d_model = {seeds['test_mse']}. The NTK-regression prediction peaks at d_model = "
             f"{pk['width']} ({_fmt(pk['value'])}; per seed {seeds['ntk_krr_expected']}), the "
@@ -546,7 +547,8 @@ def _verdict(res: dict) -> str:
         seeds = s["peak_width_per_seed"]
         hits = sum(abs(w.index(a) - w.index(b)) <= 1
                    for a, b in zip(seeds["test_mse"], seeds["ntk_krr_expected"]))
-        per_seed = f"; per seed {hits} of {len(seeds['test_mse'])} measured peaks are within one step"
+        per_seed = (f"; per seed {hits} of {len(seeds['test_mse'])} measured peaks are within "
+                    "one step")
         if not pm["interior"]:
             parts.append(f"σ = {key}: no interior measured peak, so there is no peak to predict")
         elif gap <= 1:
@@ -580,7 +582,8 @@ def _reading(res: dict) -> list[str]:
         resolved = [k for k in (i - 1, i + 1) if 0 <= k < len(w) and mm[i][0] > mm[k][1]]
         fit = [k for k, v in enumerate(med["train_mse"]) if v < 0.01]
         out.append(
-            f"σ = {key}: the seed range at the measured peak ({_fmt(mm[i][0])}–{_fmt(mm[i][1])}) "
+            f"σ = {key}: the seed range at the measured peak "
+            f"({_fmt(mm[i][0])}–{_fmt(mm[i][1])}) "
             + ("lies above those of both neighbouring widths: the peak is resolved."
                if len(resolved) == 2 else
                "overlaps that of a neighbouring width: with these seeds the peak's position is "
@@ -589,9 +592,12 @@ def _reading(res: dict) -> list[str]:
                f"{w[fit[0]]}, the NTK Gram reaches full rank at d_model = "
                f"{summ['kernel_threshold_width']}." if fit else ""))
         out.append(
-            f"σ = {key}: the kernel view {'locates' if located else 'does not locate'} the "
-            f"measured peak (rank(K_train)/n = {rank:.2f} at the NTK peak, d_model {w[j]}), "
-            f"but {'over' if height > 1 else 'under'}estimates its height {_fmt(max(height, 1 / height))}x; "
+            f"σ = {key}: the kernel view "
+            + ("locates the measured peak within one grid step" if located else
+               "does not locate the measured peak")
+            + f" (rank(K_train)/n = {rank:.2f} at the NTK peak, d_model {w[j]}), "
+            + ("but " if located else "and ") + ("over" if height > 1 else "under")
+            + f"estimates its height {_fmt(max(height, 1 / height))}x; "
             f"at the widest model the trained network's test MSE is {_fmt(wide)}x "
             + ("below" if wide > 1 else "above") + " that of its init-NTK regression. "
             + (f"The NTK moves far from its initial value in training (kernel distance up to "
