@@ -24,7 +24,7 @@ LAYERS = [
     {"solvers"},                                  # 5 solvers (on the operator contract)
     {"pipeline"},                                 # 6 the fit/predict core of estimators and job
     {"estimators", "plots", "clusters"},          # 7 sklearn facade, figures, cluster specs
-    {"job"},                                      # 8 the job: config, stages, report
+    {"job", "studies"},                           # 8 the job: config, stages, report; studies
     {"plan"},                                     # 9 the planner (reads the parsed JobConfig)
     {"cli", "demo", "__init__"},                  # 10 entry points
 ]

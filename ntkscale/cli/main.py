@@ -58,6 +58,22 @@ def info(store: str) -> None:
     click.echo(json.dumps(meta, indent=2))
 
 
+@cli.group()
+def study() -> None:
+    """One-command studies: each writes results.json, figures and report.md to --out."""
+
+
+@study.command("transformer")
+@click.option("--out", required=True, help="Output directory.")
+@click.option("--quick", is_flag=True, help="Tiny sizes (about a minute): a smoke test.")
+def study_transformer(out: str, quick: bool) -> None:
+    """Model-wise double descent of a small transformer vs its empirical NTK (issue 15)."""
+    from ..studies.transformer_dd import run
+
+    run(out, quick=quick, log=lambda line: click.echo(line, err=True),
+        command=f"ntkscale study transformer --out {out}" + (" --quick" if quick else ""))
+
+
 from .job_commands import register  # noqa: E402
 
 register(cli)
