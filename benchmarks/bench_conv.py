@@ -9,8 +9,9 @@ runs), interleaved round by round, medians over ``--reps`` rounds, float64 compu
                     Flatten, Dense — the numba conv chain (same-position covariances, ~H W per entry);
 * ``cntk_generic``  the same kernel by the array recursion (what CuPy/JAX run; here NumPy);
 * ``myrtle``        Myrtle-5 (conv stages with 2x2 average pooling, global average pooling): all
-                    pixel-pair covariances, ~(H W)^2 per entry, array recursion, at several image
-                    sizes (``--myrtle-sizes``), on a few pairs only.
+                    pixel-pair covariances, ~(H W)^2 per entry, at several image sizes
+                    (``--myrtle-sizes``): the fused numba pixel-pair kernel on 16x16 or 32x32
+                    pairs, and (``_generic``) the array recursion on a few pairs.
 
 For each kernel it also prints the largest n whose symmetric Gram (n^2 / 2 entries) takes at
 most one hour on ``--workers`` single-threaded workers at the measured rate: the practical n on
@@ -94,9 +95,14 @@ def main() -> None:
     timers = {"fc": _timer(fc, x1, x2), "cntk_fused": _timer(cn, x1, x2),
               "cntk_generic": _timer(cn, x1[:64], x2[:64], path="generic")}
     for h in args.myrtle_sizes:
-        m = 4 if h >= 20 else 8
+        # tiles of m x m pairs: the per-row variance maps (2m rows of the array recursion)
+        # are a small share of m^2 pairs, as in real tiles
+        m = 16 if h >= 20 else 32
         xm, _ = _images(2 * m, h)
-        timers[f"myrtle5_{h}x{h}"] = _timer(myrtle((h, h, 1), 5, b_std=0.1), xm[:m], xm[m:])
+        arch_m = myrtle((h, h, 1), 5, b_std=0.1)
+        timers[f"myrtle5_{h}x{h}"] = _timer(arch_m, xm[:m], xm[m:])
+        mg = 4 if h >= 20 else 8
+        timers[f"myrtle5_{h}x{h}_generic"] = _timer(arch_m, xm[:mg], xm[m:m + mg], path="generic")
     times: dict[str, list[float]] = {k: [] for k in timers}
     for _ in range(args.reps):  # interleaved rounds
         for name, (run, _) in timers.items():

@@ -231,11 +231,20 @@ def kernel_tile(layer: Layer, x1: Any, x2: Optional[Any], stats1: DiagStats,
     elif spatial_mode(layer) is not None:
         cprog = conv_fused.compile_conv_program(layer) if prog is None and is_numpy(ns) \
             and path != "generic" else None
+        pprog = conv_fused.compile_pool_program(layer) if cprog is None and prog is None and \
+            is_numpy(ns) and path != "generic" else None
         if cprog is not None:
             check_input_width(layer, d)
             v1 = conv_fused.act_maps(ns, layer, cprog, x1)
             v2 = None if x2 is None else conv_fused.act_maps(ns, layer, cprog, x2)
             q, t = conv_fused.run_conv_program(cprog, x1, x2, v1, v2, odt)
+            out = {"nngp": q, "ntk": t}
+        elif pprog is not None:
+            check_input_width(layer, d)
+            rows = image_chunk(layer, itemsize=8)
+            v1 = conv_fused.pool_act_maps(ns, layer, pprog, x1, rows)
+            v2 = None if x2 is None else conv_fused.pool_act_maps(ns, layer, pprog, x2, rows)
+            q, t = conv_fused.run_pool_program(pprog, x1, x2, v1, v2, odt)
             out = {"nngp": q, "ntk": t}
         else:
             out = _image_tile(ns, layer, x1, x2, "ntk" in get, odt)

@@ -235,3 +235,28 @@ def test_jax_chunks_under_jit(monkeypatch):
         fn = jax.jit(lambda a, b: kernel_tile(arch, a, b, s1, s2, ("ntk",))["ntk"])
         got = np.asarray(fn(jnp.asarray(x[:4]), jnp.asarray(x[4:])))
     np.testing.assert_allclose(got, ref, rtol=1e-12)
+
+
+@pytest.mark.parametrize("arch", [
+    stax.serial(stax.Unflatten(6, 5, 2), *myrtle((6, 5, 2), 5, b_std=0.1).layers[1:]),
+    stax.serial(stax.Unflatten(7, 6, 1), stax.Conv(1, (3, 3), padding="VALID", W_std=1.4, b_std=0.1),
+                stax.Relu(), stax.AvgPool((2, 2), (1, 1), "SAME"), stax.Dense(1, W_std=1.2),
+                stax.LeakyRelu(0.2), stax.Conv(1, (2, 3), padding="CIRCULAR"), stax.Abs(),
+                stax.AvgPool((3, 2), (2, 2)), stax.Flatten(), stax.Dense(1, b_std=0.1), stax.Relu(),
+                stax.Dense(1)),
+    stax.serial(stax.Unflatten(5, 5, 3), stax.Conv(1, (3, 3), padding="SAME"), stax.Relu(),
+                stax.GlobalAvgPool(), stax.Dense(1, b_std=0.2), stax.Relu(), stax.Dense(1)),
+])
+def test_pooled_fused_equals_generic(arch):
+    """The numba pixel-pair kernel (pooled chains) agrees with the array recursion: every
+    padding, strided and overlapping pools, both readouts, a zero image, both tile kinds."""
+    assert api.conv_fused.compile_pool_program(arch) is not None
+    d = arch.layers[0].size
+    x = np.random.default_rng(7).normal(size=(13, d))
+    x[2] = 0.0
+    s1, s2 = diag_stats(arch, x[:7]), diag_stats(arch, x[7:])
+    for a, b, t1, t2 in ((x[:7], x[7:], s1, s2), (x[:7], None, s1, None)):
+        f = kernel_tile(arch, a, b, t1, t2)
+        g = kernel_tile(arch, a, b, t1, t2, path="generic")
+        for kind in ("nngp", "ntk"):
+            np.testing.assert_allclose(f[kind], g[kind], rtol=1e-11, atol=1e-13 * np.abs(g[kind]).max())
