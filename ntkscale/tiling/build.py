@@ -19,6 +19,7 @@ from .. import __version__
 from ..runner import Runner, get_runner
 from ..kernels import Layer, TileKernel, check_architecture, check_input_width, spec_json
 from ..kernels.api import tile_work_bytes
+from ..kernels.conv import spatial_mode
 from ..kernels.backend import namespace_of
 from ..kernels.fused import compile_program
 from ..kernels.validate import check_get, check_inputs, resolve_dtype
@@ -242,9 +243,12 @@ def _create(url: str, x1: np.ndarray, x2: Optional[np.ndarray], kinds: tuple[str
     n1, n2 = len(x1), len(x1 if x2 is None else x2)
     d = x1.shape[1]
     if tile is None:
+        # pixel-pair kernels (pooling) cost ~10^4-10^5 x a dense entry: tiles sized by memory
+        # alone would be hours-long tasks (a 1024^2 Myrtle-5 tile at 28x28 is ~14 h of a worker)
+        slow = dict(min_tile=64, max_tile=256) if spatial_mode(arch) == "full" else {}
         tile = choose_tile(n1, n2, d, memory_per_task=runner.memory_per_slot(), n_kinds=len(kinds),
                            store_itemsize=store_dt.itemsize, parallel_tasks=runner.slots(),
-                           symmetric=x2 is None, work_bytes=tile_work_bytes(arch))
+                           symmetric=x2 is None, work_bytes=tile_work_bytes(arch), **slow)
     prog = compile_program(arch.flat(), d)
     n_rows = len(STAT_ROWS) + (prog.n_slots if prog is not None else 0)
     meta = dict(expect, format=FORMAT, shape=[n1, n2], tile=int(tile), d=d, devices=[device],

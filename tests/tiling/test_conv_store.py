@@ -59,3 +59,14 @@ def test_tile_planner_counts_image_working_memory():
     assert choose_tile(20000, 20000, 784, memory_per_task=budget, n_kinds=1) >= 1024
     with pytest.raises(MemoryError, match="give workers more memory"):
         choose_tile(20000, 20000, 784, memory_per_task=budget, n_kinds=1, work_bytes=2**28)
+
+
+def test_pooled_kernels_get_short_tiles():
+    """Without a tile, a pixel-pair (pooled) kernel's store gets tiles of at most 256 rows
+    (compute-bound tasks), a pooling-free one the usual memory-sized tiles."""
+    X = _rows(300)
+    rep = build_gram(myrtle((6, 5, 2), 5), X, "memory://tile-pool", client="sync", overwrite=True,
+                     get="ntk")
+    assert 64 <= rep.tile <= 256
+    rep = build_gram(cntk((6, 5, 2), 1), X, "memory://tile-cntk", client="sync", overwrite=True, get="ntk")
+    assert rep.tile == 300
