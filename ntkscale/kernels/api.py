@@ -15,21 +15,18 @@ from typing import Any, Callable, Literal, Optional
 
 import numpy as np
 
-from . import conv_fused, fused, registry, spatial
+from . import fused, images, registry
 from .backend import Namespace, is_numpy, namespace_of
-from .conv import Unflatten, check_spatial, image_shape, leaves, spatial_mode
+from .conv import check_spatial, leaves, spatial_mode
+from .images import check_input_width
 from .combinators import check_gaussian
-from .layers import ABRelu, Erf, Layer, Serial, UnsupportedArchitectureError
+from .layers import ABRelu, Erf, Layer, Serial
 from .state import KernelState
 from .tile_kernel import TileKernel
 from .validate import check_get, check_inputs, resolve_dtype
 
 __all__ = ["DiagStats", "diag_stats", "kernel_tile", "make_kernel_fn", "spec_of", "from_spec",
-           "spec_json", "check_input_width", "check_architecture", "WORK_BYTES"]
-
-WORK_BYTES = 256 * 2**20
-"""Working memory an image-kernel tile may use at once: its rows are processed in chunks
-of pairs whose pixel covariances fit (:func:`image_chunk`); feature kernels ignore it."""
+           "spec_json", "check_input_width", "check_architecture"]
 
 Path = Literal["auto", "fused", "generic"]
 _PATHS = ("auto", "fused", "generic")
@@ -82,42 +79,6 @@ def check_architecture(layer: Layer) -> None:
     _prepare(layer)
 
 
-def check_input_width(layer: Layer, d: int) -> None:
-    """Refuse inputs of ``d`` features that the architecture cannot read (before any work).
-
-    Raises
-    ------
-    ValueError
-        An image architecture without a leading ``Unflatten(H, W, C)`` (2-d inputs need
-        it), or one whose ``H*W*C`` is not ``d``.
-    """
-    if spatial_mode(layer) is None:
-        return
-    shape = image_shape(layer)
-    if shape is None:
-        raise ValueError("this architecture has image layers (Conv/pooling/Flatten) but the "
-                         f"inputs are rows of {d} features: start it with Unflatten(H, W, C), "
-                         "or pass NHWC images (n, H, W, C) to kernel_fn")
-    if int(np.prod(shape)) != d:
-        raise ValueError(f"Unflatten{shape} expects H*W*C = {int(np.prod(shape))} features per "
-                         f"row but the inputs have {d}")
-
-
-def tile_work_bytes(layer: Layer) -> int:
-    """Working memory a tile task needs besides its blocks: :data:`WORK_BYTES` for image
-    kernels (their pixel covariances, processed in chunks), 0 for feature kernels."""
-    return WORK_BYTES if spatial_mode(layer) is not None else 0
-
-
-def image_chunk(layer: Layer, work_bytes: Optional[int] = None, itemsize: int = 8) -> int:
-    """Pairs of rows an image-kernel chunk holds: ~6 live covariance arrays per pair in
-    ``work_bytes`` (default :data:`WORK_BYTES`)."""
-    work_bytes = WORK_BYTES if work_bytes is None else work_bytes
-    mode, shape = spatial_mode(layer), image_shape(layer)
-    per_pair = 6 * itemsize * spatial.entry_floats(mode, shape[0], shape[1])
-    return max(1, int(work_bytes // per_pair))
-
-
 def _program(layer: Layer, ns: Namespace, d: int, path: Path) -> Optional[fused.Program]:
     if not isinstance(path, str) or path not in _PATHS:
         raise ValueError(f"path must be one of {_PATHS}, got {path!r}")
@@ -131,17 +92,7 @@ def _program(layer: Layer, ns: Namespace, d: int, path: Path) -> Optional[fused.
     return prog
 
 
-def _images(layer: Layer, x: Any) -> Any:
-    return None if x is None else x.reshape(x.shape[0], *image_shape(layer))
-
-
-def _input_state(ns: Namespace, x1: Any, x2: Any, cov1: Any, cov2: Any, want_ntk: bool,
-                 layer: Optional[Layer] = None) -> KernelState:
-    mode = None if layer is None else spatial_mode(layer)
-    if mode is not None:
-        pair, s1, s2 = spatial.input_covariances(ns, _images(layer, x1), _images(layer, x2), mode)
-        return KernelState(nngp=pair, ntk=ns.zeros_like(pair) if want_ntk else None, cov1=s1,
-                           cov2=s2, width=image_shape(layer)[2], spatial=mode)
+def _input_state(ns: Namespace, x1: Any, x2: Any, cov1: Any, cov2: Any, want_ntk: bool) -> KernelState:
     d = x1.shape[1]
     other = x1 if x2 is None else x2
     nngp = (x1 @ other.T) / d
@@ -165,20 +116,9 @@ def diag_stats(layer: Layer, x: Any, *, dtype: Any = None, path: Path = "auto",
         x, _ = check_inputs(ns, x, None, dt)
     d = x.shape[1]
     cov0 = ns.sum(x * x, axis=1) / d
-    mode = spatial_mode(layer)
-    if mode is not None:
-        check_input_width(layer, d)
-        nngp, ntk = [], []
-        step = image_chunk(layer, itemsize=np.dtype(x.dtype).itemsize)
-        for lo in range(0, x.shape[0], step):
-            xi = _images(layer, x[lo:lo + step])
-            s = spatial.self_covariance(ns, xi, mode)
-            k = layer.kernel(ns, KernelState(nngp=s, ntk=ns.zeros_like(s), cov1=None, cov2=None,
-                                             width=image_shape(layer)[2], diag=True, spatial=mode))
-            nngp.append(k.nngp)
-            ntk.append(k.ntk)
-        cat = (lambda parts: ns.concatenate(parts) if parts else ns.zeros((0,), x.dtype))
-        return DiagStats(cov0=cov0, act_vars=None, nngp=cat(nngp), ntk=cat(ntk))
+    if spatial_mode(layer) is not None:
+        nngp, ntk = images.image_diag(ns, layer, x)
+        return DiagStats(cov0=cov0, act_vars=None, nngp=nngp, ntk=ntk)
     prog = _program(layer, ns, d, path)
     k = KernelState(nngp=cov0, ntk=ns.zeros_like(cov0), cov1=None, cov2=None, width=d, diag=True)
     act_vars = None
@@ -229,25 +169,8 @@ def kernel_tile(layer: Layer, x1: Any, x2: Optional[Any], stats1: DiagStats,
         q, t = fused.run_program(prog, G, d, stats1.act_vars, s2.act_vars, odt, symmetric=x2 is None)
         out = {"nngp": q, "ntk": t}
     elif spatial_mode(layer) is not None:
-        cprog = conv_fused.compile_conv_program(layer) if prog is None and is_numpy(ns) \
-            and path != "generic" else None
-        pprog = conv_fused.compile_pool_program(layer) if cprog is None and prog is None and \
-            is_numpy(ns) and path != "generic" else None
-        if cprog is not None:
-            check_input_width(layer, d)
-            v1 = conv_fused.act_maps(ns, layer, cprog, x1)
-            v2 = None if x2 is None else conv_fused.act_maps(ns, layer, cprog, x2)
-            q, t = conv_fused.run_conv_program(cprog, x1, x2, v1, v2, odt)
-            out = {"nngp": q, "ntk": t}
-        elif pprog is not None:
-            check_input_width(layer, d)
-            rows = image_chunk(layer, itemsize=8)
-            v1 = conv_fused.pool_act_maps(ns, layer, pprog, x1, rows)
-            v2 = None if x2 is None else conv_fused.pool_act_maps(ns, layer, pprog, x2, rows)
-            q, t = conv_fused.run_pool_program(pprog, x1, x2, v1, v2, odt)
-            out = {"nngp": q, "ntk": t}
-        else:
-            out = _image_tile(ns, layer, x1, x2, "ntk" in get, odt)
+        out = images.image_tile(ns, layer, x1, x2, "ntk" in get, odt, fused=prog is None and
+                                is_numpy(ns) and path != "generic")
     else:
         k = _input_state(ns, x1, x2, stats1.cov0, s2.cov0, "ntk" in get)
         k = layer.kernel(ns, k)
@@ -255,76 +178,6 @@ def kernel_tile(layer: Layer, x1: Any, x2: Optional[Any], stats1: DiagStats,
     if x2 is None:  # exact diagonal (c = 1): no sqrt(eps) rounding from the GEMM
         out = {name: _set_diag(ns, out[name], getattr(stats1, name)) for name in get}
     return {name: out[name] for name in get}
-
-
-def _image_tile(ns: Namespace, layer: Layer, x1: Any, x2: Optional[Any], want_ntk: bool,
-                odt: np.dtype) -> dict[str, Any]:
-    """One tile of an image kernel, in chunks of row pairs that fit :data:`WORK_BYTES`.
-
-    A symmetric tile (``x2`` None) computes its upper chunks only and mirrors them.
-    """
-    check_input_width(layer, x1.shape[1])
-    pairs = image_chunk(layer, itemsize=np.dtype(x1.dtype).itemsize)
-    if ns.name == "jax":
-        return _image_tile_mapped(ns, layer, x1, x2, want_ntk, odt, pairs)
-    sym = x2 is None
-    other = x1 if sym else x2
-    n1, n2 = x1.shape[0], other.shape[0]
-    # square-ish chunks: a x b <= pairs
-    a = max(1, min(n1, int(pairs ** 0.5)))
-    b = max(1, min(n2, pairs // a))
-    if sym:
-        b = a
-    r_lo, c_lo = list(range(0, n1, a)), list(range(0, n2, b))
-    blocks: dict[tuple[int, int], tuple[Any, Any]] = {}
-    for bi, r in enumerate(r_lo):
-        for bj, c in enumerate(c_lo):
-            if sym and bj < bi:
-                q, t = blocks[(bj, bi)]
-                blocks[(bi, bj)] = (q.T, None if t is None else t.T)
-                continue
-            xa = x1[r:r + a]
-            xb = None if sym and bi == bj else other[c:c + b]
-            k = layer.kernel(ns, _input_state(ns, xa, xb, None, None, want_ntk, layer))
-            blocks[(bi, bj)] = (k.nngp.astype(odt), None if k.ntk is None else k.ntk.astype(odt))
-
-    def assemble(which: int) -> Any:
-        if blocks[(0, 0)][which] is None:
-            return None
-        return ns.concatenate([ns.concatenate([blocks[(bi, bj)][which] for bj in range(len(c_lo))],
-                                              axis=1) for bi in range(len(r_lo))], axis=0)
-
-    return {"nngp": assemble(0), "ntk": assemble(1)}
-
-
-def _image_tile_mapped(ns: Namespace, layer: Layer, x1: Any, x2: Optional[Any], want_ntk: bool,
-                       odt: np.dtype, pairs: int) -> dict[str, Any]:
-    """JAX: the chunks as two nested ``lax.map`` loops over zero-padded row blocks, so a
-    jitted tile compiles one chunk (a Python loop would unroll thousands of them)."""
-    import jax
-
-    other = x1 if x2 is None else x2
-    n1, n2 = x1.shape[0], other.shape[0]
-    a = max(1, min(n1, int(pairs ** 0.5)))
-    b = max(1, min(n2, pairs // a))
-
-    def blocks(x: Any, size: int) -> Any:
-        pad = -x.shape[0] % size  # zero rows: finite kernels (zero variances are handled)
-        x = ns.concatenate([x, ns.zeros((pad, x.shape[1]), x.dtype)]) if pad else x
-        return x.reshape(-1, size, x.shape[1])
-
-    def chunk(xa: Any, xb: Any) -> tuple[Any, Any]:
-        k = layer.kernel(ns, _input_state(ns, xa, xb, None, None, want_ntk, layer))
-        return k.nngp.astype(odt), (ns.zeros_like(k.nngp) if k.ntk is None else k.ntk).astype(odt)
-
-    cols = blocks(other, b)
-    q, t = jax.lax.map(lambda xa: jax.lax.map(lambda xb: chunk(xa, xb), cols), blocks(x1, a))
-
-    def assemble(v: Any) -> Any:  # (rows/a, cols/b, a, b) -> (n1, n2)
-        nr, nc = v.shape[0], v.shape[1]
-        return v.transpose(0, 2, 1, 3).reshape(nr * a, nc * b)[:n1, :n2]
-
-    return {"nngp": assemble(q), "ntk": assemble(t) if want_ntk else None}
 
 
 def _set_diag(ns: Namespace, a: Any, diag: Any) -> Any:
@@ -345,7 +198,7 @@ def make_kernel_fn(layer: Layer) -> Callable[..., Any]:
 
     def kernel_fn(x1: Any, x2: Any = None, get: Any = None, *, dtype: Any = None,
                   path: Path = "auto") -> Any:
-        arch, x1, x2 = _from_images(layer, x1, x2)
+        arch, x1, x2 = images.from_images(layer, x1, x2)
         _prepare(arch)
         kinds, single = check_get(get)
         ns = namespace_of(x1, x2)
@@ -360,30 +213,6 @@ def make_kernel_fn(layer: Layer) -> Callable[..., Any]:
 
     kernel_fn.__doc__ = make_kernel_fn.__doc__
     return kernel_fn
-
-
-def _from_images(layer: Layer, x1: Any, x2: Any) -> tuple[Layer, Any, Any]:
-    """NHWC inputs (4-d, neural-tangents' convention) as rows, with a leading Unflatten."""
-    if getattr(x1, "ndim", 2) != 4:
-        if x2 is not None and getattr(x2, "ndim", 2) == 4:
-            raise ValueError("x1 is not an NHWC image batch but x2 is; pass both as (n, H, W, C)")
-        return layer, x1, x2
-    shape = tuple(int(v) for v in x1.shape[1:])
-    if x2 is not None and tuple(getattr(x2, "shape", ())[1:]) != shape:
-        raise ValueError(f"x1 holds images of shape {shape} but x2 has shape "
-                         f"{tuple(getattr(x2, 'shape', ()))}; both must be (n, H, W, C) alike")
-    if spatial_mode(layer) is None:
-        raise UnsupportedArchitectureError(
-            f"4-d inputs {tuple(x1.shape)} need an image architecture (Conv/pooling/Flatten); "
-            "for a fully connected one flatten them first, x.reshape(len(x), -1)")
-    declared = image_shape(layer)
-    if declared is None:
-        layer = Serial((Unflatten(*shape), layer))
-    elif declared != shape:
-        raise ValueError(f"the architecture's Unflatten{declared} does not match images of "
-                         f"shape {shape}")
-    flat = (lambda x: None if x is None else x.reshape(x.shape[0], -1))
-    return layer, flat(x1), flat(x2)
 
 
 # ----------------------------------------------------------------------------

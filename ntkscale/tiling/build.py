@@ -18,7 +18,7 @@ import numpy as np
 from .. import __version__
 from ..runner import Runner, get_runner
 from ..kernels import Layer, TileKernel, check_architecture, check_input_width, spec_json
-from ..kernels.api import tile_work_bytes
+from ..kernels.images import tile_work_bytes
 from ..kernels.conv import spatial_mode
 from ..kernels.backend import namespace_of
 from ..kernels.fused import compile_program

@@ -17,7 +17,7 @@ def tile_task_bytes(T: int, d: int, n_kinds: int, store_itemsize: int, compute_i
     """Peak bytes one tile task holds: two input blocks, the product/NNGP buffer,
     the NTK buffer, the cast copies written to the store, and ``work_bytes`` of working
     memory (image kernels: the pixel covariances of one chunk of pairs,
-    :func:`ntkscale.kernels.api.tile_work_bytes`)."""
+    :func:`ntkscale.kernels.images.tile_work_bytes`)."""
     blocks = 4 * T * d * compute_itemsize  # two in use, two more in the worker's row-block cache
     buffers = 2 * T * T * compute_itemsize
     casts = n_kinds * T * T * store_itemsize

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from ntkscale import stax
-from ntkscale.kernels import api, check_input_width, cntk, diag_stats, from_spec, kernel_tile, myrtle
+from ntkscale.kernels import check_input_width, cntk, diag_stats, from_spec, kernel_tile, myrtle
+from ntkscale.kernels import images
 from ntkscale.kernels.conv import spatial_mode
 from ntkscale.kernels.layers import UnsupportedArchitectureError
 
@@ -134,7 +135,7 @@ def test_fused_equals_generic(padding):
         for kind in ("nngp", "ntk"):
             assert np.all(np.isfinite(f[kind]))
             np.testing.assert_allclose(f[kind], g[kind], rtol=1e-11, atol=1e-13)
-    assert api.conv_fused.compile_conv_program(arch) is not None
+    assert images.conv_fused.compile_conv_program(arch) is not None
 
 
 def test_chunked_tile_equals_one_chunk(monkeypatch):
@@ -145,8 +146,8 @@ def test_chunked_tile_equals_one_chunk(monkeypatch):
         x = _images(11).reshape(11, -1)
         s1, s2 = diag_stats(arch, x[:7]), diag_stats(arch, x[7:])
         whole = [kernel_tile(arch, x[:7], b, s1, t, path="generic") for b, t in ((x[7:], s2), (None, None))]
-        monkeypatch.setattr(api, "WORK_BYTES", 1)  # one pair per chunk
-        assert api.image_chunk(arch) == 1
+        monkeypatch.setattr(images, "WORK_BYTES", 1)  # one pair per chunk
+        assert images.image_chunk(arch) == 1
         parts = [kernel_tile(arch, x[:7], b, s1, t, path="generic") for b, t in ((x[7:], s2), (None, None))]
         monkeypatch.undo()
         for w, p in zip(whole, parts):
@@ -230,7 +231,7 @@ def test_jax_chunks_under_jit(monkeypatch):
     x = _images(7, 3, 3, 2).reshape(7, -1)
     s1, s2 = diag_stats(arch, x[:4]), diag_stats(arch, x[4:])
     ref = kernel_tile(arch, x[:4], x[4:], s1, s2, ("ntk",))["ntk"]
-    monkeypatch.setattr(api, "WORK_BYTES", 6 * 8 * 81 * 2)  # 2 pairs per chunk: padded blocks
+    monkeypatch.setattr(images, "WORK_BYTES", 6 * 8 * 81 * 2)  # 2 pairs per chunk: padded blocks
     with jax.enable_x64(True):
         fn = jax.jit(lambda a, b: kernel_tile(arch, a, b, s1, s2, ("ntk",))["ntk"])
         got = np.asarray(fn(jnp.asarray(x[:4]), jnp.asarray(x[4:])))
@@ -250,7 +251,7 @@ def test_jax_chunks_under_jit(monkeypatch):
 def test_pooled_fused_equals_generic(arch):
     """The numba pixel-pair kernel (pooled chains) agrees with the array recursion: every
     padding, strided and overlapping pools, both readouts, a zero image, both tile kinds."""
-    assert api.conv_fused.compile_pool_program(arch) is not None
+    assert images.conv_fused.compile_conv_program(arch).mode == "full"
     d = arch.layers[0].size
     x = np.random.default_rng(7).normal(size=(13, d))
     x[2] = 0.0

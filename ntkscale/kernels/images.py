@@ -1,0 +1,194 @@
+"""Image inputs of the kernel API: shapes, working memory, tiles in chunks of pairs.
+
+What :mod:`~ntkscale.kernels.api` does for architectures with image layers
+(:mod:`~ntkscale.kernels.conv`): check that rows are flattened ``Unflatten(H, W, C)``
+images, size the chunks of pairs an image tile is computed in (its pixel covariances,
+:mod:`~ntkscale.kernels.spatial`), run the diagonal statistics and the tiles, and accept
+neural-tangents' 4-d NHWC inputs in ``kernel_fn``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from . import conv_fused, spatial
+from .backend import Namespace
+from .combinators import Serial
+from .conv import Unflatten, image_shape, spatial_mode
+from .layers import Layer, UnsupportedArchitectureError
+from .state import KernelState
+
+__all__ = ["WORK_BYTES", "check_input_width", "tile_work_bytes", "image_chunk", "image_state",
+           "image_diag", "image_tile", "from_images"]
+
+WORK_BYTES = 256 * 2**20
+"""Working memory an image-kernel tile may use at once: its rows are processed in chunks
+of pairs whose pixel covariances fit (:func:`image_chunk`); feature kernels ignore it."""
+
+def check_input_width(layer: Layer, d: int) -> None:
+    """Refuse inputs of ``d`` features that the architecture cannot read (before any work).
+
+    Raises
+    ------
+    ValueError
+        An image architecture without a leading ``Unflatten(H, W, C)`` (2-d inputs need
+        it), or one whose ``H*W*C`` is not ``d``.
+    """
+    if spatial_mode(layer) is None:
+        return
+    shape = image_shape(layer)
+    if shape is None:
+        raise ValueError("this architecture has image layers (Conv/pooling/Flatten) but the "
+                         f"inputs are rows of {d} features: start it with Unflatten(H, W, C), "
+                         "or pass NHWC images (n, H, W, C) to kernel_fn")
+    if int(np.prod(shape)) != d:
+        raise ValueError(f"Unflatten{shape} expects H*W*C = {int(np.prod(shape))} features per "
+                         f"row but the inputs have {d}")
+
+
+def tile_work_bytes(layer: Layer) -> int:
+    """Working memory a tile task needs besides its blocks: :data:`WORK_BYTES` for image
+    kernels (their pixel covariances, processed in chunks), 0 for feature kernels."""
+    return WORK_BYTES if spatial_mode(layer) is not None else 0
+
+
+def image_chunk(layer: Layer, work_bytes: Optional[int] = None, itemsize: int = 8) -> int:
+    """Pairs of rows an image-kernel chunk holds: ~6 live covariance arrays per pair in
+    ``work_bytes`` (default :data:`WORK_BYTES`)."""
+    work_bytes = WORK_BYTES if work_bytes is None else work_bytes
+    mode, shape = spatial_mode(layer), image_shape(layer)
+    per_pair = 6 * itemsize * spatial.entry_floats(mode, shape[0], shape[1])
+    return max(1, int(work_bytes // per_pair))
+
+def _images(layer: Layer, x: Any) -> Any:
+    return None if x is None else x.reshape(x.shape[0], *image_shape(layer))
+
+def image_state(ns: Namespace, layer: Layer, x1: Any, x2: Optional[Any], want_ntk: bool) -> KernelState:
+    """The input kernel state of row blocks ``x1``/``x2`` (n, H*W*C) read as images."""
+    mode = spatial_mode(layer)
+    pair, s1, s2 = spatial.input_covariances(ns, _images(layer, x1), _images(layer, x2), mode)
+    return KernelState(nngp=pair, ntk=ns.zeros_like(pair) if want_ntk else None, cov1=s1,
+                       cov2=s2, width=image_shape(layer)[2], spatial=mode)
+
+
+def image_diag(ns: Namespace, layer: Layer, x: Any) -> tuple[Any, Any]:
+    """NNGP and NTK diagonals (n,) of rows ``x``: each row's self covariance through the
+    layers, in chunks of rows that fit :data:`WORK_BYTES`."""
+    check_input_width(layer, x.shape[1])
+    mode = spatial_mode(layer)
+    nngp, ntk = [], []
+    step = image_chunk(layer, itemsize=np.dtype(x.dtype).itemsize)
+    for lo in range(0, x.shape[0], step):
+        s = spatial.self_covariance(ns, _images(layer, x[lo:lo + step]), mode)
+        k = layer.kernel(ns, KernelState(nngp=s, ntk=ns.zeros_like(s), cov1=None, cov2=None,
+                                         width=image_shape(layer)[2], diag=True, spatial=mode))
+        nngp.append(k.nngp)
+        ntk.append(k.ntk)
+    cat = (lambda parts: ns.concatenate(parts) if parts else ns.zeros((0,), x.dtype))
+    return cat(nngp), cat(ntk)
+
+
+def image_tile(ns: Namespace, layer: Layer, x1: Any, x2: Optional[Any], want_ntk: bool,
+               odt: np.dtype, fused: bool = False) -> dict[str, Any]:
+    """One tile of an image kernel: NNGP and NTK of shape (n1, n2) (``x2`` None: symmetric).
+
+    With ``fused`` (NumPy, a supported chain: :mod:`~ntkscale.kernels.conv_fused`) the numba
+    kernels run it pair by pair; otherwise the array recursion runs in chunks of row pairs
+    that fit :data:`WORK_BYTES` (a symmetric tile computes its upper chunks and mirrors
+    them; on JAX the chunks run under ``lax.map``).
+    """
+    check_input_width(layer, x1.shape[1])
+    prog = conv_fused.compile_conv_program(layer) if fused else None
+    if prog is not None:
+        rows = image_chunk(layer, itemsize=8)
+        v1 = conv_fused.act_maps(ns, layer, prog, x1, rows)
+        v2 = None if x2 is None else conv_fused.act_maps(ns, layer, prog, x2, rows)
+        q, t = conv_fused.run_conv_program(prog, x1, x2, v1, v2, odt)
+        return {"nngp": q, "ntk": t}
+    pairs = image_chunk(layer, itemsize=np.dtype(x1.dtype).itemsize)
+    if ns.name == "jax":
+        return _image_tile_mapped(ns, layer, x1, x2, want_ntk, odt, pairs)
+    sym = x2 is None
+    other = x1 if sym else x2
+    n1, n2 = x1.shape[0], other.shape[0]
+    # square-ish chunks: a x b <= pairs
+    a = max(1, min(n1, int(pairs ** 0.5)))
+    b = max(1, min(n2, pairs // a))
+    if sym:
+        b = a
+    r_lo, c_lo = list(range(0, n1, a)), list(range(0, n2, b))
+    blocks: dict[tuple[int, int], tuple[Any, Any]] = {}
+    for bi, r in enumerate(r_lo):
+        for bj, c in enumerate(c_lo):
+            if sym and bj < bi:
+                q, t = blocks[(bj, bi)]
+                blocks[(bi, bj)] = (q.T, None if t is None else t.T)
+                continue
+            xa = x1[r:r + a]
+            xb = None if sym and bi == bj else other[c:c + b]
+            k = layer.kernel(ns, image_state(ns, layer, xa, xb, want_ntk))
+            blocks[(bi, bj)] = (k.nngp.astype(odt), None if k.ntk is None else k.ntk.astype(odt))
+
+    def assemble(which: int) -> Any:
+        if blocks[(0, 0)][which] is None:
+            return None
+        return ns.concatenate([ns.concatenate([blocks[(bi, bj)][which] for bj in range(len(c_lo))],
+                                              axis=1) for bi in range(len(r_lo))], axis=0)
+
+    return {"nngp": assemble(0), "ntk": assemble(1)}
+
+
+def _image_tile_mapped(ns: Namespace, layer: Layer, x1: Any, x2: Optional[Any], want_ntk: bool,
+                       odt: np.dtype, pairs: int) -> dict[str, Any]:
+    """JAX: the chunks as two nested ``lax.map`` loops over zero-padded row blocks, so a
+    jitted tile compiles one chunk (a Python loop would unroll thousands of them)."""
+    import jax
+
+    other = x1 if x2 is None else x2
+    n1, n2 = x1.shape[0], other.shape[0]
+    a = max(1, min(n1, int(pairs ** 0.5)))
+    b = max(1, min(n2, pairs // a))
+
+    def blocks(x: Any, size: int) -> Any:
+        pad = -x.shape[0] % size  # zero rows: finite kernels (zero variances are handled)
+        x = ns.concatenate([x, ns.zeros((pad, x.shape[1]), x.dtype)]) if pad else x
+        return x.reshape(-1, size, x.shape[1])
+
+    def chunk(xa: Any, xb: Any) -> tuple[Any, Any]:
+        k = layer.kernel(ns, image_state(ns, layer, xa, xb, want_ntk))
+        return k.nngp.astype(odt), (ns.zeros_like(k.nngp) if k.ntk is None else k.ntk).astype(odt)
+
+    cols = blocks(other, b)
+    q, t = jax.lax.map(lambda xa: jax.lax.map(lambda xb: chunk(xa, xb), cols), blocks(x1, a))
+
+    def assemble(v: Any) -> Any:  # (rows/a, cols/b, a, b) -> (n1, n2)
+        nr, nc = v.shape[0], v.shape[1]
+        return v.transpose(0, 2, 1, 3).reshape(nr * a, nc * b)[:n1, :n2]
+
+    return {"nngp": assemble(q), "ntk": assemble(t) if want_ntk else None}
+
+
+def from_images(layer: Layer, x1: Any, x2: Any) -> tuple[Layer, Any, Any]:
+    """NHWC inputs (4-d, neural-tangents' convention) as rows, with a leading Unflatten."""
+    if getattr(x1, "ndim", 2) != 4:
+        if x2 is not None and getattr(x2, "ndim", 2) == 4:
+            raise ValueError("x1 is not an NHWC image batch but x2 is; pass both as (n, H, W, C)")
+        return layer, x1, x2
+    shape = tuple(int(v) for v in x1.shape[1:])
+    if x2 is not None and tuple(getattr(x2, "shape", ())[1:]) != shape:
+        raise ValueError(f"x1 holds images of shape {shape} but x2 has shape "
+                         f"{tuple(getattr(x2, 'shape', ()))}; both must be (n, H, W, C) alike")
+    if spatial_mode(layer) is None:
+        raise UnsupportedArchitectureError(
+            f"4-d inputs {tuple(x1.shape)} need an image architecture (Conv/pooling/Flatten); "
+            "for a fully connected one flatten them first, x.reshape(len(x), -1)")
+    declared = image_shape(layer)
+    if declared is None:
+        layer = Serial((Unflatten(*shape), layer))
+    elif declared != shape:
+        raise ValueError(f"the architecture's Unflatten{declared} does not match images of "
+                         f"shape {shape}")
+    flat = (lambda x: None if x is None else x.reshape(x.shape[0], -1))
+    return layer, flat(x1), flat(x2)
