@@ -8,13 +8,14 @@ unchanged, and non-array leaves (Python numbers, functions, strings) are treated
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import numpy as np
+
+from ..kernels.backend import jax_x64
 
 __all__ = ["jax_modules", "x64", "Static", "split_params", "params_sha256", "function_sha256",
            "output_dim"]
@@ -30,21 +31,7 @@ def jax_modules() -> tuple[Any, Any]:
     return jax, jnp
 
 
-@contextlib.contextmanager
-def x64(dtype: Any) -> Iterator[None]:
-    """Enable JAX float64 for this block when ``dtype`` is float64 and it is not on yet."""
-    jax, _ = jax_modules()
-    if dtype is None or np.dtype(dtype) != np.float64 or jax.config.read("jax_enable_x64"):
-        yield
-        return
-    if hasattr(jax, "enable_x64"):
-        ctx = jax.enable_x64(True)
-    else:  # pragma: no cover - JAX before 0.4.36
-        from jax.experimental import enable_x64
-
-        ctx = enable_x64()
-    with ctx:
-        yield
+x64 = jax_x64  # the kernels' x64 context (float64 blocks enable JAX x64)
 
 
 class _ByIdentity:

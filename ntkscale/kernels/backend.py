@@ -8,12 +8,13 @@ JAX array: no silent host copies.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
-__all__ = ["Namespace", "namespace_of", "is_numpy"]
+__all__ = ["Namespace", "namespace_of", "is_numpy", "jax_x64"]
 
 
 @dataclass(frozen=True)
@@ -84,3 +85,25 @@ def namespace_of(*arrays: Any) -> Namespace:
 def is_numpy(ns: Namespace) -> bool:
     """True when ``ns`` is the NumPy namespace (the fused CPU path applies)."""
     return ns.name == "numpy"
+
+
+@contextlib.contextmanager
+def jax_x64(dtype: Any) -> Iterator[None]:
+    """Enable JAX float64 for this block (and thread) when ``dtype`` is float64 and it is
+    not on already: JAX keeps float64 arrays only with x64 enabled. Imports JAX only then."""
+    if dtype is None or np.dtype(dtype) != np.float64:
+        yield
+        return
+    import jax
+
+    if jax.config.read("jax_enable_x64"):
+        yield
+        return
+    if hasattr(jax, "enable_x64"):
+        ctx = jax.enable_x64(True)
+    else:  # pragma: no cover - JAX before 0.4.36
+        from jax.experimental import enable_x64
+
+        ctx = enable_x64()
+    with ctx:
+        yield

@@ -35,16 +35,16 @@ float32 store an entry may differ in its last bit where the rounding falls diffe
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from dataclasses import dataclass, field
 from functools import lru_cache
-from typing import Any, Callable, Iterator, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 
 from ..runner import visible_gpus
 from ..kernels import DiagStats, Layer, diag_stats, kernel_tile
+from ..kernels.backend import jax_x64
 from ..kernels.validate import resolve_dtype
 
 __all__ = ["DEVICES", "Device", "DeviceUnavailableError", "check_device", "gpu_workers",
@@ -250,22 +250,6 @@ def _stats_on(put: Callable[[Any], Any], s: Any) -> DiagStats:
 
 
 # ----------------------------------------------------------------------------- JAX
-@contextlib.contextmanager
-def _precision(jax: Any, dtype: np.dtype) -> Iterator[None]:
-    """JAX keeps float64 only with x64 enabled: enable it for this thread while float64 runs."""
-    if dtype != np.float64 or jax.config.read("jax_enable_x64"):
-        yield
-        return
-    if hasattr(jax, "enable_x64"):
-        ctx = jax.enable_x64(True)
-    else:  # pragma: no cover - JAX before 0.4.36
-        from jax.experimental import enable_x64
-
-        ctx = enable_x64()
-    with ctx:
-        yield
-
-
 def _tile_fn(arch: Layer, kinds: tuple[str, ...], cdt: str, odt: str, symmetric: bool) -> Callable:
     def tile(x1: Any, c1: Any, q1: Any, t1: Any, *other: Any) -> dict[str, Any]:
         st1 = DiagStats(cov0=c1, act_vars=None, nngp=q1, ntk=t1)
@@ -296,6 +280,6 @@ def _jax_tile(dev: Any, arch: Layer, x1: np.ndarray, x2: Optional[np.ndarray], s
         fn = _jitted(arch, *key)
     except TypeError:  # an unhashable architecture (user Elementwise with unhashable fields)
         fn = _tile_fn(arch, *key)
-    with _precision(jax, cdt):
+    with jax_x64(cdt):
         out = fn(*(jax.device_put(np.asarray(a, dtype=cdt), dev) for a in args))
         return {k: np.asarray(v) for k, v in out.items()}
