@@ -28,7 +28,7 @@ from typing import Any, Callable, Optional
 
 from . import spatial
 from .backend import Namespace
-from .layers import Layer, UnsupportedArchitectureError, _check_float
+from .layers import Layer, UnsupportedArchitectureError, _check_weighted
 from .registry import layer_type
 from .state import KernelState
 
@@ -94,21 +94,11 @@ class Conv(Layer):
     parameterization: str = "ntk"
 
     def __post_init__(self) -> None:
-        name = f"Conv({self.out_chan})"
-        if not isinstance(self.out_chan, int) or isinstance(self.out_chan, bool) or self.out_chan < 1:
-            raise ValueError(f"{name}: out_chan must be a positive int, got {self.out_chan!r}")
+        name = _check_weighted(self, "out_chan")
         object.__setattr__(self, "filter_shape", _pair(self.filter_shape, "filter_shape", name))
         object.__setattr__(self, "strides", (1, 1) if self.strides is None
                            else _pair(self.strides, "strides", name))
         object.__setattr__(self, "padding", _padding(self.padding, name))
-        object.__setattr__(self, "W_std", _check_float("W_std", self.W_std, nonneg=True, layer=name))
-        if self.b_std is not None:
-            object.__setattr__(self, "b_std", _check_float("b_std", self.b_std, nonneg=True, layer=name))
-        p = str(self.parameterization).lower()
-        if p not in ("ntk", "standard"):
-            raise ValueError(f"{name}: parameterization must be 'ntk' or 'standard', got "
-                             f"{self.parameterization!r}")
-        object.__setattr__(self, "parameterization", p)
 
     def window(self, ns: Namespace, a: Any, mode: str) -> Any:
         """The joint filter-window mean ``A`` of covariances ``a`` in layout ``mode``."""

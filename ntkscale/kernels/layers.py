@@ -56,6 +56,24 @@ def _check_float(name: str, value: Any, *, positive: bool = False, nonneg: bool 
     return v
 
 
+def _check_weighted(layer: Any, size: str) -> str:
+    """Validate (in place) a weighted layer's ``size`` field (a positive int), ``W_std``,
+    ``b_std`` and ``parameterization``; returns the name errors use, e.g. ``Dense(512)``."""
+    n = getattr(layer, size)
+    name = f"{type(layer).__name__}({n})"
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"{name}: {size} must be a positive int, got {n!r}")
+    object.__setattr__(layer, "W_std", _check_float("W_std", layer.W_std, nonneg=True, layer=name))
+    if layer.b_std is not None:
+        object.__setattr__(layer, "b_std", _check_float("b_std", layer.b_std, nonneg=True, layer=name))
+    p = str(layer.parameterization).lower()
+    if p not in ("ntk", "standard"):
+        raise ValueError(f"{name}: parameterization must be 'ntk' or 'standard', got "
+                         f"{layer.parameterization!r}")
+    object.__setattr__(layer, "parameterization", p)
+    return name
+
+
 class Layer:
     """Base class: a kernel rule, a JSON spec, and a finite network."""
 
@@ -140,17 +158,7 @@ class Dense(Layer):
     s: tuple[int, int] = (1, 1)
 
     def __post_init__(self) -> None:
-        name = f"Dense({self.out_dim})"
-        if not isinstance(self.out_dim, int) or isinstance(self.out_dim, bool) or self.out_dim < 1:
-            raise ValueError(f"{name}: out_dim must be a positive int, got {self.out_dim!r}")
-        object.__setattr__(self, "W_std", _check_float("W_std", self.W_std, nonneg=True, layer=name))
-        if self.b_std is not None:
-            object.__setattr__(self, "b_std", _check_float("b_std", self.b_std, nonneg=True, layer=name))
-        p = str(self.parameterization).lower()
-        if p not in ("ntk", "standard"):
-            raise ValueError(f"{name}: parameterization must be 'ntk' or 'standard', got "
-                             f"{self.parameterization!r}")
-        object.__setattr__(self, "parameterization", p)
+        name = _check_weighted(self, "out_dim")
         s = tuple(int(v) for v in self.s)
         if len(s) != 2 or min(s) < 1:
             raise ValueError(f"{name}: s must be two positive ints, got {self.s!r}")
