@@ -34,8 +34,11 @@ def load_digits_or_sphere(n: int, seed: int = 0) -> tuple[np.ndarray, str]:
 
 def run_demo(out: str = "runs/demo", n: int = 4000, depth: int = 3, client: Any = None,
              progress: Optional[bool] = None, seed: int = 0) -> dict:
-    """Build ``NTK`` and ``NNGP`` of ``serial((Dense(W_std=sqrt2, b_std=0.1), Relu) x depth, Dense)``."""
-    os.makedirs(out, exist_ok=True)
+    """Build ``NTK`` and ``NNGP`` of ``serial((Dense(W_std=sqrt2, b_std=0.1), Relu) x depth, Dense)``
+    into ``<out>/gram.zarr`` (``out``: new, empty or a run directory ntkscale wrote)."""
+    from .storage.ownership import claim_dir
+
+    claim_dir(out, "run", key="--out")
     X, name = load_digits_or_sphere(n, seed)
     layers = []
     for _ in range(depth):

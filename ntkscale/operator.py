@@ -84,7 +84,8 @@ class StoredGram:
     device : str
         Where computed sub-blocks run (:mod:`ntkscale.tiling.device`).
     factor_url : str, optional
-        Where :meth:`factorize` keeps its factor (default ``<url>-chol``); ``overwrite_factor``
+        Where :meth:`factorize` keeps its factor (default: a sibling of the store keyed by kind,
+        dtype and ridge, :func:`ntkscale.tiling.cholesky.default_factor_url`); ``overwrite_factor``
         lets it replace a factor store of another ridge or dtype.
     """
 

@@ -20,8 +20,10 @@ def _cfg(tmp_path, **sections):
 
 def _run_dir(tmp_path, m=7, C=3, n=20, k=5):
     """A run directory with the files of the predict and spectrum stages (random float64)."""
+    from ntkscale.storage.ownership import claim_dir
+
     out = tmp_path / "run"
-    out.mkdir()
+    claim_dir(out, "run")  # as the stages that wrote these files would have
     rng = np.random.default_rng(0)
     pred = dict(prediction=rng.standard_normal((m, C)), target=rng.standard_normal((m, C)))
     spec = dict(evals=np.sort(rng.random(k))[::-1], evecs=rng.standard_normal((n, k)), trace=12.5)

@@ -11,12 +11,20 @@ import click
 from ..job import registry
 
 _OUT = click.option("--out", default=None, help="Run directory (overrides job.out).")
+_OVERWRITE = click.option("--overwrite", is_flag=True,
+                          help="Replace a Gram store (and factor stores) that ntkscale built from other data or "
+                               "settings ([kernel] overwrite = true); never replaces anything ntkscale did not write.")
 
 
-def _load(job: str, out: Optional[str]):
+def _load(job: str, out: Optional[str], overwrite: bool = False):
+    import dataclasses
+
     from ..job import load_job
 
-    return load_job(job, out=out)
+    cfg = load_job(job, out=out)
+    if overwrite:
+        cfg = dataclasses.replace(cfg, kernel={**cfg.kernel, "overwrite": True})
+    return cfg
 
 
 def _print_summary(metrics: dict, out: str) -> None:
@@ -39,13 +47,14 @@ def register(cli: click.Group) -> None:
     @cli.command()
     @click.argument("job", type=click.Path(dir_okay=False))
     @_OUT
-    def run(job: str, out: Optional[str]) -> None:
+    @_OVERWRITE
+    def run(job: str, out: Optional[str], overwrite: bool) -> None:
         """Run a whole job: data, Gram store, fit, predictions, spectrum, learning curve,
         dynamics (as configured); writes metrics.json, report.md and figures/ to the run
         directory."""
         from ..job import run_job
 
-        cfg = _load(job, out)
+        cfg = _load(job, out, overwrite)
         metrics = run_job(cfg, progress=sys.stderr.isatty())
         _print_summary(metrics, cfg.out)
 
@@ -119,9 +128,10 @@ def _stage_command(cli: click.Group, stage: str, description: str = "") -> None:
     @(click.option("--repair", is_flag=True,
                    help="Verify every chunk of the Gram store (size and CRC32C), delete the corrupt ones "
                         "and recompute exactly those tiles.") if stage == "gram" else (lambda f: f))
-    def cmd(job: str, out: Optional[str], repair: bool = False) -> None:
+    @(_OVERWRITE if stage in ("gram", "fit") else (lambda f: f))
+    def cmd(job: str, out: Optional[str], repair: bool = False, overwrite: bool = False) -> None:
         from ..job import run_stages
 
-        cfg = _load(job, out)
+        cfg = _load(job, out, overwrite)
         metrics = run_stages(cfg, [stage], progress=sys.stderr.isatty(), repair=repair)
         click.echo(json.dumps(metrics["stages"].get(stage, {}), indent=2, default=str))

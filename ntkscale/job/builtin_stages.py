@@ -84,7 +84,10 @@ def _fit_line(v: dict) -> str:
     s = (f"{v['method']}, ridge {_f(v['ridge'])} ({_f(v['ridge_relative'], '.2g')} × mean diag, "
          f"{v.get('ridge_rule')}), residual {_f(v['relative_residual'], '.2g')}, "
          f"{v['passes']} passes")
-    return s + (f", train accuracy {v['train_accuracy']:.4f}" if "train_accuracy" in v else "")
+    s += f", train accuracy {v['train_accuracy']:.4f}" if "train_accuracy" in v else ""
+    if v.get("factor_store"):
+        s += f"; factor store {v['factor_store']} ({v.get('factor_bytes', 0) / 2**30:.2f} GiB)"
+    return s
 
 
 def _predict_line(v: dict) -> str:
@@ -144,21 +147,21 @@ def _curve_plan(cfg: JobConfig, sizes: PlanSizes) -> dict:
             "curve_n_test": c["n_test"] or None, **_solver_plan(cfg, sizes)}
 
 
-register(Stage("gram", stage_gram, _gram_line, default=True, plan=lambda cfg, sizes: {},
+register(Stage("gram", stage_gram, _gram_line, default=True, plan=lambda cfg, sizes: {}, store="builds",
                description="Build (or resume) the train Gram store on the cluster."))
-register(Stage("fit", stage_fit, _fit_line, default=True, plan=_fit_plan,
+register(Stage("fit", stage_fit, _fit_line, default=True, store="reads", plan=_fit_plan,
                description="Solve (K + λI) α = Y on the stored train Gram; writes fit.npz."))
-register(Stage("predict", stage_predict, _predict_line, default=True,
+register(Stage("predict", stage_predict, _predict_line, default=True, store="reads",
                plan=lambda cfg, sizes: {"n_test": sizes.n_test},
                description="Test predictions K(X*, X) α; writes predictions.npz."))
 register(Stage("spectrum", stage_spectrum, _spectrum_line, section="spectrum", parse=_spectrum,
-               default=True,
+               default=True, store="reads",
                plan=lambda cfg, sizes: {"spectrum_k": min(cfg.sections["spectrum"]["k"], sizes.n - 1),
                                         "power_iters": cfg.sections["spectrum"]["power_iters"]},
                description="Top-k eigenpairs and power-law fit; writes spectrum.npz."))
-register(Stage("curve", stage_curve, _curve_line, section="curve", parse=_curve, default=True,
+register(Stage("curve", stage_curve, _curve_line, section="curve", parse=_curve, default=True, store="reads",
                plan=_curve_plan,
                description="Empirical learning curve next to the theory."))
-register(Stage("dynamics", stage_dynamics, _dynamics_line, section="dynamics", parse=_dynamics,
+register(Stage("dynamics", stage_dynamics, _dynamics_line, section="dynamics", parse=_dynamics, store="reads",
                plan=lambda cfg, sizes: {"dynamics_times": len(cfg.sections["dynamics"]["t"]) or 30},
                description="Gradient-flow (or GD) train/test predictions of the linearized network."))

@@ -27,6 +27,10 @@ Schema (every key optional unless marked; defaults shown)::
     dtype = "float32"             # storage dtype: float32 | float64 (computed in float64)
     tile = 0                      # tile edge (0: from the worker memory budget)
     store_nngp = false            # also store the NNGP Gram (posterior std of the NTK-GP)
+    overwrite = false             # replace a Gram store (and factor stores) built by ntkscale
+                                  # from other data or settings (CLI: --overwrite); without it
+                                  # such a store is refused. Never replaces anything else: a
+                                  # store location must be new, empty or an ntkscale store
     device = "cpu"                # where tiles are computed: cpu | cuda | auto (cuda when the
                                   # workers see a GPU); also cupy | jax | jax-cpu to force a
                                   # library (ntkscale.tiling.device). cuda on a local cluster:
@@ -44,6 +48,9 @@ Schema (every key optional unless marked; defaults shown)::
     maxiter = 1000
     pcg_rank = 1000
     jitter = false
+    factor_store = ""             # tiled Cholesky factor URL (default: beside the Gram store,
+                                  # keyed by kernel kind, dtype and ridge:
+                                  # <store>-chol-ntk-float32-ridge0.046-<hash>)
 
     # stage sections ([spectrum], [curve], [dynamics], [export], ...): each stage owns its
     # table; schemas in ntkscale/job/builtin_stages.py and the stage's module (registry.py)
@@ -72,6 +79,7 @@ __all__ = ["JobConfig", "load_job", "parse_job", "STAGES", "ACTIVATIONS"]
 ACTIVATIONS = tuple(_registry.ACTIVATIONS)  # at import; the schema reads kernels/registry.py at parse time
 SOLVER_METHODS = _SOLVERS  # one list: ntkscale/solvers/api.py
 _SHARED = _stages.SHARED_SECTIONS  # + each stage's own section (registry.stage_sections)
+_MIN_TILE = 16  # smallest explicit [kernel] tile (the library's check_tile bounds the task count)
 
 
 def __getattr__(name: str) -> Any:
@@ -196,18 +204,23 @@ def _model(t: dict) -> dict:
 def _kernel(t: dict) -> dict:
     from ..tiling.device import DEVICES
 
-    check_keys(t, ("kind", "store", "dtype", "tile", "store_nngp", "device"), "kernel")
+    check_keys(t, ("kind", "store", "dtype", "tile", "store_nngp", "device", "overwrite"), "kernel")
+    tile = get(t, "tile", int, 0, path="kernel", min=0)
+    if 0 < tile < _MIN_TILE:
+        raise ConfigError(f"'kernel.tile' = {tile}: use 0 (automatic, from the worker memory) or a tile of at "
+                          f"least {_MIN_TILE} (tiny tiles make millions of tasks)")
     return {"kind": get(t, "kind", str, "ntk", path="kernel", choices=_KINDS),
             "store": get(t, "store", str, "", path="kernel"),
             "dtype": get(t, "dtype", str, "float32", path="kernel", choices=("float32", "float64")),
-            "tile": get(t, "tile", int, 0, path="kernel", min=0),
+            "tile": tile,
             "store_nngp": get(t, "store_nngp", bool, False, path="kernel"),
+            "overwrite": get(t, "overwrite", bool, False, path="kernel"),
             "device": get(t, "device", str, "cpu", path="kernel", choices=DEVICES)}
 
 
 def _solver(t: dict) -> dict:
     check_keys(t, ("method", "ridge", "relative_ridge", "tol", "maxiter", "pcg_rank", "jitter",
-                   "ridge_grid", "ridge_subsample", "ridge_select"), "solver")
+                   "ridge_grid", "ridge_subsample", "ridge_select", "factor_store"), "solver")
     ridge = get(t, "ridge", (float, str), 1e-3, path="solver")
     if isinstance(ridge, str) and ridge not in _RIDGE_RULES:
         raise ConfigError(f"'solver.ridge' = {ridge!r}: use a number >= 0, "
@@ -225,7 +238,8 @@ def _solver(t: dict) -> dict:
             "jitter": get(t, "jitter", bool, False, path="solver"),
             "ridge_grid": grid,
             "ridge_subsample": _subsample(t),
-            "ridge_select": get(t, "ridge_select", str, "min", path="solver", choices=("min", "1se"))}
+            "ridge_select": get(t, "ridge_select", str, "min", path="solver", choices=("min", "1se")),
+            "factor_store": get(t, "factor_store", str, "", path="solver")}
 
 
 def _ridge(value: Any, key: str) -> float:

@@ -59,7 +59,6 @@ class JobContext:
         self.progress = progress
         self.repair = repair  # the gram stage verifies and repairs the store
         self.arch = build_arch(cfg.model)
-        os.makedirs(self.path("figures"), exist_ok=True)
         self.metrics: dict = self._load_metrics()
         self._data: Any = None
         self._cluster: Any = None
@@ -148,7 +147,8 @@ class JobContext:
         from ..operator import StoredGram
 
         op = StoredGram(self.cfg.store, kind or self.cfg.kernel["kind"], client=self.client,
-                        device=self.cfg.kernel["device"])
+                        device=self.cfg.kernel["device"], factor_url=self.cfg.solver["factor_store"] or None,
+                        overwrite_factor=self.cfg.kernel["overwrite"])
         return LoggedOperator(op, what, every) if what else op
 
     def peak_memory(self) -> dict:

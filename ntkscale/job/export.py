@@ -29,6 +29,7 @@ from typing import Any, Mapping
 import numpy as np
 
 from .._config import ConfigError, check_keys, get
+from ..storage.ownership import check_dir, claim_dir, mark_parquet_metadata
 from .context import JobContext
 from .registry import Stage, register
 
@@ -91,7 +92,8 @@ def _write_parquet(folder: str, item: str, z: Mapping[str, np.ndarray]) -> list[
                  "eigenvectors.parquet": table({"row": np.arange(evecs.shape[0]),
                                                 **_columns("eigenvector", evecs)})}
     for name, t in files.items():
-        pq.write_table(t, os.path.join(folder, name))
+        pq.write_table(t.replace_schema_metadata({**(t.schema.metadata or {}), **mark_parquet_metadata(item)}),
+                       os.path.join(folder, name))
     return [os.path.join(folder, name) for name in files]
 
 
@@ -112,6 +114,7 @@ def stage_export(ctx: JobContext) -> dict:
     ex = ctx.cfg.sections["export"]
     fmt = _format(ex["format"])
     folder = ex["path"] if os.path.isabs(ex["path"]) else ctx.path(ex["path"])
+    check_dir(folder, "export", key="[export] path")  # before anything is written
     written: dict[str, list[str]] = {}
     missing: dict[str, str] = {}
     for item in ex["what"]:
@@ -124,7 +127,7 @@ def stage_export(ctx: JobContext) -> dict:
                              f"(or drop {item!r} from export.what)")
             log.warning("export: %s skipped: %s", item, missing[item])
             continue
-        os.makedirs(folder, exist_ok=True)
+        claim_dir(folder, "export", key="[export] path")
         written[item] = (_write_parquet if fmt == "parquet" else _write_zarr)(folder, item, z)
         log.info("export: %s → %s", item, ", ".join(written[item]))
     if not written:

@@ -82,6 +82,10 @@ class Stage:
         planner has no cost model for this stage and says so in the plan's notes.
     description : str
         One line for the CLI's command help.
+    store : {'reads', 'builds', 'none'}
+        What the stage does with the train Gram store: the run's pre-flight check (before
+        anything is written) asks a stage that ``'reads'`` it for a finished store of this
+        job's data and model, and one that ``'builds'`` it for a location it may write.
     """
 
     name: str
@@ -92,8 +96,11 @@ class Stage:
     default: bool = False
     plan: Optional[Callable[["JobConfig", PlanSizes], dict]] = None
     description: str = ""
+    store: str = "none"
 
     def __post_init__(self) -> None:
+        if self.store not in ("reads", "builds", "none"):
+            raise ValueError(f"stage {self.name!r}: store must be 'reads', 'builds' or 'none'")
         if (self.section is None) != (self.parse is None):
             raise ValueError(f"stage {self.name!r}: give both section and parse, or neither")
 

@@ -27,10 +27,11 @@ from . import registry
 from .config import JobConfig, to_plain
 from .context import JobContext
 from .report import write_report
+from ..storage.ownership import check_dir, claim_dir
 
 log = logging.getLogger("ntkscale.job")
 
-__all__ = ["run_job", "run_stages"]
+__all__ = ["run_job", "run_stages", "preflight"]
 
 
 def run_stages(cfg: JobConfig, stages: Sequence[str], *, progress: Optional[bool] = None,
@@ -41,19 +42,22 @@ def run_stages(cfg: JobConfig, stages: Sequence[str], *, progress: Optional[bool
     stage commands build up the same run directory as ``run``. ``repair``: the ``gram``
     stage verifies every stored chunk and recomputes the corrupt ones
     (``build_gram(..., repair=True)``).
+
+    Nothing is written (run directory, stores) before :func:`preflight` has passed: a refused
+    run leaves the disk as it was.
     """
     funcs = [registry.get_stage(s).run for s in stages]  # unknown names fail before any work
-    os.makedirs(cfg.out, exist_ok=True)
-    with open(os.path.join(cfg.out, "config.resolved.json"), "w") as f:
-        json.dump(to_plain(cfg.resolved()), f, indent=2)
-    if cfg.source and os.path.abspath(cfg.source) != os.path.abspath(os.path.join(cfg.out, "job.toml")):
-        shutil.copyfile(cfg.source, os.path.join(cfg.out, "job.toml"))
     ctx = JobContext(cfg, progress=progress, repair=repair)
-    ctx.metrics["job"] = {"name": cfg.job["name"], "source": cfg.source, "out": cfg.out}
-    timings = ctx.metrics.setdefault("timings", {})
-    t_all = time.perf_counter()
     try:
-        _ = ctx.data  # load (and validate) before starting a cluster
+        preflight(ctx, stages)
+        claim_dir(cfg.out, "run", key="[job] out")
+        with open(os.path.join(cfg.out, "config.resolved.json"), "w") as f:
+            json.dump(to_plain(cfg.resolved()), f, indent=2)
+        if cfg.source and os.path.abspath(cfg.source) != os.path.abspath(os.path.join(cfg.out, "job.toml")):
+            shutil.copyfile(cfg.source, os.path.join(cfg.out, "job.toml"))
+        ctx.metrics["job"] = {"name": cfg.job["name"], "source": cfg.source, "out": cfg.out}
+        timings = ctx.metrics.setdefault("timings", {})
+        t_all = time.perf_counter()
         _ = ctx.cluster
         for name, func in zip(stages, funcs):
             log.info("stage %s ...", name)
@@ -71,6 +75,53 @@ def run_stages(cfg: JobConfig, stages: Sequence[str], *, progress: Optional[bool
     if report:
         write_report(cfg, ctx.metrics, os.path.join(cfg.out, "report.md"))
     return ctx.metrics
+
+
+def preflight(ctx: JobContext, stages: Sequence[str]) -> None:
+    """Every check a run makes before it writes anything (the run directory, a store).
+
+    The run directory and the store locations must be ntkscale's to write
+    (:mod:`ntkscale.storage.ownership`: new, empty, or written by ntkscale) and must not
+    contain one another; the data are loaded and validated; a stage that builds the Gram
+    store is asked whether the build would be refused (a store of other data or settings,
+    unless ``[kernel] overwrite``), a stage that reads it whether a finished store of this
+    job's data and model is there.
+
+    Raises
+    ------
+    ConfigError, UnsafePathError, StoreMismatchError, FileNotFoundError, ...
+        The first problem found, naming the setting and the fix.
+    """
+    from ..pipeline import check_store, preflight_store, stored_kinds
+
+    cfg = ctx.cfg
+    check_dir(cfg.out, "run", key="[job] out")
+    _check_nesting(cfg)
+    data = ctx.data  # loaded and validated before anything is written
+    roles = {registry.get_stage(s).store for s in stages}
+    k = cfg.kernel
+    if "builds" in roles:
+        preflight_store(ctx.arch, data.X_train, cfg.store, stored_kinds(k["kind"], k["store_nngp"]),
+                        tile=k["tile"] or None, dtype=k["dtype"], device=k["device"], overwrite=k["overwrite"])
+    elif "reads" in roles:
+        check_store(cfg.store, data.X_train, ctx.arch, build="run the 'gram' stage")
+    factor = cfg.solver["factor_store"]
+    if factor and "fit" in stages:
+        check_dir(factor, "factor-store", key="[solver] factor_store")
+
+
+def _check_nesting(cfg: JobConfig) -> None:
+    """Refuse a Gram store that is the run directory or holds it (their files would mix)."""
+    from .._config import ConfigError
+    from ..storage.url import _local_path, is_local
+
+    if not is_local(cfg.store):
+        return
+    out = os.path.realpath(cfg.out)
+    store = os.path.realpath(_local_path(cfg.store))
+    if out == store or out.startswith(store.rstrip(os.sep) + os.sep):
+        raise ConfigError(f"'kernel.store' = {cfg.store!r} is the run directory {cfg.out!r} or contains it; "
+                          "a Gram store needs a directory of its own (the default is <out>/gram.zarr)")
 
 
 def run_job(cfg: JobConfig, *, progress: Optional[bool] = None) -> dict:

@@ -36,7 +36,7 @@ def stage_gram(ctx: JobContext) -> dict:
     k = ctx.cfg.kernel
     rep = build_store(ctx.arch, ctx.data.X_train, ctx.cfg.store, stored_kinds(k["kind"], k["store_nngp"]),
                       tile=k["tile"] or None, dtype=np.dtype(k["dtype"]), client=ctx.client,
-                      progress=ctx.progress, device=k["device"], repair=ctx.repair)
+                      progress=ctx.progress, device=k["device"], repair=ctx.repair, overwrite=k["overwrite"])
     return {"store": ctx.cfg.store, "n": rep.shape[0], "tile": rep.tile, "tiles": rep.n_tiles,
             "computed": rep.computed, "resumed": rep.resumed, "kinds": list(rep.kinds),
             "repaired": [[name, list(index)] for name, index in rep.repaired],
@@ -74,6 +74,9 @@ def stage_fit(ctx: JobContext) -> dict:
            "train_mse": float(np.mean(np.sum((fitted - Y) ** 2, axis=1))), **sel}
     if classes is not None:
         out["train_accuracy"] = float(np.mean(classes[np.argmax(fitted, 1)] == ctx.data.y_train))
+    factor = (res.info or {}).get("factor_url")
+    if factor:  # where the tiled Cholesky factor lives (kept for re-fits and predictions)
+        out["factor_store"], out["factor_bytes"] = factor, _du(factor)
     np.savez(ctx.path("fit.npz"), alpha=f.alpha, ridge=lam, build_id=build_id,
              classes=classes if classes is not None else np.array([]),
              kind=ctx.cfg.kernel["kind"])
@@ -238,7 +241,10 @@ def _plots() -> Any:
 
 
 def _figure(ctx: JobContext, name: str, draw: Callable[[str], Any]) -> None:
+    import os
+
     path = ctx.path("figures", f"{name}.png")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
     t = time.perf_counter()
     try:
         draw(path)

@@ -16,10 +16,10 @@ Above operator, tiling, solvers and spectral; below estimators and job
 """
 
 from .cross import BATCH, cross_products, cross_row_blocks, predict
-from .gram import (KINDS, TrainGram, build_store, check_store, gram_operator, store_kinds,
+from .gram import (KINDS, TrainGram, build_store, check_store, gram_operator, preflight_store, store_kinds,
                    stored_kinds)
 from .solve import RIDGE_RULES, FitResult, RidgeChoice, fit, resolve_ridge
 
 __all__ = ["KINDS", "RIDGE_RULES", "BATCH", "stored_kinds", "store_kinds", "build_store",
-           "check_store", "TrainGram", "gram_operator", "RidgeChoice", "resolve_ridge",
+           "check_store", "preflight_store", "TrainGram", "gram_operator", "RidgeChoice", "resolve_ridge",
            "FitResult", "fit", "cross_products", "cross_row_blocks", "predict"]

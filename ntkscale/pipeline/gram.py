@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("ntkscale.pipeline")
 
-__all__ = ["KINDS", "stored_kinds", "store_kinds", "build_store", "check_store", "TrainGram",
+__all__ = ["KINDS", "stored_kinds", "store_kinds", "build_store", "preflight_store", "check_store", "TrainGram",
            "gram_operator"]
 
 KINDS = ("ntk", "nngp")
@@ -52,9 +52,29 @@ def store_kinds(url: Any) -> list[str]:
     return list(GramStore.open(url).meta["kinds"])
 
 
+def preflight_store(arch: Layer, X: Any, url: str, kinds: Sequence[str], *, tile: Optional[int] = None,
+                    dtype: Any = "float32", device: str = "cpu", overwrite: bool = False) -> bool:
+    """The checks :func:`build_store` makes before it writes anything, without writing
+    (:func:`ntkscale.tiling.check_build`); whether a store would be resumed (True) or
+    created (False).
+
+    Raises
+    ------
+    ntkscale.storage.UnsafePathError
+        ``url`` holds something ntkscale did not write.
+    ntkscale.storage.StoreMismatchError
+        A store of other data or settings with finished tiles (unless ``overwrite``).
+    """
+    from ..tiling import check_build
+
+    return check_build(arch, X, url, get=tuple(kinds), tile=tile, dtype=dtype, device=device,
+                       overwrite=overwrite) is not None
+
+
 def build_store(arch: Layer, X: Any, url: str, kinds: Sequence[str], *, tile: Optional[int] = None,
                 dtype: Any = "float32", client: Any = "sync", device: str = "cpu",
-                progress: Optional[bool] = None, repair: bool = False) -> "BuildReport":
+                progress: Optional[bool] = None, repair: bool = False,
+                overwrite: bool = False) -> "BuildReport":
     """Build (or resume, or verify and repair) the Gram store of ``X``; tiles that are
     already stored are not recomputed. A store of other data is refused
     (:class:`ntkscale.storage.StoreMismatchError`).
@@ -68,7 +88,7 @@ def build_store(arch: Layer, X: Any, url: str, kinds: Sequence[str], *, tile: Op
         Store URL (path, ``file://``, ``s3://`` ...).
     kinds : sequence of str
         What to store (:func:`stored_kinds`).
-    tile, dtype, client, device, progress, repair
+    tile, dtype, client, device, progress, repair, overwrite
         As :func:`ntkscale.tiling.build_gram` takes them.
 
     Returns
@@ -78,7 +98,7 @@ def build_store(arch: Layer, X: Any, url: str, kinds: Sequence[str], *, tile: Op
     from ..tiling import build_gram
 
     rep = build_gram(arch, X, url, get=tuple(kinds), tile=tile, dtype=dtype, client=client,
-                     progress=progress, device=device, repair=repair)
+                     progress=progress, device=device, repair=repair, overwrite=overwrite)
     log.info("Gram store %s, %dx%d: %d tiles (%d computed now) in %.1f s", url, *rep.shape,
              rep.n_tiles, rep.computed, rep.seconds)
     return rep

@@ -10,7 +10,7 @@ import numpy as np
 from ..kernels import Layer, spec_json
 from ..linop import check_ridge
 from ..solvers.api import SOLVERS as _SOLVERS  # one list of solver names
-from ..tiling.layout import choose_tile
+from ..tiling.layout import check_tile, choose_tile
 from ._measure import n_activations
 from .calibrate import Calibration, calibrate
 from .costs import GPU_ASSUMPTIONS, Resources, gram_stage, predict_stage
@@ -183,7 +183,8 @@ def estimate(n: int, d: int, arch: Layer, *, n_test: int = 0, kinds: Sequence[st
         T = choose_tile(n, n, d, memory_per_task=mem / threads, n_kinds=len(kinds_t),
                         store_itemsize=itemsize, parallel_tasks=slots, symmetric=True)
     else:
-        T = _int("tile", tile, 1)
+        T = check_tile(_int("tile", tile, 1), n, n, d, memory_per_task=mem / threads, n_kinds=len(kinds_t),
+                       store_itemsize=itemsize)
     eff = cal.efficiency if efficiency is None else float(efficiency)
     if not 0 < eff <= 1:
         raise ValueError(f"efficiency must be in (0, 1], got {efficiency!r}")

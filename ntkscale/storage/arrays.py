@@ -7,6 +7,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import zarr
 
+from .ownership import check_dir, claim_dir, clear_dir
 from .url import open_store
 
 __all__ = ["write_arrays", "read_arrays"]
@@ -14,7 +15,8 @@ __all__ = ["write_arrays", "read_arrays"]
 
 def write_arrays(url: str, arrays: Mapping[str, np.ndarray], attrs: Optional[Mapping[str, Any]] = None,
                  *, storage_options: Optional[dict] = None) -> str:
-    """Write ``arrays`` as the arrays of a new Zarr group at ``url`` (replacing one there).
+    """Write ``arrays`` as the arrays of a new Zarr group at ``url`` (replacing one that
+    ntkscale wrote there; anything else at ``url`` is refused, :mod:`.ownership`).
 
     Parameters
     ----------
@@ -31,8 +33,16 @@ def write_arrays(url: str, arrays: Mapping[str, np.ndarray], attrs: Optional[Map
     -------
     str
         ``url``.
+
+    Raises
+    ------
+    UnsafePathError
+        ``url`` holds something ntkscale did not write (nothing is changed).
     """
-    group = zarr.open_group(open_store(url, storage_options=storage_options), mode="w")
+    check_dir(url, "arrays", storage_options=storage_options, key="export path")
+    clear_dir(url, "arrays", storage_options=storage_options)
+    claim_dir(url, "arrays", storage_options=storage_options)
+    group = zarr.open_group(open_store(url, storage_options=storage_options), mode="a")
     for name, a in arrays.items():
         a = np.ascontiguousarray(a)
         arr = group.create_array(name, shape=a.shape, dtype=a.dtype, chunks=tuple(max(1, s) for s in a.shape) or None,

@@ -65,6 +65,7 @@ class FactorStore(TiledStore):
     """Handle on one factor store (cheap to create; workers open their own); constructed as a
     :class:`~.tiled_store.TiledStore`, usually by :meth:`open` or :meth:`create`."""
 
+    KIND = "factor-store"
     ATTR = _ATTR
     WHAT = "factor store"
     URL_ARG = "factor_url"

@@ -52,6 +52,7 @@ class GramStore(PackedDiagonalStore):
     """Handle on one Gram store (cheap to create; workers open their own); constructed as a
     :class:`~.tiled_store.TiledStore`, usually by :meth:`open` or :meth:`create`."""
 
+    KIND = "gram-store"
     ATTR = "ntkscale"
     WHAT = "Gram store"
     URL_ARG = "store URL"
@@ -113,6 +114,13 @@ class GramStore(PackedDiagonalStore):
     def array(self, name: str) -> zarr.Array:
         """Array ``name`` (handles are cached: opening one reads its metadata document)."""
         return self._array(name)
+
+    def has_tiles(self) -> bool:
+        """Whether any Gram tile has been stored (a store without one holds nothing of value)."""
+        try:
+            return any(self.done_chunks(k) for k in self.meta.get("kinds", ()))
+        except KeyError:  # an array never created (creation cut short)
+            return False
 
     def done_chunks(self, name: str) -> set[tuple[int, ...]]:
         """Chunk indices that exist in array ``name`` (finished tiles / blocks); for a Gram kind

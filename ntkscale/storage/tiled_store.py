@@ -58,7 +58,7 @@ def codecs() -> dict:
 class TiledStore:
     """Handle on one tiled store (cheap to create; workers open their own).
 
-    Subclasses set ``ATTR`` (the metadata attribute), ``WHAT`` (the store's name in
+    Subclasses set ``ATTR`` (the metadata attribute), ``KIND`` (the ownership kind), ``WHAT`` (the store's name in
     messages), ``URL_ARG`` (the argument that names another location) and ``FORMAT``, and
     define :attr:`shape`.
 
@@ -71,6 +71,7 @@ class TiledStore:
     """
 
     ATTR: ClassVar[str]
+    KIND: ClassVar[str]  # location kind of the ownership rule (.ownership.KINDS)
     WHAT: ClassVar[str]
     URL_ARG: ClassVar[str]
     FORMAT: ClassVar[int]
@@ -95,7 +96,7 @@ class TiledStore:
             Nothing there, or a Zarr group that is not this kind of store.
         """
         try:
-            store = open_store(url, read_only=(mode == "r"), storage_options=storage_options)
+            store = open_store(url, read_only=(mode == "r"), storage_options=storage_options, create=False)
             group = zarr.open_group(store, mode=mode)
         except (FileNotFoundError, KeyError, ValueError, StoreAccessError) as e:
             raise StoreAccessError(f"no {cls.WHAT} at {url!r} ({e}){cls.OPEN_HINT}") from e
@@ -120,10 +121,11 @@ class TiledStore:
         except (StoreAccessError, OSError):
             return False
 
-    @staticmethod
-    def _fresh_group(url: Any, storage_options: Optional[dict]) -> zarr.Group:
-        """An empty root group at ``url``: what was there is deleted, except the lock."""
-        return fresh_group(open_store(url, read_only=False, storage_options=storage_options))
+    @classmethod
+    def _fresh_group(cls, url: Any, storage_options: Optional[dict]) -> zarr.Group:
+        """An empty root group at ``url``: the nodes of a store ntkscale wrote there are
+        deleted (never anything else: :mod:`.ownership`), the lock and marker kept."""
+        return fresh_group(url, cls.KIND, storage_options)
 
     # ------------------------------------------------------------- metadata
     @property

@@ -28,8 +28,12 @@ def _local_path(url: str) -> str:
     return url[len("file://"):] if url.startswith("file://") else url
 
 
-def open_store(url: Any, *, read_only: bool = False, storage_options: Optional[dict] = None) -> Store:
+def open_store(url: Any, *, read_only: bool = False, storage_options: Optional[dict] = None,
+               create: bool = True) -> Store:
     """A zarr store for ``url``; local paths use zarr's ``LocalStore`` (atomic chunk writes).
+
+    ``create=False``: a missing local directory is an error (:class:`StoreAccessError`), not
+    created (opening an existing store for writing).
 
     Raises
     ------
@@ -39,6 +43,8 @@ def open_store(url: Any, *, read_only: bool = False, storage_options: Optional[d
     url = os.fspath(url) if isinstance(url, os.PathLike) else str(url)
     if is_local(url):
         path = os.path.abspath(_local_path(url))
+        if not read_only and not create and not os.path.isdir(path):
+            raise StoreAccessError(f"no store directory at {path!r}")
         if not read_only:
             try:
                 os.makedirs(path, exist_ok=True)

@@ -16,7 +16,6 @@ into place, so a chunk that exists is whole. A process killed mid-write leaves i
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import json
 import os
@@ -32,6 +31,7 @@ from zarr.core.buffer import default_buffer_prototype
 from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
+from .ownership import claim_dir, clear_dir
 from .url import StoreAccessError, _local_path, is_local, open_store
 
 __all__ = ["LOCK_KEY", "StoreLock", "StoreLockedError", "StaleLockWarning", "DiskFullError",
@@ -75,27 +75,16 @@ def free_bytes(url: Any) -> Optional[int]:
     return int(shutil.disk_usage(path or ".").free)
 
 
-def fresh_group(store: Any) -> zarr.Group:
-    """Empty ``store`` (everything but the lock) and create a new root group in it.
+def fresh_group(url: Any, kind: str, storage_options: Optional[dict] = None) -> zarr.Group:
+    """Empty the ``kind`` store at ``url`` (its Zarr nodes; never the lock or the ownership
+    marker, and never anything ntkscale did not write: :func:`.ownership.clear_dir` refuses)
+    and create a new root group in it.
 
-    ``zarr.open_group(mode='w')`` would delete the whole directory, the lock with it.
+    ``zarr.open_group(mode='w')`` would delete the whole directory, whatever it holds.
     """
-    if isinstance(store, LocalStore):
-        root = store.root
-        for entry in os.scandir(root) if root.is_dir() else ():
-            if entry.name == LOCK_KEY:
-                continue
-            if entry.is_dir(follow_symlinks=False):
-                shutil.rmtree(entry.path)
-            else:
-                os.unlink(entry.path)
-    else:
-        async def _clear() -> None:
-            keys = [k async for k in store.list() if k != LOCK_KEY]
-            await asyncio.gather(*(store.delete(k) for k in keys))
-
-        sync(_clear())
-    return zarr.open_group(store, mode="a")
+    clear_dir(url, kind, storage_options=storage_options)
+    claim_dir(url, kind, storage_options=storage_options)
+    return zarr.open_group(open_store(url, read_only=False, storage_options=storage_options), mode="a")
 
 
 def remove_partials(store: Any) -> int:
@@ -134,12 +123,17 @@ class StoreLock:
         Store location (local path, ``file://`` or any fsspec URL).
     what : str
         What holds the lock, for the messages ("Gram build", "Cholesky factorization").
+    kind : str, optional
+        The location kind (``'gram-store'``, ``'factor-store'``): :meth:`acquire` first claims
+        the location (:func:`.ownership.claim_dir`), refusing one that holds anything ntkscale
+        did not write. None: no claim (a location already claimed).
     storage_options : dict, optional
         fsspec options of non-local stores.
     """
 
-    def __init__(self, url: Any, *, what: str = "build", storage_options: Optional[dict] = None):
-        self.url, self.what, self.storage_options = str(url), what, storage_options
+    def __init__(self, url: Any, *, what: str = "build", storage_options: Optional[dict] = None,
+                 kind: Optional[str] = None):
+        self.url, self.what, self.storage_options, self.kind = str(url), what, storage_options, kind
         self.token = uuid.uuid4().hex
         self.held = False
         self._local = is_local(self.url)
@@ -216,7 +210,11 @@ class StoreLock:
             If another live process holds it (the message names the holder and the fix).
         StoreAccessError
             If the store location cannot be created or written.
+        UnsafePathError
+            If the location holds anything ntkscale did not write (``kind`` given).
         """
+        if self.kind is not None:
+            claim_dir(self.url, self.kind, storage_options=self.storage_options)
         self._store()  # creates a local store's directory (or says why it cannot)
         for _ in range(int(_UNREADABLE_GRACE_S / 0.5) + 3):
             if self._create():

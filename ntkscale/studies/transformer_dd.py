@@ -389,6 +389,9 @@ def run(out: str, quick: bool = False, log: Optional[Callable[[str], None]] = _p
     ``quick``: :data:`QUICK` sizes (about a minute); ``cfg`` overrides both; ``command`` is
     the command line quoted in report.md.
     """
+    from ..storage.ownership import check_dir
+
+    check_dir(out, "study", key="--out")  # before the study's minutes of work
     cfg = cfg or (QUICK if quick else StudyConfig())
     res = run_study(cfg, log=log)
     res["command"] = command or ("python -m ntkscale.studies.transformer_dd --out " + out

@@ -267,8 +267,11 @@ def report_md(res: dict, command: str) -> str:
 
 
 def write_outputs(res: dict, out: str, command: str) -> list[str]:
-    """Write results.json, the figures and report.md into ``out``; returns the paths."""
-    os.makedirs(out, exist_ok=True)
+    """Write results.json, the figures and report.md into ``out`` (new, empty or a study output
+    folder ntkscale wrote: :mod:`ntkscale.storage.ownership`); returns the paths."""
+    from ..storage.ownership import claim_dir
+
+    claim_dir(out, "study", key="--out")
     paths = [os.path.join(out, "results.json")]
     with open(paths[0], "w") as f:
         json.dump(res, f, indent=1, allow_nan=True)

@@ -23,18 +23,18 @@ from ..kernels.conv import spatial_mode
 from ..kernels.backend import namespace_of
 from ..kernels.fused import compile_program
 from ..kernels.validate import check_get, check_inputs, resolve_dtype
-from ..storage import FORMAT, GramStore, StoreAccessError, fingerprint, is_memory
+from ..storage import FORMAT, GramStore, StoreAccessError, StoreMismatchError, fingerprint, is_memory
+from ..storage.ownership import check_dir
 from ..storage.gram_store import STAT_ROWS
-from ..storage.url import open_store
 from ..storage.writer import StoreLock
 from . import tasks
 from .device import check_device, gpu_workers, to_host
 from . import space
 from .executor import run_tasks
-from .layout import TilePlan, choose_tile
+from .layout import TilePlan, check_tile, choose_tile
 from .repair import repair_store
 
-__all__ = ["BuildReport", "build_gram", "build_cross_gram"]
+__all__ = ["BuildReport", "build_gram", "build_cross_gram", "check_build"]
 
 log = logging.getLogger("ntkscale")
 
@@ -127,6 +127,73 @@ def build_cross_gram(arch: Layer, X1: Any, X2: Any, store: Any, **kwargs: Any) -
     return _build(arch, X1, X2, store, delay=delay, **kwargs)
 
 
+@dataclass
+class _Checked:
+    """What :func:`_preflight` checked and derived (no side effects)."""
+
+    x1: np.ndarray
+    x2: Optional[np.ndarray]
+    kinds: tuple[str, ...]
+    store_dt: np.dtype
+    comp_dt: np.dtype
+    tile: Optional[int]
+    expect: dict
+    existing: Optional[GramStore]
+    device: str
+
+
+def check_build(arch: Layer, X: Any, store: Any, **kwargs: Any) -> Optional[GramStore]:
+    """Every check :func:`build_gram` makes before it writes anything, without writing: the
+    architecture, the inputs, the tile, the store location (it must be new, empty or a Gram
+    store ntkscale wrote: :mod:`ntkscale.storage.ownership`) and an existing store's settings
+    (refused unless it matches, holds no tile yet, or ``overwrite=True``). Takes
+    :func:`build_gram`'s keywords (``get``, ``tile``, ``dtype``, ``overwrite``, ...).
+
+    Returns
+    -------
+    GramStore or None
+        The existing store a build would resume, or None when it would create one.
+    """
+    keep = {"get", "tile", "dtype", "compute_dtype", "overwrite", "storage_options", "device"}
+    return _preflight(arch, X, None, store, **{k: v for k, v in kwargs.items() if k in keep}).existing
+
+
+def _preflight(arch: Layer, X1: Any, X2: Any, url: Any, *, get: Any = ("ntk",), tile: Optional[int] = None,
+               dtype: Any = np.float32, compute_dtype: Any = np.float64, overwrite: bool = False,
+               storage_options: Optional[dict] = None, device: str = "cpu") -> _Checked:
+    if not isinstance(arch, Layer):
+        raise TypeError(f"arch must be an ntkscale architecture (stax.serial(...)), got {type(arch).__name__}")
+    check_architecture(arch)
+    kinds, _ = check_get(get)
+    store_dt = resolve_dtype(dtype)
+    comp_dt = resolve_dtype(compute_dtype)
+    if tile is not None and (isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 1):
+        raise ValueError(f"tile must be a positive int, got {tile!r}")
+    device = check_device(device)
+    x1, x2 = _prepare_inputs(X1, X2, comp_dt)
+    check_input_width(arch, x1.shape[1])  # e.g. an image architecture's Unflatten(H, W, C)
+    if isinstance(arch, TileKernel):  # e.g. an empirical NTK: its model must take these rows
+        arch.check_rows(x1[:1])
+    url = str(url)
+    n1, n2 = len(x1), len(x1 if x2 is None else x2)
+    if tile is not None:
+        tile = check_tile(int(tile), n1, n2, x1.shape[1], n_kinds=len(kinds), store_itemsize=store_dt.itemsize,
+                          symmetric=x2 is None, work_bytes=tile_work_bytes(arch))
+    expect = {
+        "fingerprint1": fingerprint(x1), "fingerprint2": None if x2 is None else fingerprint(x2),
+        "arch": spec_json(arch), "symmetric": x2 is None, "store_dtype": store_dt.name,
+        "compute_dtype": comp_dt.name, "kinds": list(kinds),
+    }
+    if tile is not None:
+        expect["tile"] = int(tile)
+    # nothing is written before every check has passed: the location must be ntkscale's to
+    # write (storage.ownership), an existing store must match (or hold no tile yet, or
+    # overwrite=True); the tile must fit the workers and the disk must hold the store (_build)
+    check_dir(url, "gram-store", storage_options=storage_options, key="store")
+    existing = _check_existing(url, storage_options, expect, overwrite)
+    return _Checked(x1, x2, kinds, store_dt, comp_dt, tile, expect, existing, device)
+
+
 def _prepare_inputs(X1: Any, X2: Any, compute_dtype: np.dtype) -> tuple[np.ndarray, Optional[np.ndarray]]:
     # CuPy/JAX inputs come to the host: the store keeps host inputs and every worker moves
     # its tiles to its own device (tiling.device)
@@ -143,41 +210,30 @@ def _build(arch: Layer, X1: Any, X2: Any, url: Any, *, get: Any = ("ntk",), tile
            device: str = "cpu", delay: float = 0.0, repair: bool = False,
            check_space: bool = True) -> BuildReport:
     t0 = time.perf_counter()
-    # ---- every check before any heavy work ----------------------------------
-    if not isinstance(arch, Layer):
-        raise TypeError(f"arch must be an ntkscale architecture (stax.serial(...)), got {type(arch).__name__}")
-    check_architecture(arch)
-    kinds, _ = check_get(get)
-    store_dt = resolve_dtype(dtype)
-    comp_dt = resolve_dtype(compute_dtype)
-    if tile is not None and (not isinstance(tile, (int, np.integer)) or tile < 1):
-        raise ValueError(f"tile must be a positive int, got {tile!r}")
-    device = check_device(device)
-    x1, x2 = _prepare_inputs(X1, X2, comp_dt)
-    check_input_width(arch, x1.shape[1])  # e.g. an image architecture's Unflatten(H, W, C)
-    if isinstance(arch, TileKernel):  # e.g. an empirical NTK: its model must take these rows
-        arch.check_rows(x1[:1])
+    pre = _preflight(arch, X1, X2, url, get=get, tile=tile, dtype=dtype, compute_dtype=compute_dtype,
+                     overwrite=overwrite, storage_options=storage_options, device=device)
+    x1, x2, kinds, store_dt, comp_dt, tile, expect, before = (
+        pre.x1, pre.x2, pre.kinds, pre.store_dt, pre.comp_dt, pre.tile, pre.expect, pre.existing)
+    device = pre.device
     url = str(url)
-    expect = {
-        "fingerprint1": fingerprint(x1), "fingerprint2": None if x2 is None else fingerprint(x2),
-        "arch": spec_json(arch), "symmetric": x2 is None, "store_dtype": store_dt.name,
-        "compute_dtype": comp_dt.name, "kinds": list(kinds),
-    }
-    if tile is not None:
-        expect["tile"] = int(tile)
-    open_store(url, read_only=False, storage_options=storage_options)  # fails early if unwritable
-    lock = StoreLock(url, what="Gram build", storage_options=storage_options).acquire()
-    runner = None
+    n1, n2 = len(x1), len(x1 if x2 is None else x2)
+    runner = lock = None
     try:
-        existing = None if overwrite else _try_open(url, storage_options)
-        if existing is not None:
-            existing.check_compatible(expect)
         runner = get_runner(client, quiet=not progress, gpus=client is None and gpu_workers(device))
         if is_memory(url) and not runner.is_sync:
             raise StoreAccessError(f"{url!r} lives in this process's memory and worker processes "
                                    "cannot see it; use client='sync' or a path / object-store URL")
+        if tile is not None:
+            check_tile(int(tile), n1, n2, x1.shape[1], memory_per_task=runner.memory_per_slot(),
+                       n_kinds=len(kinds), store_itemsize=store_dt.itemsize, symmetric=x2 is None,
+                       work_bytes=tile_work_bytes(arch))
+        T = tile if tile is not None else _auto_tile(arch, n1, n2, x1.shape[1], kinds, store_dt, runner, x2 is None)
+        if before is None:
+            space.check_new(url, n1, n2, T, x2 is None, kinds, store_dt.itemsize, check_space)
+        lock = StoreLock(url, what="Gram build", storage_options=storage_options, kind="gram-store").acquire()
+        existing = _check_existing(url, storage_options, expect, overwrite)  # again, under the lock
         if existing is None:
-            existing = _create(url, x1, x2, kinds, store_dt, comp_dt, tile, expect, runner, arch,
+            existing = _create(url, x1, x2, kinds, store_dt, comp_dt, T, expect, runner, arch,
                                storage_options, device)
             resumed = False
         else:
@@ -227,7 +283,8 @@ def _build(arch: Layer, X1: Any, X2: Any, url: Any, *, get: Any = ("ntk",), tile
     finally:
         if runner is not None:
             runner.close()
-        lock.release()
+        if lock is not None:
+            lock.release()
 
 
 def _try_open(url: str, storage_options: Optional[dict]) -> Optional[GramStore]:
@@ -237,18 +294,50 @@ def _try_open(url: str, storage_options: Optional[dict]) -> Optional[GramStore]:
         return None
 
 
+def _check_existing(url: str, storage_options: Optional[dict], expect: dict,
+                    overwrite: bool) -> Optional[GramStore]:
+    """The store at ``url`` to resume, or None to create one (nothing there, ``overwrite``, or
+    a store of other settings without a single finished tile: nothing of value to keep).
+
+    Raises
+    ------
+    StoreMismatchError
+        A store of other data or settings that holds finished tiles (unless ``overwrite``).
+    """
+    existing = _try_open(url, storage_options)
+    if existing is None or overwrite:
+        if existing is not None:
+            log.info("Gram store %s: replacing it (overwrite=True)", url)
+        return None
+    n = max(existing.shape)
+    if expect.get("tile", 0) >= n and existing.tile >= n:  # both one tile (stores before tiles were clipped)
+        expect = dict(expect, tile=existing.tile)
+    try:
+        existing.check_compatible(expect)
+    except StoreMismatchError:
+        if existing.has_tiles():
+            raise
+        log.info("Gram store %s holds no finished tile of its earlier settings; replacing it", url)
+        return None
+    return existing
+
+
+def _auto_tile(arch: Layer, n1: int, n2: int, d: int, kinds: tuple[str, ...], store_dt: np.dtype,
+               runner: Runner, symmetric: bool) -> int:
+    """``choose_tile`` for this architecture and cluster."""
+    # pixel-pair kernels (pooling) cost ~10^4-10^5 x a dense entry: tiles sized by memory
+    # alone would be hours-long tasks (a 1024^2 Myrtle-5 tile at 28x28 is ~14 h of a worker)
+    slow = dict(min_tile=64, max_tile=256) if spatial_mode(arch) == "full" else {}
+    return choose_tile(n1, n2, d, memory_per_task=runner.memory_per_slot(), n_kinds=len(kinds),
+                       store_itemsize=store_dt.itemsize, parallel_tasks=runner.slots(),
+                       symmetric=symmetric, work_bytes=tile_work_bytes(arch), **slow)
+
+
 def _create(url: str, x1: np.ndarray, x2: Optional[np.ndarray], kinds: tuple[str, ...],
-            store_dt: np.dtype, comp_dt: np.dtype, tile: Optional[int], expect: dict, runner: Runner,
+            store_dt: np.dtype, comp_dt: np.dtype, tile: int, expect: dict, runner: Runner,
             arch: Layer, storage_options: Optional[dict], device: str = "cpu") -> GramStore:
     n1, n2 = len(x1), len(x1 if x2 is None else x2)
     d = x1.shape[1]
-    if tile is None:
-        # pixel-pair kernels (pooling) cost ~10^4-10^5 x a dense entry: tiles sized by memory
-        # alone would be hours-long tasks (a 1024^2 Myrtle-5 tile at 28x28 is ~14 h of a worker)
-        slow = dict(min_tile=64, max_tile=256) if spatial_mode(arch) == "full" else {}
-        tile = choose_tile(n1, n2, d, memory_per_task=runner.memory_per_slot(), n_kinds=len(kinds),
-                           store_itemsize=store_dt.itemsize, parallel_tasks=runner.slots(),
-                           symmetric=x2 is None, work_bytes=tile_work_bytes(arch), **slow)
     prog = compile_program(arch.flat(), d)
     n_rows = len(STAT_ROWS) + (prog.n_slots if prog is not None else 0)
     meta = dict(expect, format=FORMAT, shape=[n1, n2], tile=int(tile), d=d, devices=[device],

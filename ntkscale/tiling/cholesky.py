@@ -39,6 +39,7 @@ from ..linop import check_ridge, jitter_schedule
 from ..storage import StoreAccessError, StoreMismatchError, is_memory
 from ..runner import HostSlot
 from ..storage.factor_store import FactorStore, clear_tile_cache
+from ..storage.ownership import check_dir
 from ..storage.writer import StoreLock
 from .cholesky_tasks import TileBreakdown, _Ctx, factor_tile_task
 from .executor import await_workers, worker_info
@@ -110,9 +111,15 @@ def factor_tile_size(gram_tile: int, n: int, slots: int, min_tile: int = 512) ->
     return next((t for t in fits if -(-n // t) >= 4 * slots + 1), fits[-1])
 
 
-def default_factor_url(gram_url: str) -> str:
-    """The sibling location ``<gram url>-chol``."""
-    return str(gram_url).rstrip("/") + "-chol"
+def default_factor_url(gram_url: str, kind: str = "ntk", dtype: Any = np.float64, ridge: float = 0.0) -> str:
+    """Where the factor of ``K + ridge I`` lives by default: a sibling of the Gram store keyed by
+    what it factors, ``<gram url>-chol-<kind>-<dtype>-ridge<ridge:.3g>-<hash>`` (the hash of the
+    exact ridge), so fits with other ridges or dtypes on one Gram store keep their own factors
+    instead of refusing each other's."""
+    import hashlib
+
+    tag = hashlib.blake2b(repr(float(ridge)).encode(), digest_size=4).hexdigest()
+    return f"{str(gram_url).rstrip('/')}-chol-{kind}-{np.dtype(dtype).name}-ridge{float(ridge):.3g}-{tag}"
 
 
 def _placement(op: "StoredGram", placement: str) -> tuple[list[HostSlot], int]:
@@ -275,8 +282,10 @@ def factor_tiles(op: "StoredGram", ridge: float, *, factor_url: Optional[str] = 
         Absolute ridge (added as ``K + ridge I``; NT's relative ``diag_reg`` is
         ``ridge / mean(diag K)``), finite, >= 0.
     factor_url : str, optional
-        Factor store; default ``<gram url>-chol``. A store of another Gram, kind, ridge or
-        dtype is refused unless ``overwrite=True``; a complete matching one is reused.
+        Factor store; default :func:`default_factor_url` (keyed by the kernel kind, dtype and
+        ridge). A store of another Gram, kind, ridge or dtype is refused unless
+        ``overwrite=True``; a complete matching one is reused. The location must be new,
+        empty or a factor store ntkscale wrote (:mod:`ntkscale.storage.ownership`).
     dtype : float64 (default) or float32
         Factor dtype and compute dtype of the tiles (float32: half the bytes, ~2x GEMMs).
     jitter : bool or float
@@ -324,7 +333,8 @@ def factor_tiles(op: "StoredGram", ridge: float, *, factor_url: Optional[str] = 
     if dt not in (np.float32, np.float64):
         raise ValueError(f"dtype must be float32 or float64, got {dt}")
     schedule = jitter_schedule(jitter)
-    url = default_factor_url(op.url) if factor_url is None else str(factor_url)
+    url = default_factor_url(op.url, op.kind, dt, ridge) if factor_url is None else str(factor_url)
+    check_dir(url, "factor-store", storage_options=op.storage_options, key="factor_url")
     if is_memory(url) and not op.runner.is_sync:
         raise StoreAccessError(f"{url!r} lives in this process's memory and worker processes cannot see it; "
                                "use client='sync' or a path / object-store URL")
@@ -335,7 +345,8 @@ def factor_tiles(op: "StoredGram", ridge: float, *, factor_url: Optional[str] = 
         raise ValueError(f"tile must be a positive exact divisor of the Gram's tile {Tg}, got {tile!r}")
     base = dict(gram_url=op.url, gram_build_id=gmeta["build_id"], kind=op.kind, n=n, dtype=dt.name,
                 base_ridge=float(ridge))
-    lock = StoreLock(url, what="Cholesky factorization", storage_options=op.storage_options).acquire()
+    lock = StoreLock(url, what="Cholesky factorization", storage_options=op.storage_options,
+                     kind="factor-store").acquire()
     try:  # one factorization per factor store
         fs = None if overwrite else FactorStore.try_open(url, storage_options=op.storage_options)
         rel = 0.0

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
-__all__ = ["TilePlan", "tile_task_bytes", "choose_tile", "grid_tile"]
+import numpy as np
+
+__all__ = ["TilePlan", "tile_task_bytes", "choose_tile", "check_tile", "grid_tile", "MAX_TILE_TASKS"]
 
 _ALIGN = 256  # the memory budget is searched in steps of the fused kernel's block size
 _UNIT = 64  # grid tiles are multiples of this ...
@@ -65,6 +68,45 @@ def choose_tile(n1: int, n2: int, d: int, *, memory_per_task: float, n_kinds: in
         blocks += 1
         T = finer
     return int(min(T, n))
+
+
+MAX_TILE_TASKS = 250_000  # a build of more tile tasks is a mistake (scheduler overhead dominates)
+
+
+def check_tile(tile: int, n1: int, n2: int, d: int, *, memory_per_task: Optional[float] = None,
+               n_kinds: int = 1, store_itemsize: int = 4, symmetric: bool = True,
+               work_bytes: int = 0, key: str = "tile") -> int:
+    """The tile edge to use for an explicit ``tile``: clipped to ``max(n1, n2)`` (one tile), or
+    a :class:`ValueError` naming the sane range when it would make more than
+    :data:`MAX_TILE_TASKS` tasks or a task that does not fit ``memory_per_task`` (2x headroom,
+    as :func:`choose_tile`). ``key`` names the setting in the message (``"[kernel] tile"``).
+    """
+    if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 1:
+        raise ValueError(f"{key} must be a positive integer (or omitted / 0 for automatic), got {tile!r}")
+    n = max(int(n1), int(n2), 1)
+    T = int(min(int(tile), n))
+    g1, g2 = -(-int(n1) // T), -(-int(n2) // T)
+    tasks = g1 * (g1 + 1) // 2 if symmetric else g1 * g2
+    if tasks > MAX_TILE_TASKS:
+        lo = T
+        while True:  # smallest tile with few enough tasks
+            lo *= 2
+            h1, h2 = -(-int(n1) // lo), -(-int(n2) // lo)
+            if (h1 * (h1 + 1) // 2 if symmetric else h1 * h2) <= MAX_TILE_TASKS:
+                break
+        raise ValueError(f"{key} = {tile} cuts the {n1}x{n2} Gram into {tasks:,} tile tasks (at most "
+                         f"{MAX_TILE_TASKS:,}: scheduling would dominate); use a tile of at least {lo} or "
+                         "0 / omit it for the automatic size")
+    if memory_per_task is not None and memory_per_task > 0:
+        need = 2 * tile_task_bytes(T, d, n_kinds, store_itemsize, work_bytes=work_bytes)
+        if need > memory_per_task:
+            fits = [t for t in range(16, T, 16)
+                    if 2 * tile_task_bytes(t, d, n_kinds, store_itemsize, work_bytes=work_bytes) <= memory_per_task]
+            hint = f"use a tile of at most {fits[-1]}" if fits else "give workers more memory"
+            raise ValueError(f"{key} = {tile}: one tile task needs {need / 2**30:.2f} GiB (2x headroom) but a "
+                             f"worker task has {memory_per_task / 2**30:.2f} GiB; {hint}, or 0 / omit it for "
+                             "the automatic size")
+    return T
 
 
 def _align_up(v: int, unit: int = _ALIGN) -> int:

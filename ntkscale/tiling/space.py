@@ -17,7 +17,7 @@ from ..storage import DiskFullError, GramStore
 from ..storage.writer import free_bytes, is_disk_full
 from .layout import TilePlan
 
-__all__ = ["SKIP_ENV", "remaining", "check_space", "disk_full_error"]
+__all__ = ["SKIP_ENV", "remaining", "check_space", "check_new", "disk_full_error"]
 
 SKIP_ENV = "NTKSCALE_SKIP_SPACE_CHECK"
 _MARGIN = 1 << 20  # metadata documents and file-system slack
@@ -60,7 +60,7 @@ def check_space(gs: GramStore, enabled: bool = True) -> None:
     DiskFullError
         Naming the store, the bytes still to write and the bytes free.
     """
-    if not enabled or os.environ.get(SKIP_ENV, "").strip().lower() not in ("", "0", "false", "no"):
+    if _skipped(enabled):
         return
     free = free_bytes(gs.url)
     if free is None:
@@ -71,6 +71,35 @@ def check_space(gs: GramStore, enabled: bool = True) -> None:
             f"store {gs.url!r} needs {_fmt(need)} more for its {n_tiles} missing tiles, but its file system "
             f"has {_fmt(free)} free. Free space there or choose a store on a larger disk, then run again "
             f"(finished tiles are kept); check_space=False or {SKIP_ENV}=1 skips this check")
+
+
+def _skipped(enabled: bool) -> bool:
+    return not enabled or os.environ.get(SKIP_ENV, "").strip().lower() not in ("", "0", "false", "no")
+
+
+def check_new(url: str, n1: int, n2: int, tile: int, symmetric: bool, kinds: tuple[str, ...],
+              itemsize: int, enabled: bool = True) -> None:
+    """:func:`check_space` for a store not created yet (before anything is written): every
+    tile chunk whole (an upper bound: packed diagonal tiles take about half), one kind each.
+
+    Raises
+    ------
+    DiskFullError
+        Naming the store location, the bytes it needs and the bytes free.
+    """
+    if _skipped(enabled):
+        return
+    free = free_bytes(url)
+    if free is None:
+        return
+    plan = TilePlan(n1, n2, tile, symmetric)
+    n_tiles = len(plan.tiles())
+    need = len(kinds) * n_tiles * (tile * tile * itemsize + 4) + (1 if symmetric else 2) * max(n1, n2) * 8 * 8
+    if need + _MARGIN > free:
+        raise DiskFullError(
+            f"store {url!r} would need about {_fmt(need)} for its {n_tiles} tiles, but its file system has "
+            f"{_fmt(free)} free; nothing was written. Free space there or choose a store on a larger disk; "
+            f"check_space=False or {SKIP_ENV}=1 skips this check")
 
 
 def disk_full_error(url: str, exc: BaseException, storage_options: Optional[dict] = None) -> Optional[DiskFullError]:

@@ -46,7 +46,7 @@ def chunk_bytes(path):
     out = {}
     for root, _, files in os.walk(path):
         for f in files:
-            if f != "zarr.json":
+            if f not in ("zarr.json", ".ntkscale.json"):
                 p = os.path.join(root, f)
                 with open(p, "rb") as fh:
                     out[os.path.relpath(p, path)] = fh.read()

@@ -39,7 +39,8 @@ def _check_factor(op, rel, url, tile=None):
     K, lam, U_ref = _ref(op, rel)
     f = factor_tiles(op, lam, factor_url=url, tile=tile)
     n = len(K)
-    assert (f.n, f.tile, f.ridge, f.jitter, f.dtype) == (n, tile or TILE, lam, 0.0, np.float64)
+    # a Gram tile above n is stored as one n x n tile (no padded chunk)
+    assert (f.n, f.tile, f.ridge, f.jitter, f.dtype) == (n, tile or min(TILE, n), lam, 0.0, np.float64)
     g = -(-n // f.tile)
     assert f.computed == f.n_tiles == g * (g + 1) // 2
     U = _factor_array(url)
@@ -202,7 +203,21 @@ def test_refuses_factor_of_another_gram_ridge_or_dtype(gram300, tmp_path):
     with pytest.raises(ValueError, match="divisor"):
         factor_tiles(op, 0.5, factor_url=str(tmp_path / "g"), tile=48)
     assert factor_tiles(other, 0.5, factor_url=url, overwrite=True).computed == 15
-    assert default_factor_url(str(gram300)) == str(gram300) + "-chol"
+
+
+def test_default_factor_store_keyed_by_what_it_factors(gram300):
+    """Issue 24, defect 10: two fits with other ridges (or dtypes) on one Gram store each keep
+    their own default factor store instead of refusing each other's."""
+    op = StoredGram(gram300, "ntk", client="sync")
+    urls = {default_factor_url(str(gram300), "ntk", dt, r) for dt in (np.float32, np.float64) for r in (0.0, 0.5, 0.25)}
+    assert len(urls) == 6 and all(u.startswith(str(gram300) + "-chol-ntk-") for u in urls)
+    assert default_factor_url(str(gram300), "ntk", np.float64, 0.5).startswith(str(gram300) + "-chol-ntk-float64-ridge0.5-")
+    assert default_factor_url(str(gram300), "nngp", np.float64, 0.5) not in urls
+    f0, f1 = factor_tiles(op, 0.0 + 1.0, dtype=np.float64), factor_tiles(op, 2.0, dtype=np.float64)
+    f2 = factor_tiles(op, 1.0, dtype=np.float32)
+    assert len({f0.url, f1.url, f2.url}) == 3 and f0.computed == f1.computed == f2.computed == 15
+    again = factor_tiles(op, 1.0, dtype=np.float64)  # the first factor is still there: reused
+    assert again.url == f0.url and again.computed == 0
 
 
 def _interrupt_after(k):

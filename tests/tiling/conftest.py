@@ -22,7 +22,7 @@ def chunk_bytes(path):
     out = {}
     for root, _, files in os.walk(path):
         for f in files:
-            if f == "zarr.json":
+            if f in ("zarr.json", ".ntkscale.json"):  # metadata: build id, creation time
                 continue
             p = os.path.join(root, f)
             with open(p, "rb") as fh:

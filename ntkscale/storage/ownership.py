@@ -1,0 +1,417 @@
+"""The safety rule: ntkscale deletes or overwrites only what it can prove it wrote.
+
+Every writer of ntkscale goes through this module before it creates, replaces or empties
+anything (Gram and factor stores, run directories, export folders and Zarr groups, study
+outputs, output files such as ``ntkscale predict --out``):
+
+* A **directory location** (local path or fsspec URL) may be written when it does not exist,
+  is an empty directory, or carries ntkscale's marker :data:`MARKER` (``.ntkscale.json``)
+  naming the same kind. :func:`claim_dir` writes the marker *first*, before anything else,
+  when ntkscale creates or adopts a location; :func:`check_dir` makes the same decision
+  without writing (pre-flight checks).
+* Locations written before markers existed are **adopted** when they prove to be ntkscale's:
+  a Zarr group whose root ``zarr.json`` carries a store's ntkscale attribute, a run directory
+  with ``config.resolved.json`` and only the names a run writes.
+* **Emptying** an owned store (:func:`clear_dir`, for a rebuild or ``overwrite=True``) deletes
+  only the entries ntkscale writes in it (the Zarr nodes of its group and its bookkeeping);
+  any other entry (a file the user put there) makes it refuse, naming the entry.
+* A single **output file** may be replaced only when it carries ntkscale's mark (Parquet
+  key-value metadata from :func:`mark_parquet_metadata`, an ``.npz`` member
+  ``__ntkscale__``, a JSON object with the key ``"ntkscale"``): :func:`check_target_file`.
+
+Anything else raises :class:`UnsafePathError` naming the path, what is there and the fix,
+before any work. This is the git rule for untracked files and zarr's ``mode='w-'``: a
+location the user did not hand over explicitly empty is never emptied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import socket
+import time
+from dataclasses import dataclass
+from typing import Any, Optional
+
+from .url import StoreAccessError, _local_path, is_local
+
+__all__ = ["MARKER", "KINDS", "UnsafePathError", "Location", "inspect_dir", "check_dir", "claim_dir",
+           "clear_dir", "check_target_file", "mark_parquet_metadata", "file_is_ours", "NPZ_MARK"]
+
+MARKER = ".ntkscale.json"
+NPZ_MARK = "__ntkscale__"
+_LOCK = ".ntkscale.lock"  # storage.writer.LOCK_KEY (not imported: writer imports this module)
+
+KINDS = {
+    "gram-store": "Gram store",
+    "factor-store": "factor store",
+    "run": "run directory",
+    "export": "export folder",
+    "arrays": "Zarr export",
+    "study": "study output folder",
+}
+# root zarr.json attribute that proves a store written before markers existed
+_LEGACY_ATTR = {"gram-store": "ntkscale", "factor-store": "ntkscale_factor"}
+# what a run directory holds (job/run.py); a directory of only these names plus
+# config.resolved.json is a run directory written before markers existed
+_RUN_NAMES = frozenset({"config.resolved.json", "job.toml", "metrics.json", "report.md", "figures",
+                        "fit.npz", "predictions.npz", "spectrum.npz", "export", "gram.zarr",
+                        "gram.zarr-chol", "cross.zarr", "dask-worker-space", "logs"})
+_EXTRA_STORE_NAMES = {"factor-store": frozenset({"_stop"})}  # bookkeeping keys of a store
+_SHOW = 5  # foreign entries named in a message
+
+
+class UnsafePathError(StoreAccessError):
+    """A location holds something ntkscale did not write, so it refuses to write there."""
+
+
+@dataclass(frozen=True)
+class Location:
+    """What is at a location: ``state`` is ``'absent'``, ``'empty'``, ``'ours'`` (marker of
+    ``kind``), ``'legacy'`` (ntkscale's, written before markers), ``'other-kind'`` (an
+    ntkscale marker of another kind), ``'file'`` (a file, not a directory) or ``'foreign'``."""
+
+    url: str
+    state: str
+    kind: Optional[str] = None
+    entries: tuple[str, ...] = ()
+
+
+def _what(kind: str) -> str:
+    return KINDS.get(kind, kind)
+
+
+# ------------------------------------------------------------------ listing
+class _Local:
+    def __init__(self, url: str):
+        self.path = os.path.abspath(_local_path(url))
+
+    def kind(self) -> str:  # 'absent' | 'dir' | 'file'
+        if not os.path.lexists(self.path):
+            return "absent"
+        return "dir" if os.path.isdir(self.path) and not os.path.islink(self.path) else "file"
+
+    def entries(self) -> list[str]:
+        return sorted(os.listdir(self.path))
+
+    def read(self, name: str) -> Optional[bytes]:
+        try:
+            with open(os.path.join(self.path, name), "rb") as f:
+                return f.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+
+    def is_node(self, name: str) -> bool:
+        return os.path.isfile(os.path.join(self.path, name, "zarr.json"))
+
+    def writable(self) -> None:
+        """Raise :class:`StoreAccessError` when the directory cannot be created or written."""
+        probe = self.path
+        while not os.path.lexists(probe):
+            probe = os.path.dirname(probe)
+        if not os.path.isdir(probe):
+            raise StoreAccessError(f"cannot create the directory {self.path!r}: {probe!r} is a file; choose "
+                                   "a writable location")
+        if not os.access(probe, os.W_OK | os.X_OK):
+            raise StoreAccessError(f"cannot create or write {self.path!r}: {probe!r} is not writable; choose a "
+                                   "writable location or fix its permissions")
+
+    def write(self, name: str, data: bytes) -> None:
+        self.writable()
+        try:
+            os.makedirs(self.path, exist_ok=True)
+            tmp = os.path.join(self.path, f"{name}.{os.getpid()}.tmp")
+            with open(tmp, "wb") as f:
+                f.write(data)
+            os.replace(tmp, os.path.join(self.path, name))
+        except OSError as e:
+            raise StoreAccessError(f"cannot write to {self.path!r}: {e.strerror or e}; choose a writable "
+                                   "location or fix its permissions") from e
+
+    def delete(self, name: str) -> None:
+        import shutil
+
+        p = os.path.join(self.path, name)
+        if os.path.isdir(p) and not os.path.islink(p):
+            shutil.rmtree(p)
+        else:
+            os.unlink(p)
+
+
+class _Remote:
+    """An fsspec location, seen through zarr's store API (keys relative to the root)."""
+
+    def __init__(self, url: str, storage_options: Optional[dict]):
+        from zarr.storage import FsspecStore
+
+        try:
+            self.store = FsspecStore.from_url(url, read_only=False, storage_options=storage_options or {})
+        except (ImportError, ValueError) as e:
+            raise StoreAccessError(f"cannot open store URL {url!r}: {e}. Install the fsspec backend for "
+                                   "the protocol (e.g. 's3fs' for s3://) or pass a local path") from e
+        self.url = url
+        self._keys: Optional[list[str]] = None
+
+    def _run(self, coro: Any) -> Any:
+        from zarr.core.sync import sync
+
+        return sync(coro)
+
+    def keys(self) -> list[str]:
+        if self._keys is None:
+            async def _list() -> list[str]:
+                return [k async for k in self.store.list()]
+            self._keys = sorted(self._run(_list()))
+        return self._keys
+
+    def kind(self) -> str:
+        try:
+            if self._run(self.store.fs._isfile(self.store.path)):
+                return "file"
+        except Exception:  # noqa: BLE001 - a backend without isfile on prefixes: list instead
+            pass
+        return "dir" if self.keys() else "absent"
+
+    def entries(self) -> list[str]:
+        return sorted({k.split("/", 1)[0] for k in self.keys()})
+
+    def read(self, name: str) -> Optional[bytes]:
+        from zarr.core.buffer import default_buffer_prototype
+
+        buf = self._run(self.store.get(name, prototype=default_buffer_prototype()))
+        return None if buf is None else buf.to_bytes()
+
+    def is_node(self, name: str) -> bool:
+        return f"{name}/zarr.json" in set(self.keys())
+
+    def write(self, name: str, data: bytes) -> None:
+        from zarr.core.buffer import default_buffer_prototype
+
+        self._run(self.store.set(name, default_buffer_prototype().buffer.from_bytes(data)))
+        self._keys = None
+
+    def delete(self, name: str) -> None:
+        doomed = [k for k in self.keys() if k == name or k.startswith(name + "/")]
+
+        async def _delete() -> None:
+            await asyncio.gather(*(self.store.delete(k) for k in doomed))
+        self._run(_delete())
+        self._keys = None
+
+
+def _open(url: Any, storage_options: Optional[dict]) -> Any:
+    url = os.fspath(url) if isinstance(url, os.PathLike) else str(url)
+    return _Local(url) if is_local(url) else _Remote(url, storage_options)
+
+
+def _where(loc: Any) -> str:
+    return loc.path if isinstance(loc, _Local) else loc.url
+
+
+# ------------------------------------------------------------------ decision
+def _marker_kind(raw: Optional[bytes]) -> Optional[str]:
+    try:
+        doc = json.loads(raw.decode()) if raw is not None else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return doc.get("ntkscale") if isinstance(doc, dict) and isinstance(doc.get("ntkscale"), str) else None
+
+
+def _legacy(loc: Any, kind: str, entries: list[str]) -> bool:
+    """A location ntkscale wrote before markers existed (see the module docstring)."""
+    if kind in _LEGACY_ATTR:
+        raw = loc.read("zarr.json")
+        try:
+            doc = json.loads(raw.decode()) if raw else {}
+        except (ValueError, UnicodeDecodeError):
+            return False
+        return isinstance(doc, dict) and _LEGACY_ATTR[kind] in (doc.get("attributes") or {})
+    if kind == "run":
+        return "config.resolved.json" in entries and all(e in _RUN_NAMES or e == MARKER for e in entries)
+    return False
+
+
+def _inspect(loc: Any, kind: str) -> Location:
+    where = _where(loc)
+    state = loc.kind()
+    if state in ("absent", "file"):
+        return Location(where, state)
+    entries = [e for e in loc.entries() if e != _LOCK]
+    if not entries:
+        return Location(where, "empty")
+    if MARKER in entries:
+        found = _marker_kind(loc.read(MARKER))
+        if found == kind:
+            return Location(where, "ours", kind, tuple(entries))
+        if found is not None:
+            return Location(where, "other-kind", found, tuple(entries))
+    if _legacy(loc, kind, entries):
+        return Location(where, "legacy", kind, tuple(entries))
+    return Location(where, "foreign", None, tuple(entries))
+
+
+def inspect_dir(url: Any, kind: str, *, storage_options: Optional[dict] = None) -> Location:
+    """What is at ``url`` from the point of view of a writer of ``kind`` (no writes)."""
+    _check_kind(kind)
+    return _inspect(_open(url, storage_options), kind)
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise ValueError(f"unknown location kind {kind!r}; one of {sorted(KINDS)}")
+
+
+def _refusal(loc: Location, kind: str, key: str) -> UnsafePathError:
+    what = _what(kind)
+    hint = f" (set by {key})" if key else ""
+    if loc.state == "file":
+        return UnsafePathError(f"{loc.url!r}{hint} is a file, not a {what} directory; ntkscale will not replace "
+                               f"it. Choose a new or empty directory for the {what}")
+    if loc.state == "other-kind":
+        return UnsafePathError(f"{loc.url!r}{hint} is an ntkscale {_what(loc.kind or '')}, not a {what}; "
+                               f"ntkscale will not write a {what} over it. Choose another location for the {what}")
+    shown = ", ".join(repr(e) for e in loc.entries[:_SHOW]) + (
+        f" and {len(loc.entries) - _SHOW} more" if len(loc.entries) > _SHOW else "")
+    return UnsafePathError(f"{loc.url!r}{hint} is not empty and was not written by ntkscale (it holds {shown}); "
+                           f"ntkscale writes a {what} only into a new or empty directory or one it created, and "
+                           "never deletes files it did not write. Choose a new or empty directory (or remove those "
+                           "files yourself)")
+
+
+def check_dir(url: Any, kind: str, *, storage_options: Optional[dict] = None, key: str = "") -> Location:
+    """Refuse (:class:`UnsafePathError`) unless ntkscale may write a ``kind`` location at ``url``.
+
+    Parameters
+    ----------
+    url : str or path
+        Local path, ``file://`` or fsspec URL.
+    kind : str
+        One of :data:`KINDS` (``'gram-store'``, ``'factor-store'``, ``'run'``, ...).
+    storage_options : dict, optional
+        fsspec options.
+    key : str
+        The setting that named the location (``"[kernel] store"``), for the message.
+
+    Returns
+    -------
+    Location
+        State ``'absent'``, ``'empty'``, ``'ours'`` or ``'legacy'``.
+    """
+    _check_kind(kind)
+    where = _open(url, storage_options)
+    loc = _inspect(where, kind)
+    if loc.state not in ("absent", "empty", "ours", "legacy"):
+        raise _refusal(loc, kind, key)
+    if isinstance(where, _Local):
+        where.writable()
+    return loc
+
+
+def _marker(kind: str) -> bytes:
+    from .. import __version__
+
+    return json.dumps({"ntkscale": kind, "version": __version__, "host": socket.gethostname(),
+                       "pid": os.getpid(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}).encode()
+
+
+def claim_dir(url: Any, kind: str, *, storage_options: Optional[dict] = None, key: str = "") -> Location:
+    """:func:`check_dir`, then create the directory (local) and write the marker if missing.
+
+    Call it right before the first write to the location, after every other check passed.
+    """
+    _check_kind(kind)
+    loc = _open(url, storage_options)
+    found = _inspect(loc, kind)
+    if found.state not in ("absent", "empty", "ours", "legacy"):
+        raise _refusal(found, kind, key)
+    if found.state != "ours":
+        loc.write(MARKER, _marker(kind))
+    return found
+
+
+def clear_dir(url: Any, kind: str, *, storage_options: Optional[dict] = None, key: str = "") -> None:
+    """Empty an owned Zarr-group location for a rebuild, keeping its marker and lock.
+
+    Deletes the Zarr nodes of the group (``zarr.json`` and child arrays/groups) and the
+    kind's bookkeeping entries; refuses (:class:`UnsafePathError`, nothing deleted) when
+    the location is not ntkscale's or holds any other entry.
+    """
+    _check_kind(kind)
+    loc = _open(url, storage_options)
+    found = _inspect(loc, kind)
+    if found.state in ("absent", "empty"):
+        return
+    if found.state not in ("ours", "legacy"):
+        raise _refusal(found, kind, key)
+    extra = _EXTRA_STORE_NAMES.get(kind, frozenset())
+    keep = {MARKER, _LOCK}
+    doomed, foreign = [], []
+    for e in found.entries:
+        if e in keep:
+            continue
+        if e == "zarr.json" or e in extra or loc.is_node(e):
+            doomed.append(e)
+        else:
+            foreign.append(e)
+    if foreign:
+        shown = ", ".join(repr(e) for e in foreign[:_SHOW])
+        raise UnsafePathError(f"{found.url!r}{f' (set by {key})' if key else ''} is an ntkscale {_what(kind)} but "
+                              f"also holds {shown}, which ntkscale did not write; it will not delete them. Move "
+                              "them elsewhere, or choose another location")
+    if found.state == "legacy":
+        loc.write(MARKER, _marker(kind))
+    for e in doomed:
+        loc.delete(e)
+
+
+# ------------------------------------------------------------------ files
+def mark_parquet_metadata(kind: str = "predictions") -> dict[bytes, bytes]:
+    """Key-value metadata for a Parquet schema that marks the file as written by ntkscale."""
+    return {b"ntkscale": _marker(kind)}
+
+
+def file_is_ours(path: str) -> bool:
+    """Whether the local file ``path`` carries ntkscale's mark (see the module docstring)."""
+    low = path.lower()
+    try:
+        if low.endswith(".parquet"):
+            import pyarrow.parquet as pq
+
+            meta = pq.read_schema(path).metadata or {}
+            return _marker_kind(meta.get(b"ntkscale")) is not None
+        if low.endswith(".npz"):
+            import zipfile
+
+            with zipfile.ZipFile(path) as z:
+                return f"{NPZ_MARK}.npy" in z.namelist()
+        if low.endswith(".json"):
+            with open(path, "rb") as f:
+                doc = json.load(f)
+            return isinstance(doc, dict) and "ntkscale" in doc
+        if low.endswith(".csv"):
+            with open(path, "rb") as f:
+                return f.readline().startswith(b"# ntkscale ")
+    except Exception:  # noqa: BLE001 - unreadable or not that format: not provably ours
+        return False
+    return False
+
+
+def check_target_file(path: Any, *, key: str = "") -> None:
+    """Refuse (:class:`UnsafePathError`) to write the file ``path`` when something ntkscale did
+    not write is there (a directory, or a file without ntkscale's mark); local paths only."""
+    path = os.fspath(path) if isinstance(path, os.PathLike) else str(path)
+    if not is_local(path):
+        raise UnsafePathError(f"output file {path!r}: only local paths are supported for single output files; "
+                              "write to a local path and copy it")
+    p = os.path.abspath(_local_path(path))
+    hint = f" (set by {key})" if key else ""
+    if os.path.isdir(p):
+        raise UnsafePathError(f"{p!r}{hint} is a directory; give a file name (e.g. {os.path.join(p, 'out.parquet')!r})")
+    if os.path.lexists(p) and not file_is_ours(p):
+        raise UnsafePathError(f"{p!r}{hint} exists and was not written by ntkscale; it will not be overwritten. "
+                              "Choose a new file name, or delete the file yourself")
+    parent = os.path.dirname(p) or "."
+    if os.path.isdir(parent) and not os.access(parent, os.W_OK):
+        raise UnsafePathError(f"cannot write {p!r}{hint}: the folder {parent!r} is not writable; choose another "
+                              "location")
