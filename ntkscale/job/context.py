@@ -71,7 +71,7 @@ class JobContext:
         try:
             with open(self.path("metrics.json")) as f:
                 return json.load(f)
-        except (FileNotFoundError, json.JSONDecodeError):
+        except (OSError, ValueError):  # none yet, or not a run directory (the pre-flight says so)
             return {"stages": {}}
 
     def record(self, stage: str, values: dict) -> None:

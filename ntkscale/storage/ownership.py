@@ -5,10 +5,13 @@ anything (Gram and factor stores, run directories, export folders and Zarr group
 outputs, output files such as ``ntkscale predict --out``):
 
 * A **directory location** (local path or fsspec URL) may be written when it does not exist,
-  is an empty directory, or carries ntkscale's marker :data:`MARKER` (``.ntkscale.json``)
-  naming the same kind. :func:`claim_dir` writes the marker *first*, before anything else,
-  when ntkscale creates or adopts a location; :func:`check_dir` makes the same decision
-  without writing (pre-flight checks).
+  is an empty directory, or carries ntkscale's ownership marker naming the same kind: the
+  file :data:`MARKER` (``.ntkscale.json``) in a run, export or study folder, the root
+  attribute :data:`OWNER_ATTR` of a Zarr group (Gram and factor stores, Zarr exports: a file
+  beside ``zarr.json`` would make zarr warn about a foreign object whenever the group is
+  listed). :func:`claim_dir` writes the marker *first*, before anything else, when ntkscale
+  creates or adopts a location; :func:`check_dir` makes the same decision without writing
+  (pre-flight checks).
 * Locations written before markers existed are **adopted** when they prove to be ntkscale's:
   a Zarr group whose root ``zarr.json`` carries a store's ntkscale attribute, a run directory
   with ``config.resolved.json`` and only the names a run writes.
@@ -36,10 +39,11 @@ from typing import Any, Optional
 
 from .url import StoreAccessError, _local_path, is_local
 
-__all__ = ["MARKER", "KINDS", "UnsafePathError", "Location", "inspect_dir", "check_dir", "claim_dir",
+__all__ = ["MARKER", "OWNER_ATTR", "ZARR_KINDS", "KINDS", "UnsafePathError", "Location", "inspect_dir", "check_dir", "claim_dir",
            "clear_dir", "check_target_file", "mark_parquet_metadata", "file_is_ours", "NPZ_MARK"]
 
 MARKER = ".ntkscale.json"
+OWNER_ATTR = "ntkscale_owner"
 NPZ_MARK = "__ntkscale__"
 _LOCK = ".ntkscale.lock"  # storage.writer.LOCK_KEY (not imported: writer imports this module)
 
@@ -51,6 +55,7 @@ KINDS = {
     "arrays": "Zarr export",
     "study": "study output folder",
 }
+ZARR_KINDS = frozenset({"gram-store", "factor-store", "arrays"})  # marked in the root zarr.json
 # root zarr.json attribute that proves a store written before markers existed
 _LEGACY_ATTR = {"gram-store": "ntkscale", "factor-store": "ntkscale_factor"}
 # what a run directory holds (job/run.py); a directory of only these names plus
@@ -218,15 +223,36 @@ def _marker_kind(raw: Optional[bytes]) -> Optional[str]:
     return doc.get("ntkscale") if isinstance(doc, dict) and isinstance(doc.get("ntkscale"), str) else None
 
 
+def _zarr_attrs(loc: Any) -> Optional[dict]:
+    """The root ``zarr.json`` document's attributes (None: no readable group document)."""
+    raw = loc.read("zarr.json")
+    try:
+        doc = json.loads(raw.decode()) if raw else None
+    except (ValueError, UnicodeDecodeError):
+        return None
+    if not isinstance(doc, dict):
+        return None
+    attrs = doc.get("attributes")
+    return attrs if isinstance(attrs, dict) else {}
+
+
+def _found_kind(loc: Any, entries: list[str]) -> Optional[str]:
+    """The kind named by the location's ownership marker (file or Zarr attribute), if any."""
+    if MARKER in entries:
+        kind = _marker_kind(loc.read(MARKER))
+        if kind is not None:
+            return kind
+    if "zarr.json" in entries:
+        owner = (_zarr_attrs(loc) or {}).get(OWNER_ATTR)
+        if isinstance(owner, dict) and isinstance(owner.get("ntkscale"), str):
+            return owner["ntkscale"]
+    return None
+
+
 def _legacy(loc: Any, kind: str, entries: list[str]) -> bool:
     """A location ntkscale wrote before markers existed (see the module docstring)."""
     if kind in _LEGACY_ATTR:
-        raw = loc.read("zarr.json")
-        try:
-            doc = json.loads(raw.decode()) if raw else {}
-        except (ValueError, UnicodeDecodeError):
-            return False
-        return isinstance(doc, dict) and _LEGACY_ATTR[kind] in (doc.get("attributes") or {})
+        return _LEGACY_ATTR[kind] in (_zarr_attrs(loc) or {})
     if kind == "run":
         return "config.resolved.json" in entries and all(e in _RUN_NAMES or e == MARKER for e in entries)
     return False
@@ -240,12 +266,11 @@ def _inspect(loc: Any, kind: str) -> Location:
     entries = [e for e in loc.entries() if e != _LOCK]
     if not entries:
         return Location(where, "empty")
-    if MARKER in entries:
-        found = _marker_kind(loc.read(MARKER))
-        if found == kind:
-            return Location(where, "ours", kind, tuple(entries))
-        if found is not None:
-            return Location(where, "other-kind", found, tuple(entries))
+    found = _found_kind(loc, entries)
+    if found == kind:
+        return Location(where, "ours", kind, tuple(entries))
+    if found is not None:
+        return Location(where, "other-kind", found, tuple(entries))
     if _legacy(loc, kind, entries):
         return Location(where, "legacy", kind, tuple(entries))
     return Location(where, "foreign", None, tuple(entries))
@@ -308,11 +333,27 @@ def check_dir(url: Any, kind: str, *, storage_options: Optional[dict] = None, ke
     return loc
 
 
-def _marker(kind: str) -> bytes:
+def _owner(kind: str) -> dict:
     from .. import __version__
 
-    return json.dumps({"ntkscale": kind, "version": __version__, "host": socket.gethostname(),
-                       "pid": os.getpid(), "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}).encode()
+    return {"ntkscale": kind, "version": __version__, "host": socket.gethostname(), "pid": os.getpid(),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+
+
+def _marker(kind: str) -> bytes:
+    return json.dumps(_owner(kind)).encode()
+
+
+def _mark(loc: Any, kind: str, keep_attrs: bool) -> None:
+    """Write the ownership marker of ``kind``: a file, or for a Zarr kind the root group
+    document with :data:`OWNER_ATTR` (other attributes kept only with ``keep_attrs``)."""
+    if kind not in ZARR_KINDS:
+        loc.write(MARKER, _marker(kind))
+        return
+    attrs = dict(_zarr_attrs(loc) or {}) if keep_attrs else {}
+    attrs[OWNER_ATTR] = _owner(kind)
+    loc.write("zarr.json", json.dumps({"zarr_format": 3, "node_type": "group", "attributes": attrs,
+                                       "consolidated_metadata": None}, indent=2).encode())
 
 
 def claim_dir(url: Any, kind: str, *, storage_options: Optional[dict] = None, key: str = "") -> Location:
@@ -326,18 +367,21 @@ def claim_dir(url: Any, kind: str, *, storage_options: Optional[dict] = None, ke
     if found.state not in ("absent", "empty", "ours", "legacy"):
         raise _refusal(found, kind, key)
     if found.state != "ours":
-        loc.write(MARKER, _marker(kind))
+        _mark(loc, kind, keep_attrs=found.state == "legacy")
     return found
 
 
 def clear_dir(url: Any, kind: str, *, storage_options: Optional[dict] = None, key: str = "") -> None:
     """Empty an owned Zarr-group location for a rebuild, keeping its marker and lock.
 
-    Deletes the Zarr nodes of the group (``zarr.json`` and child arrays/groups) and the
-    kind's bookkeeping entries; refuses (:class:`UnsafePathError`, nothing deleted) when
-    the location is not ntkscale's or holds any other entry.
+    Deletes the child arrays/groups of the root group and the kind's bookkeeping entries and
+    leaves a root group document that holds only the ownership attribute; refuses
+    (:class:`UnsafePathError`, nothing deleted) when the location is not ntkscale's or holds
+    any other entry.
     """
     _check_kind(kind)
+    if kind not in ZARR_KINDS:
+        raise ValueError(f"clear_dir empties Zarr stores only, not a {_what(kind)}")
     loc = _open(url, storage_options)
     found = _inspect(loc, kind)
     if found.state in ("absent", "empty"):
@@ -359,10 +403,10 @@ def clear_dir(url: Any, kind: str, *, storage_options: Optional[dict] = None, ke
         raise UnsafePathError(f"{found.url!r}{f' (set by {key})' if key else ''} is an ntkscale {_what(kind)} but "
                               f"also holds {shown}, which ntkscale did not write; it will not delete them. Move "
                               "them elsewhere, or choose another location")
-    if found.state == "legacy":
-        loc.write(MARKER, _marker(kind))
+    _mark(loc, kind, keep_attrs=False)  # first: the old metadata goes, the ownership stays
     for e in doomed:
-        loc.delete(e)
+        if e != "zarr.json":
+            loc.delete(e)
 
 
 # ------------------------------------------------------------------ files
