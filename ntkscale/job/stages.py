@@ -57,7 +57,7 @@ def _absolute_ridge(ctx: JobContext, op: Any, Y: np.ndarray) -> tuple[float, dic
 
 def stage_fit(ctx: JobContext) -> dict:
     """Solve ``(K + λI) α = Y`` on the stored train Gram; writes ``fit.npz``."""
-    from ..pipeline import fit
+    from ..pipeline import decode_classes, fit
 
     build_id = _build_id(ctx)
     Y, classes = ctx.targets()
@@ -73,7 +73,7 @@ def stage_fit(ctx: JobContext) -> dict:
            "converged": res.converged, "solve_seconds": res.seconds,
            "train_mse": float(np.mean(np.sum((fitted - Y) ** 2, axis=1))), **sel}
     if classes is not None:
-        out["train_accuracy"] = float(np.mean(classes[np.argmax(fitted, 1)] == ctx.data.y_train))
+        out["train_accuracy"] = float(np.mean(decode_classes(fitted, classes) == ctx.data.y_train))
     np.savez(ctx.path("fit.npz"), alpha=f.alpha, ridge=lam, build_id=build_id,
              classes=classes if classes is not None else np.array([]),
              kind=ctx.cfg.kernel["kind"])
@@ -92,8 +92,10 @@ def _load_fit(ctx: JobContext, build_id: str) -> dict:
 
 
 def stage_predict(ctx: JobContext) -> dict:
-    """Test predictions ``K(X*, X) α``, streamed tile by tile on the workers."""
-    from ..pipeline import predict
+    """Test predictions ``K(X*, X) α``, streamed tile by tile on the workers; writes
+    ``predictions.npz`` (``prediction`` (m, C), ``target`` (m, C), ``row`` (m,): each test
+    row's index in its source, :attr:`ntkscale.data.Dataset.test_index`)."""
+    from ..pipeline import decode_classes, predict
 
     d = ctx.data
     if d.X_test is None or len(d.X_test) == 0:
@@ -108,11 +110,12 @@ def stage_predict(ctx: JobContext) -> dict:
     classes = f["classes"] if f["classes"].size else None
     Yt = ctx.encode(d.y_test, classes)
     if classes is not None:
-        out["test_accuracy"] = float(np.mean(classes[np.argmax(pred, axis=1)] == d.y_test))
+        out["test_accuracy"] = float(np.mean(decode_classes(pred, classes) == d.y_test))
     else:
         out["test_r2"] = float(1 - np.sum((pred - Yt) ** 2) / np.sum((Yt - Yt.mean(0)) ** 2))
     out["test_mse"] = float(np.mean(np.sum((pred - Yt) ** 2, axis=1)))
-    np.savez(ctx.path("predictions.npz"), prediction=pred, target=Yt)
+    np.savez(ctx.path("predictions.npz"), prediction=pred, target=Yt,
+             row=np.asarray(d.test_index, np.int64))
     return out
 
 
