@@ -81,12 +81,21 @@ def stage_fit(ctx: JobContext) -> dict:
 
 
 def _load_fit(ctx: JobContext, build_id: str) -> dict:
+    return load_fit_file(ctx.cfg, build_id)
+
+
+def load_fit_file(cfg: Any, build_id: str) -> dict:
+    """``fit.npz`` of the run directory ``cfg.out``, checked against the store's ``build_id``
+    and the job's kernel kind."""
+    import os
+
+    path = os.path.join(cfg.out, "fit.npz")
     try:
-        f = dict(np.load(ctx.path("fit.npz"), allow_pickle=False))
+        f = dict(np.load(path, allow_pickle=False))
     except FileNotFoundError:
-        raise FileNotFoundError(f"no fit in {ctx.cfg.out}; run the 'fit' stage first") from None
-    if str(f["build_id"]) != build_id or str(f["kind"]) != ctx.cfg.kernel["kind"]:
-        raise RuntimeError(f"{ctx.path('fit.npz')} belongs to another Gram store or kernel kind; "
+        raise FileNotFoundError(f"no fit in {cfg.out}; run the 'fit' stage first") from None
+    if str(f["build_id"]) != build_id or str(f["kind"]) != cfg.kernel["kind"]:
+        raise RuntimeError(f"{path} belongs to another Gram store or kernel kind; "
                            "run the 'fit' stage again")
     return f
 

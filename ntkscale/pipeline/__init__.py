@@ -22,9 +22,10 @@ from .cross import BATCH, cross_products, cross_row_blocks, predict
 from .gram import (KINDS, TrainGram, build_store, check_store, gram_operator, store_kinds,
                    stored_kinds)
 from .solve import RIDGE_RULES, FitResult, RidgeChoice, fit, resolve_ridge
+from .runs import SavedFit, load_fit
 from .targets import decode_classes, encode_classes, encode_targets
 
 __all__ = ["KINDS", "RIDGE_RULES", "BATCH", "stored_kinds", "store_kinds", "build_store",
            "check_store", "TrainGram", "gram_operator", "RidgeChoice", "resolve_ridge",
            "FitResult", "fit", "cross_products", "cross_row_blocks", "predict", "encode_classes",
-           "decode_classes", "encode_targets"]
+           "decode_classes", "encode_targets", "SavedFit", "load_fit"]
