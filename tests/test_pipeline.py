@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from ntkscale import pipeline
-from ntkscale.estimators import NTKRegressor
+from ntkscale.estimators import NTKClassifier, NTKRegressor
 from ntkscale.job import parse_job
 from ntkscale.job.context import JobContext
 from ntkscale.job.model import build_arch
@@ -71,6 +71,41 @@ def test_job_and_estimator_give_identical_predictions(tmp_path, case):
         assert metrics["stages"]["fit"]["ridge_rule"] == "gcv"
         # the same choice as the job's GCV, and one of the grid's relative ridges
         assert est.ridge_ == pytest.approx(metrics["stages"]["fit"]["ridge"], rel=1e-12)
+
+
+@pytest.mark.parametrize("name, rule, n_test", [("iris", "loo", 50), ("wine", "gcv", 58)])
+def test_classifier_and_job_give_identical_scores_and_ridge(tmp_path, name, rule, n_test):
+    """Issue 24, defect 8: NTKClassifier and the job encode classes by one rule (centred
+    one-hot, pipeline.encode_classes), so the ridge that GCV / LOO choose and the decision
+    scores are the same. (Plain one-hot in the classifier gave scores 0.34 away here.)"""
+    grid = list(np.geomspace(1e-4, 10, 21))  # LOO on iris picks an inner point (0.18 x mean diag)
+    doc = {"job": {"name": name, "out": str(tmp_path / "run"), "stages": ["gram", "fit", "predict"]},
+           "cluster": {"kind": "sync"},
+           "data": {"source": "sklearn", "name": name, "n_test": n_test, "preprocess": "sphere"},
+           "model": {"depth": 2}, "kernel": {"dtype": "float64", "tile": 64},
+           "solver": {"ridge": rule, "ridge_grid": grid}}
+    cfg = parse_job(doc, environ={})
+    metrics = run_stages(cfg, ["gram", "fit", "predict"], report=False)
+    job_scores = np.load(tmp_path / "run" / "predictions.npz")["prediction"]
+    d = JobContext(cfg).data
+
+    for store in (cfg.store, None):  # on the job's store, and in memory
+        clf = NTKClassifier(build_arch(cfg.model), ridge=rule, relative_ridge=True, store=store,
+                            client="sync", store_dtype="float64", ridge_grid=grid).fit(d.X_train, d.y_train)
+        scores = clf.decision_function(d.X_test)
+        assert scores.shape == job_scores.shape == (n_test, 3)
+        assert clf.ridge_ == pytest.approx(metrics["stages"]["fit"]["ridge"], rel=1e-12)
+        assert np.max(np.abs(scores - job_scores)) < 1e-10
+        assert np.mean(clf.predict(d.X_test) == d.y_test) == metrics["stages"]["predict"]["test_accuracy"]
+    np.testing.assert_allclose(job_scores.sum(axis=1), 0, atol=1e-12)  # centred: rows sum to 0
+
+
+def test_encode_classes_is_centred_one_hot():
+    classes = np.array([3, 5, 9])
+    Y = pipeline.encode_classes(np.array([5, 3, 9, 7]), classes)  # 7: not a training class
+    np.testing.assert_array_equal(Y * 3, [[-1, 2, -1], [2, -1, -1], [-1, -1, 2], [-1, -1, -1]])
+    np.testing.assert_array_equal(pipeline.decode_classes(Y[:3], classes), [5, 3, 9])
+    np.testing.assert_array_equal(pipeline.encode_targets(np.array([1.5, 2.0])), [[1.5], [2.0]])
 
 
 def test_stored_kinds_is_one_rule():

@@ -59,6 +59,11 @@ def register(cli: click.Group) -> None:
         _print_summary(metrics, cfg.out)
 
     for stage in registry.stages():
+        if stage.name == "predict":  # the stage, or new rows with --input (cli/predict.py)
+            from .predict import register_predict
+
+            register_predict(cli, stage.description)
+            continue
         _stage_command(cli, stage.name, stage.description)
 
     @cli.command()

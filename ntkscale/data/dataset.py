@@ -19,7 +19,7 @@ import numpy as np
 from .validate import DataError, as_labels, check_xy, infer_task
 from .spec import SKLEARN_BUNDLED, DataSpec
 
-__all__ = ["Dataset", "load_dataset", "preprocess_split", "FASHION_MNIST_CLASSES"]
+__all__ = ["Dataset", "load_dataset", "preprocess_split", "preprocess_new", "FASHION_MNIST_CLASSES"]
 
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                          "Sneaker", "Bag", "Ankle boot")
@@ -117,6 +117,35 @@ def preprocess_split(X_train: np.ndarray, X_test: np.ndarray,
         info["constant_features"] = int(const.sum())
         return Xtr / sd, Xte / sd, info
     raise ValueError(f"preprocess must be 'sphere', 'standardize' or 'none', got {method!r}")
+
+
+def _source_scale(spec: DataSpec, X: np.ndarray) -> np.ndarray:
+    """The source's own scaling of raw rows (Fashion-MNIST: pixels / 255), before preprocessing."""
+    return X / 255.0 if spec.source == "fashion-mnist" else X
+
+
+def preprocess_new(spec: DataSpec, X_train_raw: np.ndarray,
+                   X_new: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """New raw rows prepared exactly as the job's test rows: the source's scaling, then
+    ``spec.preprocess`` with the training rows' statistics (:func:`preprocess_split`).
+
+    Parameters
+    ----------
+    spec : DataSpec
+    X_train_raw : ndarray, shape (n, d)
+        The training rows before preprocessing:
+        ``load_dataset(dataclasses.replace(spec, preprocess="none"), seed).X_train``.
+    X_new : ndarray, shape (m, d)
+        New rows as read from a file (:func:`ntkscale.data.files.read_features`).
+
+    Returns
+    -------
+    X_train, X_new : ndarray, float64, shapes (n, d) and (m, d)
+        ``X_train`` equals ``load_dataset(spec, seed).X_train`` (what the Gram store holds).
+    """
+    Xtr, Xn, _ = preprocess_split(X_train_raw, _source_scale(spec, np.asarray(X_new, np.float64)),
+                                  spec.preprocess)
+    return Xtr, Xn
 
 
 def _subset(n_avail: int, n_want: Optional[int], rng: np.random.Generator) -> np.ndarray:
@@ -259,8 +288,7 @@ def load_dataset(spec: DataSpec, seed: int = 0, *, path: str = "data") -> Datase
         Xtr, ytr, Xte, yte = Xa[train_idx], ya[train_idx], Xb[test_idx], yb[test_idx]
         info["available"] = {"train": len(Xa), "test": len(Xb)}
     Xtr, Xte = Xtr.astype(np.float64), Xte.astype(np.float64)
-    if spec.source == "fashion-mnist":
-        Xtr, Xte = Xtr / 255.0, Xte / 255.0
+    Xtr, Xte = _source_scale(spec, Xtr), _source_scale(spec, Xte)
     info["augmentation"] = None
     if spec.flip:
         n0 = len(Xtr)

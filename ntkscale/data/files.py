@@ -19,7 +19,7 @@ import numpy as np
 from .validate import DataError
 from .spec import DataSpec
 
-__all__ = ["read_file", "read_xy"]
+__all__ = ["read_file", "read_xy", "read_features"]
 
 
 def _blake(*chunks: bytes) -> str:
@@ -86,7 +86,11 @@ def _zarr(url: str, spec: DataSpec, path: str, key: str) -> tuple[np.ndarray, np
     return X, y, fp
 
 
-def _table(data: bytes, fmt: str, spec: DataSpec, url: str, path: str) -> tuple[np.ndarray, np.ndarray, list]:
+def _table(data: bytes, fmt: str, spec: DataSpec, url: str, path: str, *, new_rows: bool = False,
+           columns: Optional[list] = None) -> tuple[np.ndarray, Optional[np.ndarray], list]:
+    """(X, y, feature columns) of a csv/parquet file. ``new_rows``: rows to predict, whose
+    target column may be absent (y None); their features are ``columns`` (the training
+    file's, by name) when given."""
     try:
         import pandas as pd
     except ImportError:
@@ -107,10 +111,17 @@ def _table(data: bytes, fmt: str, spec: DataSpec, url: str, path: str) -> tuple[
             raise DataError(f"'{path}.path' = {url!r} is not a readable csv file: {e}") from None
     cols = [str(c) for c in df.columns]
     df.columns = cols
-    if spec.target not in cols:
+    if spec.target not in cols and not new_rows:
         raise DataError(f"'{path}.target' = {spec.target!r} is not a column of {url!r}; columns: "
                         + ", ".join(cols))
-    if spec.x_columns is not None:
+    if columns is not None:
+        missing = [c for c in columns if c not in cols]
+        if missing:
+            raise DataError(f"{url!r} lacks the feature column{'s' if len(missing) > 1 else ''} "
+                            f"{', '.join(map(repr, missing))} that the job was trained on; give every "
+                            f"training feature ({', '.join(columns)}) under the same name")
+        xcols = list(columns)
+    elif spec.x_columns is not None:
         missing = [c for c in spec.x_columns if c not in cols]
         if missing:
             raise DataError(f"'{path}.x_columns' names {', '.join(map(repr, missing))}, not columns of "
@@ -127,6 +138,8 @@ def _table(data: bytes, fmt: str, spec: DataSpec, url: str, path: str) -> tuple[
     if not xcols:
         raise DataError(f"{url!r}: no feature columns besides the target {spec.target!r}")
     X = df[xcols].to_numpy(dtype=np.float64, na_value=np.nan)
+    if spec.target not in cols:
+        return X, None, xcols
     s = df[spec.target]
     if pd.api.types.is_bool_dtype(s) or (pd.api.types.is_integer_dtype(s) and not s.isna().any()):
         y = s.to_numpy()
@@ -185,3 +198,86 @@ def read_file(spec: DataSpec, path: str = "data") -> dict[str, Any]:
     """All arrays of a file source: ``{"train": (X, y, meta), "test": (X, y, meta) or None}``."""
     return {"train": read_xy(spec, path=path),
             "test": read_xy(spec, test=True, path=path) if spec.test_path else None}
+
+
+def read_features(url: str, spec: DataSpec, *, columns: Optional[list] = None,
+                  key: str = "--input") -> tuple[np.ndarray, Optional[np.ndarray], dict]:
+    """Features of a file of new rows, selected the way the job's training rows were, and
+    the target when the file has it (no target is needed).
+
+    Parameters
+    ----------
+    url : str
+        A file or fsspec URL; its format comes from its suffix (csv, parquet, npz, npy, zarr).
+    spec : DataSpec
+        The job's data spec: ``x_key`` / ``y_key`` (npz, zarr), ``target`` (csv, parquet),
+        ``storage_options``.
+    columns : list of str, optional
+        csv / parquet: the training feature columns (the job's ``meta["columns"]``), picked
+        by name in that order. None: every column but ``spec.target``, in file order.
+    key : str
+        What named the file, for messages.
+
+    Returns
+    -------
+    X : ndarray, shape (m, d), float64
+        Images (m, H, W, C) are flattened like training rows.
+    y : ndarray, shape (m,) or (m, C), or None
+        The target (``y_key`` array or ``target`` column) when present.
+    meta : dict
+        ``path``, ``format``, ``fingerprint``, and ``columns`` for tables.
+
+    Raises
+    ------
+    DataError
+        Unknown suffix, missing feature columns or arrays (naming what is there), non-numeric
+        features, or NaN/Inf/missing features (count and first rows).
+    """
+    from .spec import infer_format
+    from .validate import _rows, bad_rows
+
+    fmt = infer_format(url)
+    if fmt is None:
+        raise DataError(f"{key} {url!r}: cannot tell the format from the suffix; use .csv, .parquet, "
+                        ".npz, .npy or .zarr")
+    meta: dict[str, Any] = {"path": url, "format": fmt}
+    y: Optional[np.ndarray] = None
+    if fmt == "zarr":
+        from ..storage.datafiles import open_zarr_arrays
+
+        try:
+            g = open_zarr_arrays(url, spec.storage_options)
+        except FileNotFoundError:
+            raise FileNotFoundError(f"{key} {url!r}: no zarr group there") from None
+        X = g.read(_pick(g.names, spec.x_key, "x_key", url, "arrays"))
+        y = g.read(spec.y_key) if spec.y_key in g.names else None
+        meta["fingerprint"] = _blake(np.ascontiguousarray(X).tobytes())
+    else:
+        data = _read_bytes(url, key, spec.storage_options)
+        meta["fingerprint"] = _blake(data)
+        if fmt == "npy":
+            X = _npy(data, key, url)
+        elif fmt == "npz":
+            try:
+                with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                    names = list(z.files)
+                    X = z[_pick(names, spec.x_key, "x_key", url, "arrays")]
+                    y = z[spec.y_key] if spec.y_key in names else None
+            except (ValueError, OSError) as e:
+                raise DataError(f"{key} {url!r} is not a readable .npz archive: {e}") from None
+        else:
+            X, y, meta["columns"] = _table(data, fmt, spec, url, "data", new_rows=True,
+                                           columns=list(columns) if columns else None)
+    X = np.asarray(X)
+    if X.dtype.kind not in "biuf":
+        raise DataError(f"{key} {url!r}: features must be numbers, got dtype {X.dtype}")
+    if X.ndim < 2 or len(X) == 0:
+        raise DataError(f"{key} {url!r}: features must have shape (m, d) with m >= 1, got {X.shape}")
+    X = X.reshape(len(X), -1).astype(np.float64)
+    bad = bad_rows(X)
+    if len(bad):
+        raise DataError(f"{key} {url!r}: features have NaN/Inf/missing values in {_rows(bad, len(X))}; "
+                        "drop or impute those rows first")
+    if y is not None and (len(y) != len(X) or len(bad_rows(np.asarray(y)))):
+        y = None  # an unusable target only loses the score, never the predictions
+    return X, y, meta

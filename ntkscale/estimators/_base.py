@@ -83,6 +83,66 @@ class NTKBase(BaseEstimator):
         self.fit_info_ = res.info()
         return self
 
+    # ------------------------------------------------------------- from a run
+    @classmethod
+    def from_run(cls, run_dir: Any, *, client: Any = None) -> "NTKBase":
+        """A fitted estimator from a job's run directory (``ntkscale run JOB.toml``).
+
+        Reads ``config.resolved.json``, ``fit.npz`` and the Gram store
+        (:func:`ntkscale.pipeline.load_fit`); nothing is recomputed. ``predict(X)`` streams
+        ``K(X, X_train) α`` over the stored training rows, so on the job's test rows it
+        equals the job's ``predictions.npz``.
+
+        Parameters
+        ----------
+        run_dir : str or path
+        client : None, 'sync', address or Client
+            Where the cross-kernel tasks run (None: a local cluster per ``predict`` call).
+
+        Returns
+        -------
+        NTKRegressor or NTKClassifier
+            Parameters as the job's ``[model]``, ``[kernel]`` and ``[solver]`` sections give
+            them (``store`` is the run's store, so a ``fit`` reuses or refuses it); fitted
+            attributes ``arch_``, ``X_fit_`` (n, d), ``alpha_``, ``ridge_`` (absolute),
+            ``solver_``, ``fit_info_`` (the fit stage's metrics), ``classes_`` (classifier);
+            ``ridge_selection_`` is None (the GCV / LOO curve is in the run's metrics.json).
+
+        Notes
+        -----
+        ``X`` for ``predict`` is in the space of the stored training rows, i.e. after the
+        job's ``[data] preprocess`` (what the job's test rows are). For raw rows of a file,
+        use ``ntkscale predict JOB.toml --input NEW --out PREDS.parquet``, which applies the
+        job's feature selection and preprocessing.
+        """
+        from sklearn.base import ClassifierMixin
+
+        saved = pipeline.load_fit(run_dir)
+        classify = issubclass(cls, ClassifierMixin)
+        if classify and saved.classes is None:
+            raise ValueError(f"run {saved.run_dir!r} is a regression (no classes in fit.npz); load it "
+                             "with NTKRegressor.from_run")
+        if not classify and saved.classes is not None:
+            raise ValueError(f"run {saved.run_dir!r} is a classification ({saved.classes.size} classes); "
+                             "load it with NTKClassifier.from_run")
+        k, s = saved.config["kernel"], saved.config["solver"]
+        est = cls(arch=saved.arch, kernel=saved.kind, ridge=s["ridge"], relative_ridge=s["relative_ridge"],
+                  solver=s["method"], store=saved.store, tile=k.get("tile") or None, client=client,
+                  store_dtype=k["dtype"], store_nngp=bool(k.get("store_nngp")), tol=s["tol"],
+                  ridge_grid=s.get("ridge_grid") or None)
+        alpha = saved.alpha
+        if not classify and alpha.shape[1] == 1:  # one target column: 1-D like fit(X, y) gives
+            alpha = alpha[:, 0]
+        est._grams, est._cho, est._pinv = {}, None, None
+        est.arch_, est.X_fit_, est.alpha_ = saved.arch, saved.X_train, alpha
+        est.n_features_in_ = int(saved.X_train.shape[1])
+        est.ridge_, est.ridge_selection_ = saved.ridge, None
+        est.solver_ = saved.fit_metrics.get("solver") or s["method"]
+        est.fit_info_ = saved.fit_metrics
+        if classify:
+            est.classes_ = saved.classes
+        return est
+
     # -------------------------------------------------------------- predict
     def _train_side(self) -> dict[str, Any]:
         """The training side of cross kernels (pipeline.cross_products' keywords)."""

@@ -1,4 +1,4 @@
-"""NTKClassifier: kernel regression on one-hot targets, labels by argmax."""
+"""NTKClassifier: kernel regression on centred one-hot targets, labels by argmax."""
 
 from __future__ import annotations
 
@@ -9,14 +9,19 @@ from sklearn.base import ClassifierMixin
 from sklearn.utils.multiclass import check_classification_targets
 from sklearn.utils.validation import validate_data
 
+from ..pipeline import decode_classes, encode_classes
 from ._base import NTKBase
 
 __all__ = ["NTKClassifier"]
 
 
 class NTKClassifier(ClassifierMixin, NTKBase):
-    """Infinite-width NTK / NNGP classifier: regression on one-hot targets
-    (1 for the class, 0 elsewhere; ``C`` columns even for two classes), label = argmax.
+    """Infinite-width NTK / NNGP classifier: regression on centred one-hot targets
+    (1 − 1/C for the class, −1/C elsewhere; ``C`` columns even for two classes), label = argmax.
+
+    The encoding is :func:`ntkscale.pipeline.encode_classes`, the same rule as the job's
+    ``fit`` stage, so on the same data, architecture and ridge rule the decision scores and
+    the ridge chosen by GCV / LOO equal the job's (why centred: that module's docstring).
 
     Same parameters as :class:`NTKRegressor`. ``classes_`` holds the labels;
     :meth:`decision_function` the (m, C) regression scores.
@@ -25,13 +30,11 @@ class NTKClassifier(ClassifierMixin, NTKBase):
     def fit(self, X: Any, y: Any) -> "NTKClassifier":
         X, y = validate_data(self, X, y, dtype=np.float64)
         check_classification_targets(y)
-        self.classes_, codes = np.unique(y, return_inverse=True)
+        self.classes_ = np.unique(y)
         if self.classes_.size < 2:
             raise ValueError(f"NTKClassifier needs at least 2 classes, got {self.classes_.size} class(es) "
                              f"({self.classes_.tolist()})")
-        Y = np.zeros((len(codes), self.classes_.size))
-        Y[np.arange(len(codes)), codes] = 1.0
-        return self._fit(X, Y)
+        return self._fit(X, encode_classes(y, self.classes_))
 
     def decision_function(self, X: Any) -> np.ndarray:
         """Scores (m, C); for two classes, the (m,) score of ``classes_[1]`` minus ``classes_[0]``."""
@@ -41,4 +44,4 @@ class NTKClassifier(ClassifierMixin, NTKBase):
     def predict(self, X: Any) -> np.ndarray:
         """Labels (m,)."""
         S = self._predict(X, False)
-        return self.classes_[np.argmax(S, axis=1)]
+        return decode_classes(S, self.classes_)

@@ -103,22 +103,17 @@ class JobContext:
         return self._data
 
     def targets(self) -> tuple[np.ndarray, Optional[np.ndarray]]:
-        """Regression targets (n, C) for the train split, and the classes for classification.
-
-        Classification uses one-hot targets centered by ``1/C`` (mean-zero columns for
-        balanced classes, as in neural-tangents' examples).
-        """
+        """Regression targets (n, C) for the train split, and the classes for classification
+        (centred one-hot, :func:`ntkscale.pipeline.encode_classes`: the estimator's rule)."""
         d = self.data
         classes = np.unique(d.y_train) if d.task == "classification" else None
         return self.encode(d.y_train, classes), classes
 
     def encode(self, y: np.ndarray, classes: Optional[np.ndarray]) -> np.ndarray:
-        """Targets (m, C) of labels or values ``y``: centered one-hot over ``classes``, or
-        the float values as columns (``classes`` None)."""
-        if classes is not None:
-            return np.eye(classes.size)[np.searchsorted(classes, y)] - 1.0 / classes.size
-        Y = np.asarray(y, dtype=np.float64)
-        return Y[:, None] if Y.ndim == 1 else Y
+        """Targets (m, C) of labels or values ``y`` (:func:`ntkscale.pipeline.encode_targets`)."""
+        from ..pipeline import encode_targets
+
+        return encode_targets(y, classes)
 
     # ---------------------------------------------------------------- cluster
     @property

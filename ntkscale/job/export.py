@@ -10,10 +10,12 @@ Section (defaults shown)::
 
 Files (``path``/...)::
 
-    parquet  predictions.parquet   row, prediction_0..C-1, target_0..C-1   (from predictions.npz)
+    parquet  predictions.parquet   row, prediction_0..C-1, target_0..C-1   (from predictions.npz;
+                                   row: the test row's index in its source: the pool for
+                                   test_fraction / n_test hold-outs, else the test split)
              eigenvalues.parquet   rank, eigenvalue          (descending; from spectrum.npz)
              eigenvectors.parquet  row, eigenvector_0..k-1   (train rows; column j pairs rank j)
-    zarr     predictions.zarr      arrays prediction (m, C), target (m, C)
+    zarr     predictions.zarr      arrays prediction (m, C), target (m, C), row (m,)
              eigenpairs.zarr       arrays evals (k,), evecs (n, k); attribute trace
 
 Values are written as stored in the ``.npz`` files (float64: read back bit for bit). What an
@@ -73,6 +75,11 @@ def _columns(prefix: str, a: np.ndarray) -> dict[str, np.ndarray]:
     return {f"{prefix}_{j}": np.ascontiguousarray(a[:, j]) for j in range(a.shape[1])}
 
 
+def _rows(z: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Source row of each prediction (``row`` of predictions.npz; 0..m-1 for runs before it)."""
+    return np.asarray(z["row"], np.int64) if "row" in z else np.arange(z["prediction"].shape[0])
+
+
 def _write_parquet(folder: str, item: str, z: Mapping[str, np.ndarray]) -> list[str]:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -82,8 +89,7 @@ def _write_parquet(folder: str, item: str, z: Mapping[str, np.ndarray]) -> list[
         return t.replace_schema_metadata({k: repr(v) for k, v in (meta or {}).items()}) if meta else t
 
     if item == "predictions":
-        m = z["prediction"].shape[0]
-        files = {"predictions.parquet": table({"row": np.arange(m), **_columns("prediction", z["prediction"]),
+        files = {"predictions.parquet": table({"row": _rows(z), **_columns("prediction", z["prediction"]),
                                                **_columns("target", z["target"])})}
     else:
         evals, evecs = z["evals"], z["evecs"]
@@ -102,7 +108,7 @@ def _write_zarr(folder: str, item: str, z: Mapping[str, np.ndarray]) -> list[str
 
     if item == "predictions":
         url = write_arrays(os.path.join(folder, "predictions.zarr"),
-                           {"prediction": z["prediction"], "target": z["target"]})
+                           {"prediction": z["prediction"], "target": z["target"], "row": _rows(z)})
     else:
         url = write_arrays(os.path.join(folder, "eigenpairs.zarr"),
                            {"evals": z["evals"], "evecs": z["evecs"]}, {"trace": float(z["trace"])})

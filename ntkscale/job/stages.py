@@ -57,7 +57,7 @@ def _absolute_ridge(ctx: JobContext, op: Any, Y: np.ndarray) -> tuple[float, dic
 
 def stage_fit(ctx: JobContext) -> dict:
     """Solve ``(K + λI) α = Y`` on the stored train Gram; writes ``fit.npz``."""
-    from ..pipeline import fit
+    from ..pipeline import decode_classes, fit
 
     build_id = _build_id(ctx)
     Y, classes = ctx.targets()
@@ -73,7 +73,7 @@ def stage_fit(ctx: JobContext) -> dict:
            "converged": res.converged, "solve_seconds": res.seconds,
            "train_mse": float(np.mean(np.sum((fitted - Y) ** 2, axis=1))), **sel}
     if classes is not None:
-        out["train_accuracy"] = float(np.mean(classes[np.argmax(fitted, 1)] == ctx.data.y_train))
+        out["train_accuracy"] = float(np.mean(decode_classes(fitted, classes) == ctx.data.y_train))
     factor = (res.info or {}).get("factor_url")
     if factor:  # where the tiled Cholesky factor lives (kept for re-fits and predictions)
         out["factor_store"], out["factor_bytes"] = factor, _du(factor)
@@ -84,19 +84,30 @@ def stage_fit(ctx: JobContext) -> dict:
 
 
 def _load_fit(ctx: JobContext, build_id: str) -> dict:
+    return load_fit_file(ctx.cfg, build_id)
+
+
+def load_fit_file(cfg: Any, build_id: str) -> dict:
+    """``fit.npz`` of the run directory ``cfg.out``, checked against the store's ``build_id``
+    and the job's kernel kind."""
+    import os
+
+    path = os.path.join(cfg.out, "fit.npz")
     try:
-        f = dict(np.load(ctx.path("fit.npz"), allow_pickle=False))
+        f = dict(np.load(path, allow_pickle=False))
     except FileNotFoundError:
-        raise FileNotFoundError(f"no fit in {ctx.cfg.out}; run the 'fit' stage first") from None
-    if str(f["build_id"]) != build_id or str(f["kind"]) != ctx.cfg.kernel["kind"]:
-        raise RuntimeError(f"{ctx.path('fit.npz')} belongs to another Gram store or kernel kind; "
+        raise FileNotFoundError(f"no fit in {cfg.out}; run the 'fit' stage first") from None
+    if str(f["build_id"]) != build_id or str(f["kind"]) != cfg.kernel["kind"]:
+        raise RuntimeError(f"{path} belongs to another Gram store or kernel kind; "
                            "run the 'fit' stage again")
     return f
 
 
 def stage_predict(ctx: JobContext) -> dict:
-    """Test predictions ``K(X*, X) α``, streamed tile by tile on the workers."""
-    from ..pipeline import predict
+    """Test predictions ``K(X*, X) α``, streamed tile by tile on the workers; writes
+    ``predictions.npz`` (``prediction`` (m, C), ``target`` (m, C), ``row`` (m,): each test
+    row's index in its source, :attr:`ntkscale.data.Dataset.test_index`)."""
+    from ..pipeline import decode_classes, predict
 
     d = ctx.data
     if d.X_test is None or len(d.X_test) == 0:
@@ -111,11 +122,12 @@ def stage_predict(ctx: JobContext) -> dict:
     classes = f["classes"] if f["classes"].size else None
     Yt = ctx.encode(d.y_test, classes)
     if classes is not None:
-        out["test_accuracy"] = float(np.mean(classes[np.argmax(pred, axis=1)] == d.y_test))
+        out["test_accuracy"] = float(np.mean(decode_classes(pred, classes) == d.y_test))
     else:
         out["test_r2"] = float(1 - np.sum((pred - Yt) ** 2) / np.sum((Yt - Yt.mean(0)) ** 2))
     out["test_mse"] = float(np.mean(np.sum((pred - Yt) ** 2, axis=1)))
-    np.savez(ctx.path("predictions.npz"), prediction=pred, target=Yt)
+    np.savez(ctx.path("predictions.npz"), prediction=pred, target=Yt,
+             row=np.asarray(d.test_index, np.int64))
     return out
 
 
