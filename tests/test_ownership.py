@@ -359,3 +359,49 @@ def test_a_store_without_tiles_does_not_block_the_corrected_job(tmp_path, monkey
     assert GramStore.open(tmp_path / "g").meta["tile"] == 16
     rep = build_gram(ARCH, _x(), tmp_path / "g", client="sync", tile=20)  # other settings, no tile yet
     assert rep.tile == 20 and not rep.resumed
+
+
+# ---------------------------------------------------------------- defect 10: two fits on one store
+def test_two_fits_with_other_ridges_share_the_gram_store(tmp_path, user_dir):
+    store = tmp_path / "shared.zarr"
+    fits = []
+    for k, ridge in enumerate((1e-3, 0.1)):
+        cfg = _job(tmp_path, user_dir / "reg.csv", store=store, out=tmp_path / f"run{k}",
+                   solver={"method": "cholesky", "ridge": ridge})
+        fits.append(run_stages(cfg, cfg.job["stages"])["stages"]["fit"])
+    assert [f["method"] for f in fits] == ["tiled-cholesky", "tiled-cholesky"]
+    assert fits[0]["factor_store"] != fits[1]["factor_store"]
+    assert all(f["factor_store"].startswith(str(store) + "-chol-ntk-float64-ridge") for f in fits)
+    assert all(f["factor_bytes"] > 0 for f in fits)
+    assert "factor store" in (tmp_path / "run1" / "report.md").read_text()
+    cfg = _job(tmp_path, user_dir / "reg.csv", store=store, out=tmp_path / "run2",
+               solver={"method": "cholesky", "factor_store": str(user_dir)})
+    before = _snapshot(tmp_path)
+    with pytest.raises(UnsafePathError, match=r"\[solver\] factor_store"):
+        run_stages(cfg, cfg.job["stages"])
+    assert _snapshot(tmp_path) == before
+
+
+def test_calibration_and_figure_files_are_replaced_only_when_ours(tmp_path):
+    pytest.importorskip("matplotlib")
+    from ntkscale.plan import Calibration, calibrate
+    from ntkscale.plots import plot_spectrum
+    from ntkscale.spectral import EmpiricalSpectrum
+
+    cal = calibrate(3, ARCH, seconds=0.2, warmup=False, tile=64)
+    mine = tmp_path / "cal.json"
+    mine.write_text('{"my": "settings"}')
+    with pytest.raises(UnsafePathError, match="not written by ntkscale"):
+        cal.save(str(mine))
+    assert mine.read_text() == '{"my": "settings"}'
+    cal.save(str(tmp_path / "new.json"))
+    cal.save(str(tmp_path / "new.json"))  # its own file: replaced
+    assert Calibration.load(str(tmp_path / "new.json")) == cal
+    eta = 1.0 / np.arange(1, 21) ** 1.5
+    spec = EmpiricalSpectrum(eta=eta, v2=eta, v2_per_output=eta[:, None], cumulative_power=np.cumsum(eta) / eta.sum())
+    photo = tmp_path / "photo.png"
+    photo.write_bytes(b"\x89PNG\r\n\x1a\n not ntkscale's")
+    with pytest.raises(UnsafePathError):
+        plot_spectrum(spec, path=str(photo))
+    plot_spectrum(spec, path=str(tmp_path / "s.png"))
+    plot_spectrum(spec, path=str(tmp_path / "s.png"))  # its own figure: replaced

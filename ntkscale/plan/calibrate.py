@@ -169,16 +169,23 @@ class Calibration:
         return cls(**data)
 
     def save(self, path: str) -> None:
-        """Write JSON (atomic replace)."""
+        """Write JSON (atomic replace), marked as ntkscale's (``"ntkscale": "calibration"``); a
+        file that ntkscale did not write is never replaced (:class:`UnsafePathError`)."""
+        from ..storage.ownership import check_target_file
+
+        check_target_file(path, key="calibration file")
         tmp = f"{path}.tmp"
         with open(tmp, "w") as f:
-            json.dump(self.to_dict(), f, indent=2, sort_keys=True)
+            json.dump({"ntkscale": "calibration", **self.to_dict()}, f, indent=2, sort_keys=True)
         os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str) -> "Calibration":
         with open(path) as f:
-            return cls.from_dict(json.load(f))
+            data = json.load(f)
+        if isinstance(data, dict):
+            data.pop("ntkscale", None)
+        return cls.from_dict(data)
 
 
 def calibrate(d: int, arch: Layer, *, seconds: float = 3.0, client: Any = None,

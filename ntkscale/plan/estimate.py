@@ -183,8 +183,9 @@ def estimate(n: int, d: int, arch: Layer, *, n_test: int = 0, kinds: Sequence[st
         T = choose_tile(n, n, d, memory_per_task=mem / threads, n_kinds=len(kinds_t),
                         store_itemsize=itemsize, parallel_tasks=slots, symmetric=True)
     else:
-        T = check_tile(_int("tile", tile, 1), n, n, d, memory_per_task=mem / threads, n_kinds=len(kinds_t),
-                       store_itemsize=itemsize)
+        # the task count and the clip to n as the build checks them; memory over the limit is
+        # reported in the plan's notes (a plan may be for a cluster with other workers)
+        T = check_tile(_int("tile", tile, 1), n, n, d, n_kinds=len(kinds_t), store_itemsize=itemsize)
     eff = cal.efficiency if efficiency is None else float(efficiency)
     if not 0 < eff <= 1:
         raise ValueError(f"efficiency must be in (0, 1], got {efficiency!r}")

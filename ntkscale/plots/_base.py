@@ -42,10 +42,18 @@ def new_figure(ncols: int = 1, *, width: float = 4.8, height: float = 3.6) -> tu
 
 
 def finish(fig: Any, path: Optional[PathLike], dpi: int) -> Any:
-    """Save ``fig`` to ``path`` (PNG unless the suffix names another format) and return it."""
+    """Save ``fig`` to ``path`` (PNG unless the suffix names another format) and return it.
+
+    The file is marked as ntkscale's (PNG text chunk / document creator), and an existing
+    file without that mark is never replaced (:func:`ntkscale.storage.ownership.check_target_file`).
+    """
     if path is not None:
-        fmt = None if os.path.splitext(os.fspath(path))[1] else "png"
-        fig.savefig(path, dpi=dpi, format=fmt)
+        from ..storage.ownership import check_target_file, figure_metadata
+
+        check_target_file(path, key="figure path")
+        ext = os.path.splitext(os.fspath(path))[1].lower()
+        fmt = None if ext else "png"
+        fig.savefig(path, dpi=dpi, format=fmt, metadata=figure_metadata(ext or ".png"))
     return fig
 
 

@@ -40,7 +40,8 @@ from typing import Any, Optional
 from .url import StoreAccessError, _local_path, is_local
 
 __all__ = ["MARKER", "OWNER_ATTR", "ZARR_KINDS", "KINDS", "UnsafePathError", "Location", "inspect_dir", "check_dir", "claim_dir",
-           "clear_dir", "check_target_file", "mark_parquet_metadata", "file_is_ours", "NPZ_MARK"]
+           "clear_dir", "check_target_file", "mark_parquet_metadata", "figure_metadata", "file_is_ours",
+           "NPZ_MARK"]
 
 MARKER = ".ntkscale.json"
 OWNER_ATTR = "ntkscale_owner"
@@ -415,6 +416,12 @@ def mark_parquet_metadata(kind: str = "predictions") -> dict[bytes, bytes]:
     return {b"ntkscale": _marker(kind)}
 
 
+def figure_metadata(ext: str) -> dict[str, str]:
+    """``savefig(metadata=...)`` that marks a figure as ntkscale's (PNG: a text chunk; PDF,
+    SVG: the document's creator)."""
+    return {"ntkscale": "figure"} if ext.lower() == ".png" else {"Creator": "ntkscale"}
+
+
 def file_is_ours(path: str) -> bool:
     """Whether the local file ``path`` carries ntkscale's mark (see the module docstring)."""
     low = path.lower()
@@ -436,6 +443,10 @@ def file_is_ours(path: str) -> bool:
         if low.endswith(".csv"):
             with open(path, "rb") as f:
                 return f.readline().startswith(b"# ntkscale ")
+        if low.endswith((".png", ".pdf", ".svg")):
+            with open(path, "rb") as f:
+                head = f.read(1 << 16)
+            return b"tEXtntkscale\x00" in head if low.endswith(".png") else b"ntkscale" in head
     except Exception:  # noqa: BLE001 - unreadable or not that format: not provably ours
         return False
     return False
