@@ -102,7 +102,8 @@ def preflight(ctx: JobContext, stages: Sequence[str]) -> None:
     k = cfg.kernel
     if "builds" in roles:
         preflight_store(ctx.arch, data.X_train, cfg.store, stored_kinds(k["kind"], k["store_nngp"]),
-                        tile=k["tile"] or None, dtype=k["dtype"], device=k["device"], overwrite=k["overwrite"])
+                        tile=k["tile"] or None, dtype=k["dtype"], device=k["device"], overwrite=k["overwrite"],
+                        key="[kernel] store")
     elif "reads" in roles:
         check_store(cfg.store, data.X_train, ctx.arch, build="run the 'gram' stage")
     factor = cfg.solver["factor_store"]

@@ -53,7 +53,8 @@ def store_kinds(url: Any) -> list[str]:
 
 
 def preflight_store(arch: Layer, X: Any, url: str, kinds: Sequence[str], *, tile: Optional[int] = None,
-                    dtype: Any = "float32", device: str = "cpu", overwrite: bool = False) -> bool:
+                    dtype: Any = "float32", device: str = "cpu", overwrite: bool = False,
+                    key: str = "store") -> bool:
     """The checks :func:`build_store` makes before it writes anything, without writing
     (:func:`ntkscale.tiling.check_build`); whether a store would be resumed (True) or
     created (False).
@@ -68,7 +69,7 @@ def preflight_store(arch: Layer, X: Any, url: str, kinds: Sequence[str], *, tile
     from ..tiling import check_build
 
     return check_build(arch, X, url, get=tuple(kinds), tile=tile, dtype=dtype, device=device,
-                       overwrite=overwrite) is not None
+                       overwrite=overwrite, key=key) is not None
 
 
 def build_store(arch: Layer, X: Any, url: str, kinds: Sequence[str], *, tile: Optional[int] = None,

@@ -147,20 +147,21 @@ def check_build(arch: Layer, X: Any, store: Any, **kwargs: Any) -> Optional[Gram
     architecture, the inputs, the tile, the store location (it must be new, empty or a Gram
     store ntkscale wrote: :mod:`ntkscale.storage.ownership`) and an existing store's settings
     (refused unless it matches, holds no tile yet, or ``overwrite=True``). Takes
-    :func:`build_gram`'s keywords (``get``, ``tile``, ``dtype``, ``overwrite``, ...).
+    :func:`build_gram`'s keywords (``get``, ``tile``, ``dtype``, ``overwrite``, ...) and ``key``, the
+    setting that named the store (for the messages).
 
     Returns
     -------
     GramStore or None
         The existing store a build would resume, or None when it would create one.
     """
-    keep = {"get", "tile", "dtype", "compute_dtype", "overwrite", "storage_options", "device"}
+    keep = {"get", "tile", "dtype", "compute_dtype", "overwrite", "storage_options", "device", "key"}
     return _preflight(arch, X, None, store, **{k: v for k, v in kwargs.items() if k in keep}).existing
 
 
 def _preflight(arch: Layer, X1: Any, X2: Any, url: Any, *, get: Any = ("ntk",), tile: Optional[int] = None,
                dtype: Any = np.float32, compute_dtype: Any = np.float64, overwrite: bool = False,
-               storage_options: Optional[dict] = None, device: str = "cpu") -> _Checked:
+               storage_options: Optional[dict] = None, device: str = "cpu", key: str = "store") -> _Checked:
     if not isinstance(arch, Layer):
         raise TypeError(f"arch must be an ntkscale architecture (stax.serial(...)), got {type(arch).__name__}")
     check_architecture(arch)
@@ -189,7 +190,7 @@ def _preflight(arch: Layer, X1: Any, X2: Any, url: Any, *, get: Any = ("ntk",), 
     # nothing is written before every check has passed: the location must be ntkscale's to
     # write (storage.ownership), an existing store must match (or hold no tile yet, or
     # overwrite=True); the tile must fit the workers and the disk must hold the store (_build)
-    check_dir(url, "gram-store", storage_options=storage_options, key="store")
+    check_dir(url, "gram-store", storage_options=storage_options, key=key)
     existing = _check_existing(url, storage_options, expect, overwrite)
     return _Checked(x1, x2, kinds, store_dt, comp_dt, tile, expect, existing, device)
 
