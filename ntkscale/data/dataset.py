@@ -9,6 +9,7 @@ the test rows of a pool source do not depend on ``n_train``. Rows keep their sou
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .validate import DataError, as_labels, check_xy, infer_task
+from .validate import DataError, TaskWarning, as_labels, check_xy, infer_task, task_doubts
 from .spec import SKLEARN_BUNDLED, DataSpec
 
 __all__ = ["Dataset", "load_dataset", "preprocess_split", "FASHION_MNIST_CLASSES"]
@@ -24,6 +25,8 @@ __all__ = ["Dataset", "load_dataset", "preprocess_split", "FASHION_MNIST_CLASSES
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                          "Sneaker", "Bag", "Ankle boot")
 DEFAULT_TEST_FRACTION = 0.2
+
+log = logging.getLogger("ntkscale.data")
 
 
 @dataclass
@@ -188,6 +191,22 @@ def _targets(y: np.ndarray, task: str, where: str) -> np.ndarray:
     return y.astype(np.float64)
 
 
+def _task(y: np.ndarray, spec: DataSpec, natural: Optional[str], path: str) -> tuple[str, str, list]:
+    """The task, why, and doubts about an inferred one: logged, and warned (TaskWarning) when doubtful."""
+    task, reason = infer_task(y, spec.task, natural)
+    inferred = spec.task == "auto" and natural is None
+    doubts = task_doubts(y, task) if inferred else []
+    if inferred:
+        log.info("[%s] task %r inferred: %s", path, task, reason)
+    if doubts:
+        msg = (f"[{path}] task = 'auto' chose classification for integer targets, but "
+               + "; ".join(doubts) + f". If the target is a quantity, set '{path}.task' = 'regression'; "
+               f"to keep classification and silence this, set '{path}.task' = 'classification'")
+        log.warning("%s", msg)
+        warnings.warn(msg, TaskWarning, stacklevel=3)
+    return task, reason, doubts
+
+
 def _flip(X: np.ndarray) -> np.ndarray:
     """Horizontal mirror of flattened 28x28 images. Shape (n, 784)."""
     return X.reshape(len(X), 28, 28)[:, :, ::-1].reshape(len(X), -1)
@@ -227,7 +246,7 @@ def load_dataset(spec: DataSpec, seed: int = 0, *, path: str = "data") -> Datase
     where = {k: f"[{path}] {_name(spec)} ({k} rows)" for k in arrays}
     checked = {k: check_xy(X, y, where[k]) for k, (X, y) in arrays.items()}
     first = "pool" if "pool" in checked else "train"
-    task, reason = infer_task(checked[first][1], spec.task, natural)
+    task, reason, doubts = _task(checked[first][1], spec, natural, path)
     checked = {k: (X, _targets(y, task, where[k])) for k, (X, y) in checked.items()}
     if "pool" in checked:
         X, y = checked["pool"]
@@ -283,7 +302,7 @@ def load_dataset(spec: DataSpec, seed: int = 0, *, path: str = "data") -> Datase
     Xtr, Xte, info["preprocess"] = preprocess_split(Xtr, Xte, spec.preprocess)
     from ..storage import fingerprint
 
-    info.update(source=spec.source, name=_name(spec), seed=used_seed, task=task, task_reason=reason,
+    info.update(source=spec.source, name=_name(spec), seed=used_seed, task=task, task_reason=reason, task_doubts=doubts,
                 n_train=len(Xtr), n_test=len(Xte), d=int(Xtr.shape[1]),
                 fingerprints={k: fingerprint(np.ascontiguousarray(a)) for k, a in
                               (("X_train", Xtr), ("y_train", ytr), ("X_test", Xte), ("y_test", yte))})

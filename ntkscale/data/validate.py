@@ -8,7 +8,8 @@ import numpy as np
 
 from .._config import ConfigError
 
-__all__ = ["DataError", "bad_rows", "check_xy", "infer_task", "as_labels"]
+__all__ = ["DataError", "TaskWarning", "bad_rows", "check_xy", "infer_task", "task_doubts",
+           "as_labels"]
 
 
 class DataError(ConfigError):
@@ -86,12 +87,22 @@ def check_xy(X: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, np.n
     return X, y
 
 
+#: doubts about an inferred classification task (see :func:`task_doubts`)
+FEW_PER_CLASS = 5
+SCALE_LEVELS = 10
+
+
+class TaskWarning(UserWarning):
+    """``task = "auto"`` made a choice that may not be what the data means (see :func:`task_doubts`)."""
+
+
 def infer_task(y: np.ndarray, task: str, natural: Optional[str] = None) -> tuple[str, str]:
     """Resolve ``task = "auto"``: (task, reason).
 
     Known sources pass their ``natural`` task. Otherwise: 2-D or float y -> regression;
     bool/str/object y -> classification; integer y -> classification unless more than half
     of the rows carry distinct values (then it looks like a count or a price: regression).
+    The reason names the rule and, where the other task is plausible, the key that sets it.
     """
     if task != "auto":
         return task, "set in the job file"
@@ -105,9 +116,44 @@ def infer_task(y: np.ndarray, task: str, natural: Optional[str] = None) -> tuple
     if kind in "iu":
         k = len(np.unique(y))
         if k > len(y) / 2:
-            return "regression", f"integer y with {k} distinct values in {len(y)} rows"
-        return "classification", f"integer y with {k} distinct values"
+            return "regression", (f"integer y with {k} distinct values in {len(y)} rows (more than half "
+                                  "distinct: a quantity); set task = 'classification' if they are labels")
+        return "classification", (f"integer y with {k} distinct values in {len(y)} rows (at most half "
+                                  "distinct: labels); set task = 'regression' if they are amounts, "
+                                  "counts or an ordered scale")
     return "regression", f"y has dtype {y.dtype}"
+
+
+def task_doubts(y: np.ndarray, task: str) -> list[str]:
+    """Reasons to doubt a classification that ``task = "auto"`` inferred from integer targets
+    (empty: no doubt). Call it only for an inference by :func:`infer_task` (not for a task
+    set in the job file or a data set's own task). Three signs that the integers are a quantity rather than labels, or that
+    classification will be poor:
+
+    - an ordered numeric scale: more than :data:`SCALE_LEVELS` (10) levels that are
+      consecutive integers (ages, counts, ratings); 10 is the class count of the usual
+      label sets (digits, Fashion-MNIST), so those never trigger it;
+    - more classes than ``sqrt(n)``: fewer rows per class than classes, where a one-vs-rest
+      kernel fit has little to learn each class from;
+    - a class with fewer than :data:`FEW_PER_CLASS` (5) rows: a hold-out split can leave
+      it out of training, and its one-hot column is fitted from a handful of points.
+    """
+    if task != "classification" or y.ndim != 1 or y.dtype.kind not in "iu":
+        return []
+    labels, counts = np.unique(y, return_counts=True)
+    k, n = len(labels), len(y)
+    out = []
+    lo, hi = int(labels[0]), int(labels[-1])
+    if k > SCALE_LEVELS and hi - lo + 1 == k:
+        out.append(f"the {k} values are the consecutive integers {lo}..{hi}, like an ordered numeric scale")
+    if k > 2 and k > np.sqrt(n):
+        out.append(f"{k} classes for {n} rows is more than sqrt(n) = {np.sqrt(n):.0f}")
+    few = counts < FEW_PER_CLASS
+    if few.any():
+        i = int(np.argmin(counts))
+        out.append(f"{int(few.sum())} class{'es have' if few.sum() > 1 else ' has'} fewer than "
+                   f"{FEW_PER_CLASS} rows (class {labels[i].item()!r}: {int(counts[i])})")
+    return out
 
 
 def as_labels(y: np.ndarray, where: str) -> np.ndarray:
