@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .validate import DataError, TaskWarning, as_labels, check_xy, infer_task, task_doubts
+from .validate import MIN_TRAIN_ROWS, DataError, TaskWarning, as_labels, check_xy, infer_task, task_doubts
 from .spec import SKLEARN_BUNDLED, DataSpec
 
 __all__ = ["Dataset", "load_dataset", "preprocess_split", "FASHION_MNIST_CLASSES"]
@@ -170,6 +170,26 @@ def _raw(spec: DataSpec, gen: np.random.Generator, path: str) -> tuple[dict, dic
     return arrays, {"files": files}, None
 
 
+def _check_split(N: int, hold: int, tf: float, spec: DataSpec, path: str) -> None:
+    """Refuse a hold-out split of ``N`` pool rows that leaves fewer than :data:`MIN_TRAIN_ROWS`
+    training rows, or no test row where ``test_fraction`` (given or the default) asked for some."""
+    more = "give more rows"
+    if N < MIN_TRAIN_ROWS:
+        raise DataError(f"[{path}] {_name(spec)} has {N} row(s); a kernel fit needs at least "
+                        f"{MIN_TRAIN_ROWS} training rows (one row fits only a constant): {more}")
+    frac = f"'{path}.test_fraction' = {tf:g}" + ("" if spec.test_fraction is not None else " (the default)")
+    if spec.n_test is None and hold == 0 and tf > 0:
+        fix = f"set '{path}.n_test' = 0 to run without a test set, or {more}"
+        if N - 1 >= MIN_TRAIN_ROWS:
+            fix = f"set '{path}.n_test' = 1 or more, " + fix
+        raise DataError(f"[{path}] {frac} of {N} rows rounds to 0 test rows; {fix}")
+    if N - hold < MIN_TRAIN_ROWS:
+        what = f"'{path}.n_test' = {hold}" if spec.n_test is not None else f"{frac} ({hold} rows)"
+        raise DataError(f"[{path}] holding out {what} of {N} rows leaves {N - hold} for training; a "
+                        f"kernel fit needs at least {MIN_TRAIN_ROWS}: lower '{path}.n_test' or "
+                        f"'{path}.test_fraction', or {more}")
+
+
 def _name(spec: DataSpec) -> str:
     if spec.source == "sklearn":
         return f"sklearn:{spec.name}"
@@ -253,9 +273,7 @@ def load_dataset(spec: DataSpec, seed: int = 0, *, path: str = "data") -> Datase
         N = len(X)
         tf = DEFAULT_TEST_FRACTION if spec.test_fraction is None else spec.test_fraction
         hold = spec.n_test if spec.n_test is not None else int(round(tf * N))
-        if hold >= N:
-            raise DataError(f"[{path}] holding out {hold} of {N} rows leaves none for training; "
-                            f"lower '{path}.n_test' or '{path}.test_fraction'")
+        _check_split(N, hold, tf, spec, path)
         perm = split_rng.permutation(N)
         rest = perm[hold:]
         if spec.n_train is not None and spec.n_train > len(rest):
@@ -274,6 +292,9 @@ def load_dataset(spec: DataSpec, seed: int = 0, *, path: str = "data") -> Datase
                                      ("n_test", spec.n_test, len(Xb), "test")):
             if n is not None and n > avail:
                 raise _too_many(path, key, n, avail, f"rows of the {split} split")
+        if len(Xa) < MIN_TRAIN_ROWS:
+            raise DataError(f"[{path}] {_name(spec)} has {len(Xa)} training row(s); a kernel fit needs at "
+                            f"least {MIN_TRAIN_ROWS} (one row fits only a constant): give more rows")
         train_idx, test_idx = _subset(len(Xa), spec.n_train, sub_rng), _subset(len(Xb), spec.n_test, sub_rng2)
         Xtr, ytr, Xte, yte = Xa[train_idx], ya[train_idx], Xb[test_idx], yb[test_idx]
         info["available"] = {"train": len(Xa), "test": len(Xb)}

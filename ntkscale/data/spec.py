@@ -211,6 +211,9 @@ def validate_data(table: Mapping[str, Any], path: str = "data") -> DataSpec:
         "task": get(table, "task", str, "auto", path=path, choices=TASKS),
         "seed": _opt_int(table, "seed", path, 0),
     }
+    if kw["n_train"] == 1:
+        raise ConfigError(f"'{path}.n_train' = 1: a kernel fit needs at least 2 training rows (one row "
+                          "fits only a constant); use n_train >= 2, or leave it out to use all rows")
     tf = kw["test_fraction"]
     if tf is not None and tf >= 1.0:
         raise ConfigError(f"'{path}.test_fraction' = {tf!r} must be < 1 (the rest is the training pool)")

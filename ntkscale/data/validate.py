@@ -8,7 +8,7 @@ import numpy as np
 
 from .._config import ConfigError
 
-__all__ = ["DataError", "TaskWarning", "bad_rows", "check_xy", "infer_task", "task_doubts",
+__all__ = ["MIN_TRAIN_ROWS", "DataError", "TaskWarning", "bad_rows", "check_xy", "infer_task", "task_doubts",
            "as_labels"]
 
 
@@ -86,6 +86,10 @@ def check_xy(X: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, np.n
                             "drop or impute those rows first")
     return X, y
 
+
+#: fewest training rows a job accepts: one row fits only a constant (its Gram is 1 x 1), and
+#: ridge selection (GCV/LOO), the spectrum and the learning curve compare at least two
+MIN_TRAIN_ROWS = 2
 
 #: doubts about an inferred classification task (see :func:`task_doubts`)
 FEW_PER_CLASS = 5
