@@ -312,7 +312,7 @@ def load_dataset(spec: DataSpec, seed: int = 0, *, path: str = "data") -> Datase
         classes, counts = np.unique(ytr, return_counts=True)
         if len(classes) < 2:
             raise DataError(f"[{path}] task = 'classification' but the {len(ytr)} training rows have a "
-                            f"single class ({classes[0]!r}); use more rows ('{path}.n_train'), another "
+                            f"single class ({classes[0].item()!r}); use more rows ('{path}.n_train'), another "
                             f"seed, or task = 'regression'")
         unseen = np.setdiff1d(np.unique(yte), classes)
         if len(unseen):
