@@ -17,7 +17,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .validate import DataError
-from .spec import DataSpec
+from .spec import DataSpec, not_found
 
 __all__ = ["read_file", "read_xy"]
 
@@ -29,13 +29,13 @@ def _blake(*chunks: bytes) -> str:
     return h.hexdigest()
 
 
-def _read_bytes(url: str, key: str, storage_options: dict) -> bytes:
+def _read_bytes(url: str, key: str, storage_options: dict, missing: str = "") -> bytes:
     from ..storage.datafiles import read_bytes
 
     try:
         return read_bytes(url, storage_options)
     except FileNotFoundError:
-        raise FileNotFoundError(f"'{key}' = {url!r}: no such file") from None
+        raise FileNotFoundError(missing or f"'{key}' = {url!r}: no such file") from None
     except ImportError as e:
         raise ImportError(f"'{key}' = {url!r}: the filesystem for this URL is not installed ({e}); "
                           "e.g. 'pip install s3fs' for s3://, 'pip install gcsfs' for gs://") from None
@@ -75,7 +75,7 @@ def _zarr(url: str, spec: DataSpec, path: str, key: str) -> tuple[np.ndarray, np
     try:
         g = open_zarr_arrays(url, spec.storage_options)
     except FileNotFoundError:
-        raise FileNotFoundError(f"'{key}' = {url!r}: no zarr group there") from None
+        raise FileNotFoundError(not_found(spec, key.rsplit(".", 1)[-1], path, "no zarr group there")) from None
     except StoreAccessError as e:
         raise DataError(f"'{key}' = {url!r} is not a zarr group holding '{spec.x_key}' and "
                         f"'{spec.y_key}' arrays: {e}") from None
@@ -166,10 +166,10 @@ def read_xy(spec: DataSpec, *, test: bool = False,
     if fmt == "zarr":
         X, y, meta["fingerprint"] = _zarr(url, spec, path, f"{path}.{xk}")
         return X, y, meta
-    data = _read_bytes(url, f"{path}.{xk}", so)
+    data = _read_bytes(url, f"{path}.{xk}", so, not_found(spec, xk, path))
     if fmt == "npy":
         yurl = getattr(spec, yk)
-        ydata = _read_bytes(yurl, f"{path}.{yk}", so)
+        ydata = _read_bytes(yurl, f"{path}.{yk}", so, not_found(spec, yk, path))
         X, y = _npy(data, f"{path}.{xk}", url), _npy(ydata, f"{path}.{yk}", yurl)
         meta.update(y_path=yurl, fingerprint=_blake(data, ydata))
     elif fmt == "npz":
