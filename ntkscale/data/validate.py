@@ -84,8 +84,18 @@ def check_xy(X: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, np.n
         if len(idx):
             raise DataError(f"{where}: {name} has NaN/Inf/missing values in {_rows(idx, len(a))}; "
                             "drop or impute those rows first")
+        if a.dtype.kind in "iuf" and a.size:
+            big = np.flatnonzero((np.abs(a.reshape(len(a), -1).astype(np.float64)) > MAX_ABS).any(axis=1))
+            if len(big):
+                raise DataError(f"{where}: {name} has values beyond ±{MAX_ABS:g} in {_rows(big, len(a))}; "
+                                "their squares overflow float64 in the kernel and the error metrics: rescale "
+                                "them (divide the column by a constant) first")
     return X, y
 
+
+#: largest magnitude accepted in X and y: squares and sums of squares stay finite in float64
+#: (1e150² = 1e300 < 1.8e308, room for sums over 10^8 terms)
+MAX_ABS = 1e150
 
 #: fewest training rows a job accepts: one row fits only a constant (its Gram is 1 x 1), and
 #: ridge selection (GCV/LOO), the spectrum and the learning curve compare at least two

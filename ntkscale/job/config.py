@@ -287,6 +287,13 @@ def load_job(path: str, *, out: Optional[str] = None,
         raise FileNotFoundError(f"job file {path!r} not found") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: byte {e.object[e.start:e.start + 1]!r} at offset "
+                          f"{e.start} is not UTF-8; save the job file as UTF-8") from None
+    except IsADirectoryError:
+        raise ConfigError(f"job file {path!r} is a folder; name the .toml file") from None
     if out is not None:
+        if not isinstance(doc.get("job", {}), dict):
+            section(doc, "job")  # the ConfigError: '[job]' must be a table
         doc.setdefault("job", {})["out"] = out
     return parse_job(doc, source=os.path.abspath(path), environ=environ)
