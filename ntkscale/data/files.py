@@ -106,6 +106,8 @@ def _table(data: bytes, fmt: str, spec: DataSpec, url: str, path: str) -> tuple[
             raise ImportError(f"'{path}.path' = {url!r}: reading parquet needs pyarrow: 'pip install pyarrow' "
                               "(or convert the file to csv/npz)")
         df = pd.read_parquet(io.BytesIO(data))
+    elif not data.strip():
+        raise DataError(f"'{path}.path' = {url!r} is empty: write a header row and at least 2 data rows")
     else:
         try:
             # exact decimal round trip: the default from pandas 3 (where the option is deprecated)

@@ -139,7 +139,7 @@ def cases() -> Any:
                 doc.setdefault(name, {})[draw(st.from_regex(r"[a-z_]{1,12}", fullmatch=True))] = draw(scalars)
             elif kind == "missing_key":
                 doc.get(sec, {}).pop(key, None) if draw(st.booleans()) else doc.pop(sec, None)
-            elif kind == "long_path":
+            elif kind == "long_path" and isinstance(doc.get("data"), dict):
                 doc["data"]["path"] = "d" * draw(st.sampled_from([250, 300, 5000])) + ".csv"
             elif kind == "not_a_table":
                 doc[sec] = draw(scalars)
@@ -306,7 +306,7 @@ def judge(o: Outcome, c: Case) -> list[str]:
     from ..storage import StoreMismatchError
 
     numeric = isinstance(e, (NotPositiveDefiniteError, StoreMismatchError))
-    names = re.search(r"'?[a-z_]+\.[A-Za-z_]+'?|\[[a-z]+\]|job file|\.csv|\.npz|\.npy|\.toml|TOML", msg)
+    names = re.search(r"'?[a-z_]+\.[A-Za-z_]+'?|\[[a-z ]+\]|unknown key|job file|\.csv|\.npz|\.npy|\.toml|TOML", msg)
     if not numeric and not names:
         problems.append(f"the message names no key, section or file: {type(e).__name__}: {msg[:300]}")
     return problems
