@@ -162,10 +162,13 @@ def stage_curve(ctx: JobContext) -> dict:
     c = ctx.cfg.curve
     op = ctx.operator()
     n = op.shape[0]
-    p = np.array(c["p"] or np.unique(np.geomspace(min(32, n // 8), n // 2, 8).astype(int)))
+    lo = max(1, min(32, n // 8))  # small pools (n < 16) start at one training point
+    p = np.array(c["p"] or np.unique(np.geomspace(lo, max(lo, n // 2), 8).astype(int)))
     if p.max() >= n:
-        raise ValueError(f"curve.p has sizes up to {p.max()} but the pool has {n} samples; "
-                         "use sizes below n (the rest are the held-out test points)")
+        from .._config import ConfigError
+
+        raise ConfigError(f"'curve.p' has sizes up to {p.max()} but the pool has {n} samples; "
+                          "use sizes below n (the rest are the held-out test points)")
     n_test = c["n_test"] or min(2000, n - int(p.max()))
     try:
         lam = float(_load_fit(ctx, build_id)["ridge"])

@@ -138,7 +138,10 @@ def cases() -> Any:
                     continue
                 doc.setdefault(name, {})[draw(st.from_regex(r"[a-z_]{1,12}", fullmatch=True))] = draw(scalars)
             elif kind == "missing_key":
-                doc.get(sec, {}).pop(key, None) if draw(st.booleans()) else doc.pop(sec, None)
+                if draw(st.booleans()) and isinstance(doc.get(sec), dict):
+                    doc[sec].pop(key, None)
+                else:
+                    doc.pop(sec, None)
             elif kind == "long_path" and isinstance(doc.get("data"), dict):
                 doc["data"]["path"] = "d" * draw(st.sampled_from([250, 300, 5000])) + ".csv"
             elif kind == "not_a_table":
