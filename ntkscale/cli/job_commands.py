@@ -68,17 +68,17 @@ def register(cli: click.Group) -> None:
 
     @cli.command()
     @click.argument("job", type=click.Path(dir_okay=False))
-    @click.option("--workers", type=int, default=None, help="Workers to plan for (default: the job's).")
-    @click.option("--n", "n", type=int, default=None, help="Training samples (default: load the job's data).")
-    @click.option("--d", "d", type=int, default=None, help="Input dimension (default: load the job's data).")
+    @click.option("--workers", type=click.IntRange(min=1), default=None, help="Workers to plan for (default: the job's).")
+    @click.option("--n", "n", type=click.IntRange(min=2), default=None, help="Training samples (default: load the job's data).")
+    @click.option("--d", "d", type=click.IntRange(min=1), default=None, help="Input dimension (default: load the job's data).")
     @click.option("--calibration", default=None, type=click.Path(dir_okay=False, exists=True),
                   help="Reuse a saved calibration (JSON, ntkscale.plan.Calibration.save).")
     @click.option("--cluster/--no-cluster", "on_cluster", default=True, show_default=True,
                   help="Calibrate on the job's cluster (local or address kinds: task overheads, "
                        "parallel efficiency, a real pass over a small store) or in this process only.")
-    @click.option("--ridge", "ridge", type=float, default=None,
+    @click.option("--ridge", "ridge", type=click.FloatRange(min=0, min_open=True), default=None,
                   help="Relative ridge to assume when the job chooses it by GCV/LOO (default 1e-3).")
-    @click.option("--pcg-iters", "pcg_iters", type=int, default=None,
+    @click.option("--pcg-iters", "pcg_iters", type=click.IntRange(min=1), default=None,
                   help="PCG iterations to assume (default: a heuristic from the ridge).")
     @click.option("--save-calibration", default=None, type=click.Path(dir_okay=False),
                   help="Write the calibration to this JSON file (reuse it with --calibration).")

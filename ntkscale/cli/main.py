@@ -79,19 +79,38 @@ from .job_commands import register  # noqa: E402
 register(cli)
 
 
+def user_error(e: BaseException) -> bool:
+    """Whether ``e`` is an error the user can fix from its message alone (printed as one line).
+
+    Classes defined in ntkscale (``ConfigError``/``DataError`` naming the job key, the typed
+    numerical and store errors of :mod:`ntkscale.errors` and :mod:`ntkscale.storage`), and the
+    operating system's file errors and missing optional packages (their message names the
+    path or the package). Anything else escaping is a bug to fix where it is raised: the CLI
+    shows its traceback rather than a vague line.
+    """
+    return type(e).__module__.split(".")[0] == "ntkscale" or isinstance(e, (OSError, ImportError))
+
+
 def main() -> None:  # console-script entry point
     t0 = time.perf_counter()
     try:
         cli(standalone_mode=False)
-    except click.exceptions.Abort:
+    except (click.exceptions.Abort, KeyboardInterrupt):
         sys.exit(130)
     except click.ClickException as e:
         e.show()
         sys.exit(e.exit_code)
-    except Exception as e:  # clear one-line errors for users; -vv for tracebacks
-        if logging.getLogger("ntkscale").level <= logging.DEBUG:
+    except Exception as e:
+        if logging.getLogger("ntkscale").level <= logging.DEBUG:  # -v: the traceback
             raise
-        click.echo(f"error: {type(e).__name__}: {e}", err=True)
+        if not user_error(e):
+            import traceback
+
+            traceback.print_exc()
+            click.echo(f"Error: unexpected {type(e).__name__} (a bug in ntkscale: please report it with "
+                       "the traceback above)", err=True)
+            sys.exit(1)
+        click.echo(f"Error: {e}", err=True)  # one line: the message names the key or file and the fix
         sys.exit(1)
     finally:
         logging.getLogger("ntkscale").debug("done in %.1fs", time.perf_counter() - t0)

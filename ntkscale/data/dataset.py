@@ -9,6 +9,7 @@ the test rows of a pool source do not depend on ``n_train``. Rows keep their sou
 
 from __future__ import annotations
 
+import logging
 import os
 import warnings
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from .validate import DataError, as_labels, check_xy, infer_task
+from .validate import MIN_TRAIN_ROWS, DataError, TaskWarning, as_labels, check_xy, infer_task, task_doubts
 from .spec import SKLEARN_BUNDLED, DataSpec
 
 __all__ = ["Dataset", "load_dataset", "preprocess_split", "preprocess_new", "FASHION_MNIST_CLASSES"]
@@ -24,6 +25,8 @@ __all__ = ["Dataset", "load_dataset", "preprocess_split", "preprocess_new", "FAS
 FASHION_MNIST_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                          "Sneaker", "Bag", "Ankle boot")
 DEFAULT_TEST_FRACTION = 0.2
+
+log = logging.getLogger("ntkscale.data")
 
 
 @dataclass
@@ -196,6 +199,26 @@ def _raw(spec: DataSpec, gen: np.random.Generator, path: str) -> tuple[dict, dic
     return arrays, {"files": files}, None
 
 
+def _check_split(N: int, hold: int, tf: float, spec: DataSpec, path: str) -> None:
+    """Refuse a hold-out split of ``N`` pool rows that leaves fewer than :data:`MIN_TRAIN_ROWS`
+    training rows, or no test row where ``test_fraction`` (given or the default) asked for some."""
+    more = "give more rows"
+    if N < MIN_TRAIN_ROWS:
+        raise DataError(f"[{path}] {_name(spec)} has {N} row(s); a kernel fit needs at least "
+                        f"{MIN_TRAIN_ROWS} training rows (one row fits only a constant): {more}")
+    frac = f"'{path}.test_fraction' = {tf:g}" + ("" if spec.test_fraction is not None else " (the default)")
+    if spec.n_test is None and hold == 0 and tf > 0:
+        fix = f"set '{path}.n_test' = 0 to run without a test set, or {more}"
+        if N - 1 >= MIN_TRAIN_ROWS:
+            fix = f"set '{path}.n_test' = 1 or more, " + fix
+        raise DataError(f"[{path}] {frac} of {N} rows rounds to 0 test rows; {fix}")
+    if N - hold < MIN_TRAIN_ROWS:
+        what = f"'{path}.n_test' = {hold}" if spec.n_test is not None else f"{frac} ({hold} rows)"
+        raise DataError(f"[{path}] holding out {what} of {N} rows leaves {N - hold} for training; a "
+                        f"kernel fit needs at least {MIN_TRAIN_ROWS}: lower '{path}.n_test' or "
+                        f"'{path}.test_fraction', or {more}")
+
+
 def _name(spec: DataSpec) -> str:
     if spec.source == "sklearn":
         return f"sklearn:{spec.name}"
@@ -215,6 +238,22 @@ def _targets(y: np.ndarray, task: str, where: str) -> np.ndarray:
         raise DataError(f"{where}: task = 'regression' needs numeric targets, got dtype {y.dtype}; "
                         "use task = 'classification' for labels")
     return y.astype(np.float64)
+
+
+def _task(y: np.ndarray, spec: DataSpec, natural: Optional[str], path: str) -> tuple[str, str, list]:
+    """The task, why, and doubts about an inferred one: logged, and warned (TaskWarning) when doubtful."""
+    task, reason = infer_task(y, spec.task, natural)
+    inferred = spec.task == "auto" and natural is None
+    doubts = task_doubts(y, task) if inferred else []
+    if inferred:
+        log.info("[%s] task %r inferred: %s", path, task, reason)
+    if doubts:
+        msg = (f"[{path}] task = 'auto' chose classification for integer targets, but "
+               + "; ".join(doubts) + f". If the target is a quantity, set '{path}.task' = 'regression'; "
+               f"to keep classification and silence this, set '{path}.task' = 'classification'")
+        log.warning("%s", msg)
+        warnings.warn(msg, TaskWarning, stacklevel=3)
+    return task, reason, doubts
 
 
 def _flip(X: np.ndarray) -> np.ndarray:
@@ -256,16 +295,14 @@ def load_dataset(spec: DataSpec, seed: int = 0, *, path: str = "data") -> Datase
     where = {k: f"[{path}] {_name(spec)} ({k} rows)" for k in arrays}
     checked = {k: check_xy(X, y, where[k]) for k, (X, y) in arrays.items()}
     first = "pool" if "pool" in checked else "train"
-    task, reason = infer_task(checked[first][1], spec.task, natural)
+    task, reason, doubts = _task(checked[first][1], spec, natural, path)
     checked = {k: (X, _targets(y, task, where[k])) for k, (X, y) in checked.items()}
     if "pool" in checked:
         X, y = checked["pool"]
         N = len(X)
         tf = DEFAULT_TEST_FRACTION if spec.test_fraction is None else spec.test_fraction
         hold = spec.n_test if spec.n_test is not None else int(round(tf * N))
-        if hold >= N:
-            raise DataError(f"[{path}] holding out {hold} of {N} rows leaves none for training; "
-                            f"lower '{path}.n_test' or '{path}.test_fraction'")
+        _check_split(N, hold, tf, spec, path)
         perm = split_rng.permutation(N)
         rest = perm[hold:]
         if spec.n_train is not None and spec.n_train > len(rest):
@@ -284,6 +321,9 @@ def load_dataset(spec: DataSpec, seed: int = 0, *, path: str = "data") -> Datase
                                      ("n_test", spec.n_test, len(Xb), "test")):
             if n is not None and n > avail:
                 raise _too_many(path, key, n, avail, f"rows of the {split} split")
+        if len(Xa) < MIN_TRAIN_ROWS:
+            raise DataError(f"[{path}] {_name(spec)} has {len(Xa)} training row(s); a kernel fit needs at "
+                            f"least {MIN_TRAIN_ROWS} (one row fits only a constant): give more rows")
         train_idx, test_idx = _subset(len(Xa), spec.n_train, sub_rng), _subset(len(Xb), spec.n_test, sub_rng2)
         Xtr, ytr, Xte, yte = Xa[train_idx], ya[train_idx], Xb[test_idx], yb[test_idx]
         info["available"] = {"train": len(Xa), "test": len(Xb)}
@@ -300,7 +340,7 @@ def load_dataset(spec: DataSpec, seed: int = 0, *, path: str = "data") -> Datase
         classes, counts = np.unique(ytr, return_counts=True)
         if len(classes) < 2:
             raise DataError(f"[{path}] task = 'classification' but the {len(ytr)} training rows have a "
-                            f"single class ({classes[0]!r}); use more rows ('{path}.n_train'), another "
+                            f"single class ({classes[0].item()!r}); use more rows ('{path}.n_train'), another "
                             f"seed, or task = 'regression'")
         unseen = np.setdiff1d(np.unique(yte), classes)
         if len(unseen):
@@ -311,7 +351,7 @@ def load_dataset(spec: DataSpec, seed: int = 0, *, path: str = "data") -> Datase
     Xtr, Xte, info["preprocess"] = preprocess_split(Xtr, Xte, spec.preprocess)
     from ..storage import fingerprint
 
-    info.update(source=spec.source, name=_name(spec), seed=used_seed, task=task, task_reason=reason,
+    info.update(source=spec.source, name=_name(spec), seed=used_seed, task=task, task_reason=reason, task_doubts=doubts,
                 n_train=len(Xtr), n_test=len(Xte), d=int(Xtr.shape[1]),
                 fingerprints={k: fingerprint(np.ascontiguousarray(a)) for k, a in
                               (("X_train", Xtr), ("y_train", ytr), ("X_test", Xte), ("y_test", yte))})

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import hashlib
 import io
+import zipfile
 from typing import Any, Optional
 
 import numpy as np
 
 from .validate import DataError
-from .spec import DataSpec
+from .spec import DataSpec, not_found
 
 __all__ = ["read_file", "read_xy", "read_features"]
 
@@ -29,13 +30,18 @@ def _blake(*chunks: bytes) -> str:
     return h.hexdigest()
 
 
-def _read_bytes(url: str, key: str, storage_options: dict) -> bytes:
+def _read_bytes(url: str, key: str, storage_options: dict, missing: str = "") -> bytes:
     from ..storage.datafiles import read_bytes
 
     try:
         return read_bytes(url, storage_options)
     except FileNotFoundError:
-        raise FileNotFoundError(f"'{key}' = {url!r}: no such file") from None
+        raise FileNotFoundError(missing or f"'{key}' = {url!r}: no such file") from None
+    except IsADirectoryError:
+        raise DataError(f"'{key}' = {url!r} is a folder, not a file: name the file inside it "
+                        "(or set format = 'zarr' for a zarr group)") from None
+    except OSError as e:  # permission denied, name too long, a broken URL...
+        raise DataError(f"'{key}' = {url!r} cannot be read: {e.strerror or e}") from None
     except ImportError as e:
         raise ImportError(f"'{key}' = {url!r}: the filesystem for this URL is not installed ({e}); "
                           "e.g. 'pip install s3fs' for s3://, 'pip install gcsfs' for gs://") from None
@@ -46,7 +52,7 @@ def _read_bytes(url: str, key: str, storage_options: dict) -> bytes:
 def _npy(data: bytes, key: str, url: str) -> np.ndarray:
     try:
         return np.load(io.BytesIO(data), allow_pickle=False)
-    except ValueError as e:
+    except (ValueError, EOFError, OSError) as e:
         raise DataError(f"'{key}' = {url!r} is not a plain .npy array ({e}); save numeric or "
                         "string arrays with numpy.save (object arrays are refused)") from None
 
@@ -63,7 +69,9 @@ def _npz(data: bytes, spec: DataSpec, url: str, path: str) -> tuple[np.ndarray, 
             keys = list(z.files)
             X = z[_pick(keys, spec.x_key, f"{path}.x_key", url, "arrays")]
             y = z[_pick(keys, spec.y_key, f"{path}.y_key", url, "arrays")]
-    except (ValueError, OSError) as e:
+    except DataError:
+        raise
+    except (ValueError, OSError, EOFError, zipfile.BadZipFile) as e:
         raise DataError(f"'{path}.path' = {url!r} is not a readable .npz archive: {e}") from None
     return X, y
 
@@ -75,7 +83,7 @@ def _zarr(url: str, spec: DataSpec, path: str, key: str) -> tuple[np.ndarray, np
     try:
         g = open_zarr_arrays(url, spec.storage_options)
     except FileNotFoundError:
-        raise FileNotFoundError(f"'{key}' = {url!r}: no zarr group there") from None
+        raise FileNotFoundError(not_found(spec, key.rsplit(".", 1)[-1], path, "no zarr group there")) from None
     except StoreAccessError as e:
         raise DataError(f"'{key}' = {url!r} is not a zarr group holding '{spec.x_key}' and "
                         f"'{spec.y_key}' arrays: {e}") from None
@@ -102,18 +110,28 @@ def _table(data: bytes, fmt: str, spec: DataSpec, url: str, path: str, *, new_ro
             raise ImportError(f"'{path}.path' = {url!r}: reading parquet needs pyarrow: 'pip install pyarrow' "
                               "(or convert the file to csv/npz)")
         df = pd.read_parquet(io.BytesIO(data))
+    elif not data.strip():
+        raise DataError(f"'{path}.path' = {url!r} is empty: write a header row and at least 2 data rows")
     else:
         try:
             # exact decimal round trip: the default from pandas 3 (where the option is deprecated)
             kw = {"float_precision": "round_trip"} if int(pd.__version__.split(".")[0]) < 3 else {}
             df = pd.read_csv(io.BytesIO(data), **kw)
+        except UnicodeDecodeError as e:
+            raise DataError(f"'{path}.path' = {url!r} is not UTF-8 text (byte {e.object[e.start:e.start + 1]!r} "
+                            f"at offset {e.start}): save the csv file as UTF-8") from None
         except (ValueError, pd.errors.ParserError) as e:
             raise DataError(f"'{path}.path' = {url!r} is not a readable csv file: {e}") from None
     cols = [str(c) for c in df.columns]
     df.columns = cols
     if spec.target not in cols and not new_rows:
+        sep = [c for c in (";", "\t", "|") if len(cols) == 1 and c in cols[0]]
+        hint = (f" (one column: is the file separated by {sep[0]!r}? ntkscale reads comma-separated "
+                "csv; save it with commas)") if sep else ""
         raise DataError(f"'{path}.target' = {spec.target!r} is not a column of {url!r}; columns: "
-                        + ", ".join(cols))
+                        + ", ".join(c[:60] for c in cols[:20]) + (" ..." if len(cols) > 20 else "") + hint)
+    if len(df) == 0:
+        raise DataError(f"'{path}.path' = {url!r} has a header but no data rows")
     if columns is not None:
         missing = [c for c in columns if c not in cols]
         if missing:
@@ -179,10 +197,10 @@ def read_xy(spec: DataSpec, *, test: bool = False,
     if fmt == "zarr":
         X, y, meta["fingerprint"] = _zarr(url, spec, path, f"{path}.{xk}")
         return X, y, meta
-    data = _read_bytes(url, f"{path}.{xk}", so)
+    data = _read_bytes(url, f"{path}.{xk}", so, not_found(spec, xk, path))
     if fmt == "npy":
         yurl = getattr(spec, yk)
-        ydata = _read_bytes(yurl, f"{path}.{yk}", so)
+        ydata = _read_bytes(yurl, f"{path}.{yk}", so, not_found(spec, yk, path))
         X, y = _npy(data, f"{path}.{xk}", url), _npy(ydata, f"{path}.{yk}", yurl)
         meta.update(y_path=yurl, fingerprint=_blake(data, ydata))
     elif fmt == "npz":

@@ -19,6 +19,8 @@ Schema (defaults shown; ``source`` is required)::
     # file:             path (required), format = "auto", y_path (npy), x_key = "X", y_key = "y",
     #                   target (csv/parquet column), x_columns, test_path, test_y_path,
     #                   storage_options = {}
+    # Relative input paths (path, y_path, test_path, test_y_path) are read from the job file's
+    # folder (resolve_paths); absolute paths and URLs are used as written.
 
 Everything that can be checked without reading data is checked here, so a typo fails
 before a cluster starts; errors are :class:`~ntkscale._config.ConfigError` naming the key.
@@ -31,8 +33,8 @@ from typing import Any, Mapping, Optional
 
 from .._config import ConfigError, check_keys, get
 
-__all__ = ["DataSpec", "validate_data", "SOURCES", "SKLEARN_BUNDLED", "FILE_FORMATS",
-           "infer_format"]
+__all__ = ["DataSpec", "validate_data", "resolve_paths", "SOURCES", "SKLEARN_BUNDLED", "FILE_FORMATS",
+           "infer_format", "not_found", "PATH_KEYS"]
 
 SOURCES = ("fashion-mnist", "sklearn", "sphere", "teacher-student", "file")
 PREPROCESS = ("sphere", "standardize", "none")
@@ -56,6 +58,8 @@ _EXTRA = {"fashion-mnist": ("flip", "path"),
           "teacher-student": ("d", "n", "teacher_width", "teacher_depth", "noise"),
           "file": ("path", "format", "y_path", "x_key", "y_key", "target", "x_columns",
                    "test_path", "test_y_path", "storage_options")}
+#: the input-path keys of ``[data]``: relative ones are read from the job file's folder
+PATH_KEYS = ("path", "y_path", "test_path", "test_y_path")
 _SUFFIXES = ((".npy", "npy"), (".npz", "npz"), (".zarr", "zarr"), (".parquet", "parquet"),
              (".pq", "parquet"), (".csv", "csv"), (".csv.gz", "csv"), (".csv.bz2", "csv"),
              (".csv.xz", "csv"), (".csv.zip", "csv"))
@@ -67,7 +71,9 @@ class DataSpec:
 
     ``target`` is the sphere target kind for ``source = "sphere"`` and the target column for
     csv/parquet files; ``n`` is the number of generated points of the synthetic sources.
-    Fields that do not apply to the source keep their defaults.
+    Fields that do not apply to the source keep their defaults. ``base`` is the folder that
+    relative input paths were resolved against (the job file's, :func:`resolve_paths`) and
+    ``given`` maps each resolved key to the path as written (None / empty: used as given).
     """
 
     source: str
@@ -95,11 +101,46 @@ class DataSpec:
     test_path: Optional[str] = None
     test_y_path: Optional[str] = None
     storage_options: dict = field(default_factory=dict)
+    base: Optional[str] = None
+    given: dict = field(default_factory=dict)
 
     @property
     def has_test_split(self) -> bool:
         """Whether the source brings its own test rows (else a seeded hold-out is split off)."""
         return self.source == "fashion-mnist" or (self.source == "file" and self.test_path is not None)
+
+
+def resolve_paths(spec: DataSpec, base: str) -> DataSpec:
+    """``spec`` with its relative input paths (:data:`PATH_KEYS`) joined to the folder ``base``.
+
+    A job file's relative paths are read from its own folder, as other config files do, so a
+    job runs the same from any working directory. Absolute paths, ``~`` paths and URLs
+    (``s3://``, ``file://``, ``memory://``...) are kept as written; ``base`` and the paths as
+    written are recorded (``spec.base``, ``spec.given``) for messages and the resolved config.
+    """
+    import dataclasses
+    import os
+
+    base = os.path.abspath(base)
+    changes: dict = {}
+    for key in PATH_KEYS:
+        v = getattr(spec, key)
+        if not v or "://" in v or os.path.isabs(v) or v.startswith("~"):
+            continue
+        changes[key] = os.path.normpath(os.path.join(base, v))
+    if not changes:
+        return spec
+    return dataclasses.replace(spec, **changes, base=base, given={k: getattr(spec, k) for k in changes})
+
+
+def not_found(spec: DataSpec, key: str, path: str = "data", what: str = "no such file") -> str:
+    """The message for a missing input ``key``: the path as written, and for a relative one the
+    folder it was read from and the path it resolved to."""
+    given, url = spec.given.get(key), getattr(spec, key)
+    if given:
+        return (f"'{path}.{key}' = {given!r} not found (relative paths in a job file are read from its "
+                f"folder {spec.base}; resolved to {url})")
+    return f"'{path}.{key}' = {url!r}: {what}"
 
 
 def infer_format(url: str) -> Optional[str]:
@@ -211,6 +252,9 @@ def validate_data(table: Mapping[str, Any], path: str = "data") -> DataSpec:
         "task": get(table, "task", str, "auto", path=path, choices=TASKS),
         "seed": _opt_int(table, "seed", path, 0),
     }
+    if kw["n_train"] == 1:
+        raise ConfigError(f"'{path}.n_train' = 1: a kernel fit needs at least 2 training rows (one row "
+                          "fits only a constant); use n_train >= 2, or leave it out to use all rows")
     tf = kw["test_fraction"]
     if tf is not None and tf >= 1.0:
         raise ConfigError(f"'{path}.test_fraction' = {tf!r} must be < 1 (the rest is the training pool)")

@@ -8,7 +8,8 @@ import numpy as np
 
 from .._config import ConfigError
 
-__all__ = ["DataError", "bad_rows", "check_xy", "infer_task", "as_labels"]
+__all__ = ["MIN_TRAIN_ROWS", "DataError", "TaskWarning", "bad_rows", "check_xy", "infer_task", "task_doubts",
+           "as_labels"]
 
 
 class DataError(ConfigError):
@@ -83,7 +84,30 @@ def check_xy(X: np.ndarray, y: np.ndarray, where: str) -> tuple[np.ndarray, np.n
         if len(idx):
             raise DataError(f"{where}: {name} has NaN/Inf/missing values in {_rows(idx, len(a))}; "
                             "drop or impute those rows first")
+        if a.dtype.kind in "iuf" and a.size:
+            big = np.flatnonzero((np.abs(a.reshape(len(a), -1).astype(np.float64)) > MAX_ABS).any(axis=1))
+            if len(big):
+                raise DataError(f"{where}: {name} has values beyond ±{MAX_ABS:g} in {_rows(big, len(a))}; "
+                                "their squares overflow float64 in the kernel and the error metrics: rescale "
+                                "them (divide the column by a constant) first")
     return X, y
+
+
+#: largest magnitude accepted in X and y: squares and sums of squares stay finite in float64
+#: (1e150² = 1e300 < 1.8e308, room for sums over 10^8 terms)
+MAX_ABS = 1e150
+
+#: fewest training rows a job accepts: one row fits only a constant (its Gram is 1 x 1), and
+#: ridge selection (GCV/LOO), the spectrum and the learning curve compare at least two
+MIN_TRAIN_ROWS = 2
+
+#: doubts about an inferred classification task (see :func:`task_doubts`)
+FEW_PER_CLASS = 5
+SCALE_LEVELS = 10
+
+
+class TaskWarning(UserWarning):
+    """``task = "auto"`` made a choice that may not be what the data means (see :func:`task_doubts`)."""
 
 
 def infer_task(y: np.ndarray, task: str, natural: Optional[str] = None) -> tuple[str, str]:
@@ -92,6 +116,7 @@ def infer_task(y: np.ndarray, task: str, natural: Optional[str] = None) -> tuple
     Known sources pass their ``natural`` task. Otherwise: 2-D or float y -> regression;
     bool/str/object y -> classification; integer y -> classification unless more than half
     of the rows carry distinct values (then it looks like a count or a price: regression).
+    The reason names the rule and, where the other task is plausible, the key that sets it.
     """
     if task != "auto":
         return task, "set in the job file"
@@ -105,9 +130,44 @@ def infer_task(y: np.ndarray, task: str, natural: Optional[str] = None) -> tuple
     if kind in "iu":
         k = len(np.unique(y))
         if k > len(y) / 2:
-            return "regression", f"integer y with {k} distinct values in {len(y)} rows"
-        return "classification", f"integer y with {k} distinct values"
+            return "regression", (f"integer y with {k} distinct values in {len(y)} rows (more than half "
+                                  "distinct: a quantity); set task = 'classification' if they are labels")
+        return "classification", (f"integer y with {k} distinct values in {len(y)} rows (at most half "
+                                  "distinct: labels); set task = 'regression' if they are amounts, "
+                                  "counts or an ordered scale")
     return "regression", f"y has dtype {y.dtype}"
+
+
+def task_doubts(y: np.ndarray, task: str) -> list[str]:
+    """Reasons to doubt a classification that ``task = "auto"`` inferred from integer targets
+    (empty: no doubt). Call it only for an inference by :func:`infer_task` (not for a task
+    set in the job file or a data set's own task). Three signs that the integers are a quantity rather than labels, or that
+    classification will be poor:
+
+    - an ordered numeric scale: more than :data:`SCALE_LEVELS` (10) levels that are
+      consecutive integers (ages, counts, ratings); 10 is the class count of the usual
+      label sets (digits, Fashion-MNIST), so those never trigger it;
+    - more classes than ``sqrt(n)``: fewer rows per class than classes, where a one-vs-rest
+      kernel fit has little to learn each class from;
+    - a class with fewer than :data:`FEW_PER_CLASS` (5) rows: a hold-out split can leave
+      it out of training, and its one-hot column is fitted from a handful of points.
+    """
+    if task != "classification" or y.ndim != 1 or y.dtype.kind not in "iu":
+        return []
+    labels, counts = np.unique(y, return_counts=True)
+    k, n = len(labels), len(y)
+    out = []
+    lo, hi = int(labels[0]), int(labels[-1])
+    if k > SCALE_LEVELS and hi - lo + 1 == k:
+        out.append(f"the {k} values are the consecutive integers {lo}..{hi}, like an ordered numeric scale")
+    if k > 2 and k > np.sqrt(n):
+        out.append(f"{k} classes for {n} rows is more than sqrt(n) = {np.sqrt(n):.0f}")
+    few = counts < FEW_PER_CLASS
+    if few.any():
+        i = int(np.argmin(counts))
+        out.append(f"{int(few.sum())} class{'es have' if few.sum() > 1 else ' has'} fewer than "
+                   f"{FEW_PER_CLASS} rows (class {labels[i].item()!r}: {int(counts[i])})")
+    return out
 
 
 def as_labels(y: np.ndarray, where: str) -> np.ndarray:

@@ -84,23 +84,23 @@ def _fit_line(v: dict) -> str:
     s = (f"{v['method']}, ridge {_f(v['ridge'])} ({_f(v['ridge_relative'], '.2g')} × mean diag, "
          f"{v.get('ridge_rule')}), residual {_f(v['relative_residual'], '.2g')}, "
          f"{v['passes']} passes")
-    s += f", train accuracy {v['train_accuracy']:.4f}" if "train_accuracy" in v else ""
+    s += f", train accuracy {_f(v['train_accuracy'], '.4f')}" if "train_accuracy" in v else ""
     if v.get("factor_store"):
         s += f"; factor store {v['factor_store']} ({v.get('factor_bytes', 0) / 2**30:.2f} GiB)"
     return s
 
 
 def _predict_line(v: dict) -> str:
-    acc = f"test accuracy **{v['test_accuracy']:.4f}**, " if "test_accuracy" in v else ""
-    r2 = f", R² {v['test_r2']:.4f}" if "test_r2" in v else ""
+    acc = f"test accuracy **{_f(v['test_accuracy'], '.4f')}**, " if "test_accuracy" in v else ""
+    r2 = f", R² {_f(v['test_r2'], '.4f')}" if "test_r2" in v else ""
     return f"{acc}test MSE {_f(v['test_mse'])}{r2} on {v['n_test']} points"
 
 
 def _spectrum_line(v: dict) -> str:
     return (f"top {v['k']} eigenvalues of K/n in {v['passes']} passes; power law exponent "
             f"{_f(v['power_law_exponent'], '.3f')} on ranks {v['power_law_window']}; "
-            f"{v['trace_fraction_in_top_k']:.1%} of the trace, "
-            f"{v['target_power_in_top_k']:.1%} of the target power in the top k")
+            f"{_f(v['trace_fraction_in_top_k'], '.1%')} of the trace, "
+            f"{_f(v['target_power_in_top_k'], '.1%')} of the target power in the top k")
 
 
 def _curve_line(v: dict) -> str:

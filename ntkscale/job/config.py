@@ -262,10 +262,13 @@ def parse_job(doc: Mapping[str, Any], *, source: Optional[str] = None,
     """Validate a parsed job document (all sections, before any data is loaded).
 
     ``data_optional``: a document without a ``[data]`` table gives ``data = None`` instead of
-    an error (the planner, given the sizes, needs no data source).
+    an error (the planner, given the sizes, needs no data source). With ``source`` (the job
+    file's path), relative ``[data]`` input paths are read from the job file's folder
+    (:func:`ntkscale.data.spec.resolve_paths`); without it, from the current directory.
+    Output paths (``job.out``, ``kernel.store``) are not changed here.
     """
     from ..clusters import validate_cluster
-    from ..data import validate_data
+    from ..data.spec import resolve_paths, validate_data
 
     if not isinstance(doc, Mapping):
         raise ConfigError(f"a job must be a TOML table, got {type(doc).__name__}")
@@ -277,11 +280,13 @@ def parse_job(doc: Mapping[str, Any], *, source: Optional[str] = None,
         if not st.default and sections[name].get("enabled") and st.name not in job["stages"]:
             job["stages"].append(st.name)
     env = os.environ if environ is None else environ
+    data = None if data_optional and "data" not in doc else validate_data(section(doc, "data"), path="data")
+    if data is not None and source is not None:  # relative input paths: from the job file's folder
+        data = resolve_paths(data, os.path.dirname(os.path.abspath(source)))
     return JobConfig(job=job, model=_model(section(doc, "model")),
                      kernel=_kernel(section(doc, "kernel")), solver=_solver(section(doc, "solver")),
                      sections=sections,
-                     data=None if data_optional and "data" not in doc
-                     else validate_data(section(doc, "data"), path="data"),
+                     data=data,
                      cluster=validate_cluster(section(doc, "cluster"), path="cluster", environ=env),
                      raw=copy.deepcopy(dict(doc)), source=source)
 
@@ -296,6 +301,13 @@ def load_job(path: str, *, out: Optional[str] = None,
         raise FileNotFoundError(f"job file {path!r} not found") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: not valid TOML: {e}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not valid TOML: byte {e.object[e.start:e.start + 1]!r} at offset "
+                          f"{e.start} is not UTF-8; save the job file as UTF-8") from None
+    except IsADirectoryError:
+        raise ConfigError(f"job file {path!r} is a folder; name the .toml file") from None
     if out is not None:
+        if not isinstance(doc.get("job", {}), dict):
+            section(doc, "job")  # the ConfigError: '[job]' must be a table
         doc.setdefault("job", {})["out"] = out
     return parse_job(doc, source=os.path.abspath(path), environ=environ)

@@ -99,7 +99,9 @@ class JobContext:
                      time.perf_counter() - t)
             self.metrics["data"] = _plain({"name": d.name, "task": d.task, "n_train": d.X_train.shape[0],
                                            "n_test": 0 if d.X_test is None else d.X_test.shape[0],
-                                           "d": d.X_train.shape[1], "info": d.info})
+                                           "d": d.X_train.shape[1],
+                                           "task_reason": d.info.get("task_reason"),
+                                           "task_doubts": d.info.get("task_doubts", []), "info": d.info})
         return self._data
 
     def targets(self) -> tuple[np.ndarray, Optional[np.ndarray]]:

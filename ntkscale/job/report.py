@@ -38,6 +38,8 @@ def format_report(cfg: JobConfig, m: dict) -> str:
     lines = [f"# ntkscale run: {cfg.job['name']}", ""]
     lines += [f"- data: {d.get('name', '?')} ({d.get('task', '?')}), n_train = {d.get('n_train')}, "
               f"n_test = {d.get('n_test')}, d = {d.get('d')}",
+              *([f"- task {d.get('task')}: {d['task_reason']}"] if d.get("task_reason") else []),
+              *[f"- **warning** (task): {w}" for w in d.get("task_doubts", [])],
               f"- model: {_net(mdl)}, W_std = {format_number(mdl['W_std'])}, "
               f"b_std = {format_number(mdl['b_std'])}, {mdl['parameterization']} parameterization; "
               f"kernel {k['kind'].upper()}",

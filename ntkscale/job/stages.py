@@ -150,12 +150,21 @@ def stage_spectrum(ctx: JobContext) -> dict:
     spec = EmpiricalSpectrum(eta=eta, v2=v2, v2_per_output=v2c,
                              cumulative_power=np.cumsum(v2) / total if total > 0 else 0 * v2)
     kmin, kmax = sp["fit_window"]
-    fit = fit_power_law(eta, kmin=max(1, kmin), kmax=kmax or max(kmin + 2, k // 2))
+    kmin, kmax = max(1, kmin), min(k, kmax or max(kmin + 2, k // 2))  # the window within the k computed
+    fit, why = None, ""
+    try:  # a diagnostic: too few ranks or a zero tail (duplicate rows) skip it, with the reason
+        fit = fit_power_law(eta, kmin=kmin, kmax=kmax)
+    except ValueError as e:
+        why = (f"power-law fit skipped on ranks [{kmin}, {kmax}] of k = {k} eigenvalues (n = {n}): {e}; "
+               "set 'spectrum.fit_window' within the nonzero eigenvalues")
+        log.warning("%s", why)
     np.savez(ctx.path("spectrum.npz"), evals=er.evals, evecs=er.evecs, trace=float(op.diag().sum()))
     _figure(ctx, "spectrum", lambda p: _plots().plot_spectrum(spec, fit=fit, path=p))
     return {"k": k, "passes": er.passes, "error_estimate": er.error_estimate,
-            "eta_top": eta[:10], "eta_k": float(eta[-1]), "power_law_exponent": fit.exponent,
-            "power_law_window": [fit.kmin, fit.kmax], "power_law_r2": fit.r2,
+            "eta_top": eta[:10], "eta_k": float(eta[-1]),
+            "power_law_exponent": fit.exponent if fit else None,
+            "power_law_window": [fit.kmin, fit.kmax] if fit else [kmin, kmax],
+            "power_law_r2": fit.r2 if fit else None, **({"power_law_skipped": why} if why else {}),
             "target_power_in_top_k": float(spec.cumulative_power[-1]),
             "trace_fraction_in_top_k": float(er.evals.sum() / op.diag().sum())}
 
@@ -168,10 +177,13 @@ def stage_curve(ctx: JobContext) -> dict:
     c = ctx.cfg.curve
     op = ctx.operator()
     n = op.shape[0]
-    p = np.array(c["p"] or np.unique(np.geomspace(min(32, n // 8), n // 2, 8).astype(int)))
+    lo = max(1, min(32, n // 8))  # small pools (n < 16) start at one training point
+    p = np.array(c["p"] or np.unique(np.geomspace(lo, max(lo, n // 2), 8).astype(int)))
     if p.max() >= n:
-        raise ValueError(f"curve.p has sizes up to {p.max()} but the pool has {n} samples; "
-                         "use sizes below n (the rest are the held-out test points)")
+        from .._config import ConfigError
+
+        raise ConfigError(f"'curve.p' has sizes up to {p.max()} but the pool has {n} samples; "
+                          "use sizes below n (the rest are the held-out test points)")
     n_test = c["n_test"] or min(2000, n - int(p.max()))
     try:
         lam = float(_load_fit(ctx, build_id)["ridge"])

@@ -303,7 +303,9 @@ from ntkscale.kernels import diag_stats, from_spec, kernel_tile
 arch = from_spec(json.loads(sys.argv[1]))
 x = np.ones((48, int(sys.argv[2]))) + np.arange(48)[:, None] * 1e-3
 s = diag_stats(arch, x, dtype=np.float64, validate=False)
-kernel_tile(arch, x[:32], x[32:], s, s, ("nngp", "ntk"), dtype=np.float64, out_dtype=np.float32)
+s1 = diag_stats(arch, x[:32], dtype=np.float64, validate=False)
+s2 = diag_stats(arch, x[32:], dtype=np.float64, validate=False)
+kernel_tile(arch, x[:32], x[32:], s1, s2, ("nngp", "ntk"), dtype=np.float64, out_dtype=np.float32)
 kernel_tile(arch, x, None, s, None, ("nngp", "ntk"), dtype=np.float64, out_dtype=np.float32)
 print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
 """
@@ -312,7 +314,10 @@ print(time.perf_counter() - t0, resource.getrusage(resource.RUSAGE_SELF).ru_maxr
 def _first_kernels(arch: Layer, d: int) -> None:
     x = _sphere_rows(48, d, seed=5)
     s = diag_stats(arch, x, dtype=np.float64, validate=False)
-    kernel_tile(arch, x[:32], x[32:], s, s, ("nngp", "ntk"), dtype=np.float64, out_dtype=np.float32)
+    # an off-diagonal tile takes the statistics of its own rows: x[:32] and x[32:]
+    s1 = diag_stats(arch, x[:32], dtype=np.float64, validate=False)
+    s2 = diag_stats(arch, x[32:], dtype=np.float64, validate=False)
+    kernel_tile(arch, x[:32], x[32:], s1, s2, ("nngp", "ntk"), dtype=np.float64, out_dtype=np.float32)
     kernel_tile(arch, x, None, s, None, ("nngp", "ntk"), dtype=np.float64, out_dtype=np.float32)
 
 
@@ -331,6 +336,9 @@ def worker_warmup(arch: Layer, d: int) -> tuple[float, int, str]:
                              env=dict(os.environ, **pinned_env(1)), check=True)
         secs, rss = out.stdout.strip().splitlines()[-1].split()
         return float(secs), int(rss), "fresh subprocess"
+    except subprocess.CalledProcessError as e:  # say why, so a plan never hides a broken kernel
+        why = (e.stderr or "").strip().splitlines()[-1:] or [f"exit status {e.returncode}"]
+        return DEFAULT_WORKER_WARMUP_S, 0, f"default (subprocess measurement failed: {why[0][:200]})"
     except (subprocess.SubprocessError, ValueError, IndexError, OSError):
         return DEFAULT_WORKER_WARMUP_S, 0, "default (subprocess measurement failed)"
 

@@ -116,9 +116,11 @@ def test_seeds_nested_subsets_and_fixed_test_rows():
 def test_too_many_rows_and_single_class():
     with pytest.raises(DataError, match=r"'data.n_train' = 2000 is larger than the 1438 rows left"):
         load(source="sklearn", name="digits", n_train=2000)
-    with pytest.raises(DataError, match=r"single class.*'data.n_train'"):
+    with pytest.raises(DataError, match=r"2 training rows have a single class \(1\).*'data.n_train'"):
+        load(source="sklearn", name="iris", n_train=2)  # seed 0 draws two rows of class 1
+    with pytest.raises(ConfigError, match=r"'data.n_train' = 1: a kernel fit needs at least 2 training rows"):
         load(source="sklearn", name="iris", n_train=1)
-    with pytest.raises(DataError, match=r"holding out 150 of 150"):
+    with pytest.raises(DataError, match=r"holding out 'data.n_test' = 150 of 150 rows leaves 0"):
         load(source="sklearn", name="iris", n_test=150)
 
 
