@@ -71,6 +71,7 @@ class Outcome:
     where: str = ""  # innermost traceback frame: "module:line"
     in_ntkscale: bool = False
     changed: list = field(default_factory=list)  # files outside the run directory that changed
+    run_dir_made: bool = False  # the run directory exists after the run (it did not before)
 
 
 def _toml_value(v: Any) -> str:
@@ -274,7 +275,7 @@ def run_case(c: Case, root: str) -> Outcome:
             mine = os.sep + "ntkscale" + os.sep in tb[-1].filename
     after = _snapshot(root, out)
     changed = sorted(k for k in set(before) | set(after) if before.get(k) != after.get(k))
-    return Outcome(error=err, where=where, in_ntkscale=mine, changed=changed)
+    return Outcome(error=err, where=where, in_ntkscale=mine, changed=changed, run_dir_made=os.path.exists(out))
 
 
 def error_kind(o: Outcome) -> str:
@@ -304,6 +305,11 @@ def judge(o: Outcome, c: Case) -> list[str]:
     msg = str(e)
     if not msg.strip():
         problems.append(f"{type(e).__name__} without a message (at {o.where})")
+    from ..data import DataError
+    from ..storage import UnsafePathError
+
+    if isinstance(e, (DataError, UnsafePathError)) and o.run_dir_made:  # found by the pre-flight
+        problems.append(f"a run refused for its data or paths created the run directory: {msg[:200]}")
     from ..errors import NotPositiveDefiniteError
 
     from ..storage import StoreMismatchError
