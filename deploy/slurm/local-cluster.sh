@@ -18,7 +18,7 @@
 # exist, `start` also links it there (and `stop` removes only that link), so plain
 # `sbatch`/`sinfo` work too. `start` is a no-op when the node already answers; `stop`
 # leaves nothing of ours running. Exit status non-zero with the reason when it cannot.
-set -euo pipefail
+set -Eeuo pipefail
 
 DIR="${NTKSCALE_SLURM_DIR:-/tmp/ntkscale-slurm}"
 CONF="$DIR/slurm.conf"
@@ -29,6 +29,7 @@ export SLURM_CONF="$CONF"
 
 say() { echo "local-cluster.sh: $*" >&2; }
 die() { say "error: $*"; exit 1; }
+trap 'die "command failed (line $LINENO): $BASH_COMMAND"' ERR
 
 pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
 

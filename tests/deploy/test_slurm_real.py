@@ -46,7 +46,8 @@ def _sinfo_problem() -> str | None:
     except subprocess.TimeoutExpired:
         return "sinfo did not answer within 15 s"
     if r.returncode != 0 or not r.stdout.strip():
-        return f"sinfo fails ({(r.stderr or r.stdout).strip()[:200]}): start SLURM with deploy/slurm/local-cluster.sh start"
+        last = ((r.stderr or r.stdout).strip().splitlines() or ["no output"])[-1][:200]
+        return f"sinfo fails ({last}); start one with deploy/slurm/local-cluster.sh start"
     if not any(s.split()[0] == "up" and s.split()[1].startswith(("idle", "mix", "alloc")) for s in r.stdout.splitlines()):
         return f"no usable SLURM node: sinfo says {r.stdout.strip()!r}"
     return None
