@@ -7,17 +7,31 @@ environment (:func:`ntkscale.runner.pinned_env`) after the user's prologue so a
 ``module load`` cannot undo it. With ``gpus_per_job = N`` the job asks for
 ``--gres=gpu:N`` and runs ``dask cuda worker`` (``dask_cuda.CUDAWorker``: one worker per
 GPU, pinned to it through ``CUDA_VISIBLE_DEVICES``).
+
+Lost worker jobs (``scancel``, walltime reached, node failure) are **resubmitted**: the
+cluster runs ``adapt(minimum_jobs=jobs, maximum_jobs=jobs)``, so once the scheduler has
+forgotten a lost job (``distributed.deploy.lost-worker-timeout``, 15 s) a new job with the
+same name is submitted; the tasks of the lost workers run again on the others meanwhile.
+When no worker at all is connected for ``[cluster.slurm] worker_timeout`` (default 1 h:
+jobs pending in a busy queue, or failing at start), the scheduler fails the waiting tasks
+(``distributed.scheduler.no-workers-timeout``) and :class:`QueueWatch` logs the timeout and
+``squeue``'s view of the worker jobs, so the run ends with a clear error instead of hanging.
 """
 
 from __future__ import annotations
 
+import logging
+import subprocess
+import time
 from typing import Any, Optional
 
 from .._config import ConfigError
 from ..runner import pinned_env
 from .spec import ClusterSpec
 
-__all__ = ["slurm_cluster_kwargs", "slurm_job_script", "start_slurm"]
+__all__ = ["QueueWatch", "slurm_cluster_kwargs", "slurm_job_script", "start_slurm"]
+
+log = logging.getLogger("ntkscale")
 
 CUDA_WORKER_COMMAND = "dask cuda worker"  # run as `python -m dask cuda worker` (dask's CLI entry point)
 
@@ -86,12 +100,68 @@ def slurm_job_script(spec: ClusterSpec, security: Optional[Any] = None) -> str:
         cluster.close()
 
 
-def start_slurm(spec: ClusterSpec, security: Optional[Any] = None) -> Any:
-    """Start the SLURMCluster and submit ``spec.slurm.jobs`` worker jobs (``sbatch``)."""
-    SLURMCluster = _import_slurm_cluster()
-    cluster = SLURMCluster(**slurm_cluster_kwargs(spec, security))
+def queue_state(cluster: Any) -> str:
+    """``squeue``'s line for each worker job of ``cluster`` (id, state, reason), or why there is none."""
+    ids = [str(j.job_id) for j in list(getattr(cluster, "workers", {}).values()) if getattr(j, "job_id", None)]
+    if not ids:
+        return "no worker job submitted"
     try:
-        cluster.scale(jobs=spec.slurm.jobs)
+        r = subprocess.run(["squeue", "-h", "-j", ",".join(ids), "-o", "job %i %T (%r)"],
+                           capture_output=True, text=True, timeout=15)
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return f"squeue failed: {e}"
+    out = (r.stdout.strip() or r.stderr.strip()).replace("\n", "; ")
+    return f"squeue: {out}" if out else f"jobs {', '.join(ids)} are no longer in the queue (ended)"
+
+
+class QueueWatch:
+    """Logs, once, when no worker has been connected to ``cluster`` for ``timeout`` seconds.
+
+    Runs as a periodic callback on the cluster's event loop. The failing itself is done by
+    the scheduler (``no-workers-timeout``, set to the same value by :func:`start_slurm`);
+    this adds the SLURM side to the error: the timeout's key and ``squeue``'s state.
+    """
+
+    def __init__(self, cluster: Any, timeout: float, setting: str, interval: float = 2.0) -> None:
+        from tornado.ioloop import PeriodicCallback
+
+        self.cluster, self.timeout, self.setting = cluster, timeout, setting
+        self.since: Optional[float] = time.monotonic()
+        self.reported = False
+        self._pc = PeriodicCallback(self.check, interval * 1000)
+        cluster.loop.add_callback(self._pc.start)
+
+    def check(self) -> None:
+        if getattr(self.cluster.status, "name", "") in ("closing", "closed"):
+            self._pc.stop()
+            return
+        if self.cluster.scheduler_info.get("workers"):
+            self.since, self.reported = None, False
+            return
+        now = time.monotonic()
+        self.since = self.since or now
+        if not self.reported and now - self.since >= self.timeout:
+            self.reported = True
+            log.error("no SLURM worker connected for %.0f s ([cluster.slurm] worker_timeout = %r): the waiting "
+                      "tasks fail; %s", now - self.since, self.setting, queue_state(self.cluster))
+
+
+def start_slurm(spec: ClusterSpec, security: Optional[Any] = None) -> Any:
+    """Start the SLURMCluster and keep ``spec.slurm.jobs`` worker jobs submitted (``sbatch``).
+
+    ``adapt(minimum_jobs=jobs, maximum_jobs=jobs)`` resubmits lost jobs; the scheduler's
+    ``no-workers-timeout`` is ``[cluster.slurm] worker_timeout`` (see the module notes).
+    """
+    import dask
+
+    SLURMCluster = _import_slurm_cluster()
+    s = spec.slurm
+    with dask.config.set({"distributed.scheduler.no-workers-timeout": f"{s.worker_timeout_s}s"}):
+        cluster = SLURMCluster(**slurm_cluster_kwargs(spec, security))
+    try:
+        cluster.scale(jobs=s.jobs)
+        cluster.adapt(minimum_jobs=s.jobs, maximum_jobs=s.jobs, interval="2s")
+        cluster._ntkscale_watch = QueueWatch(cluster, s.worker_timeout_s, s.worker_timeout)
     except Exception:
         cluster.close()
         raise

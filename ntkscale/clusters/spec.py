@@ -25,6 +25,7 @@ Schema (defaults shown)::
     walltime = "01:00:00"
     job_extra_directives = [], job_script_prologue = []
     gpus_per_job = 0            # > 0: --gres=gpu:N and `dask cuda worker`
+    worker_timeout = "1h"       # no worker connected this long (jobs lost, queue stuck): the run fails
 
     [cluster.kubernetes]        # dask-kubernetes operator DaskCluster
     image                       # required: an image with ntkscale (deploy/docker)
@@ -59,7 +60,7 @@ TLS_SCHEMA: dict[str, Any] = {
 SLURM_SCHEMA: dict[str, Any] = {
     "queue": str, "account": str, "walltime": str, "cores": int, "memory": str, "processes": int,
     "jobs": int, "job_extra_directives": list, "job_script_prologue": list, "interface": str,
-    "gpus_per_job": int, "python": str, "log_directory": str}
+    "gpus_per_job": int, "python": str, "log_directory": str, "worker_timeout": str}
 KUBERNETES_SCHEMA: dict[str, Any] = {
     "name": str, "namespace": str, "image": str, "n_workers": int, "resources": dict, "env": dict,
     "gpus": int, "service_type": str, "tls_secret": str, "image_pull_policy": str}
@@ -114,6 +115,14 @@ class SlurmSpec:
     gpus_per_job: int = 0
     python: Optional[str] = None
     log_directory: Optional[str] = None
+    worker_timeout: str = "1h"
+
+    @property
+    def worker_timeout_s(self) -> float:
+        """``worker_timeout`` in seconds."""
+        from dask.utils import parse_timedelta
+
+        return float(parse_timedelta(self.worker_timeout, default="s"))
 
 
 @dataclass(frozen=True)
@@ -310,6 +319,16 @@ def _slurm(t: Mapping[str, Any], path: str, workers: Optional[int], threads: int
     if not re.fullmatch(r"(\d+-)?\d+(:\d{1,2}){0,2}", walltime):
         raise ConfigError(f"'{path}.walltime' = {walltime!r} is not a SLURM time; use \"HH:MM:SS\", "
                           "\"MM\" or \"D-HH:MM:SS\"")
+    worker_timeout = get(t, "worker_timeout", str, "1h", path=path)
+    try:
+        from dask.utils import parse_timedelta
+
+        ok = parse_timedelta(worker_timeout, default="s") > 0
+    except (ValueError, TypeError, KeyError):
+        ok = False
+    if not ok:
+        raise ConfigError(f"'{path}.worker_timeout' = {worker_timeout!r} is not a positive duration; use e.g. "
+                          "\"10m\", \"1h\", \"90s\"")
     lists = {}
     for k in ("job_extra_directives", "job_script_prologue"):
         v = get(t, k, list, [], path=path)
@@ -320,7 +339,7 @@ def _slurm(t: Mapping[str, Any], path: str, workers: Optional[int], threads: int
                      queue=_opt_str(t, "queue", path), account=_opt_str(t, "account", path),
                      walltime=walltime, interface=_opt_str(t, "interface", path), gpus_per_job=gpus,
                      python=_opt_str(t, "python", path), log_directory=_opt_str(t, "log_directory", path),
-                     **lists)
+                     worker_timeout=worker_timeout, **lists)
 
 
 def _str_table(v: Mapping[str, Any], key: str) -> dict[str, str]:

@@ -44,6 +44,8 @@ def test_unknown_kind_lists_allowed_values():
     ({"slurm": "gpu"}, "cluster.slurm"),
     ({**SLURM, "slurm": {"memory": "1GiB"}}, "cluster.slurm.cores"),
     ({**SLURM, "slurm": {"cores": 4, "memory": "1GiB", "walltime": "1 hour"}}, "cluster.slurm.walltime"),
+    ({**SLURM, "slurm": {"cores": 4, "memory": "1GiB", "worker_timeout": "soon"}}, "cluster.slurm.worker_timeout"),
+    ({**SLURM, "slurm": {"cores": 4, "memory": "1GiB", "worker_timeout": "0s"}}, "cluster.slurm.worker_timeout"),
     ({**SLURM, "slurm": {"cores": 4, "memory": "lots"}}, "cluster.slurm.memory"),
     ({**SLURM, "slurm": {"cores": 4, "memory": "1GiB", "processes": 3}}, "cluster.slurm.processes"),
     ({**SLURM, "slurm": {"cores": 4, "memory": "1GiB", "gpus_per_job": 2, "processes": 4}}, "cluster.slurm.processes"),
