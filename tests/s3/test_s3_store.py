@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -69,9 +70,10 @@ def test_cluster_build_on_s3_equals_local_disk_and_pcg_agrees(s3, client, tmp_pa
         # the same tiles; partial products are summed in completion order (rounding only)
         np.testing.assert_allclose(op_s3.matvec(V), op_local.matvec(V), rtol=1e-12, atol=0)
         lam = 0.1 * float(np.mean(op_local.diag()))
-        a, b = pcg(op_local, y, lam, tol=1e-10), pcg(op_s3, y, lam, tol=1e-10)
+        a, b = pcg(op_local, y, lam, tol=1e-8), pcg(op_s3, y, lam, tol=1e-8)
     assert a.converged and b.converged and abs(a.iterations - b.iterations) <= 1
-    np.testing.assert_allclose(b.x, a.x, rtol=1e-8, atol=1e-8 * float(np.abs(a.x).max()))
+    np.testing.assert_allclose(b.x, a.x, rtol=1e-6, atol=1e-6 * float(np.abs(a.x).max()))
+    assert a.iterations < 60, a.iterations
 
 
 def test_build_resumes_after_the_client_was_killed(s3, local_ref):
@@ -93,10 +95,8 @@ def test_second_build_is_refused_while_the_first_runs(s3):
     url = s3.url("g.zarr")
     first = start_py(BUILD.format(n=N, url=url, tile=TILE, opts=s3.options, delay=0.3))
     try:
-        kill_when_never = lambda: s3.n_chunks("g.zarr", "ntk") >= 2  # noqa: E731
-        import time
         deadline = time.monotonic() + 60
-        while not kill_when_never():
+        while s3.n_chunks("g.zarr", "ntk") < 2:
             assert first.poll() is None and time.monotonic() < deadline
             time.sleep(0.05)
         for kw in ({}, {"overwrite": True}):
@@ -170,3 +170,39 @@ def test_credentials_from_the_environment(s3, monkeypatch):
     rep = build_gram(make_arch(), data(100), url, get="ntk", tile=TILE, client="sync")
     assert rep.computed == 3
     assert StoredGram(url, "ntk").to_numpy().shape == (100, 100)
+
+
+def test_repair_command_on_an_s3_store(s3, tmp_path, monkeypatch):
+    """``ntkscale gram JOB.toml --repair`` with ``[kernel] store = "s3://..."``, credentials from
+    the environment (jobs and the CLI take no storage_options)."""
+    from click.testing import CliRunner
+
+    from ntkscale.cli.main import cli
+
+    for k, v in s3.env.items():
+        monkeypatch.setenv(k, v)
+    job = tmp_path / "job.toml"
+    job.write_text(f"""
+[job]
+out = "{tmp_path / 'run'}"
+[data]
+source = "sklearn"
+name = "digits"
+n_train = 200
+n_test = 50
+[model]
+depth = 1
+[kernel]
+tile = 64
+store = "{s3.url('job.zarr')}"
+[cluster]
+kind = "sync"
+""")
+    r = CliRunner().invoke(cli, ["--log-level", "warning", "gram", str(job)], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    kind = sorted(k.rsplit("/", 1)[-1] for k in s3.fs.ls(f"{s3.bucket}/job.zarr") if k.endswith(("/ntk", "/nngp")))[-1]
+    _flip(s3, f"job.zarr/{kind}/c/1/2")
+    r = CliRunner().invoke(cli, ["--log-level", "warning", "gram", str(job), "--repair"], catch_exceptions=False)
+    assert r.exit_code == 0, r.output
+    got = json.loads(r.output[r.output.index("{"):])
+    assert got["computed"] == 1 and got["repaired"] == [[kind, [1, 2]]]
