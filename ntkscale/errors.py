@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Optional
 
 __all__ = ["NotPositiveDefiniteError", "ConvergenceWarning", "NotConvergedError", "JitterWarning",
-           "InvalidRidgeError"]
+           "InvalidRidgeError", "TileSizeError", "IncompleteStoreError", "StaleFitError"]
 
 
 class NotPositiveDefiniteError(ValueError):
@@ -55,6 +55,18 @@ class InvalidRidgeError(ValueError, TypeError):
 
 class NotConvergedError(RuntimeError):
     """An iterative solver stopped before reaching its tolerance (raised when asked to)."""
+
+
+class TileSizeError(ValueError):
+    """A tile size outside the sane range (too many tasks, or a task no worker can hold)."""
+
+
+class IncompleteStoreError(RuntimeError):
+    """A Gram store whose build was interrupted (run the build again to finish it)."""
+
+
+class StaleFitError(RuntimeError):
+    """A saved fit that was solved on another Gram store or kernel (fit again)."""
 
 
 class ConvergenceWarning(UserWarning):

@@ -29,6 +29,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from .._config import ConfigError
 from ..storage.ownership import NPZ_MARK, check_target_file, mark_parquet_metadata
 from .config import JobConfig
 from .model import build_arch
@@ -45,7 +46,7 @@ def _out_format(out: str) -> str:
     for suffix, fmt in OUT_FORMATS.items():
         if low.endswith(suffix):
             return fmt
-    raise ValueError(f"--out {out!r}: name the file .parquet, .npz or .csv (the suffix picks the format)")
+    raise ConfigError(f"--out {out!r}: name the file .parquet, .npz or .csv (the suffix picks the format)")
 
 
 def _check_out(out: str) -> None:

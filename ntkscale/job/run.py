@@ -2,11 +2,14 @@
 
 Run directory (``job.out``)::
 
+    .ntkscale.json         ownership marker (storage.ownership): ntkscale writes only into
+                           a run directory that is new, empty or carries it
     config.resolved.json   every section with its defaults, cluster env overrides recorded
     job.toml               a copy of the job file as given
     gram.zarr/             the train Gram store (unless kernel.store points elsewhere)
+    gram.zarr-chol-.../    tiled Cholesky factors, keyed by kind, dtype and ridge
     fit.npz                α, the absolute ridge, the store's build id, classes
-    predictions.npz        test predictions and targets
+    predictions.npz        test predictions, targets, and ``row``: each test row's index in its source
     spectrum.npz           top-k eigenpairs of the train Gram
     export/                predictions and eigenpairs as Parquet or Zarr (the export stage)
     metrics.json           per-stage metrics, timings, peak memory, cluster, data

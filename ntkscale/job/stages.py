@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import numpy as np
 
+from ..errors import StaleFitError
 from .context import JobContext
 
 log = logging.getLogger("ntkscale.job")
@@ -98,7 +99,7 @@ def load_fit_file(cfg: Any, build_id: str) -> dict:
     except FileNotFoundError:
         raise FileNotFoundError(f"no fit in {cfg.out}; run the 'fit' stage first") from None
     if str(f["build_id"]) != build_id or str(f["kind"]) != cfg.kernel["kind"]:
-        raise RuntimeError(f"{path} belongs to another Gram store or kernel kind; "
+        raise StaleFitError(f"{path} belongs to another Gram store or kernel kind; "
                            "run the 'fit' stage again")
     return f
 

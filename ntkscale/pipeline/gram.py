@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 
+from ..errors import IncompleteStoreError
 from ..kernels import Layer
 
 if TYPE_CHECKING:
@@ -131,7 +132,7 @@ def check_store(url: Any, X: Any, arch: Layer, *, build: str = "build it with "
         No store at ``url``.
     ntkscale.storage.StoreMismatchError
         A store of other data or of another architecture.
-    RuntimeError
+    ntkscale.errors.IncompleteStoreError
         An interrupted build.
     """
     from ..kernels import spec_json
@@ -150,7 +151,7 @@ def check_store(url: Any, X: Any, arch: Layer, *, build: str = "build it with "
         raise StoreMismatchError(f"Gram store {url} was built for another architecture than "
                                  f"this one{again}")
     if not meta.get("complete", True):
-        raise RuntimeError(f"Gram store {url} is incomplete (an interrupted build); {build} "
+        raise IncompleteStoreError(f"Gram store {url} is incomplete (an interrupted build); {build} "
                            "to finish it")
     return str(meta["build_id"])
 

@@ -16,6 +16,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from ..errors import StaleFitError
 from ..kernels import Layer
 
 __all__ = ["RUN_CONFIG", "FIT_FILE", "SavedFit", "load_fit", "run_store"]
@@ -126,7 +127,7 @@ def load_fit(run_dir: Any) -> SavedFit:
     meta = gs.meta
     kind = str(f["kind"])
     if str(f["build_id"]) != str(meta["build_id"]) or kind != config["kernel"]["kind"]:
-        raise RuntimeError(f"{os.path.join(run_dir, FIT_FILE)} was solved on another build of the Gram "
+        raise StaleFitError(f"{os.path.join(run_dir, FIT_FILE)} was solved on another build of the Gram "
                            f"store {store!r} or for another kernel kind; run the 'fit' stage again")
     n = int(meta["shape"][0])
     X = np.ascontiguousarray(gs.read("x1", slice(0, n)), dtype=np.float64)

@@ -8,6 +8,8 @@ from typing import Optional
 
 import numpy as np
 
+from ..errors import TileSizeError
+
 __all__ = ["TilePlan", "tile_task_bytes", "choose_tile", "check_tile", "grid_tile", "MAX_TILE_TASKS",
            "OBJECT_STORE_MIN_TILE"]
 
@@ -87,10 +89,11 @@ def check_tile(tile: int, n1: int, n2: int, d: int, *, memory_per_task: Optional
     """The tile edge to use for an explicit ``tile``: clipped to ``max(n1, n2)`` (one tile), or
     a :class:`ValueError` naming the sane range when it would make more than
     :data:`MAX_TILE_TASKS` tasks or a task that does not fit ``memory_per_task`` (2x headroom,
-    as :func:`choose_tile`). ``key`` names the setting in the message (``"[kernel] tile"``).
+    as :func:`choose_tile`) raises :class:`~ntkscale.errors.TileSizeError` naming the sane range.
+    ``key`` names the setting in the message (``"[kernel] tile"``).
     """
     if isinstance(tile, bool) or not isinstance(tile, (int, np.integer)) or tile < 1:
-        raise ValueError(f"{key} must be a positive integer (or omitted / 0 for automatic), got {tile!r}")
+        raise TileSizeError(f"{key} must be a positive integer (or omitted / 0 for automatic), got {tile!r}")
     n = max(int(n1), int(n2), 1)
     T = int(min(int(tile), n))
     g1, g2 = -(-int(n1) // T), -(-int(n2) // T)
@@ -102,7 +105,7 @@ def check_tile(tile: int, n1: int, n2: int, d: int, *, memory_per_task: Optional
             h1, h2 = -(-int(n1) // lo), -(-int(n2) // lo)
             if (h1 * (h1 + 1) // 2 if symmetric else h1 * h2) <= MAX_TILE_TASKS:
                 break
-        raise ValueError(f"{key} = {tile} cuts the {n1}x{n2} Gram into {tasks:,} tile tasks (at most "
+        raise TileSizeError(f"{key} = {tile} cuts the {n1}x{n2} Gram into {tasks:,} tile tasks (at most "
                          f"{MAX_TILE_TASKS:,}: scheduling would dominate); use a tile of at least {lo} or "
                          "0 / omit it for the automatic size")
     if memory_per_task is not None and memory_per_task > 0:
@@ -111,7 +114,7 @@ def check_tile(tile: int, n1: int, n2: int, d: int, *, memory_per_task: Optional
             fits = [t for t in range(16, T, 16)
                     if 2 * tile_task_bytes(t, d, n_kinds, store_itemsize, work_bytes=work_bytes) <= memory_per_task]
             hint = f"use a tile of at most {fits[-1]}" if fits else "give workers more memory"
-            raise ValueError(f"{key} = {tile}: one tile task needs {need / 2**30:.2f} GiB (2x headroom) but a "
+            raise TileSizeError(f"{key} = {tile}: one tile task needs {need / 2**30:.2f} GiB (2x headroom) but a "
                              f"worker task has {memory_per_task / 2**30:.2f} GiB; {hint}, or 0 / omit it for "
                              "the automatic size")
     return T

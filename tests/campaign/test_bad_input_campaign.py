@@ -1,6 +1,6 @@
 """Bad input never ends in a library traceback or a changed file (issue 24).
 
-Hypothesis generates job files and data files with faults (:mod:`ntkscale.testing.bad_input`);
+Hypothesis generates job files and data files with faults (`tests/campaign/bad_input.py`);
 each must end in a result or in one clear ntkscale error that names the key, section or file,
 and leave every file outside the run directory as it was. The default run is ~60 s; the
 ``slow`` variant runs many more cases (``pytest -m slow tests/campaign``).
@@ -13,7 +13,7 @@ import tempfile
 import pytest
 from hypothesis import HealthCheck, given, settings
 
-from ntkscale.testing.bad_input import cases, error_kind, judge, run_case
+from .bad_input import cases, error_kind, judge, run_case
 
 from .conftest import TALLY
 

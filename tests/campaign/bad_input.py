@@ -255,7 +255,7 @@ def run_case(c: Case, root: str) -> Outcome:
     compare every file outside the run directory (``root/run``) before and after."""
     import warnings
 
-    from ..job import load_job, run_stages, registry
+    from ntkscale.job import load_job, run_stages, registry
 
     out = os.path.join(root, "run")
     job = _write_inputs(c, root)
@@ -305,14 +305,14 @@ def judge(o: Outcome, c: Case) -> list[str]:
     msg = str(e)
     if not msg.strip():
         problems.append(f"{type(e).__name__} without a message (at {o.where})")
-    from ..data import DataError
-    from ..storage import UnsafePathError
+    from ntkscale.data import DataError
+    from ntkscale.storage import UnsafePathError
 
     if isinstance(e, (DataError, UnsafePathError)) and o.run_dir_made:  # found by the pre-flight
         problems.append(f"a run refused for its data or paths created the run directory: {msg[:200]}")
-    from ..errors import NotPositiveDefiniteError
+    from ntkscale.errors import NotPositiveDefiniteError
 
-    from ..storage import StoreMismatchError
+    from ntkscale.storage import StoreMismatchError
 
     numeric = isinstance(e, (NotPositiveDefiniteError, StoreMismatchError))
     names = re.search(r"'?[a-z_]+\.[A-Za-z_]+'?|\[[a-z ]+\]|unknown key|job file|\.csv|\.npz|\.npy|\.toml|TOML", msg)
