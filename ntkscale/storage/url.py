@@ -8,11 +8,42 @@ from typing import Any, Optional
 from zarr.abc.store import Store
 from zarr.storage import FsspecStore, LocalStore
 
-__all__ = ["open_store", "is_local", "is_memory", "StoreAccessError"]
+__all__ = ["open_store", "is_local", "is_memory", "StoreAccessError", "options_key", "options_from_key"]
 
 
 class StoreAccessError(OSError):
     """The store location cannot be opened or written."""
+
+
+def options_key(storage_options: Optional[dict]) -> Any:
+    """A hashable stand-in for ``storage_options`` (nested dicts and lists included, e.g.
+    s3fs's ``client_kwargs``), for caches keyed by them; :func:`options_from_key` inverts it."""
+    if not storage_options:
+        return None
+
+    def freeze(o: Any) -> Any:
+        if isinstance(o, dict):
+            return ("\0dict", tuple(sorted((str(k), freeze(v)) for k, v in o.items())))
+        if isinstance(o, (list, tuple)):
+            return ("\0list", tuple(freeze(v) for v in o))
+        return o
+
+    return freeze(storage_options)
+
+
+def options_from_key(key: Any) -> Optional[dict]:
+    """The ``storage_options`` that :func:`options_key` made ``key`` from."""
+    if key is None:
+        return None
+
+    def thaw(o: Any) -> Any:
+        if isinstance(o, tuple) and len(o) == 2 and o[0] == "\0dict":
+            return {k: thaw(v) for k, v in o[1]}
+        if isinstance(o, tuple) and len(o) == 2 and o[0] == "\0list":
+            return [thaw(v) for v in o[1]]
+        return o
+
+    return thaw(key)
 
 
 def is_memory(url: str) -> bool:

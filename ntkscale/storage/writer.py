@@ -5,9 +5,16 @@ anything, so a second one pointed at the same store is refused instead of interl
 with the first. On a local directory the lock is a file created with ``O_CREAT|O_EXCL``
 (atomic, also on NFS v3+) holding the host, process id and start time of its holder; a lock
 left by a process that died on this host is taken over with a :class:`StaleLockWarning`.
-Other fsspec stores get a best-effort marker (check, then write: two builds starting in
-the same instant can both pass), and a lock from another machine is never taken over: it
-is named in the error, to be deleted by hand once that build is known to be gone.
+Other fsspec stores get a lock object created with fsspec's exclusive write
+(``pipe_file(mode='create')``). On S3 (s3fs) that is a conditional PUT (``If-None-Match: *``),
+which the server refuses when the object exists: atomic, like ``O_EXCL``, on AWS S3 and on
+servers that honour the header (MinIO, moto, ...). Elsewhere (and on S3-compatible servers
+that refuse the header) it is check, then write: two builds starting in the same instant can
+both pass. Either way the holder's record is read back after the write, so of two writers
+that overwrote each other only the last one proceeds (the window narrows; without the
+conditional PUT it does not close). A lock from another machine is never taken over: it is
+named in the error, to be deleted by hand once that build is known to be gone; taking over
+a dead holder's lock (delete, then create) is not atomic anywhere.
 
 Chunk writes on a ``LocalStore`` go to a temporary ``<key>.<uuid>.partial`` file renamed
 into place, so a chunk that exists is whole. A process killed mid-write leaves its
@@ -104,6 +111,37 @@ def remove_partials(store: Any) -> int:
     return count
 
 
+_ATOMIC_PROTOCOLS = ("s3", "s3a")  # fsspec backends whose mode='create' is a conditional write
+
+
+def _exclusive_protocol(url: str) -> bool:
+    return str(url).split("://", 1)[0].lower() in _ATOMIC_PROTOCOLS
+
+
+def _exclusive_set(store: Any, key: str, data: bytes) -> Optional[bool]:
+    """Create ``key`` in an fsspec store holding ``data`` unless it exists: True when created,
+    False when it existed, None when the backend (or an S3-compatible server) offers no
+    exclusive create (the caller falls back to check-then-write).
+
+    Uses fsspec's ``pipe_file(mode='create')``: s3fs sends ``If-None-Match: *`` (the server
+    answers 412 when the object exists: atomic); other backends check, then write.
+    """
+    fs, root = getattr(store, "fs", None), getattr(store, "path", None)
+    if fs is None or root is None:
+        return None
+    try:
+        sync(fs._pipe_file(f"{root.rstrip('/')}/{key}", data, mode="create"))
+    except FileExistsError:
+        return False
+    except (TypeError, NotImplementedError):  # an fsspec without mode=, a server without the header
+        return None
+    except OSError as e:
+        if "NotImplemented" in str(e) or "not implemented" in str(e).lower():
+            return None
+        raise
+    return True
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -137,6 +175,9 @@ class StoreLock:
         self.token = uuid.uuid4().hex
         self.held = False
         self._local = is_local(self.url)
+        #: whether creating the lock is atomic (local O_EXCL, S3 conditional PUT); False once a
+        #: store was found to offer only check-then-write
+        self.atomic = self._local or _exclusive_protocol(self.url)
         self._path = os.path.join(os.path.abspath(_local_path(self.url)), LOCK_KEY) if self._local else None
 
     # ------------------------------------------------------------ holder io
@@ -182,11 +223,17 @@ class StoreLock:
                 os.unlink(self._path)  # type: ignore[arg-type]
                 raise
             return True
-        store = self._store()  # best effort: check, then write
-        if sync(store.exists(LOCK_KEY)):
+        store, record = self._store(), self._record()
+        created = _exclusive_set(store, LOCK_KEY, record)
+        if created is None:  # no exclusive create here: best effort, check then write
+            self.atomic = False
+            if sync(store.exists(LOCK_KEY)):
+                return False
+            sync(store.set(LOCK_KEY, default_buffer_prototype().buffer.from_bytes(record)))
+        elif not created:
             return False
-        sync(store.set(LOCK_KEY, default_buffer_prototype().buffer.from_bytes(self._record())))
-        return True
+        holder, _ = self._read()  # a writer that overwrote ours (no conditional write) wins
+        return bool(holder) and holder.get("token") == self.token
 
     def _delete(self) -> None:
         if self._local:

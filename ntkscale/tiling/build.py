@@ -23,7 +23,7 @@ from ..kernels.conv import spatial_mode
 from ..kernels.backend import namespace_of
 from ..kernels.fused import compile_program
 from ..kernels.validate import check_get, check_inputs, resolve_dtype
-from ..storage import FORMAT, GramStore, StoreAccessError, StoreMismatchError, fingerprint, is_memory
+from ..storage import FORMAT, GramStore, StoreAccessError, StoreMismatchError, fingerprint, is_local, is_memory
 from ..storage.ownership import check_dir
 from ..storage.gram_store import STAT_ROWS
 from ..storage.writer import StoreLock
@@ -31,7 +31,7 @@ from . import tasks
 from .device import check_device, gpu_workers, to_host
 from . import space
 from .executor import run_tasks
-from .layout import TilePlan, check_tile, choose_tile
+from .layout import OBJECT_STORE_MIN_TILE, TilePlan, check_tile, choose_tile
 from .repair import repair_store
 
 __all__ = ["BuildReport", "build_gram", "build_cross_gram", "check_build"]
@@ -228,7 +228,8 @@ def _build(arch: Layer, X1: Any, X2: Any, url: Any, *, get: Any = ("ntk",), tile
             check_tile(int(tile), n1, n2, x1.shape[1], memory_per_task=runner.memory_per_slot(),
                        n_kinds=len(kinds), store_itemsize=store_dt.itemsize, symmetric=x2 is None,
                        work_bytes=tile_work_bytes(arch))
-        T = tile if tile is not None else _auto_tile(arch, n1, n2, x1.shape[1], kinds, store_dt, runner, x2 is None)
+        T = tile if tile is not None else _auto_tile(arch, n1, n2, x1.shape[1], kinds, store_dt, runner, x2 is None,
+                                                     object_store=not is_local(url) and not is_memory(url))
         if before is None:
             space.check_new(url, n1, n2, T, x2 is None, kinds, store_dt.itemsize, check_space)
         lock = StoreLock(url, what="Gram build", storage_options=storage_options, kind="gram-store").acquire()
@@ -324,14 +325,19 @@ def _check_existing(url: str, storage_options: Optional[dict], expect: dict,
 
 
 def _auto_tile(arch: Layer, n1: int, n2: int, d: int, kinds: tuple[str, ...], store_dt: np.dtype,
-               runner: Runner, symmetric: bool) -> int:
-    """``choose_tile`` for this architecture and cluster."""
+               runner: Runner, symmetric: bool, object_store: bool = False) -> int:
+    """``choose_tile`` for this architecture and cluster; on an object store (``object_store``)
+    tiles of at least :data:`~.layout.OBJECT_STORE_MIN_TILE` (one request per chunk: latency)."""
     # pixel-pair kernels (pooling) cost ~10^4-10^5 x a dense entry: tiles sized by memory
-    # alone would be hours-long tasks (a 1024^2 Myrtle-5 tile at 28x28 is ~14 h of a worker)
-    slow = dict(min_tile=64, max_tile=256) if spatial_mode(arch) == "full" else {}
+    # alone would be hours-long tasks (a 1024^2 Myrtle-5 tile at 28x28 is ~14 h of a worker);
+    # there the compute dwarfs any request latency, so this rule wins on object stores too
+    if spatial_mode(arch) == "full":
+        bounds = dict(min_tile=64, max_tile=256)
+    else:
+        bounds = dict(min_tile=OBJECT_STORE_MIN_TILE) if object_store else {}
     return choose_tile(n1, n2, d, memory_per_task=runner.memory_per_slot(), n_kinds=len(kinds),
                        store_itemsize=store_dt.itemsize, parallel_tasks=runner.slots(),
-                       symmetric=symmetric, work_bytes=tile_work_bytes(arch), **slow)
+                       symmetric=symmetric, work_bytes=tile_work_bytes(arch), **bounds)
 
 
 def _create(url: str, x1: np.ndarray, x2: Optional[np.ndarray], kinds: tuple[str, ...],

@@ -41,6 +41,7 @@ from ..runner import HostSlot
 from ..storage.factor_store import FactorStore, clear_tile_cache
 from ..storage.ownership import check_dir
 from ..storage.writer import StoreLock
+from ..storage.url import options_key
 from .cholesky_tasks import TileBreakdown, _Ctx, factor_tile_task
 from .executor import await_workers, worker_info
 from .factor import TiledFactor
@@ -141,10 +142,9 @@ def _run(fs: FactorStore, op: "StoredGram", progress: Optional[bool],
     fs.remove_partials()  # temporary files of writes cut short by a killed process
     done = fs.done_tiles()
     todo = [(i, j) for i in range(nb) for j in range(i, nb) if (i, j) not in done]  # topological
-    key = lambda o: tuple(sorted(o.items())) if o else None  # noqa: E731
     hosts, cache = _placement(op, placement)
     ctx = _Ctx(op.url, op.store.meta["build_id"], op.kind, fs.url, meta["factor_id"], float(meta["ridge"]),
-               meta["dtype"], uuid.uuid4().hex[:10], cache, key(op.storage_options), key(fs.storage_options),
+               meta["dtype"], uuid.uuid4().hex[:10], cache, options_key(op.storage_options), options_key(fs.storage_options),
                tuple((h.leader, h.threads) for h in hosts))
     bar = None
     if progress and todo:

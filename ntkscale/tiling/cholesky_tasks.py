@@ -27,6 +27,7 @@ from scipy.linalg.lapack import get_lapack_funcs
 from ..storage import chunks
 from ..storage.factor_store import FactorStore
 from ..storage.gram_store import GramStore
+from ..storage.url import options_from_key
 from . import tasks
 
 __all__ = ["factor_tile_task", "TileBreakdown"]
@@ -67,7 +68,7 @@ class _Ctx:
 
 @lru_cache(maxsize=8)
 def _open_factor(url: str, factor_id: str, opts: Optional[tuple]) -> FactorStore:
-    fs = FactorStore.open(url, mode="r+", storage_options=dict(opts) if opts else None)
+    fs = FactorStore.open(url, mode="r+", storage_options=options_from_key(opts))
     if fs.meta.get("factor_id") != factor_id:
         raise RuntimeError(f"factor store {url!r} was replaced while tasks were running")
     return fs
@@ -183,7 +184,7 @@ def _mirror_upper(R: np.ndarray, b: int = 512) -> None:
 
 
 def _compute_tile(ctx: _Ctx, fs: FactorStore, i: int, j: int) -> None:
-    gs = tasks.open_cached(ctx.gram_url, ctx.gram_build_id, "r", dict(ctx.gram_opts) if ctx.gram_opts else None)
+    gs = tasks.open_cached(ctx.gram_url, ctx.gram_build_id, "r", options_from_key(ctx.gram_opts))
     dt, T = np.dtype(ctx.dtype), fs.tile
     rows, cols = fs.tile_bounds(i, j)  # inside one stored Gram tile: factor tiles divide Gram tiles
     S, flat = _gram_block(gs, ctx.kind, rows, cols, T, dt)  # shape: (ri, ci), C order

@@ -10,11 +10,19 @@ import numpy as np
 
 from ..errors import TileSizeError
 
-__all__ = ["TilePlan", "tile_task_bytes", "choose_tile", "check_tile", "grid_tile", "MAX_TILE_TASKS"]
+__all__ = ["TilePlan", "tile_task_bytes", "choose_tile", "check_tile", "grid_tile", "MAX_TILE_TASKS",
+           "OBJECT_STORE_MIN_TILE"]
 
 _ALIGN = 256  # the memory budget is searched in steps of the fused kernel's block size
 _UNIT = 64  # grid tiles are multiples of this ...
 _FINE_UNIT = 16  # ... or of this when that tiles n exactly (no padded edge tile)
+
+#: ``min_tile`` of automatic tiles on object stores (s3://, gs://, ...): every chunk is one
+#: request with a first-byte latency of ~20-50 ms on S3, so a chunk must be ~10 MiB or more
+#: for the transfer, not the latency, to dominate (2048^2 float32 = 16 MiB; at 30 ms and
+#: 80 MB/s per stream a GET is then 87 % transfer, a 1024^2 one 64 %, a 512^2 one 30 %):
+#: ``benchmarks/bench_object_store.py``. Tiles still shrink below it to fit worker memory.
+OBJECT_STORE_MIN_TILE = 2048
 
 
 def tile_task_bytes(T: int, d: int, n_kinds: int, store_itemsize: int, compute_itemsize: int = 8,

@@ -18,6 +18,7 @@ import numpy as np
 from ..kernels import DiagStats
 from ..storage import GramStore, chunks
 from ..storage.gram_store import STAT_ROWS
+from ..storage.url import options_from_key, options_key
 from .device import resolve_device
 from .gemv import band_buffer, diag_tile_products, tile_products, tile_products_single
 
@@ -28,7 +29,7 @@ _local = threading.local()  # per-thread pass buffers
 
 @lru_cache(maxsize=16)
 def _open(url: str, mode: str, opts_key: Any, build_id: str) -> GramStore:
-    store = GramStore.open(url, mode=mode, storage_options=dict(opts_key) if opts_key else None)
+    store = GramStore.open(url, mode=mode, storage_options=options_from_key(opts_key))
     if store.meta.get("build_id") != build_id:
         raise RuntimeError(f"store {url!r} was replaced while tasks were running "
                            f"(build id {store.meta.get('build_id')} != {build_id})")
@@ -39,8 +40,7 @@ def open_cached(url: str, build_id: str, mode: str = "r",
                 storage_options: Optional[dict] = None) -> GramStore:
     """Open a store once per worker process and build (``build_id`` is created with the
     store, so an overwritten store at the same URL is never served from a stale cache)."""
-    key = tuple(sorted(storage_options.items())) if storage_options else None
-    return _open(url, mode, key, build_id)
+    return _open(url, mode, options_key(storage_options), build_id)
 
 
 @lru_cache(maxsize=6)
@@ -58,8 +58,7 @@ def _rows(url: str, build_id: str, mode: str, opts_key: Any, name: str, start: i
 
 def _read_rows(url: str, build_id: str, mode: str, storage_options: Optional[dict], name: str,
                rows: slice) -> np.ndarray:
-    key = tuple(sorted(storage_options.items())) if storage_options else None
-    return _rows(url, build_id, mode, key, name, rows.start, rows.stop)
+    return _rows(url, build_id, mode, options_key(storage_options), name, rows.start, rows.stop)
 
 
 def _stats_from_rows(rows: np.ndarray) -> DiagStats:
