@@ -162,7 +162,8 @@ def check_gaussian(layer: Layer) -> None:
     There the formula is not the wide network's kernel (Monte Carlo disagrees by 70 %), so
     it is refused. Linear layers (pooling, ``Flatten``, ``Identity``, sums) keep whatever
     they get; the architecture may end non-Gaussian. Each layer states its own rule
-    (:meth:`~ntkscale.kernels.base.Layer.gaussian`); the combinators route it through branches.
+    (:meth:`~ntkscale.kernels.base.Layer.gaussian`); the combinators route it through
+    the branches.
 
     Raises
     ------
