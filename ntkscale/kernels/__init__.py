@@ -6,6 +6,7 @@ from .api import (DiagStats, check_architecture, check_input_width, diag_stats, 
 from .layers import *  # noqa: F401,F403  (every public layer: one list, layers.__all__)
 from .presets import cntk, myrtle
 from .tile_kernel import TileKernel
+from . import network as _network  # noqa: F401  (serves Layer.init_fn / Layer.apply_fn)
 
 __all__ = list(_layers.__all__) + [
     "DiagStats", "diag_stats", "kernel_tile", "make_kernel_fn", "from_spec", "spec_of", "spec_json",

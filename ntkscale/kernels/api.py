@@ -10,18 +10,18 @@ from __future__ import annotations
 
 import json
 from collections import namedtuple
-from dataclasses import dataclass
 from typing import Any, Callable, Literal, Optional
 
 import numpy as np
 
 from . import fused, images, registry
 from .backend import Namespace, is_numpy, namespace_of
-from .conv import check_spatial, leaves, spatial_mode
+from .base import leaves, provide
+from .conv import check_spatial, spatial_mode
 from .images import check_input_width
 from .combinators import check_gaussian
 from .layers import ABRelu, Erf, Layer, Serial
-from .state import KernelState
+from .state import DiagStats, KernelState
 from .tile_kernel import TileKernel
 from .validate import check_get, check_inputs, resolve_dtype
 
@@ -30,26 +30,6 @@ __all__ = ["DiagStats", "diag_stats", "kernel_tile", "make_kernel_fn", "spec_of"
 
 Path = Literal["auto", "fused", "generic"]
 _PATHS = ("auto", "fused", "generic")
-
-
-@dataclass(frozen=True)
-class DiagStats:
-    """Per-row statistics of a row block, computed once and reused by every tile.
-
-    Attributes
-    ----------
-    cov0 : array, shape (n,)
-        Input variance ``|x|^2 / d``.
-    act_vars : ndarray or None, shape (n_activations, n)
-        Variance entering each activation (chains on NumPy only).
-    nngp, ntk : array, shape (n,)
-        Diagonal of the NNGP and NTK Gram matrices.
-    """
-
-    cov0: Any
-    act_vars: Optional[np.ndarray]
-    nngp: Any
-    ntk: Any
 
 
 def _prepare(layer: Layer) -> None:
@@ -213,6 +193,9 @@ def make_kernel_fn(layer: Layer) -> Callable[..., Any]:
 
     kernel_fn.__doc__ = make_kernel_fn.__doc__
     return kernel_fn
+
+
+provide("kernel_fn", make_kernel_fn)  # Layer.kernel_fn (kernels/base.py) hands itself to this
 
 
 # ----------------------------------------------------------------------------

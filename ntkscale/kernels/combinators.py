@@ -1,4 +1,8 @@
-"""Combinators: serial, parallel, FanOut, FanInSum (neural-tangents' stax names)."""
+"""Combinators: serial, parallel, FanOut, FanInSum (neural-tangents' stax names).
+
+They see their layers only through the :class:`~ntkscale.kernels.base.Layer` contract
+(kernel rule, spec, ``gaussian``), so this module imports the base and no layer family.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from .backend import Namespace
-from .layers import Layer, States, UnsupportedArchitectureError
-from .registry import from_spec, layer_type
+from .base import Layer, States, UnsupportedArchitectureError, from_spec, layer_type
 
 # ----------------------------------------------------------------------------
 # Combinators
@@ -31,6 +34,14 @@ class Serial(Layer):
 
     def flat(self) -> list[Layer]:
         return [leaf for layer in self.layers for leaf in layer.flat()]
+
+    def sublayers(self) -> tuple[Layer, ...]:
+        return self.layers
+
+    def gaussian(self, g: Any) -> Any:
+        for sub in self.layers:
+            g = sub.gaussian(g)
+        return g
 
     def spec(self) -> dict:
         return {"layer": "serial", "layers": [layer.spec() for layer in self.layers]}
@@ -59,6 +70,12 @@ class Parallel(Layer):
             layer.check_kernel()
             _check_branches(layer.layers if isinstance(layer, Serial) else [layer])
 
+    def sublayers(self) -> tuple[Layer, ...]:
+        return self.layers
+
+    def gaussian(self, g: Any) -> Any:
+        return [sub.gaussian(gi) for sub, gi in zip(self.layers, g)]
+
     def spec(self) -> dict:
         return {"layer": "parallel", "layers": [layer.spec() for layer in self.layers]}
 
@@ -81,6 +98,9 @@ class FanOut(Layer):
     def kernel(self, ns: Namespace, k: States) -> States:
         return [k] * self.num
 
+    def gaussian(self, g: Any) -> Any:
+        return [g] * self.num
+
     def spec(self) -> dict:
         return {"layer": "FanOut", "num": self.num}
 
@@ -101,6 +121,9 @@ class FanInSum(Layer):
             out = out.replace(nngp=out.nngp + other.nngp, ntk=ntk, cov1=cov1, cov2=cov2,
                               width=max(out.width, other.width))
         return out
+
+    def gaussian(self, g: Any) -> bool:
+        return all(g)
 
     def spec(self) -> dict:
         return {"layer": "FanInSum"}
@@ -138,43 +161,16 @@ def check_gaussian(layer: Layer) -> None:
     carries them (a residual ``Identity`` around a block that starts after an activation).
     There the formula is not the wide network's kernel (Monte Carlo disagrees by 70 %), so
     it is refused. Linear layers (pooling, ``Flatten``, ``Identity``, sums) keep whatever
-    they get; the architecture may end non-Gaussian.
+    they get; the architecture may end non-Gaussian. Each layer states its own rule
+    (:meth:`~ntkscale.kernels.base.Layer.gaussian`); the combinators route it through
+    the branches.
 
     Raises
     ------
     UnsupportedArchitectureError
         Names the activation and the fix (a ``Dense`` or ``Conv`` before it).
     """
-    _gaussian(layer, False)
-
-
-def _gaussian(layer: Layer, g: Any) -> Any:
-    from .conv import Conv
-    from .layers import Dense, Identity, _Activation
-
-    if isinstance(layer, Serial):
-        for sub in layer.layers:
-            g = _gaussian(sub, g)
-        return g
-    if isinstance(layer, FanOut):
-        return [g] * layer.num
-    if isinstance(layer, Parallel):
-        return [_gaussian(sub, gi) for sub, gi in zip(layer.layers, g)]
-    if isinstance(layer, FanInSum):
-        return all(g)
-    if isinstance(layer, (Dense, Conv)):
-        return True
-    if isinstance(layer, _Activation) and not isinstance(layer, Identity):
-        if not g:
-            name = getattr(layer, "name", None) if isinstance(getattr(layer, "name", None), str) \
-                else type(layer).__name__
-            raise UnsupportedArchitectureError(
-                f"{name} is applied to non-Gaussian inputs (the network's inputs, an activation's "
-                "outputs, or a sum with a branch that carries them): its closed-form kernel assumes "
-                "Gaussian pre-activations and would not be the wide network's. Put a Dense or Conv "
-                "layer before it (neural-tangents refuses this too)")
-        return False
-    return g
+    layer.gaussian(False)
 
 
 def serial(*layers: Layer) -> Serial:

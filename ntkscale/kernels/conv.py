@@ -28,8 +28,7 @@ from typing import Any, Callable, Optional
 
 from . import spatial
 from .backend import Namespace
-from .layers import Layer, UnsupportedArchitectureError, _check_weighted
-from .registry import layer_type
+from .base import Layer, UnsupportedArchitectureError, _check_weighted, layer_type, leaves
 from .state import KernelState
 
 __all__ = ["Conv", "AvgPool", "GlobalAvgPool", "Flatten", "Unflatten", "spatial_mode",
@@ -124,6 +123,10 @@ class Conv(Layer):
         cov1 = None if k.cov1 is None else w2 * avg["cov1"] + b2
         cov2 = None if k.cov2 is None else (cov1 if k.cov2 is k.cov1 else w2 * avg["cov2"] + b2)
         return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, width=self.out_chan)
+
+    def gaussian(self, g: Any) -> bool:
+        """A wide ``Conv`` layer's outputs are Gaussian, whatever its inputs."""
+        return True
 
     def out_shape(self, shape: tuple) -> tuple:
         (fh, fw), (sh, sw) = self.filter_shape, self.strides
@@ -301,15 +304,6 @@ def _circular_pad(jnp: Any, x: Any, window: tuple[int, int], strides: tuple[int,
 # ----------------------------------------------------------------------------
 # Architecture analysis
 # ----------------------------------------------------------------------------
-def leaves(layer: Layer) -> list[Layer]:
-    """Every leaf layer, inside serial and parallel combinators too."""
-    from .combinators import Parallel, Serial
-
-    if isinstance(layer, (Serial, Parallel)):
-        return [leaf for sub in layer.layers for leaf in leaves(sub)]
-    return [layer]
-
-
 def spatial_mode(layer: Layer) -> Optional[str]:
     """Covariance layout the architecture needs: None (no images), ``"diag"`` or ``"full"``."""
     every = leaves(layer)
@@ -336,8 +330,6 @@ def check_spatial(layer: Layer) -> None:
         architecture whose output is still an image (neural-tangents would return per-pixel
         kernels; a Gram matrix needs one number per pair).
     """
-    from .combinators import Parallel
-
     if spatial_mode(layer) is None:
         return
     chain = layer.flat()
@@ -348,8 +340,9 @@ def check_spatial(layer: Layer) -> None:
 
     def walk(seq: list[Layer], images: bool) -> bool:
         for leaf in seq:
-            if isinstance(leaf, Parallel):
-                outs = {walk(sub.flat(), images) for sub in leaf.layers}
+            subs = leaf.sublayers()  # in a flat chain only parallel combinators are left
+            if subs is not None:
+                outs = {walk(sub.flat(), images) for sub in subs}
                 if len(outs) > 1:
                     raise UnsupportedArchitectureError(
                         "parallel branches must all keep images or all reduce them")

@@ -10,7 +10,7 @@ The program is the architecture flattened into ``(kind, params)`` rows; the
 per-row variances at each activation come from the diagonal statistics, so a
 tile never recomputes whole-row norms.
 
-The generic array-namespace recursion (``layers.py``) is the reference; tests
+The generic array-namespace recursion (``dense.py``, ``activations.py``) is the reference; tests
 check that both agree to ~1e-12 relative.
 """
 

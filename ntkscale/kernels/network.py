@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from .base import provide
 from .layers import Conv, Dense, FanInSum, FanOut, Layer, Parallel, Serial
 
 __all__ = ["make_init_fn", "make_apply_fn", "empirical_ntk"]
@@ -118,6 +119,11 @@ def make_apply_fn(layer: Layer) -> Callable[[Any, Any], Any]:
         return _apply(layer, params, x)
 
     return apply_fn
+
+
+# Layer.init_fn / Layer.apply_fn (kernels/base.py) hand the layer to these
+provide("init_fn", make_init_fn)
+provide("apply_fn", make_apply_fn)
 
 
 def empirical_ntk(apply_fn: Callable[[Any, Any], Any], params: Any, x1: Any, x2: Any = None) -> Any:

@@ -1,11 +1,15 @@
-"""The kernel state that flows through the layers of an architecture."""
+"""The kernel state that flows through the layers of an architecture, and the per-row
+statistics of a row block that every tile reuses (the bottom of ``kernels/``: no imports
+from the package)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from typing import Any, Optional
 
-__all__ = ["KernelState"]
+import numpy as np
+
+__all__ = ["KernelState", "DiagStats"]
 
 
 @dataclass(frozen=True)
@@ -39,3 +43,23 @@ class KernelState:
 
     def replace(self, **kw: Any) -> "KernelState":
         return replace(self, **kw)
+
+
+@dataclass(frozen=True)
+class DiagStats:
+    """Per-row statistics of a row block, computed once and reused by every tile.
+
+    Attributes
+    ----------
+    cov0 : array, shape (n,)
+        Input variance ``|x|^2 / d``.
+    act_vars : ndarray or None, shape (n_activations, n)
+        Variance entering each activation (chains on NumPy only).
+    nngp, ntk : array, shape (n,)
+        Diagonal of the NNGP and NTK Gram matrices.
+    """
+
+    cov0: Any
+    act_vars: Optional[np.ndarray]
+    nngp: Any
+    ntk: Any

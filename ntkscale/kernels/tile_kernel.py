@@ -1,6 +1,6 @@
 """Kernels given by a direct tile computation rather than by a layer recursion.
 
-A :class:`TileKernel` is a :class:`~ntkscale.kernels.layers.Layer` that is not composed
+A :class:`TileKernel` is a :class:`~ntkscale.kernels.base.Layer` that is not composed
 with other layers: it computes the Gram entries of two row blocks itself (for example the
 empirical, finite-width NTK of a trained JAX model, :class:`ntkscale.empirical.EmpiricalNTK`).
 :func:`~ntkscale.kernels.diag_stats` and :func:`~ntkscale.kernels.kernel_tile` hand such a
@@ -24,7 +24,8 @@ from typing import Any, Optional
 import numpy as np
 
 from .backend import Namespace, namespace_of
-from .layers import Layer, UnsupportedArchitectureError
+from .base import Layer, UnsupportedArchitectureError
+from .state import DiagStats
 from .validate import check_inputs, resolve_dtype
 
 __all__ = ["TileKernel"]
@@ -68,10 +69,8 @@ class TileKernel(Layer):
             "from JSON (it holds a function and its parameters); pass the kernel object instead")
 
     # -- entry points of kernels.api ------------------------------------------
-    def diag_stats(self, x: Any, *, dtype: Any = None, validate: bool = True) -> Any:
-        """:class:`~ntkscale.kernels.api.DiagStats` of a row block (no activation variances)."""
-        from .api import DiagStats
-
+    def diag_stats(self, x: Any, *, dtype: Any = None, validate: bool = True) -> DiagStats:
+        """:class:`~ntkscale.kernels.state.DiagStats` of a row block (no activation variances)."""
         ns = namespace_of(x)
         dt = resolve_dtype(dtype)
         if validate:
