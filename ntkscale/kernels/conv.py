@@ -145,21 +145,24 @@ class Conv(Layer):
 @layer_type()
 @dataclass(frozen=True)
 class AvgPool(Layer):
-    """Average pooling, ``AvgPool(window_shape, strides=window_shape, padding='VALID')``.
+    """Average pooling, ``AvgPool(window_shape, strides=None, padding='VALID')``, with
+    neural-tangents' (and ``jax.example_libraries.stax``'s) defaults: ``strides=None`` means
+    stride (1, 1), not the window; write ``AvgPool((2, 2), (2, 2))`` for non-overlapping
+    windows.
 
     With ``'SAME'`` the zero padding counts in the mean (neural-tangents'
-    ``normalize_edge=False``). Needs the ``"full"`` layout: a pooled covariance is the
+    ``normalize_edges=False``). Needs the ``"full"`` layout: a pooled covariance is the
     mean over pairs of positions of the two windows.
     """
 
-    window_shape: tuple[int, int] = (2, 2)
+    window_shape: tuple[int, int]
     strides: Optional[tuple[int, int]] = None
     padding: str = "VALID"
 
     def __post_init__(self) -> None:
         w = _pair(self.window_shape, "window_shape", "AvgPool")
         object.__setattr__(self, "window_shape", w)
-        object.__setattr__(self, "strides", w if self.strides is None
+        object.__setattr__(self, "strides", (1, 1) if self.strides is None
                            else _pair(self.strides, "strides", "AvgPool"))
         object.__setattr__(self, "padding", _padding(self.padding, "AvgPool"))
 

@@ -43,7 +43,7 @@ def _archs():
         "cntk_circular": cntk((5, 5, 1), depth=2, padding="CIRCULAR", filter_size=3, b_std=0.1),
         "myrtle5": myrtle((8, 8, 3), depth=5),
         "conv_pool": stax.serial(stax.Unflatten(6, 6, 1), stax.Conv(4, (3, 3), padding="SAME", b_std=0.1),
-                                 stax.Relu(), stax.AvgPool((2, 2), padding="VALID"),
+                                 stax.Relu(), stax.AvgPool((2, 2), (2, 2), padding="VALID"),
                                  stax.Conv(4, (2, 2), strides=(1, 1), parameterization="standard"),
                                  stax.Erf(), stax.Flatten(), stax.Dense(1)),
     }

@@ -30,7 +30,6 @@ RTOL = 1e-12
 _ACOS = ("fused conv kernel: c = q * g1 * g2 of a pixel with itself rounds below 1, and arccos there "
          "turns ulps into a ~2e-9 relative NTK error on the diagonal (NT gets c = 1 exactly)")
 DIFFERS = {
-    "avgpool_default_strides": "AvgPool(window) defaults to stride = window; NT's default is (1, 1)",
     "conv_valid_flatten": _ACOS, "conv_same_flatten": _ACOS, "conv_circular_flatten": _ACOS,
 }
 
@@ -78,7 +77,7 @@ def _signatures():
 
 #: (export, parameter) -> why ntkscale differs from NT (issue 22)
 SIGNATURE_GAPS = {
-    ("AvgPool", "window_shape"), ("AvgPool", "normalize_edges"), ("AvgPool", "batch_axis"),
+    ("AvgPool", "normalize_edges"), ("AvgPool", "batch_axis"),
     ("AvgPool", "channel_axis"), ("Conv", "filter_shape"), ("Conv", "dimension_numbers"), ("Conv", "s"),
     ("Dense", "batch_axis"), ("Dense", "channel_axis"), ("Flatten", "batch_axis"),
     ("Flatten", "batch_axis_out"), ("GlobalAvgPool", "batch_axis"), ("GlobalAvgPool", "channel_axis"),
