@@ -254,6 +254,7 @@ def summarize(workers: Sequence[dict[str, Any]], stages: dict[str, Sequence[floa
         in which stage, replaced by whom and when), ``joined_late`` (joined after the first
         stage began, neither present when the ledger started nor a replacement), ``stage_times``.
     """
+    end = round(end, 2)  # the ledger's times are rounded so; rounding keeps their order
     ws = sorted((dict(w) for w in workers), key=lambda w: w["joined"])
     first = min((a for a, _ in stages.values()), default=0.0)
     lost, late = [], []
@@ -271,6 +272,7 @@ def summarize(workers: Sequence[dict[str, Any]], stages: dict[str, Sequence[floa
                      "stage": _stage_at(stages, w["left"]), "reason": w.get("reason"),
                      "replaced_by": None if new is None else new["address"],
                      "replaced_at": None if new is None else new["joined"]})
+    lost.sort(key=lambda x: (x["at"], str(x["name"])))
     for w in ws:
         if w["joined"] > first and w["replaces"] is None and not w.get("at_start"):
             late.append({"name": w["name"], "address": w["address"], "host": w["host"], "at": w["joined"],
