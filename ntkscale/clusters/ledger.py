@@ -152,10 +152,9 @@ class WorkerLedger:
 
     def poll(self) -> None:
         """Fallback: diff the scheduler's current workers against the last poll."""
-        from ..tiling.executor import worker_info
-
         now = self.now()
-        workers = worker_info(self.client)
+        # the scheduler's own view (the client's scheduler_info() cache may lack the workers)
+        workers = self.client.sync(self.client.scheduler.identity, n_workers=-1)["workers"]
         live = {r["address"]: r for r in self._polled if r["left"] is None}
         for addr, r in live.items():
             if addr not in workers:
