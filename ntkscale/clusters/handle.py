@@ -46,6 +46,7 @@ class ClusterHandle:
     client: Any = None
     cluster: Any = None
     runner: Optional[Runner] = None
+    ledger: Any = None  # ntkscale.clusters.ledger.WorkerLedger, from start_ledger()
 
     def __post_init__(self) -> None:
         if self.runner is None:
@@ -100,12 +101,74 @@ class ClusterHandle:
             out["workers"] = 1
         return out
 
+    def requested(self) -> dict[str, Any]:
+        """What the ``[cluster]`` section asked for (workers, threads, memory; SLURM jobs,
+        Kubernetes replicas), to set beside what joined."""
+        s = self.spec
+        out: dict[str, Any] = {"workers": s.workers, "threads_per_worker": s.threads_per_worker,
+                               "memory_limit": s.memory_limit}
+        if s.slurm is not None:
+            out["slurm"] = {k: getattr(s.slurm, k) for k in ("jobs", "processes", "cores", "memory",
+                                                              "gpus_per_job", "walltime")}
+        if s.kubernetes is not None:
+            out["kubernetes"] = {"n_workers": s.kubernetes.n_workers, "gpus": s.kubernetes.gpus,
+                                 "resources": {k: dict(v) for k, v in s.kubernetes.resources.items()}}
+        return out
+
+    def start_ledger(self, t0: Optional[float] = None) -> Any:
+        """Start recording every worker that joins or leaves (:mod:`ntkscale.clusters.ledger`);
+        ``t0``: ``time.time()`` at the run start. ``None`` for ``sync``."""
+        if self.client is not None and self.ledger is None:
+            from .ledger import WorkerLedger
+
+            self.ledger = WorkerLedger(self.client, t0)
+        return self.ledger
+
+    def record(self, stages: Optional[dict[str, Any]] = None, end: Optional[float] = None) -> dict[str, Any]:
+        """The run record's ``cluster``: :meth:`describe`, the requested spec and what ran.
+
+        Parameters
+        ----------
+        stages : dict, optional
+            ``{stage: [start, end]}`` in seconds since the run start (attributes events to stages).
+        end : float, optional
+            Seconds since the run start for the ``final`` counts (default: now).
+
+        Returns
+        -------
+        dict
+            :meth:`describe`'s keys, with ``workers``, ``threads`` and ``memory_per_worker``
+            the most that ran at once; ``requested``; ``source`` (``"scheduler-plugin"``,
+            ``"polled"`` or ``"none"``) and :func:`ntkscale.clusters.ledger.summarize`'s keys
+            (``workers_joined``, ``at_stage_start``, ``max``, ``final``, ``lost``, ``joined_late``).
+        """
+        from .ledger import summarize
+
+        out = self.describe()
+        out["requested"] = self.requested()
+        if self.client is None:
+            out.update(source="none", workers_joined=[], lost=[], joined_late=[],
+                       note="kind = sync: no workers, tasks ran in the client process")
+            return out
+        ledger = self.start_ledger()
+        workers = ledger.workers()
+        end = ledger.now() if end is None else end  # after the poll: what it saw is before `end`
+        out.update(summarize(workers, dict(stages or {}), end), source=ledger.source)
+        if ledger.error:
+            out["ledger_error"] = ledger.error
+        peak = out["max"]
+        out.update(workers=peak["workers"], threads=peak["threads"], memory_per_worker=min(
+            (w["memory_limit"] for w in out["workers_joined"] if w["memory_limit"]), default=None))
+        return out
+
     def close(self) -> None:
         """Close the client, then the cluster we started (idempotent)."""
-        client, cluster = self.client, self.cluster
-        self.client = self.cluster = None
+        client, cluster, ledger = self.client, self.cluster, self.ledger
+        self.client = self.cluster = self.ledger = None
         self.runner = Runner(None)
         try:
+            if ledger is not None:
+                ledger.close()
             if client is not None:
                 client.close()
         finally:

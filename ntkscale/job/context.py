@@ -62,6 +62,7 @@ class JobContext:
         self.metrics: dict = self._load_metrics()
         self._data: Any = None
         self._cluster: Any = None
+        self._stage_times: dict[str, list[float]] = {}  # [start, end] s since the cluster started
 
     # ----------------------------------------------------------- run directory
     def path(self, *parts: str) -> str:
@@ -77,6 +78,10 @@ class JobContext:
     def record(self, stage: str, values: dict) -> None:
         """Store a stage's metrics and write ``metrics.json`` (atomic replace)."""
         self.metrics.setdefault("stages", {})[stage] = _plain(values)
+        if self._cluster is not None and self._cluster.ledger is not None:  # which workers ran it
+            end = self._cluster.ledger.now()
+            self._stage_times[stage] = [max(0.0, end - float(values.get("seconds", 0.0))), end]
+            self._record_cluster(end)
         self.save_metrics()
 
     def save_metrics(self) -> None:
@@ -125,10 +130,19 @@ class JobContext:
             from ..tiling.device import gpu_workers
 
             # GPU tiles on a local cluster: one worker per GPU (other kinds place their own)
+            t0 = time.time()
             self._cluster = start_cluster(self.cfg.cluster, gpus=gpu_workers(self.cfg.kernel["device"]))
-            desc = self._cluster.describe()
-            self.metrics["cluster"] = _plain(desc)
+            self._cluster.start_ledger(t0)
+            self._record_cluster()
         return self._cluster
+
+    def _record_cluster(self, end: Optional[float] = None) -> None:
+        """``metrics["cluster"]``: the requested spec and the workers that joined so far
+        (:meth:`ntkscale.clusters.ClusterHandle.record`)."""
+        try:
+            self.metrics["cluster"] = _plain(self._cluster.record(self._stage_times, end))
+        except Exception as e:  # pragma: no cover - the record must not fail a run
+            log.warning("could not record the cluster's workers: %s", e)
 
     @property
     def client(self) -> Any:
@@ -162,9 +176,16 @@ class JobContext:
         return out
 
     def close(self) -> None:
+        """Record the workers once more (the run's end, also after a failed stage), then
+        close the cluster."""
         if self._cluster is not None:
-            self._cluster.close()
-            self._cluster = None
+            try:
+                self._record_cluster()
+                if os.path.isdir(self.cfg.out):
+                    self.save_metrics()
+            finally:
+                self._cluster.close()
+                self._cluster = None
 
 
 def _worker_peak() -> float:

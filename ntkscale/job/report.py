@@ -69,8 +69,15 @@ def format_report(cfg: JobConfig, m: dict) -> str:
 def _cluster_line(c: dict) -> str:
     if not c:
         return "?"
+    from ..clusters.ledger import summary_line
+
     parts = [str(c.get("kind", "?"))]
-    for key in ("address", "workers", "threads_per_worker", "dashboard"):
+    if "workers_joined" in c or c.get("kind") == "sync":  # the worker ledger: what ran
+        keys: tuple[str, ...] = ("address", "dashboard")
+        parts.append(summary_line(c))
+    else:  # metrics.json of an older run
+        keys = ("address", "workers", "threads_per_worker", "dashboard")
+    for key in keys:
         if c.get(key):
             parts.append(f"{key} {c[key]}")
     if c.get("tls"):
