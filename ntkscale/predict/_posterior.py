@@ -40,7 +40,7 @@ def posterior(g: str, train: Callable[[str], TrainKernel], y: Targets, cross: Ca
     if ts is None:
         phi_y = tr.solve(y.y2)[None]  # shape: (1, n, C)
     else:
-        phi_y = tr.funcs(y.y2, flow_fns(ts, scale, ("phi",)), [True])  # shape: (T, n, C)
+        phi_y = tr.funcs(y.y2, flow_fns(ts, scale, ("phi",)))  # shape: (T, n, C)
     mean = ktd.apply(phi_y.transpose(1, 0, 2).reshape(tr.n, T * y.C))  # shape: (m, T C)
     m = mean.shape[0]
     mean = mean.reshape(m, T, y.C).transpose(1, 0, 2).reshape(y.shape(lead, m))
@@ -54,13 +54,13 @@ def posterior(g: str, train: Callable[[str], TrainKernel], y: Targets, cross: Ca
         if ts is None:
             S = tr.solve(kx_init.T)[None]  # shape: (1, n, m)
         else:
-            S = tr.funcs(kx_init.T, flow_fns(ts, scale, ("phi2",)), [True])
+            S = tr.funcs(kx_init.T, flow_fns(ts, scale, ("phi2",)))
         cov = kxx[None] - np.einsum("mj,tjl->tml", kx, S)
     else:
         if ts is None:
             P = tr.solve(kx.T)[None]  # Theta^-1 Theta(X, x), shape: (1, n, m)
         else:
-            P = tr.funcs(kx.T, flow_fns(ts, scale, ("phi",)), [True])  # shape: (T, n, m)
+            P = tr.funcs(kx.T, flow_fns(ts, scale, ("phi",)))  # shape: (T, n, m)
         nngp = train("nngp")
         KP = nngp.matvec(P.transpose(1, 0, 2).reshape(tr.n, -1)).reshape(tr.n, T, m).transpose(1, 0, 2)
         term2 = np.einsum("tjm,jl->tml", P, kx_init.T)  # A K(X, x), shape: (T, m, m)
@@ -81,17 +81,17 @@ def train_set(g: str, train: Callable[[str], TrainKernel], y: Targets, ts: Optio
             return mean
         return Gaussian(mean, np.zeros_like(tr.dense("the train-set covariance")))
     scale = 1.0 / y.y.size
-    mean = -tr.funcs(y.y2, flow_fns(ts, scale, ("expm1",)), [False]).reshape(y.shape(lead, tr.n))
+    mean = -tr.funcs(y.y2, flow_fns(ts, scale, ("expm1",))).reshape(y.shape(lead, tr.n))
     if not compute_cov:
         return mean
     n = tr.n
     if g == "nngp":
         tr.dense("the train-set covariance")
-        cov = tr.funcs(np.eye(n), flow_fns(ts, scale, ("sdecay2",)), [True])
+        cov = tr.funcs(np.eye(n), flow_fns(ts, scale, ("sdecay2",)))
     else:
         K = train("nngp").dense("the train-set covariance")
         tr.dense("the train-set covariance")
-        DK = tr.funcs(K, flow_fns(ts, scale, ("decay",)), [False])  # shape: (T, n, n)
-        cov = np.stack([tr.funcs(DK[i].T, flow_fns(ts[i:i + 1], scale, ("decay",)), [False])[0]
+        DK = tr.funcs(K, flow_fns(ts, scale, ("decay",)))  # shape: (T, n, n)
+        cov = np.stack([tr.funcs(DK[i].T, flow_fns(ts[i:i + 1], scale, ("decay",)))[0]
                         for i in range(ts.size)])
     return Gaussian(mean, cov.reshape(tuple(lead) + (n, n)))

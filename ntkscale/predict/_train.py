@@ -124,13 +124,13 @@ class TrainKernel:
             return v @ (inv[:, None] * (v.T @ B))
         return scipy.linalg.cho_solve(self._cho, B)
 
-    def funcs(self, B: np.ndarray, fn: Callable[[np.ndarray], np.ndarray],
-              self_relative: list[bool]) -> np.ndarray:
+    def funcs(self, B: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
         """``f_i(K + ridge I) B`` for the F rows of ``fn(s)`` (s: eigenvalues >= 0, shape (k,) ->
-        (F, k)), shape (F, n, b). ``self_relative``: Lanczos convergence measure per function
-        (True for growing functions such as ``phi``)."""
+        (F, k)), shape (F, n, b); ``fn.self_relative`` (from :func:`flow_fns`) is the Lanczos
+        convergence measure per row."""
         if self.op is not None:
-            res = lanczos_matfuncs(_Shifted(self.op, self.ridge), B, fn, self_relative=self_relative,
+            res = lanczos_matfuncs(_Shifted(self.op, self.ridge), B, fn,
+                                   self_relative=getattr(fn, "self_relative", None),
                                    tol=self.tol, maxiter=self.maxiter, raise_on_fail=True)
             self.info.append({"method": "lanczos", "passes": res.passes, "steps": int(res.steps.max()),
                               "estimate": res.estimate, "ridge": self.ridge})
@@ -180,6 +180,8 @@ def flow_fns(ts: np.ndarray, scale: float, which: tuple[str, ...]) -> Callable[[
                 zero = np.where(np.isfinite(t), t * scale, 0.0)[:, None]
                 rows.append(np.where(pos[None, :], ph, zero))
         return np.vstack(rows)
+    # Lanczos convergence measure per row: relative to the result for the growing functions
+    fn.self_relative = [w in ("phi", "phi2", "sdecay2") for w in which for _ in ts]  # type: ignore[attr-defined]
     return fn
 
 

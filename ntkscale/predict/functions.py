@@ -191,8 +191,7 @@ def _mse_predictor(train: TrainKernel, y: Targets, time_scale: float, learning_r
             T = ts.size
             rhs = -y.y2 if f0 is None else f0 - y.y2
             which = (("expm1",) if f0 is not None else ()) + (("phi",) if fx_test_0 is not None else ())
-            vals = train.funcs(rhs, flow_fns(ts, 1.0 / y.y.size, which),
-                               [w == "phi" for w in which for _ in range(T)])
+            vals = train.funcs(rhs, flow_fns(ts, 1.0 / y.y.size, which))
             fx_train = fx_test = None
             if f0 is not None:
                 fx_train = (f0[None] + vals[:T]).reshape(y.shape(lead, y.n))
