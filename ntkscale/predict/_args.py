@@ -161,7 +161,3 @@ def check_reg(diag_reg: Any) -> float:
     if not (np.isfinite(r) and r >= 0):
         raise ValueError(f"diag_reg must be a finite number >= 0, got {diag_reg!r}")
     return r
-
-
-def optional(x: Optional[Any]) -> Optional[np.ndarray]:
-    return None if x is None else to_numpy(x)

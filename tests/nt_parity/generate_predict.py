@@ -7,12 +7,14 @@ Writes ``nt065_predict.npz`` next to this file: for every entry of
 :data:`predict_cases.CALLS` NT 0.6.5's result in float64 (``jax_enable_x64``), flattened by
 :func:`predict_cases.flatten` (``<call>/<field>/...``), NT's ``max_learning_rate`` for
 :data:`predict_cases.MAX_LR`, the inputs (``data/<name>``, so the test can check it feeds
-the same) and NT's kernels (``kernel/<which>/<kind>``). NT's ``experimental`` subpackage
+the same) NT's kernels (``kernel/<which>/<kind>``) and the
+signatures of NT's predict functions (``signature/<name>``: ``name=default`` strings). NT's ``experimental`` subpackage
 (TensorFlow interop) is stubbed; nothing NT computes is changed.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 import sys
 import types
@@ -75,6 +77,11 @@ def main() -> None:
             finally:
                 nt_predict_src._is_on_cpu = on_cpu
         arrays[name] = np.asarray(value, np.float64)
+    for fname in pc.SIGNATURES:
+        params = inspect.signature(getattr(predict, fname)).parameters.values()
+        arrays[f"signature/{fname}"] = np.asarray(
+            [f"{p.name}={p.default!r}" if p.default is not inspect.Parameter.empty else
+             (f"**{p.name}" if p.kind is p.VAR_KEYWORD else p.name) for p in params])
     np.savez_compressed(os.path.join(HERE, "nt065_predict.npz"), **arrays)
 
 

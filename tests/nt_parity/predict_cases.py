@@ -95,6 +95,10 @@ CALLS: dict[str, tuple[str, dict, dict]] = {
     "gd_mse_full": ("gd", {"loss": "mse"}, {"t": T_ODE, "fx_train_or_state_0": "f0_train"}),
 }
 
+#: functions whose signatures must match NT's (NT's parameters first, same order and defaults)
+SIGNATURES = ("gradient_descent_mse_ensemble", "gp_inference", "gradient_descent_mse", "gradient_descent",
+              "max_learning_rate")
+
 #: max_learning_rate(ntk_train_train, y_train_size, momentum)
 MAX_LR = {"mlr_default": {}, "mlr_size_momentum": {"y_train_size": N_TRAIN * C, "momentum": 0.9}}
 

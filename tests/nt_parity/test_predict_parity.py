@@ -109,6 +109,19 @@ def test_max_learning_rate(nt, setup, name):
     _close(np.asarray(got), nt[name], 1e-12, name)
 
 
+@pytest.mark.parametrize("name", pc.SIGNATURES)
+def test_signatures_match_neural_tangents(nt, name):
+    """NT's parameters, in NT's order with NT's defaults; extras (solver, tol, ...) keyword-only."""
+    import inspect
+
+    params = list(inspect.signature(getattr(predict, name)).parameters.values())
+    ours = [f"{p.name}={p.default!r}" if p.default is not inspect.Parameter.empty else
+            (f"**{p.name}" if p.kind is p.VAR_KEYWORD else p.name) for p in params]
+    theirs = [str(s) for s in nt[f"signature/{name}"]]
+    positional = [o for o, p in zip(ours, params) if p.kind is not p.KEYWORD_ONLY]
+    assert positional == theirs, (positional, theirs)
+
+
 def test_refusals(setup):
     d, kernel_fn, ks = setup
     K = ks["train"].ntk
