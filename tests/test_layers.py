@@ -23,7 +23,7 @@ LAYERS = [
     {"spectral"},                                 # 4 theory, curves (on the operator contract)
     {"solvers"},                                  # 5 solvers (on the operator contract)
     {"pipeline"},                                 # 6 the fit/predict core of estimators and job
-    {"estimators", "plots", "clusters"},          # 7 sklearn facade, figures, cluster specs
+    {"estimators", "plots", "clusters", "predict"},  # 7 sklearn and nt.predict facades, figures, cluster specs
     {"job", "studies"},                           # 8 the job: config, stages, report; studies
     {"plan"},                                     # 9 the planner (reads the parsed JobConfig)
     {"cli", "demo", "__init__"},                  # 10 entry points
