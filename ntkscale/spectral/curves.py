@@ -247,7 +247,8 @@ def _spectrum(src: Any, Y: np.ndarray, trace: Optional[float]) -> tuple[np.ndarr
 
 def theory_learning_curve(op_or_eigs: Any, y: Any, p_grid: Any, ridge: float = 0.0,
                           noise_std: float = 0.0, *, relative_ridge: bool = False,
-                          trace: Optional[float] = None) -> LearningCurve:
+                          trace: Optional[float] = None, tail: str = "ridge",
+                          n_modes: Optional[int] = None, tail_alpha: Optional[float] = None) -> LearningCurve:
     """Canatar et al. ``E_g`` from the spectrum of ``K_M / M`` of the pool.
 
     Parameters
@@ -267,12 +268,23 @@ def theory_learning_curve(op_or_eigs: Any, y: Any, p_grid: Any, ridge: float = 0
         Label-noise std per output (``sigma2 = noise_std²``; C outputs count it C times).
     trace : float, optional
         ``trace(K_M)``; needed for a partial eigendecomposition.
+    tail : {'ridge', 'powerlaw'}
+        How a partial decomposition's tail enters: ``'ridge'``, the tail's eigenvalue mass as
+        an extra ridge and its target power as one never-learned mode (valid while
+        ``p η_{k+1} << κ``); ``'powerlaw'``, the spectrum continued by
+        :mod:`ntkscale.spectral.tail` (power laws that carry exactly the known tail mass and
+        target power) to ``n_modes`` ranks (default M), so modes past k are learned as p grows.
+    n_modes : int, optional
+        ``tail='powerlaw'``: last modelled rank (default M; more extrapolates past the pool).
+    tail_alpha : float, optional
+        ``tail='powerlaw'``: another tail exponent (the band: ``TailModel.alpha_fit``).
 
     Returns
     -------
     LearningCurve
-        ``.Eg`` (P,) predicts the test MSE vs the noiseless target. Truncated: one extra
-        zero mode (the tail power) in ``mode_errors``; ``lam`` includes the tail ridge.
+        ``.Eg`` (P,) predicts the test MSE vs the noiseless target. Truncated with
+        ``tail='ridge'``: one extra zero mode (the tail power) in ``mode_errors``; ``lam``
+        includes the tail ridge.
 
     References
     ----------
@@ -285,6 +297,15 @@ def theory_learning_curve(op_or_eigs: Any, y: Any, p_grid: Any, ridge: float = 0
     eta, v2, tail_trace, tail_power, mean_diag = _spectrum(src, Y, trace)
     lam = check_ridge(ridge) * (mean_diag if relative_ridge else 1.0)
     sigma2 = check_nonneg(noise_std, "noise_std") ** 2
+    if tail not in ("ridge", "powerlaw"):
+        raise ValueError(f"tail must be 'ridge' or 'powerlaw', got {tail!r}")
+    if tail == "powerlaw" and eta.size < Y.shape[0]:
+        from .tail import complete_spectrum, fit_tail
+
+        model = fit_tail(eta, v2, tail_trace, tail_power, Y.shape[0])
+        eta, v2 = complete_spectrum(eta, v2, model, n_modes, tail_alpha)
+        return learning_curve(eta, v2, _sizes(p_grid).astype(np.float64), lam=lam, sigma2=sigma2,
+                              n_outputs=Y.shape[1])
     if tail_trace > 0 or np.any(tail_power > 0):
         eta, v2 = np.append(eta, 0.0), np.vstack([v2, tail_power[None, :]])
     return learning_curve(eta, v2, _sizes(p_grid).astype(np.float64), lam=lam + tail_trace,
