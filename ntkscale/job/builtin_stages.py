@@ -15,6 +15,8 @@ Section schemas (defaults shown)::
     trials = 5
     n_test = 0                    # held-out pool points per trial (0: n - max p, at most 2000)
     noise_std = 0.0
+    tail = "powerlaw"             # theory past the spectrum stage's k pairs (n > dense limit):
+                                  # powerlaw (ntkscale.spectral.tail) | ridge (tail as a ridge)
 
     [dynamics]
     enabled = false
@@ -57,14 +59,17 @@ def _positive_list(t: Mapping[str, Any], key: str, path: str) -> list:
 
 
 def _curve(t: Mapping[str, Any]) -> dict:
-    check_keys(t, ("enabled", "p", "trials", "n_test", "noise_std"), "curve")
+    check_keys(t, ("enabled", "p", "trials", "n_test", "noise_std", "tail"), "curve")
     p = _positive_list(t, "p", "curve")
     if any(int(v) != v for v in p):
         raise ConfigError("'curve.p' must be a list of integers (training-set sizes)")
     return {"enabled": get(t, "enabled", bool, True, path="curve"), "p": [int(v) for v in p],
             "trials": get(t, "trials", int, 5, path="curve", min=2),
             "n_test": get(t, "n_test", int, 0, path="curve", min=0),
-            "noise_std": get(t, "noise_std", float, 0.0, path="curve", min=0)}
+            "noise_std": get(t, "noise_std", float, 0.0, path="curve", min=0),
+            # theory from a partial spectrum (n above the dense limit): the tail past the
+            # computed pairs as power laws (ntkscale.spectral.tail) or as one extra ridge
+            "tail": get(t, "tail", str, "powerlaw", path="curve", choices=("powerlaw", "ridge"))}
 
 
 def _dynamics(t: Mapping[str, Any]) -> dict:

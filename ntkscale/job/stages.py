@@ -193,12 +193,13 @@ def stage_curve(ctx: JobContext) -> dict:
     eigs = _saved_eigs(ctx, n)
     Y, _ = ctx.targets()
     lc = learning_curves(op, Y, p, ridge=lam, noise_std=c["noise_std"], n_trials=c["trials"],
-                         n_test=n_test, seed=ctx.cfg.job["seed"], eigs=eigs)
+                         n_test=n_test, seed=ctx.cfg.job["seed"], eigs=eigs, tail=c["tail"])
     _figure(ctx, "learning_curve", lambda path: _plots().plot_learning_curves(lc, path=path))
     return {"p": lc.p, "experiment_mean": lc.experiment_mean, "experiment_sem": lc.experiment_sem,
             "theory": lc.theory, "relative_deviation": lc.relative_deviation, "ridge": lam,
             "n_test": n_test, "trials": c["trials"],
-            "theory_from": "top-k eigenpairs + tail trace" if eigs is not None else "dense eigh"}
+            "theory_from": (f"top-{eigs.evals.size} eigenpairs + {c['tail']} tail" if eigs is not None
+                            else "dense eigh")}
 
 
 def _saved_eigs(ctx: JobContext, n: int) -> Any:

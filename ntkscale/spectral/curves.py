@@ -360,13 +360,14 @@ def heldout_error(curve: LearningCurve, pool_size: int,
 def learning_curves(op: Any, y: Any, p_grid: Any, *, ridge: float = 0.0,
                     relative_ridge: bool = False, noise_std: float = 0.0, n_trials: int = 10,
                     n_test: Optional[int] = None, seed: int = 0, eigs: Any = None,
-                    cache_bytes: float = 2**30) -> LearningCurves:
+                    cache_bytes: float = 2**30, tail: str = "ridge") -> LearningCurves:
     """Experiment (:func:`empirical_learning_curve`) and theory (:func:`theory_learning_curve`).
 
     Both use the same absolute ridge (``relative_ridge``: ``ridge · mean(diag K_M)``) and
     noise; ``eigs`` (e.g. ``randomized_eigh(op, k)``) replaces the dense eigendecomposition
     of ``op`` (then ``trace = op.diag().sum()`` is used for the tail). The experiment is
-    compared with the theory of the held-out error (:func:`heldout_error`).
+    compared with the theory of the held-out error (:func:`heldout_error`). ``tail``: how
+    the theory treats the spectrum past partial ``eigs`` (:func:`theory_learning_curve`).
 
     Returns
     -------
@@ -377,7 +378,7 @@ def learning_curves(op: Any, y: Any, p_grid: Any, *, ridge: float = 0.0,
                                    noise_std=noise_std, seed=seed, cache_bytes=cache_bytes)
     src = op if eigs is None else eigs
     trace = None if eigs is None else _mean_diag(op) * exp.pool_size
-    th = theory_learning_curve(src, y, exp.p, lam, noise_std, trace=trace)
+    th = theory_learning_curve(src, y, exp.p, lam, noise_std, trace=trace, tail=tail)
     return LearningCurves(p=exp.p, experiment_mean=exp.mean, experiment_sem=exp.sem,
                           theory=heldout_error(th, exp.pool_size, lam), theory_pool=th.Eg,
                           ridge=lam, noise_std=exp.noise_std, experiment=exp, theory_curve=th)
