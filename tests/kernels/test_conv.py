@@ -216,7 +216,7 @@ def test_errors_name_the_fix():
     with pytest.raises(ValueError, match="does not fit"):
         stax.serial(stax.Conv(1, (5, 5)), stax.Flatten()).kernel_fn(x)
     with pytest.raises(ValueError, match="padding must be one of"):
-        stax.Conv(1, padding="REFLECT")
+        stax.Conv(1, (3, 3), padding="REFLECT")
     with pytest.raises(ValueError, match="filter_shape must be two positive ints"):
         stax.Conv(1, (0, 3))
     with pytest.raises(ValueError, match="does not match images"):
