@@ -188,12 +188,13 @@ def test_the_checker_finds_circles(tmp_path, files, expect):
 KERNELS_STACK = [
     # (level, modules, highest level its modules may import from)
     ("state and array math", {"state", "backend", "validate", "elementwise", "spatial", "train",
-                              "_numba_kernels", "_numba_conv", "_numba_pool"}, 0),
+                              "elementwise_nt", "_numba_kernels", "_numba_conv", "_numba_pool"}, 0),
     ("Layer base, registration tables, entry-point hooks", {"base"}, 0),
-    ("layer families (never each other)", {"dense", "activations", "conv", "tile_kernel"}, 1),
+    ("layer families (never each other)", {"dense", "activations", "activations_nt", "conv", "tile_kernel",
+                                           "refused"}, 1),
     ("combinators (the base only, like a family)", {"combinators"}, 1),
     ("name lists", {"layers", "registry"}, 4),
-    ("entry points", {"fused", "conv_fused", "images", "network", "presets", "api"}, 5),
+    ("entry points", {"fused", "conv_fused", "images", "network", "presets", "api", "batching"}, 5),
     ("package namespace", {"__init__"}, 5),
 ]
 KERNEL_LEVEL = {m: i for i, (_, mods, _) in enumerate(KERNELS_STACK) for m in mods}

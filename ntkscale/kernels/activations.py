@@ -14,59 +14,34 @@ Cho & Saul (2009), "Kernel methods for deep learning" (arc-cosine kernels).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from typing import Any, Callable, Optional
 
 from . import elementwise as ew
-from . import spatial
-from .backend import Namespace
-from .base import ACTIVATIONS, Layer, UnsupportedArchitectureError, _check_float, activation, layer_type
-from .state import KernelState
+from .backend import Namespace, jax_x64
+from .base import ACTIVATIONS, UnsupportedArchitectureError, _check_float, activation, layer_type
+from .base import Activation as _Activation
 
 __all__ = ["ABRelu", "Relu", "LeakyRelu", "Abs", "Identity", "Erf", "Gelu", "Sin", "Cos", "Sign",
            "Elementwise"]
 
 
-class _Activation(Layer):
-    """An activation: applies a pair transform to the matrix and to the variances."""
-
-    def transform(self, ns: Namespace, q: Any, ntk: Any, v1: Any, v2: Any) -> tuple[Any, Any]:
-        raise NotImplementedError  # pragma: no cover
-
-    def kernel(self, ns: Namespace, k: KernelState) -> KernelState:
-        if k.diag:
-            q, ntk = self.transform(ns, k.nngp, k.ntk, *spatial.self_vars(ns, k.nngp, k.spatial))
-            return k.replace(nngp=q, ntk=ntk)
-        v1, v2 = spatial.pair_vars(ns, k.cov1, k.cov2, k.spatial)
-        q, ntk = self.transform(ns, k.nngp, k.ntk, v1, v2)
-        cov1 = self.transform(ns, k.cov1, None, *spatial.self_vars(ns, k.cov1, k.spatial))[0]
-        cov2 = cov1 if k.cov2 is k.cov1 else \
-            self.transform(ns, k.cov2, None, *spatial.self_vars(ns, k.cov2, k.spatial))[0]
-        return k.replace(nngp=q, ntk=ntk, cov1=cov1, cov2=cov2)
-
-    def gaussian(self, g: Any) -> bool:
-        """A nonlinearity needs Gaussian pre-activations (its closed form assumes them);
-        its outputs are not Gaussian."""
-        if not g:
-            name = getattr(self, "name", None) if isinstance(getattr(self, "name", None), str) \
-                else type(self).__name__
-            raise UnsupportedArchitectureError(
-                f"{name} is applied to non-Gaussian inputs (the network's inputs, an activation's "
-                "outputs, or a sum with a branch that carries them): its closed-form kernel assumes "
-                "Gaussian pre-activations and would not be the wide network's. Put a Dense or Conv "
-                "layer before it (neural-tangents refuses this too)")
-        return False
-
-
 @layer_type()
 @dataclass(frozen=True)
 class ABRelu(_Activation):
-    """``a*min(x, 0) + b*max(x, 0)``; ``Relu``, ``LeakyRelu``, ``Abs`` are special cases."""
+    """``a*min(x, 0) + b*max(x, 0)``; ``Relu``, ``LeakyRelu``, ``Abs`` are special cases.
+
+    ``do_stabilize`` (neural-tangents' keyword) is accepted, True or False, and changes
+    nothing: NT uses it to rescale covariances before ``arccos`` for float32 stability;
+    ntkscale's closed form takes ``arctan2(sqrt(v1 v2 - q^2), q)``, which needs no rescaling
+    (the kernels are the same in float64). It never enters the spec.
+    """
 
     a: float
     b: float
+    do_stabilize: InitVar[bool] = False
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, do_stabilize: bool = False) -> None:
         object.__setattr__(self, "a", _check_float("a", self.a, layer="ABRelu"))
         object.__setattr__(self, "b", _check_float("b", self.b, layer="ABRelu"))
 
@@ -77,19 +52,19 @@ class ABRelu(_Activation):
         return lambda x: self.a * jnp.minimum(x, 0) + self.b * jnp.maximum(x, 0)
 
 
-def Relu() -> ABRelu:
-    """ReLU, ``max(x, 0)``."""
-    return ABRelu(0.0, 1.0)
+def Relu(do_stabilize: bool = False) -> ABRelu:
+    """ReLU, ``max(x, 0)`` (``do_stabilize``: accepted, no effect; see :class:`ABRelu`)."""
+    return ABRelu(0.0, 1.0, do_stabilize)
 
 
-def LeakyRelu(alpha: float) -> ABRelu:
-    """Leaky ReLU, ``alpha*min(x, 0) + max(x, 0)``."""
-    return ABRelu(alpha, 1.0)
+def LeakyRelu(alpha: float, do_stabilize: bool = False) -> ABRelu:
+    """Leaky ReLU, ``alpha*min(x, 0) + max(x, 0)`` (``do_stabilize``: no effect)."""
+    return ABRelu(alpha, 1.0, do_stabilize)
 
 
-def Abs() -> ABRelu:
-    """Absolute value."""
-    return ABRelu(-1.0, 1.0)
+def Abs(do_stabilize: bool = False) -> ABRelu:
+    """Absolute value (``do_stabilize``: accepted, no effect; see :class:`ABRelu`)."""
+    return ABRelu(-1.0, 1.0, do_stabilize)
 
 
 @layer_type()
@@ -190,29 +165,67 @@ class Sign(_Activation):
 @layer_type()
 @dataclass(frozen=True)
 class Elementwise(_Activation):
-    """A user activation ``fn``; its kernel needs ``nngp_fn`` and ``d_nngp_fn``.
+    """A user activation ``Elementwise(fn=None, nngp_fn=None, d_nngp_fn=None)``
+    (neural-tangents' signature).
 
-    ``nngp_fn(q, v1, v2)`` must return ``E[fn(u) fn(v)]`` and ``d_nngp_fn(q, v1, v2)``
-    ``E[fn'(u) fn'(v)]``. Without them only the finite network exists, and asking
-    for the kernel raises :class:`UnsupportedArchitectureError`.
+    ``nngp_fn(cov12, var1, var2)`` must return ``E[fn(u) fn(v)]`` and ``d_nngp_fn(cov12,
+    var1, var2)`` ``E[fn'(u) fn'(v)]``, for ``(u, v)`` centred Gaussian with those
+    (co)variances; both are called on broadcasting arrays. Without ``d_nngp_fn`` it is
+    derived as NT does, by JAX autodiff: ``jnp.vectorize(jax.grad(nngp_fn))`` (Price's
+    theorem: ``d E[fn(u) fn(v)] / d cov12 = E[fn'(u) fn'(v)]``), evaluated in float64 for
+    float64 inputs; that needs ``nngp_fn`` written with ``jax.numpy`` and JAX installed.
+    Without ``nngp_fn`` only the finite network exists, and asking for the kernel raises
+    :class:`UnsupportedArchitectureError`.
+
+    References
+    ----------
+    Han et al. (2022), "Fast Neural Kernel Embeddings for General Activations", NeurIPS
+    (NT's ``Elementwise``); Price (1958), "A useful theorem for nonlinear devices having
+    Gaussian inputs".
     """
 
-    fn: Callable[[Any], Any]
+    fn: Optional[Callable[[Any], Any]] = None
     nngp_fn: Optional[Callable[..., Any]] = None
     d_nngp_fn: Optional[Callable[..., Any]] = None
     name: str = "Elementwise"
 
+    def __post_init__(self) -> None:
+        if self.fn is None and self.nngp_fn is None:
+            raise ValueError("Elementwise: no finite (fn) or infinite (nngp_fn) function given; "
+                             "the layer would do nothing")
+
     def check_kernel(self) -> None:
-        if self.nngp_fn is None or self.d_nngp_fn is None:
+        if self.nngp_fn is None:
             raise UnsupportedArchitectureError(
-                f"layer {self.name!r} has no closed-form infinite-width kernel: pass "
-                "nngp_fn and d_nngp_fn to Elementwise, or use a built-in activation (job-file "
-                f"names: {', '.join(ACTIVATIONS)})")
+                f"layer {self.name!r} has no closed-form infinite-width kernel: pass nngp_fn "
+                "(and optionally d_nngp_fn) to Elementwise, or use a built-in activation "
+                f"(job-file names: {', '.join(ACTIVATIONS)})")
+        if self.d_nngp_fn is None:
+            try:
+                import jax  # noqa: F401
+            except ImportError:
+                raise UnsupportedArchitectureError(
+                    f"layer {self.name!r}: Elementwise without d_nngp_fn derives it by JAX "
+                    "autodiff of nngp_fn (as neural-tangents); install jax (pip install "
+                    "'ntkscale[jax]') or pass d_nngp_fn") from None
+
+    def _derivative(self) -> Callable[..., Any]:
+        if self.d_nngp_fn is not None:
+            return self.d_nngp_fn
+        import jax
+        import jax.numpy as jnp
+        return jnp.vectorize(jax.grad(self.nngp_fn))
 
     def transform(self, ns, q, ntk, v1, v2):
         self.check_kernel()
-        q_new = self.nngp_fn(q, v1, v2)
-        return q_new, (None if ntk is None else ntk * self.d_nngp_fn(q, v1, v2))
+        auto = self.d_nngp_fn is None
+        with jax_x64(getattr(q, "dtype", None) if auto and ns.name == "numpy" else None):
+            q_new = self.nngp_fn(q, v1, v2)
+            dot = None if ntk is None else self._derivative()(*_float_args(auto, q, v1, v2))
+            if ns.name == "numpy":  # a jnp nngp_fn returns JAX arrays: back to NumPy
+                q_new = ns.asarray(q_new)
+                dot = None if dot is None else ns.asarray(dot)
+        return q_new, (None if ntk is None else ntk * dot)
 
     def finite(self, jax, jnp):
         return self.fn
@@ -225,6 +238,15 @@ class Elementwise(_Activation):
         raise UnsupportedArchitectureError(
             f"spec names a user Elementwise layer {args.get('name')!r}, which cannot be rebuilt "
             "from JSON; pass the architecture object instead")
+
+
+def _float_args(auto: bool, q: Any, v1: Any, v2: Any) -> tuple[Any, Any, Any]:
+    """``jax.grad`` needs floating inputs of one shape family: broadcast Python scalars."""
+    if not auto:
+        return q, v1, v2
+    import jax.numpy as jnp
+    q, v1, v2 = (jnp.asarray(a) for a in (q, v1, v2))
+    return jnp.broadcast_arrays(q, v1, v2)
 
 
 # job-config names (``[model] activation = "..."``)

@@ -25,7 +25,7 @@ from .state import DiagStats, KernelState
 from .tile_kernel import TileKernel
 from .validate import check_get, check_inputs, resolve_dtype
 
-__all__ = ["DiagStats", "diag_stats", "kernel_tile", "make_kernel_fn", "spec_of", "from_spec",
+__all__ = ["DiagStats", "Kernel", "diag_stats", "kernel_tile", "make_kernel_fn", "spec_of", "from_spec",
            "spec_json", "check_input_width", "check_architecture"]
 
 Path = Literal["auto", "fused", "generic"]
@@ -168,12 +168,32 @@ def _set_diag(ns: Namespace, a: Any, diag: Any) -> Any:
     return a
 
 
+Kernel = namedtuple("Kernel", ["nngp", "ntk", "cov1", "cov2", "x1_is_x2", "is_gaussian", "is_reversed",
+                               "diagonal_batch", "diagonal_spatial", "batch_axis", "channel_axis"])
+Kernel.__doc__ = """What ``kernel_fn(x1, x2)`` (``get=None``) returns: neural-tangents' ``Kernel`` fields
+that describe the output, with NT's meaning.
+
+nngp, ntk : array, shape (n1, n2)
+cov1 : array, shape (n1,)
+    The NNGP of each ``x1`` row with itself (NT's ``diagonal_batch=True`` layout).
+cov2 : array, shape (n2,), or None
+    The same for ``x2``; None when ``x2`` is None (NT: ``x1_is_x2``).
+x1_is_x2 : bool
+is_gaussian : bool
+    Whether the outputs are Gaussian (the network ends in a ``Dense``/``Conv`` layer).
+is_reversed, diagonal_batch, diagonal_spatial, batch_axis, channel_axis
+    ``False, True, False, 0, 1``: the layout of a (n, features) output, as NT reports it.
+"""
+
+
 def make_kernel_fn(layer: Layer) -> Callable[..., Any]:
     """neural-tangents style ``kernel_fn(x1, x2=None, get=None, *, dtype=None)``.
 
-    ``get`` a string returns that array; a tuple (or None, meaning both) returns a
-    namedtuple ``Kernel`` with those fields. Shapes: (n1, n2); ``x2=None`` is the
-    symmetric case ``x1 x1``.
+    ``get`` a string returns that array; a tuple returns a namedtuple with those fields;
+    None (NT's default) returns a :data:`Kernel` (``nngp``, ``ntk``, ``cov1``, ``cov2``,
+    ``x1_is_x2``, ``is_gaussian``, ...). Shapes: (n1, n2); ``x2=None`` is the symmetric
+    case ``x1 x1``. Runs under ``jax.jit(kernel_fn, static_argnames='get')`` on JAX arrays
+    (the NaN check is skipped for traced values; shapes are still checked).
     """
 
     def kernel_fn(x1: Any, x2: Any = None, get: Any = None, *, dtype: Any = None,
@@ -189,9 +209,15 @@ def make_kernel_fn(layer: Layer) -> Callable[..., Any]:
         out = kernel_tile(arch, x1c, x2c, s1, s2, kinds, dtype=dt, path=path)
         if single:
             return out[kinds[0]]
+        if get is None:
+            return Kernel(nngp=out["nngp"], ntk=out["ntk"], cov1=s1.nngp,
+                          cov2=None if s2 is None else s2.nngp, x1_is_x2=x2c is None,
+                          is_gaussian=bool(arch.gaussian(False)), is_reversed=False,
+                          diagonal_batch=True, diagonal_spatial=False, batch_axis=0, channel_axis=1)
         return namedtuple("Kernel", kinds)(*(out[k] for k in kinds))
 
     kernel_fn.__doc__ = make_kernel_fn.__doc__
+    kernel_fn.layer = layer
     return kernel_fn
 
 

@@ -17,13 +17,16 @@ Importing any part of ``ntkscale.kernels`` imports the package, which imports bo
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any, Callable, Iterator, Optional, TypeVar
 
+from . import spatial
 from .backend import Namespace
+from .state import KernelState
 
 __all__ = ["Layer", "UnsupportedArchitectureError", "States", "LAYERS", "ACTIVATIONS", "layer_type",
-           "activation", "from_spec", "leaves", "provide"]
+           "activation", "from_spec", "leaves", "provide", "check_nt_axes", "Activation"]
 
 States = Any  # a KernelState, or a list of them between FanOut and FanInSum
 
@@ -99,7 +102,12 @@ def _entry(name: str, layer: Any) -> Callable[..., Any]:
     except KeyError:  # pragma: no cover - the package imports api and network
         raise RuntimeError(f"Layer.{name} is served by ntkscale.kernels (api/network), which is "
                            "not imported yet; import ntkscale.kernels first") from None
-    return factory(layer)
+    fn = factory(layer)
+    try:
+        fn.layer = layer  # serial(...) accepts the (init_fn, apply_fn, kernel_fn) triple back
+    except AttributeError:  # pragma: no cover - a factory returning a builtin
+        pass
+    return fn
 
 
 # ----------------------------------------------------------------------------
@@ -138,6 +146,24 @@ def _check_weighted(layer: Any, size: str) -> str:
     return name
 
 
+def check_nt_axes(layer: str, **given: Any) -> None:
+    """Accept neural-tangents' layout keywords at their defaults only.
+
+    ``given`` maps a keyword (``batch_axis``, ``channel_axis``, ``batch_axis_out``) to the
+    value passed; ntkscale's layouts are NT's defaults (samples first, channels last), so
+    any other value raises :class:`UnsupportedArchitectureError` naming the keyword and
+    the fix (transpose the inputs). ``channel_axis=-1`` and ``channel_axis=3`` are the
+    same axis for NHWC images; only ``-1`` is accepted, as it is for feature rows.
+    """
+    defaults = {"batch_axis": 0, "channel_axis": -1, "batch_axis_out": 0}
+    for name, value in given.items():
+        if value != defaults[name] or isinstance(value, bool):
+            raise UnsupportedArchitectureError(
+                f"{layer}: {name}={value!r} is not supported by ntkscale (only "
+                f"{name}={defaults[name]}: samples on axis 0, channels last); transpose your "
+                "inputs instead, e.g. x.transpose(0, 2, 3, 1) for NCHW images -> NHWC")
+
+
 # ----------------------------------------------------------------------------
 # The base class
 # ----------------------------------------------------------------------------
@@ -167,7 +193,9 @@ class Layer:
 
     def spec(self) -> dict:
         """The layer as a JSON-able dict: ``{"layer": spec_name, **fields}``."""
-        fields = getattr(self, "__dataclass_fields__", {})
+        # dataclasses.fields skips InitVar pseudo-fields: neural-tangents' keywords that only
+        # take their defaults (do_stabilize, batch_axis, ...) never enter a spec
+        fields = [f.name for f in dataclasses.fields(self)] if dataclasses.is_dataclass(self) else []
         return {"layer": self.spec_name, **{k: getattr(self, k) for k in fields}}
 
     @classmethod
@@ -212,6 +240,15 @@ class Layer:
     def __iter__(self) -> Iterator[Callable[..., Any]]:
         return iter((self.init_fn, self.apply_fn, self.kernel_fn))
 
+    def __len__(self) -> int:
+        """3, like neural-tangents' ``(init_fn, apply_fn, kernel_fn)`` tuple."""
+        return 3
+
+    def __getitem__(self, index: Any) -> Any:
+        """``layer[2]`` is ``kernel_fn`` (``layer[0]`` init_fn, ``layer[1]`` apply_fn), as in
+        neural-tangents, where every layer is that tuple; slices work too."""
+        return (self.init_fn, self.apply_fn, self.kernel_fn)[index]
+
 
 def leaves(layer: Layer) -> list[Layer]:
     """Every leaf layer, inside serial and parallel combinators too."""
@@ -219,3 +256,36 @@ def leaves(layer: Layer) -> list[Layer]:
     if subs is not None:
         return [leaf for sub in subs for leaf in leaves(sub)]
     return [layer]
+
+
+class Activation(Layer):
+    """An elementwise activation: applies a pair transform ``transform(ns, q, ntk, v1, v2)``
+    (:mod:`~ntkscale.kernels.elementwise`) to the matrix and to the variances. The base of
+    every activation family (``activations.py``, ``activations_nt.py``)."""
+
+    def transform(self, ns: Namespace, q: Any, ntk: Any, v1: Any, v2: Any) -> tuple[Any, Any]:
+        raise NotImplementedError  # pragma: no cover
+
+    def kernel(self, ns: Namespace, k: KernelState) -> KernelState:
+        if k.diag:
+            q, ntk = self.transform(ns, k.nngp, k.ntk, *spatial.self_vars(ns, k.nngp, k.spatial))
+            return k.replace(nngp=q, ntk=ntk)
+        v1, v2 = spatial.pair_vars(ns, k.cov1, k.cov2, k.spatial)
+        q, ntk = self.transform(ns, k.nngp, k.ntk, v1, v2)
+        cov1 = self.transform(ns, k.cov1, None, *spatial.self_vars(ns, k.cov1, k.spatial))[0]
+        cov2 = cov1 if k.cov2 is k.cov1 else \
+            self.transform(ns, k.cov2, None, *spatial.self_vars(ns, k.cov2, k.spatial))[0]
+        return k.replace(nngp=q, ntk=ntk, cov1=cov1, cov2=cov2)
+
+    def gaussian(self, g: Any) -> bool:
+        """A nonlinearity needs Gaussian pre-activations (its closed form assumes them);
+        its outputs are not Gaussian."""
+        if not g:
+            name = getattr(self, "name", None) if isinstance(getattr(self, "name", None), str) \
+                else type(self).__name__
+            raise UnsupportedArchitectureError(
+                f"{name} is applied to non-Gaussian inputs (the network's inputs, an activation's "
+                "outputs, or a sum with a branch that carries them): its closed-form kernel assumes "
+                "Gaussian pre-activations and would not be the wide network's. Put a Dense or Conv "
+                "layer before it (neural-tangents refuses this too)")
+        return False

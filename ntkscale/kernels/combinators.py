@@ -1,4 +1,5 @@
-"""Combinators: serial, parallel, FanOut, FanInSum (neural-tangents' stax names).
+"""Combinators: serial, parallel, repeat, FanOut, FanInSum, FanInProd, FanInConcat
+(neural-tangents' stax names).
 
 They see their layers only through the :class:`~ntkscale.kernels.base.Layer` contract
 (kernel rule, spec, ``gaussian``), so this module imports the base and no layer family.
@@ -129,6 +130,100 @@ class FanInSum(Layer):
         return {"layer": "FanInSum"}
 
 
+@layer_type()
+@dataclass(frozen=True)
+class FanInProd(Layer):
+    """Elementwise product of the branches (neural-tangents' ``FanInProd``).
+
+    Independent centred branches: ``nngp = prod_i nngp_i`` (and the variances alike), and by
+    the product rule ``ntk = sum_i ntk_i prod_{j != i} nngp_j``. The product of two or more
+    branches is not Gaussian (a nonlinearity may not follow it, as in NT).
+    """
+
+    def kernel(self, ns: Namespace, k: States) -> States:
+        if not isinstance(k, list):
+            raise UnsupportedArchitectureError("FanInProd needs branches; put FanOut(n) before it")
+        out = k[0]
+        for other in k[1:]:
+            ntk = None if out.ntk is None else out.ntk * other.nngp + out.nngp * other.ntk
+            cov1 = None if out.cov1 is None else out.cov1 * other.cov1
+            cov2 = None if out.cov2 is None else (cov1 if out.cov2 is out.cov1 else out.cov2 * other.cov2)
+            out = out.replace(nngp=out.nngp * other.nngp, ntk=ntk, cov1=cov1, cov2=cov2)
+        return out
+
+    def gaussian(self, g: Any) -> bool:
+        return len(g) == 1 and bool(g[0])
+
+    def out_shape(self, shape: tuple) -> tuple:
+        return tuple(shape[0])
+
+    def finite(self, jax: Any, jnp: Any) -> Any:
+        def prod(xs: Any) -> Any:
+            out = xs[0]
+            for x in xs[1:]:
+                out = out * x
+            return out
+        return prod
+
+    def spec(self) -> dict:
+        return {"layer": "FanInProd"}
+
+
+@layer_type()
+@dataclass(frozen=True)
+class FanInConcat(Layer):
+    """Concatenate the branches along the channel axis (neural-tangents' ``FanInConcat``).
+
+    The kernel of concatenated channels is the channel-weighted mean of the branches'
+    kernels, ``sum_i C_i K_i / sum_i C_i`` (``C_i`` the branch's channel count; the plain
+    mean when all are equal), and the width is ``sum_i C_i``. As in NT the output counts as
+    non-Gaussian. Only ``axis=-1`` (channels) is supported: NT's concatenation along a
+    spatial or the batch axis changes the kernel's layout.
+    """
+
+    axis: int = -1
+
+    def __post_init__(self) -> None:
+        if self.axis != -1 or isinstance(self.axis, bool):
+            raise UnsupportedArchitectureError(
+                f"FanInConcat(axis={self.axis!r}) is not supported by ntkscale: only axis=-1 "
+                "(concatenating channels) is; concatenate along channels, or use FanInSum")
+
+    def kernel(self, ns: Namespace, k: States) -> States:
+        if not isinstance(k, list):
+            raise UnsupportedArchitectureError("FanInConcat needs branches; put FanOut(n) before it")
+        total = float(sum(ki.width for ki in k))
+        weights = [ki.width / total for ki in k]
+
+        def mix(name: str) -> Any:
+            if getattr(k[0], name) is None:
+                return None
+            out = weights[0] * getattr(k[0], name)
+            for w, ki in zip(weights[1:], k[1:]):
+                out = out + w * getattr(ki, name)
+            return out
+
+        cov1 = mix("cov1")
+        cov2 = cov1 if k[0].cov2 is k[0].cov1 else mix("cov2")
+        return k[0].replace(nngp=mix("nngp"), ntk=mix("ntk"), cov1=cov1, cov2=cov2,
+                            width=int(total))
+
+    def gaussian(self, g: Any) -> bool:
+        return False
+
+    def out_shape(self, shape: tuple) -> tuple:
+        return (*shape[0][:-1], sum(s[-1] for s in shape))
+
+    def finite(self, jax: Any, jnp: Any) -> Any:
+        return lambda xs: jnp.concatenate(list(xs), axis=-1)
+
+    def spec(self) -> dict:
+        return {"layer": "FanInConcat", "axis": self.axis}
+
+
+FAN_IN = (FanInSum, FanInProd, FanInConcat)
+
+
 def _check_branches(layers: Sequence[Layer]) -> None:
     """Branch counts must balance: FanOut(n) ... parallel(n) ... FanInSum."""
     branches = 1
@@ -141,9 +236,10 @@ def _check_branches(layers: Sequence[Layer]) -> None:
             if len(layer.layers) != branches:
                 raise UnsupportedArchitectureError(
                     f"parallel of {len(layer.layers)} layers applied to {branches} branch(es)")
-        elif isinstance(layer, FanInSum):
+        elif isinstance(layer, FAN_IN):
             if branches == 1:
-                raise UnsupportedArchitectureError("FanInSum without a preceding FanOut")
+                raise UnsupportedArchitectureError(
+                    f"{type(layer).__name__} without a preceding FanOut")
             branches = 1
         elif branches != 1:
             raise UnsupportedArchitectureError(
@@ -174,21 +270,39 @@ def check_gaussian(layer: Layer) -> None:
 
 
 def serial(*layers: Layer) -> Serial:
-    """Compose layers in sequence (neural-tangents' ``stax.serial``)."""
-    _check_layers(layers, "serial")
-    return Serial(tuple(layers))
+    """Compose layers in sequence (neural-tangents' ``stax.serial``).
+
+    Each argument is a layer, or the ``(init_fn, apply_fn, kernel_fn)`` triple unpacked
+    from one (NT style); the result unpacks into a triple, ``len()`` 3, ``[2]`` the kernel.
+    """
+    return Serial(_check_layers(layers, "serial"))
 
 
 def parallel(*layers: Layer) -> Parallel:
     """Apply layers to branches in parallel (neural-tangents' ``stax.parallel``)."""
-    _check_layers(layers, "parallel")
-    return Parallel(tuple(layers))
+    return Parallel(_check_layers(layers, "parallel"))
 
 
-def _check_layers(layers: Sequence[Any], where: str) -> None:
+def repeat(layer: Layer, n: int) -> Serial:
+    """``layer`` composed ``n`` times (neural-tangents' ``stax.repeat``): the same as
+    ``serial(*[layer] * n)`` (NT compiles the loop; here the kernels are the same)."""
+    (layer,) = _check_layers((layer,), "repeat")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 1:
+        raise ValueError(f"repeat: n must be a positive int, got {n!r}")
+    return Serial((layer,) * n)
+
+
+def _check_layers(layers: Sequence[Any], where: str) -> tuple[Layer, ...]:
     if not layers:
         raise ValueError(f"{where}() needs at least one layer")
+    out = []
     for i, layer in enumerate(layers):
+        if isinstance(layer, (tuple, list)) and len(layer) == 3:
+            # an (init_fn, apply_fn, kernel_fn) triple unpacked from an ntkscale layer
+            layer = getattr(layer[2], "layer", layer)
         if not isinstance(layer, Layer):
             raise TypeError(f"{where}(): argument {i} is {type(layer).__name__}, not an ntkscale layer "
-                            "(use ntkscale.stax.Dense, Relu, ...)")
+                            "(use ntkscale.stax.Dense, Relu, ...; a neural-tangents layer triple "
+                            "cannot be mixed in: build it with ntkscale.stax)")
+        out.append(layer)
+    return tuple(out)

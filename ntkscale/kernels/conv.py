@@ -23,15 +23,15 @@ Shankar et al. (2020), "Neural Kernels Without Tangents", ICML (Myrtle architect
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from typing import Any, Callable, Optional
 
 from . import spatial
 from .backend import Namespace
-from .base import Layer, UnsupportedArchitectureError, _check_weighted, layer_type, leaves
+from .base import Layer, UnsupportedArchitectureError, _check_weighted, check_nt_axes, layer_type, leaves
 from .state import KernelState
 
-__all__ = ["Conv", "AvgPool", "GlobalAvgPool", "Flatten", "Unflatten", "spatial_mode",
+__all__ = ["Conv", "AvgPool", "GlobalAvgPool", "SumPool", "GlobalSumPool", "Flatten", "Unflatten", "spatial_mode",
            "image_shape", "check_spatial", "leaves"]
 
 
@@ -47,7 +47,7 @@ def _pair(value: Any, name: str, layer: str) -> tuple[int, int]:
 
 
 def _padding(value: Any, layer: str) -> str:
-    p = str(value).upper()
+    p = str(getattr(value, "value", value)).upper()  # a stax.Padding member, or its name
     if p not in spatial.PADDINGS:
         raise ValueError(f"{layer}: padding must be one of {spatial.PADDINGS}, got {value!r}")
     return p
@@ -82,18 +82,33 @@ class Conv(Layer):
     b_std^2)``; its NTK picks up the fan-in like :class:`Dense`. ``padding``: ``'VALID'``
     (neural-tangents' default), ``'SAME'`` (zeros) or ``'CIRCULAR'`` (wrap-around: the
     kernel is then translation invariant). ``out_chan`` does not enter the kernel.
+
+    neural-tangents' signature, ``filter_shape`` required; its ``dimension_numbers`` (None
+    or ``('NHWC', 'HWIO', 'NHWC')``) and ``s`` (``(1, 1)``) are accepted at those values only
+    and never enter the spec.
     """
 
     out_chan: int
-    filter_shape: tuple[int, int] = (3, 3)
+    filter_shape: tuple[int, int]
     strides: Optional[tuple[int, int]] = None
     padding: str = "VALID"
     W_std: float = 1.0
     b_std: Optional[float] = None
+    dimension_numbers: InitVar[Optional[tuple[str, str, str]]] = None
     parameterization: str = "ntk"
+    s: InitVar[tuple[int, int]] = (1, 1)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, dimension_numbers: Any, s: Any) -> None:
         name = _check_weighted(self, "out_chan")
+        if dimension_numbers is not None and tuple(dimension_numbers) != ("NHWC", "HWIO", "NHWC"):
+            raise UnsupportedArchitectureError(
+                f"{name}: dimension_numbers={dimension_numbers!r} is not supported by ntkscale "
+                "(only None = ('NHWC', 'HWIO', 'NHWC')); transpose your inputs to NHWC, e.g. "
+                "x.transpose(0, 2, 3, 1) for NCHW")
+        if tuple(s) != (1, 1):
+            raise UnsupportedArchitectureError(
+                f"{name}: s={s!r} is not supported by ntkscale for Conv (only s=(1, 1)); set the "
+                "width with out_chan instead (Dense supports s)")
         object.__setattr__(self, "filter_shape", _pair(self.filter_shape, "filter_shape", name))
         object.__setattr__(self, "strides", (1, 1) if self.strides is None
                            else _pair(self.strides, "strides", name))
@@ -158,13 +173,24 @@ class AvgPool(Layer):
     window_shape: tuple[int, int]
     strides: Optional[tuple[int, int]] = None
     padding: str = "VALID"
+    normalize_edges: InitVar[bool] = False
+    batch_axis: InitVar[int] = 0
+    channel_axis: InitVar[int] = -1
 
-    def __post_init__(self) -> None:
-        w = _pair(self.window_shape, "window_shape", "AvgPool")
+    def __post_init__(self, normalize_edges: bool = False, batch_axis: int = 0,
+                      channel_axis: int = -1) -> None:
+        kind = type(self).__name__
+        w = _pair(self.window_shape, "window_shape", kind)
         object.__setattr__(self, "window_shape", w)
         object.__setattr__(self, "strides", (1, 1) if self.strides is None
-                           else _pair(self.strides, "strides", "AvgPool"))
-        object.__setattr__(self, "padding", _padding(self.padding, "AvgPool"))
+                           else _pair(self.strides, "strides", kind))
+        object.__setattr__(self, "padding", _padding(self.padding, kind))
+        check_nt_axes(kind, batch_axis=batch_axis, channel_axis=channel_axis)
+        if normalize_edges and self.padding == "SAME":  # VALID/CIRCULAR windows have no edges
+            raise UnsupportedArchitectureError(
+                f"{kind}: normalize_edges=True with padding='SAME' is not supported by ntkscale "
+                "(zero padding counts in the mean, NT's default normalize_edges=False); use "
+                "padding='VALID' or 'CIRCULAR', where normalize_edges changes nothing")
 
     def kernel(self, ns: Namespace, k: KernelState) -> KernelState:
         _need_images(k, "AvgPool")
@@ -207,7 +233,14 @@ class AvgPool(Layer):
 @layer_type()
 @dataclass(frozen=True)
 class GlobalAvgPool(Layer):
-    """Mean over all positions: images ``(n, H, W, C)`` -> features ``(n, C)``."""
+    """Mean over all positions: images ``(n, H, W, C)`` -> features ``(n, C)``
+    (``batch_axis``/``channel_axis``: neural-tangents' keywords, defaults only)."""
+
+    batch_axis: InitVar[int] = 0
+    channel_axis: InitVar[int] = -1
+
+    def __post_init__(self, batch_axis: int = 0, channel_axis: int = -1) -> None:
+        check_nt_axes(type(self).__name__, batch_axis=batch_axis, channel_axis=channel_axis)
 
     def kernel(self, ns: Namespace, k: KernelState) -> KernelState:
         _need_images(k, "GlobalAvgPool")
@@ -232,10 +265,19 @@ class Flatten(Layer):
 
     The kernel of the flattened features is the mean over positions of the same-position
     covariances; the width (for a following standard-parameterized ``Dense``) is ``H W C``.
+    On feature rows ``(n, d)`` it is a no-op, as in neural-tangents. ``batch_axis`` and
+    ``batch_axis_out`` (NT's keywords) are accepted at their default 0 only.
     """
 
+    batch_axis: InitVar[int] = 0
+    batch_axis_out: InitVar[int] = 0
+
+    def __post_init__(self, batch_axis: int = 0, batch_axis_out: int = 0) -> None:
+        check_nt_axes("Flatten", batch_axis=batch_axis, batch_axis_out=batch_axis_out)
+
     def kernel(self, ns: Namespace, k: KernelState) -> KernelState:
-        _need_images(k, "Flatten")
+        if k.spatial is None:  # feature rows: nothing to flatten (neural-tangents: a no-op)
+            return k
         h, w = k.nngp.shape[-2:]
         if k.spatial == "diag":
             out = _map(k, lambda a: spatial.diag_mean(ns, a))
@@ -251,6 +293,45 @@ class Flatten(Layer):
 
     def spec(self) -> dict:
         return {"layer": "Flatten"}
+
+
+@layer_type()
+@dataclass(frozen=True)
+class SumPool(AvgPool):
+    """Sum pooling, ``SumPool(window_shape, strides=None, padding='VALID', batch_axis=0,
+    channel_axis=-1)`` (neural-tangents): ``AvgPool`` times the window size ``wh ww``, so
+    its kernels are ``AvgPool``'s times ``(wh ww)^2`` (zero padding counts, as NT)."""
+
+    def kernel(self, ns: Namespace, k: KernelState) -> KernelState:
+        scale = float(self.window_shape[0] * self.window_shape[1]) ** 2
+        k = AvgPool.kernel(self, ns, k)
+        return k.replace(**_map(k, lambda a: scale * a))
+
+    def finite(self, jax: Any, jnp: Any) -> Callable[[Any], Any]:
+        mean, size = AvgPool.finite(self, jax, jnp), self.window_shape[0] * self.window_shape[1]
+        return lambda x: size * mean(x)
+
+    def spec(self) -> dict:
+        return {**AvgPool.spec(self), "layer": "SumPool"}
+
+
+@layer_type()
+@dataclass(frozen=True)
+class GlobalSumPool(GlobalAvgPool):
+    """Sum over all positions, ``GlobalSumPool(batch_axis=0, channel_axis=-1)``
+    (neural-tangents): ``GlobalAvgPool`` times ``H W``, kernels times ``(H W)^2``."""
+
+    def kernel(self, ns: Namespace, k: KernelState) -> KernelState:
+        _need_images(k, "GlobalSumPool")
+        scale = float(k.nngp.shape[-1] * k.nngp.shape[-2]) ** 2  # full layout: (..., H, W, H, W)
+        k = GlobalAvgPool.kernel(self, ns, k)
+        return k.replace(**_map(k, lambda a: scale * a))
+
+    def finite(self, jax: Any, jnp: Any) -> Callable[[Any], Any]:
+        return lambda x: jnp.sum(x, axis=(-3, -2))
+
+    def spec(self) -> dict:
+        return {"layer": "GlobalSumPool"}
 
 
 @layer_type()
@@ -312,7 +393,7 @@ def spatial_mode(layer: Layer) -> Optional[str]:
     every = leaves(layer)
     if any(isinstance(leaf, (AvgPool, GlobalAvgPool)) for leaf in every):
         return "full"
-    if any(isinstance(leaf, (Conv, Flatten, Unflatten)) for leaf in every):
+    if any(isinstance(leaf, (Conv, Unflatten)) for leaf in every):  # Flatten alone: a no-op
         return "diag"
     return None
 
@@ -354,7 +435,9 @@ def check_spatial(layer: Layer) -> None:
                 raise UnsupportedArchitectureError(
                     f"{type(leaf).__name__} after Flatten/GlobalAvgPool: the images were already "
                     "reduced to features")
-            elif isinstance(leaf, (Flatten, GlobalAvgPool)):
+            elif isinstance(leaf, Flatten):
+                images = False  # on features a no-op (neural-tangents)
+            elif isinstance(leaf, GlobalAvgPool):
                 if not images:
                     raise UnsupportedArchitectureError(
                         f"{type(leaf).__name__} applied to features, not images")

@@ -49,7 +49,7 @@ def _op(leaf: Layer, mode: str, reduced: bool) -> Optional[tuple[int, tuple]]:
             and not reduced:
         b2 = 0.0 if leaf.b_std is None else leaf.b_std ** 2
         return CONV, (*leaf.filter_shape, _PAD[leaf.padding], leaf.W_std ** 2, b2)
-    if isinstance(leaf, AvgPool) and mode == "full" and leaf.padding != "CIRCULAR" and not reduced:
+    if type(leaf) is AvgPool and mode == "full" and leaf.padding != "CIRCULAR" and not reduced:
         return POOL, (*leaf.window_shape, *leaf.strides, _PAD[leaf.padding])
     if isinstance(leaf, Dense) and leaf.parameterization == "ntk":
         w2, b2, _, _ = leaf.affine()
@@ -58,7 +58,7 @@ def _op(leaf: Layer, mode: str, reduced: bool) -> Optional[tuple[int, tuple]]:
         return ABRELU, (leaf.a, leaf.b, 0, 0, 0)
     if isinstance(leaf, Flatten) and not reduced:
         return FLATTEN, (0, 0, 0, 0, 0)
-    if isinstance(leaf, GlobalAvgPool) and not reduced:
+    if type(leaf) is GlobalAvgPool and not reduced:  # not GlobalSumPool
         return GAP, (0, 0, 0, 0, 0)
     return None
 

@@ -9,11 +9,11 @@ Jacot, Gabriel & Hongler (2018), "Neural Tangent Kernel" (Dense NTK rule).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import InitVar, dataclass
 from typing import Any, Optional
 
 from .backend import Namespace
-from .base import Layer, _check_weighted, layer_type
+from .base import Layer, _check_weighted, check_nt_axes, layer_type
 from .state import KernelState
 
 __all__ = ["Dense"]
@@ -22,7 +22,9 @@ __all__ = ["Dense"]
 @layer_type()
 @dataclass(frozen=True)
 class Dense(Layer):
-    """Fully connected layer, ``Dense(out_dim, W_std, b_std, parameterization, s)``.
+    """Fully connected layer, ``Dense(out_dim, W_std=1.0, b_std=None, batch_axis=0,
+    channel_axis=-1, parameterization='ntk', s=(1, 1))`` (neural-tangents' signature; the
+    axes are accepted at their defaults only and never enter the spec).
 
     NTK parameterization (default): ``z = W_std/sqrt(n_in) * x W + b_std * b`` with
     ``W, b ~ N(0, 1)``; kernel rule ``nngp <- W_std^2 nngp + b_std^2`` and
@@ -37,11 +39,14 @@ class Dense(Layer):
     out_dim: int
     W_std: float = 1.0
     b_std: Optional[float] = None
+    batch_axis: InitVar[int] = 0
+    channel_axis: InitVar[int] = -1
     parameterization: str = "ntk"
     s: tuple[int, int] = (1, 1)
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, batch_axis: int, channel_axis: int) -> None:
         name = _check_weighted(self, "out_dim")
+        check_nt_axes(name, batch_axis=batch_axis, channel_axis=channel_axis)
         s = tuple(int(v) for v in self.s)
         if len(s) != 2 or min(s) < 1:
             raise ValueError(f"{name}: s must be two positive ints, got {self.s!r}")

@@ -16,7 +16,8 @@ import numpy as np
 from . import conv_fused, spatial
 from .backend import Namespace
 from .combinators import Serial
-from .conv import Unflatten, image_shape, spatial_mode
+from .base import leaves
+from .conv import Flatten, Unflatten, image_shape, spatial_mode
 from .layers import Layer, UnsupportedArchitectureError
 from .state import KernelState
 
@@ -180,6 +181,11 @@ def from_images(layer: Layer, x1: Any, x2: Any) -> tuple[Layer, Any, Any]:
     if x2 is not None and tuple(getattr(x2, "shape", ())[1:]) != shape:
         raise ValueError(f"x1 holds images of shape {shape} but x2 has shape "
                          f"{tuple(getattr(x2, 'shape', ()))}; both must be (n, H, W, C) alike")
+    flat = (lambda x: None if x is None else x.reshape(x.shape[0], -1))
+    if spatial_mode(layer) is None and any(isinstance(leaf, Flatten) for leaf in leaves(layer)):
+        # no Conv/pooling: Flatten of the raw images is the kernel of the flattened rows
+        # (the per-position mean of x.x'/C is x.x'/(H W C)), and Flatten is then a no-op
+        return layer, flat(x1), flat(x2)
     if spatial_mode(layer) is None:
         raise UnsupportedArchitectureError(
             f"4-d inputs {tuple(x1.shape)} need an image architecture (Conv/pooling/Flatten); "
@@ -190,5 +196,4 @@ def from_images(layer: Layer, x1: Any, x2: Any) -> tuple[Layer, Any, Any]:
     elif declared != shape:
         raise ValueError(f"the architecture's Unflatten{declared} does not match images of "
                          f"shape {shape}")
-    flat = (lambda x: None if x is None else x.reshape(x.shape[0], -1))
     return layer, flat(x1), flat(x2)

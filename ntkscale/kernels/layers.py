@@ -27,10 +27,18 @@ from .activations import ABRelu, Abs, Cos, Elementwise, Erf, Gelu, Identity, Lea
 from .combinators import FanInSum, FanOut, Parallel, Serial, parallel, serial
 from .conv import AvgPool, Conv, Flatten, GlobalAvgPool, Unflatten
 from .base import Layer, UnsupportedArchitectureError
+# added for neural-tangents' remaining exports (issue 22), after the above: their order is kept
+from .combinators import FanInConcat, FanInProd, repeat
+from .conv import GlobalSumPool, SumPool
+from .activations_nt import (Exp, ExpNormalized, Gabor, Gaussian, Hermite, Monomial, Polynomial, Rbf,
+                             RectifiedMonomial, Sigmoid_like)
 
 __all__ = [
     "Layer", "Dense", "ABRelu", "Relu", "LeakyRelu", "Abs", "Identity", "Erf", "Gelu",
     "Sin", "Cos", "Sign", "Elementwise", "Serial", "Parallel", "FanOut", "FanInSum",
     "serial", "parallel", "UnsupportedArchitectureError",
     "Conv", "AvgPool", "GlobalAvgPool", "Flatten", "Unflatten",
+    "FanInProd", "FanInConcat", "repeat", "SumPool", "GlobalSumPool",
+    "Exp", "Gaussian", "Rbf", "ExpNormalized", "Gabor", "Monomial", "RectifiedMonomial", "Polynomial",
+    "Hermite", "Sigmoid_like",
 ]

@@ -12,7 +12,7 @@ import numpy as np
 
 from .backend import Namespace
 
-__all__ = ["check_inputs", "check_get", "resolve_dtype", "KINDS"]
+__all__ = ["check_inputs", "check_get", "resolve_dtype", "is_tracer", "KINDS"]
 
 KINDS = ("nngp", "ntk")
 
@@ -59,6 +59,8 @@ def _check_one(ns: Namespace, x: Any, name: str, dtype: np.dtype) -> Any:
     if x.shape[1] == 0:
         raise ValueError(f"{name} has no features (shape {tuple(x.shape)})")
     x = x.astype(dtype) if x.dtype != dtype else x
+    if is_tracer(x):  # under jax.jit / grad / vmap: values are unknown, shapes were checked
+        return x
     finite = ns.all(ns.isfinite(x), axis=1)
     if not bool(ns.all(finite)):
         bad = np.flatnonzero(~np.asarray(_to_host(finite)))
@@ -66,6 +68,14 @@ def _check_one(ns: Namespace, x: Any, name: str, dtype: np.dtype) -> Any:
         raise ValueError(f"{name} has NaN or Inf in {bad.size} row(s): {shown}; "
                          "drop or impute those rows first")
     return x
+
+
+def is_tracer(x: Any) -> bool:
+    """Whether ``x`` is an abstract JAX value (inside ``jax.jit``, ``grad``, ``vmap``): its
+    values cannot be read, so the finiteness check is skipped (NaN rows then give NaN
+    kernel rows, as in neural-tangents). Checked by class, without importing JAX."""
+    return any(c.__name__ == "Tracer" and c.__module__.startswith("jax")
+               for c in type(x).__mro__)
 
 
 def _to_host(x: Any) -> Any:

@@ -204,11 +204,11 @@ def test_errors_name_the_fix():
     with pytest.raises(UnsupportedArchitectureError, match="ends with images"):
         stax.serial(stax.Conv(1, (3, 3)), stax.Relu()).kernel_fn(x)
     with pytest.raises(UnsupportedArchitectureError, match="Unflatten must be the first"):
-        stax.serial(stax.Conv(1), stax.Unflatten(4, 4, 2), stax.Flatten(), stax.Dense(1)).kernel_fn(x)
+        stax.serial(stax.Conv(1, (3, 3)), stax.Unflatten(4, 4, 2), stax.Flatten(), stax.Dense(1)).kernel_fn(x)
     with pytest.raises(UnsupportedArchitectureError, match="after Flatten"):
-        stax.serial(stax.Flatten(), stax.Conv(1), stax.Dense(1)).kernel_fn(x)
+        stax.serial(stax.Flatten(), stax.Conv(1, (3, 3)), stax.Dense(1)).kernel_fn(x)
     with pytest.raises(ValueError, match="start it with Unflatten"):
-        stax.serial(stax.Conv(1), stax.Flatten(), stax.Dense(1)).kernel_fn(x.reshape(3, -1))
+        stax.serial(stax.Conv(1, (3, 3)), stax.Flatten(), stax.Dense(1)).kernel_fn(x.reshape(3, -1))
     with pytest.raises(ValueError, match="expects H\\*W\\*C = 32"):
         check_input_width(stax.serial(stax.Unflatten(4, 4, 2), stax.Flatten(), stax.Dense(1)), 31)
     with pytest.raises(UnsupportedArchitectureError, match="need an image architecture"):
@@ -216,7 +216,7 @@ def test_errors_name_the_fix():
     with pytest.raises(ValueError, match="does not fit"):
         stax.serial(stax.Conv(1, (5, 5)), stax.Flatten()).kernel_fn(x)
     with pytest.raises(ValueError, match="padding must be one of"):
-        stax.Conv(1, padding="REFLECT")
+        stax.Conv(1, (3, 3), padding="REFLECT")
     with pytest.raises(ValueError, match="filter_shape must be two positive ints"):
         stax.Conv(1, (0, 3))
     with pytest.raises(ValueError, match="does not match images"):

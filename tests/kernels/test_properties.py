@@ -56,7 +56,7 @@ def _x(n=60, d=9, seed=0):
 @pytest.mark.parametrize("path", ["auto", "generic"])
 @pytest.mark.parametrize("name", sorted(ARCHS))
 def test_symmetric_and_psd(name, path):
-    k = ARCHS[name].kernel_fn(_x(), None, path=path)
+    k = ARCHS[name].kernel_fn(_x(), None, ("nngp", "ntk"), path=path)
     for kind, K in zip(k._fields, k):
         # x2 = None: the recursion is symmetric in (i, j) op for op (products and sums of
         # v_i, v_j commute; x @ x.T is computed symmetric), so symmetry is exact.

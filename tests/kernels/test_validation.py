@@ -97,8 +97,10 @@ def test_bad_path(path):
 
 def test_get_forms():
     x = np.random.default_rng(0).standard_normal((4, 3))
-    k = _kf()(x)
-    assert k._fields == ("nngp", "ntk")
+    k = _kf()(x)  # get=None: neural-tangents' Kernel fields
+    assert k._fields[:4] == ("nngp", "ntk", "cov1", "cov2") and k.x1_is_x2 and k.cov2 is None
+    np.testing.assert_array_equal(k.cov1, np.diagonal(k.nngp))
+    assert _kf()(x, None, ("nngp", "ntk"))._fields == ("nngp", "ntk")
     assert _kf()(x, None, ("ntk",))._fields == ("ntk",)
     np.testing.assert_array_equal(_kf()(x, None, "nngp"), k.nngp)
     np.testing.assert_array_equal(_kf()(x, None, ["ntk", "nngp"]).ntk, k.ntk)

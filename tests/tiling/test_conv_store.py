@@ -41,7 +41,7 @@ def test_wrong_image_width_refused_before_any_store():
     with pytest.raises(ValueError, match="expects H\\*W\\*C = 60"):
         build_gram(arch, _rows(10)[:, :59], "memory://conv-bad", client="sync")
     with pytest.raises(ValueError, match="start it with Unflatten"):
-        build_gram(stax.serial(stax.Conv(1), stax.Flatten(), stax.Dense(1)), _rows(10),
+        build_gram(stax.serial(stax.Conv(1, (3, 3)), stax.Flatten(), stax.Dense(1)), _rows(10),
                    "memory://conv-bad2", client="sync")
 
 
