@@ -18,7 +18,7 @@ Importing any part of ``ntkscale.kernels`` imports the package, which imports bo
 from __future__ import annotations
 
 import math
-from typing import Any, Callable, Iterator, Optional, TypeVar
+from typing import Any, Callable, ClassVar, Iterator, Optional, TypeVar
 
 from .backend import Namespace
 
@@ -143,6 +143,11 @@ def _check_weighted(layer: Any, size: str) -> str:
 # ----------------------------------------------------------------------------
 class Layer:
     """Base class: a kernel rule, a JSON spec, and a finite network."""
+
+    #: What the layer needs of positional inputs (images, sequences): None (any input),
+    #: ``"diag"`` (positions; same-position covariances suffice) or ``"full"`` (all
+    #: position pairs, e.g. attention). :func:`~ntkscale.kernels.conv.spatial_mode` reads it.
+    positions: ClassVar[Optional[str]] = None
 
     # -- kernel rule -------------------------------------------------------
     def kernel(self, ns: Namespace, k: States) -> States:  # pragma: no cover - abstract

@@ -207,7 +207,8 @@ class AvgPool(Layer):
 @layer_type()
 @dataclass(frozen=True)
 class GlobalAvgPool(Layer):
-    """Mean over all positions: images ``(n, H, W, C)`` -> features ``(n, C)``."""
+    """Mean over all positions: images ``(n, H, W, C)`` or sequences ``(n, T, C)`` -> features
+    ``(n, C)`` (a sequence is an image of height 1 to the kernel)."""
 
     def kernel(self, ns: Namespace, k: KernelState) -> KernelState:
         _need_images(k, "GlobalAvgPool")
@@ -216,10 +217,11 @@ class GlobalAvgPool(Layer):
         return k.replace(**_map(k, lambda a: spatial.full_mean(ns, a, pairs=True)), spatial=None)
 
     def out_shape(self, shape: tuple) -> tuple:
-        return (*shape[:-3], shape[-1])
+        return (shape[0], shape[-1])
 
     def finite(self, jax: Any, jnp: Any) -> Callable[[Any], Any]:
-        return lambda x: jnp.mean(x, axis=(-3, -2))
+        # every axis between batch and channels: (H, W) of images, T of sequences
+        return lambda x: jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
 
     def spec(self) -> dict:
         return {"layer": "GlobalAvgPool"}
@@ -244,7 +246,10 @@ class Flatten(Layer):
         return k.replace(**out, spatial=None, width=k.width * h * w)
 
     def out_shape(self, shape: tuple) -> tuple:
-        return (*shape[:-3], shape[-3] * shape[-2] * shape[-1])
+        size = 1
+        for v in shape[1:]:
+            size *= v
+        return (shape[0], size)
 
     def finite(self, jax: Any, jnp: Any) -> Callable[[Any], Any]:
         return lambda x: x.reshape(x.shape[0], -1)
@@ -310,9 +315,9 @@ def _circular_pad(jnp: Any, x: Any, window: tuple[int, int], strides: tuple[int,
 def spatial_mode(layer: Layer) -> Optional[str]:
     """Covariance layout the architecture needs: None (no images), ``"diag"`` or ``"full"``."""
     every = leaves(layer)
-    if any(isinstance(leaf, (AvgPool, GlobalAvgPool)) for leaf in every):
+    if any(isinstance(leaf, (AvgPool, GlobalAvgPool)) or leaf.positions == "full" for leaf in every):
         return "full"
-    if any(isinstance(leaf, (Conv, Flatten, Unflatten)) for leaf in every):
+    if any(isinstance(leaf, (Conv, Flatten, Unflatten)) or leaf.positions == "diag" for leaf in every):
         return "diag"
     return None
 
@@ -350,7 +355,7 @@ def check_spatial(layer: Layer) -> None:
                     raise UnsupportedArchitectureError(
                         "parallel branches must all keep images or all reduce them")
                 images = outs.pop()
-            elif isinstance(leaf, (Conv, AvgPool)) and not images:
+            elif (isinstance(leaf, (Conv, AvgPool)) or leaf.positions is not None) and not images:
                 raise UnsupportedArchitectureError(
                     f"{type(leaf).__name__} after Flatten/GlobalAvgPool: the images were already "
                     "reduced to features")

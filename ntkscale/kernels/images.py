@@ -171,24 +171,36 @@ def _image_tile_mapped(ns: Namespace, layer: Layer, x1: Any, x2: Optional[Any], 
 
 
 def from_images(layer: Layer, x1: Any, x2: Any) -> tuple[Layer, Any, Any]:
-    """NHWC inputs (4-d, neural-tangents' convention) as rows, with a leading Unflatten."""
-    if getattr(x1, "ndim", 2) != 4:
+    """NHWC images (4-d) or sequences ``(n, T, C)`` (3-d), neural-tangents' conventions, as
+    rows, with a leading Unflatten: a sequence is read as an image of height 1,
+    ``Unflatten(1, T, C)`` (exact: every layer treats the size-1 height axis trivially)."""
+    ndim = getattr(x1, "ndim", 2)
+    if ndim not in (3, 4):
         if x2 is not None and getattr(x2, "ndim", 2) == 4:
             raise ValueError("x1 is not an NHWC image batch but x2 is; pass both as (n, H, W, C)")
         return layer, x1, x2
     shape = tuple(int(v) for v in x1.shape[1:])
     if x2 is not None and tuple(getattr(x2, "shape", ())[1:]) != shape:
-        raise ValueError(f"x1 holds images of shape {shape} but x2 has shape "
-                         f"{tuple(getattr(x2, 'shape', ()))}; both must be (n, H, W, C) alike")
+        raise ValueError(f"x1 has shape {tuple(x1.shape)} but x2 has shape "
+                         f"{tuple(getattr(x2, 'shape', ()))}; both must be (n, H, W, C) or "
+                         "(n, T, C) alike")
+    what = "images (n, H, W, C)" if ndim == 4 else "sequences (n, T, C)"
+    if ndim == 3 and spatial_mode(layer) is None:
+        return layer, x1, x2  # a feature architecture: check_inputs refuses 3-d arrays
     if spatial_mode(layer) is None:
         raise UnsupportedArchitectureError(
-            f"4-d inputs {tuple(x1.shape)} need an image architecture (Conv/pooling/Flatten); "
-            "for a fully connected one flatten them first, x.reshape(len(x), -1)")
+            f"{ndim}-d inputs {tuple(x1.shape)} ({what}) need an image architecture (layers over "
+            "positions: Conv/GlobalSelfAttention/pooling, reduced by Flatten/GlobalAvgPool; a "
+            "sequence is an image of height 1); for a fully connected one flatten them first, "
+            "x.reshape(len(x), -1)")
+    if ndim == 3:
+        shape = (1, *shape)
     declared = image_shape(layer)
     if declared is None:
         layer = Serial((Unflatten(*shape), layer))
     elif declared != shape:
-        raise ValueError(f"the architecture's Unflatten{declared} does not match images of "
-                         f"shape {shape}")
+        raise ValueError(f"the architecture's Unflatten{declared} does not match {what} of "
+                         f"shape {tuple(x1.shape[1:])}" + (" (a sequence is Unflatten(1, T, C))"
+                                                           if ndim == 3 else ""))
     flat = (lambda x: None if x is None else x.reshape(x.shape[0], -1))
     return layer, flat(x1), flat(x2)
