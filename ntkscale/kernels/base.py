@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Callable, Iterator, Optional, TypeVar
+from typing import Any, Callable, ClassVar, Iterator, Optional, TypeVar
 
 from . import spatial
 from .backend import Namespace
@@ -169,6 +169,11 @@ def check_nt_axes(layer: str, **given: Any) -> None:
 # ----------------------------------------------------------------------------
 class Layer:
     """Base class: a kernel rule, a JSON spec, and a finite network."""
+
+    #: What the layer needs of positional inputs (images, sequences): None (any input),
+    #: ``"diag"`` (positions; same-position covariances suffice) or ``"full"`` (all
+    #: position pairs, e.g. attention). :func:`~ntkscale.kernels.conv.spatial_mode` reads it.
+    positions: ClassVar[Optional[str]] = None
 
     # -- kernel rule -------------------------------------------------------
     def kernel(self, ns: Namespace, k: States) -> States:  # pragma: no cover - abstract

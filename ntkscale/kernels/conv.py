@@ -233,8 +233,9 @@ class AvgPool(Layer):
 @layer_type()
 @dataclass(frozen=True)
 class GlobalAvgPool(Layer):
-    """Mean over all positions: images ``(n, H, W, C)`` -> features ``(n, C)``
-    (``batch_axis``/``channel_axis``: neural-tangents' keywords, defaults only)."""
+    """Mean over all positions: images ``(n, H, W, C)`` or sequences ``(n, T, C)`` -> features
+    ``(n, C)`` (a sequence is an image of height 1 to the kernel; ``batch_axis``/``channel_axis``:
+    neural-tangents' keywords, defaults only)."""
 
     batch_axis: InitVar[int] = 0
     channel_axis: InitVar[int] = -1
@@ -249,10 +250,11 @@ class GlobalAvgPool(Layer):
         return k.replace(**_map(k, lambda a: spatial.full_mean(ns, a, pairs=True)), spatial=None)
 
     def out_shape(self, shape: tuple) -> tuple:
-        return (*shape[:-3], shape[-1])
+        return (shape[0], shape[-1])
 
     def finite(self, jax: Any, jnp: Any) -> Callable[[Any], Any]:
-        return lambda x: jnp.mean(x, axis=(-3, -2))
+        # every axis between batch and channels: (H, W) of images, T of sequences
+        return lambda x: jnp.mean(x, axis=tuple(range(1, x.ndim - 1)))
 
     def spec(self) -> dict:
         return {"layer": "GlobalAvgPool"}
@@ -286,7 +288,10 @@ class Flatten(Layer):
         return k.replace(**out, spatial=None, width=k.width * h * w)
 
     def out_shape(self, shape: tuple) -> tuple:
-        return (*shape[:-3], shape[-3] * shape[-2] * shape[-1])
+        size = 1
+        for v in shape[1:]:
+            size *= v
+        return (shape[0], size)
 
     def finite(self, jax: Any, jnp: Any) -> Callable[[Any], Any]:
         return lambda x: x.reshape(x.shape[0], -1)
@@ -391,9 +396,11 @@ def _circular_pad(jnp: Any, x: Any, window: tuple[int, int], strides: tuple[int,
 def spatial_mode(layer: Layer) -> Optional[str]:
     """Covariance layout the architecture needs: None (no images), ``"diag"`` or ``"full"``."""
     every = leaves(layer)
-    if any(isinstance(leaf, (AvgPool, GlobalAvgPool)) for leaf in every):
+    if any(isinstance(leaf, (AvgPool, GlobalAvgPool)) or leaf.positions == "full" for leaf in every):
         return "full"
-    if any(isinstance(leaf, (Conv, Unflatten)) for leaf in every):  # Flatten alone: a no-op
+    # Flatten needs the per-position layout on positional inputs (a Dense before it acts on
+    # channels); on (n, d) rows it is a no-op (images.from_images drops the layout then)
+    if any(isinstance(leaf, (Conv, Flatten, Unflatten)) or leaf.positions == "diag" for leaf in every):
         return "diag"
     return None
 
@@ -431,7 +438,7 @@ def check_spatial(layer: Layer) -> None:
                     raise UnsupportedArchitectureError(
                         "parallel branches must all keep images or all reduce them")
                 images = outs.pop()
-            elif isinstance(leaf, (Conv, AvgPool)) and not images:
+            elif (isinstance(leaf, (Conv, AvgPool)) or leaf.positions is not None) and not images:
                 raise UnsupportedArchitectureError(
                     f"{type(leaf).__name__} after Flatten/GlobalAvgPool: the images were already "
                     "reduced to features")

@@ -17,7 +17,7 @@ from . import conv_fused, spatial
 from .backend import Namespace
 from .combinators import Serial
 from .base import leaves
-from .conv import Flatten, Unflatten, image_shape, spatial_mode
+from .conv import Conv, Flatten, Unflatten, image_shape, spatial_mode
 from .layers import Layer, UnsupportedArchitectureError
 from .state import KernelState
 
@@ -171,29 +171,49 @@ def _image_tile_mapped(ns: Namespace, layer: Layer, x1: Any, x2: Optional[Any], 
     return {"nngp": assemble(q), "ntk": assemble(t) if want_ntk else None}
 
 
+def _flatten_only(layer: Layer) -> bool:
+    """Whether only ``Flatten`` makes ``layer`` positional (no Conv, Unflatten, pooling,
+    attention): then it is the fully connected network with a no-op Flatten."""
+    every = leaves(layer)
+    return (spatial_mode(layer) == "diag" and any(isinstance(leaf, Flatten) for leaf in every)
+            and not any(isinstance(leaf, (Conv, Unflatten)) or leaf.positions for leaf in every))
+
+
 def from_images(layer: Layer, x1: Any, x2: Any) -> tuple[Layer, Any, Any]:
-    """NHWC inputs (4-d, neural-tangents' convention) as rows, with a leading Unflatten."""
-    if getattr(x1, "ndim", 2) != 4:
+    """NHWC images (4-d) or sequences ``(n, T, C)`` (3-d), neural-tangents' conventions, as
+    rows, with a leading Unflatten: a sequence is read as an image of height 1,
+    ``Unflatten(1, T, C)`` (exact: every layer treats the size-1 height axis trivially)."""
+    ndim = getattr(x1, "ndim", 2)
+    if ndim not in (3, 4):
         if x2 is not None and getattr(x2, "ndim", 2) == 4:
             raise ValueError("x1 is not an NHWC image batch but x2 is; pass both as (n, H, W, C)")
+        if ndim == 2 and _flatten_only(layer):
+            # Flatten on feature rows is a no-op (neural-tangents): rows are 1x1 images with d
+            # channels, on which Dense, activations and Flatten act exactly as on features
+            return Serial((Unflatten(1, 1, int(x1.shape[1])), layer)), x1, x2
         return layer, x1, x2
     shape = tuple(int(v) for v in x1.shape[1:])
     if x2 is not None and tuple(getattr(x2, "shape", ())[1:]) != shape:
-        raise ValueError(f"x1 holds images of shape {shape} but x2 has shape "
-                         f"{tuple(getattr(x2, 'shape', ()))}; both must be (n, H, W, C) alike")
-    flat = (lambda x: None if x is None else x.reshape(x.shape[0], -1))
-    if spatial_mode(layer) is None and any(isinstance(leaf, Flatten) for leaf in leaves(layer)):
-        # no Conv/pooling: Flatten of the raw images is the kernel of the flattened rows
-        # (the per-position mean of x.x'/C is x.x'/(H W C)), and Flatten is then a no-op
-        return layer, flat(x1), flat(x2)
+        raise ValueError(f"x1 has shape {tuple(x1.shape)} but x2 has shape "
+                         f"{tuple(getattr(x2, 'shape', ()))}; both must be (n, H, W, C) or "
+                         "(n, T, C) alike")
+    what = "images (n, H, W, C)" if ndim == 4 else "sequences (n, T, C)"
+    if ndim == 3 and spatial_mode(layer) is None:
+        return layer, x1, x2  # a feature architecture: check_inputs refuses 3-d arrays
     if spatial_mode(layer) is None:
         raise UnsupportedArchitectureError(
-            f"4-d inputs {tuple(x1.shape)} need an image architecture (Conv/pooling/Flatten); "
-            "for a fully connected one flatten them first, x.reshape(len(x), -1)")
+            f"{ndim}-d inputs {tuple(x1.shape)} ({what}) need an image architecture (layers over "
+            "positions: Conv/GlobalSelfAttention/pooling, reduced by Flatten/GlobalAvgPool; a "
+            "sequence is an image of height 1); for a fully connected one flatten them first, "
+            "x.reshape(len(x), -1)")
+    if ndim == 3:
+        shape = (1, *shape)
     declared = image_shape(layer)
     if declared is None:
         layer = Serial((Unflatten(*shape), layer))
     elif declared != shape:
-        raise ValueError(f"the architecture's Unflatten{declared} does not match images of "
-                         f"shape {shape}")
+        raise ValueError(f"the architecture's Unflatten{declared} does not match {what} of "
+                         f"shape {tuple(x1.shape[1:])}" + (" (a sequence is Unflatten(1, T, C))"
+                                                           if ndim == 3 else ""))
+    flat = (lambda x: None if x is None else x.reshape(x.shape[0], -1))
     return layer, flat(x1), flat(x2)

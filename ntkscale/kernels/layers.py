@@ -10,7 +10,7 @@ kernel_fn)``::
     init_fn, apply_fn, kernel_fn = serial(Dense(512), Relu(), Dense(1))
 
 This module defines nothing: the base class lives in ``base.py``, the layers in their
-families (``dense.py``, ``activations.py``, ``conv.py``), the combinators in
+families (``dense.py``, ``activations.py``, ``conv.py``, ``norm.py``, ``attention.py``), the combinators in
 ``combinators.py``. It sits above all of them, so none imports it.
 
 References
@@ -26,6 +26,8 @@ from .dense import Dense
 from .activations import ABRelu, Abs, Cos, Elementwise, Erf, Gelu, Identity, LeakyRelu, Relu, Sign, Sin
 from .combinators import FanInSum, FanOut, Parallel, Serial, parallel, serial
 from .conv import AvgPool, Conv, Flatten, GlobalAvgPool, Unflatten
+from .norm import LayerNorm
+from .attention import AttentionMechanism, GlobalSelfAttention, PositionalEmbedding
 from .base import Layer, UnsupportedArchitectureError
 # added for neural-tangents' remaining exports (issue 22), after the above: their order is kept
 from .combinators import FanInConcat, FanInProd, repeat
@@ -41,4 +43,5 @@ __all__ = [
     "FanInProd", "FanInConcat", "repeat", "SumPool", "GlobalSumPool",
     "Exp", "Gaussian", "Rbf", "ExpNormalized", "Gabor", "Monomial", "RectifiedMonomial", "Polynomial",
     "Hermite", "Sigmoid_like",
+    "LayerNorm", "GlobalSelfAttention", "AttentionMechanism", "PositionalEmbedding",
 ]

@@ -61,6 +61,8 @@ def _init(layer: Layer, key: Any, shape: Any) -> tuple[Any, Any]:
         return [shape] * layer.num, ()
     if isinstance(layer, FanInSum):
         return shape[0], ()
+    if hasattr(layer, "finite_init"):  # a family layer with parameters (e.g. attention)
+        return layer.finite_init(jax, jnp, key, tuple(shape))
     return layer.out_shape(tuple(shape)), ()  # activations, pooling, reshapes: no parameters
 
 
@@ -100,6 +102,8 @@ def _apply(layer: Layer, params: Any, x: Any) -> Any:
         for xi in x[1:]:
             out = out + xi
         return out
+    if hasattr(layer, "finite_apply"):
+        return layer.finite_apply(jax, jnp, params, x)
     return layer.finite(jax, jnp)(x)  # activations: each layer knows its function
 
 

@@ -1,4 +1,5 @@
-"""Named image architectures: the CNTK (conv stack, Flatten readout) and Myrtle kernels.
+"""Named architectures: the CNTK (conv stack, Flatten readout), Myrtle kernels and an
+infinite-width transformer (attention + LayerNorm + MLP residual blocks, pooled readout).
 
 Both return ordinary ``serial(...)`` architectures of this package's layers, starting
 with ``Unflatten(H, W, C)`` so they read flattened rows (Gram stores, job files).
@@ -6,6 +7,7 @@ with ``Unflatten(H, W, C)`` so they read flattened rows (Gram stores, job files)
 References
 ----------
 Arora et al. (2019), "On Exact Computation with an Infinitely Wide Neural Net" (CNTK).
+Hron et al. (2020), "Infinite attention: NNGP and NTK for deep attention networks", ICML.
 Shankar et al. (2020), "Neural Kernels Without Tangents", ICML (Myrtle-5/7/10: conv
 stages at full, 1/2 and 1/4 resolution separated by 2x2 average pooling, then pooling
 down to 1x1 and a linear readout).
@@ -16,11 +18,14 @@ from __future__ import annotations
 from typing import Sequence
 
 from .combinators import serial
+from .attention import GlobalSelfAttention
+from .combinators import FanInSum, FanOut, parallel
 from .conv import AvgPool, Conv, Flatten, GlobalAvgPool, Unflatten
-from .layers import Dense, Layer
+from .layers import Dense, Identity, Layer
+from .norm import LayerNorm
 from .registry import make_activation
 
-__all__ = ["cntk", "myrtle", "MYRTLE_STAGES"]
+__all__ = ["cntk", "myrtle", "transformer", "MYRTLE_STAGES"]
 
 MYRTLE_STAGES = {5: (2, 1, 1), 7: (2, 2, 2), 10: (3, 3, 3)}
 """Myrtle depth -> conv layers at full, 1/2 and 1/4 resolution."""
@@ -69,3 +74,40 @@ def myrtle(image_shape: Sequence[int], depth: int = 5, *, activation: str = "rel
             layers += [Conv(channels, (3, 3), padding="SAME", W_std=W_std, b_std=b_std),
                        make_activation(activation)]
     return serial(*layers, GlobalAvgPool(), Dense(1, W_std=W_std, b_std=b_std))
+
+
+def transformer(input_shape: Sequence[int], depth: int = 2, *, n_heads: int = 1,
+                attention_mechanism: str = "SOFTMAX", activation: str = "relu",
+                W_std: float = 2 ** 0.5, b_std: float = 0.0, QK_std: float = 1.0,
+                readout: str = "pool", channels: int = 1) -> Layer:
+    """An infinite-width transformer on sequences ``(T, C)`` (or images ``(H, W, C)``) read
+    from flattened rows: ``Unflatten``, a ``Dense`` embedding, ``depth`` x [attention residual
+    block, LayerNorm, MLP residual block (``Dense``, activation, ``Dense``), LayerNorm], then
+    ``GlobalAvgPool`` (``readout="pool"``) or ``Flatten`` and ``Dense(1)``.
+
+    Attention is :class:`~ntkscale.kernels.attention.GlobalSelfAttention` with
+    ``linear_scaling=True`` (the variant with a closed-form kernel), ``W_key_std =
+    W_query_std = sqrt(QK_std)``, ``W_value_std = W_std``. Every attention layer needs all
+    position pairs: ~``T^2`` floats and ``T^3`` work per Gram entry and layer. ``channels``
+    sets the finite network's widths only (the kernel is their infinite limit).
+    """
+    shape = tuple(int(v) for v in input_shape)
+    if len(shape) == 2:
+        shape = (1, *shape)
+    shape = _shape(shape)
+    if int(depth) < 1:
+        raise ValueError(f"transformer: depth must be >= 1, got {depth!r}")
+    if readout not in ("pool", "flatten"):
+        raise ValueError(f"transformer: readout must be 'pool' or 'flatten', got {readout!r}")
+    qk = float(QK_std) ** 0.5
+    layers: list[Layer] = [Unflatten(*shape), Dense(channels, W_std=W_std, b_std=b_std)]
+    for _ in range(int(depth)):
+        att = GlobalSelfAttention(channels, channels, channels, n_heads, W_key_std=qk, W_query_std=qk,
+                                  W_value_std=W_std, W_out_std=1.0, b_std=b_std,
+                                  attention_mechanism=attention_mechanism)
+        mlp = serial(Dense(channels, W_std=W_std, b_std=b_std), make_activation(activation),
+                     Dense(channels, W_std=W_std, b_std=b_std))
+        for branch in (att, mlp):
+            layers += [FanOut(2), parallel(branch, Identity()), FanInSum(), LayerNorm()]
+    end = GlobalAvgPool() if readout == "pool" else Flatten()
+    return serial(*layers, end, Dense(1, W_std=W_std, b_std=b_std))

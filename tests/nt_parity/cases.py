@@ -86,6 +86,13 @@ def avgpool_explicit_strides(stax):
                        stax.AvgPool((2, 2), strides=(2, 2)), stax.GlobalAvgPool(), stax.Dense(1))
 
 
+def dense_on_images_flatten(stax):
+    """Dense on the channels of each position, then Flatten (no Conv): per-position
+    covariances, not the kernel of the flattened rows."""
+    return stax.serial(stax.Dense(16, W_std=1.4, b_std=0.1), stax.Relu(), stax.Flatten(),
+                       stax.Dense(1, W_std=1.0))
+
+
 CASES = {
     **{f"mlp_{name}": (_mlp(act), "fc") for name, act in ACTIVATIONS.items()},
     "standard_parameterization": (standard_param, "fc"),
@@ -97,4 +104,5 @@ CASES = {
     "conv_global_pool": (conv_global_pool, "image"),
     "avgpool_default_strides": (avgpool_default_strides, "image"),
     "avgpool_explicit_strides": (avgpool_explicit_strides, "image"),
+    "dense_on_images_flatten": (dense_on_images_flatten, "image"),
 }
