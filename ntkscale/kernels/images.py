@@ -187,7 +187,7 @@ def from_images(layer: Layer, x1: Any, x2: Any) -> tuple[Layer, Any, Any]:
     if ndim not in (3, 4):
         if x2 is not None and getattr(x2, "ndim", 2) == 4:
             raise ValueError("x1 is not an NHWC image batch but x2 is; pass both as (n, H, W, C)")
-        if ndim == 2 and _flatten_only(layer):
+        if ndim == 2 and isinstance(layer, Layer) and _flatten_only(layer):
             # Flatten on feature rows is a no-op (neural-tangents): rows are 1x1 images with d
             # channels, on which Dense, activations and Flatten act exactly as on features
             return Serial((Unflatten(1, 1, int(x1.shape[1])), layer)), x1, x2
