@@ -13,7 +13,11 @@ Schema (every key optional unless marked; defaults shown)::
     [cluster]    # see ntkscale.clusters.validate_cluster (kind = local | address | slurm | ...)
 
     [model]                       # network (neural-tangents stax conventions): architecture =
-                                  # fc | cntk (conv + Flatten) | myrtle (conv + pooling)
+                                  # fc | cntk (conv + Flatten) | myrtle (conv + pooling) |
+                                  # transformer (attention + LayerNorm + MLP residual blocks on
+                                  # sequence_shape = [T, C] or image_shape rows; heads,
+                                  # attention = softmax | identity | abs | relu, readout = pool |
+                                  # flatten; kernels.transformer)
     depth = 3                     # hidden layers
     width = 512                   # finite width (only for finite-network features)
     activation = "relu"           # relu | erf | gelu | abs | leaky_relu | sin | cos | identity
@@ -176,20 +180,32 @@ def _job(t: dict) -> dict:
 
 def _model(t: dict) -> dict:
     check_keys(t, ("architecture", "depth", "width", "activation", "W_std", "b_std",
-                   "parameterization", "image_shape", "filter", "padding"), "model")
-    arch = get(t, "architecture", str, "fc", path="model", choices=("fc", "cntk", "myrtle"))
+                   "parameterization", "image_shape", "filter", "padding", "sequence_shape", "heads",
+                   "attention", "readout"), "model")
+    arch = get(t, "architecture", str, "fc", path="model", choices=("fc", "cntk", "myrtle", "transformer"))
     shape = get(t, "image_shape", list, [], path="model")
-    if arch != "fc":
+    seq = get(t, "sequence_shape", list, [], path="model")
+    if arch == "transformer":
+        if bool(shape) == bool(seq):
+            raise ConfigError("architecture = 'transformer' reads flattened rows as sequences or images: give "
+                              "'model.sequence_shape' = [length, channels] or 'model.image_shape' = "
+                              "[height, width, channels] (one of them)")
+        if seq and (len(seq) != 2 or not all(isinstance(v, int) and v >= 1 for v in seq)):
+            raise ConfigError(f"'model.sequence_shape' must be [length, channels], got {seq!r}")
+    elif seq:
+        raise ConfigError("'model.sequence_shape' applies to architecture = 'transformer' only")
+    if arch in ("cntk", "myrtle") or (arch == "transformer" and shape):
         if len(shape) != 3 or not all(isinstance(v, int) and v >= 1 for v in shape):
             raise ConfigError(f"'model.image_shape' must be [height, width, channels] for "
                               f"architecture = {arch!r} (rows are flattened NHWC images), got {shape!r}")
     elif shape:
         raise ConfigError("'model.image_shape' applies to image architectures only "
-                          "(architecture = 'cntk' or 'myrtle')")
-    depth = get(t, "depth", int, {"fc": 3, "cntk": 2, "myrtle": 5}[arch], path="model", min=1, max=100)
+                          "(architecture = 'cntk', 'myrtle' or 'transformer')")
+    depth = get(t, "depth", int, {"fc": 3, "cntk": 2, "myrtle": 5, "transformer": 2}[arch], path="model",
+                min=1, max=100)
     if arch == "myrtle" and depth not in (5, 7, 10):
         raise ConfigError(f"'model.depth' = {depth} for architecture = 'myrtle': use 5, 7 or 10")
-    return {"architecture": arch, "image_shape": list(shape),
+    return {"architecture": arch, "image_shape": list(shape), "sequence_shape": list(seq),
             "filter": get(t, "filter", int, 3, path="model", min=1),
             "padding": get(t, "padding", str, "SAME", path="model", choices=("SAME", "VALID", "CIRCULAR")),
             "depth": depth,
@@ -198,7 +214,11 @@ def _model(t: dict) -> dict:
             "W_std": get(t, "W_std", float, 2 ** 0.5, path="model", min=0, min_exclusive=True),
             "b_std": get(t, "b_std", float, 0.1, path="model", min=0),
             "parameterization": get(t, "parameterization", str, "ntk", path="model",
-                                    choices=("ntk", "standard"))}
+                                    choices=("ntk", "standard")),
+            "heads": get(t, "heads", int, 1, path="model", min=1, max=64),
+            "attention": get(t, "attention", str, "softmax", path="model",
+                             choices=("softmax", "identity", "abs", "relu")),
+            "readout": get(t, "readout", str, "pool", path="model", choices=("pool", "flatten"))}
 
 
 def _kernel(t: dict) -> dict:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from .. import stax
-from ..kernels import Layer, cntk, myrtle
+from ..kernels import Layer, cntk, myrtle, transformer
 from ..kernels.registry import make_activation
 
 __all__ = ["build_arch"]
@@ -15,7 +15,8 @@ def build_arch(model: Mapping[str, Any]) -> Layer:
     """The ``[model]`` architecture: ``architecture = "fc"`` (default) is
     ``serial((Dense(width, W_std, b_std), act) x depth, Dense(1, W_std, b_std))``;
     ``"cntk"`` and ``"myrtle"`` are :func:`ntkscale.kernels.cntk` / :func:`~ntkscale.kernels.myrtle`
-    on rows that are flattened ``image_shape`` images.
+    on rows that are flattened ``image_shape`` images; ``"transformer"`` is
+    :func:`ntkscale.kernels.transformer` on flattened ``sequence_shape`` sequences (or images).
 
     Parameters
     ----------
@@ -33,6 +34,11 @@ def build_arch(model: Mapping[str, Any]) -> Layer:
         return cntk(model["image_shape"], int(model["depth"]), filter_size=int(model["filter"]),
                     padding=model["padding"], activation=model["activation"],
                     W_std=float(model["W_std"]), b_std=float(model["b_std"]))
+    if kind == "transformer":
+        return transformer(model["sequence_shape"] or model["image_shape"], int(model["depth"]),
+                           n_heads=int(model["heads"]), attention_mechanism=model["attention"].upper(),
+                           activation=model["activation"], W_std=float(model["W_std"]),
+                           b_std=float(model["b_std"]), readout=model["readout"])
     if kind == "myrtle":
         return myrtle(model["image_shape"], int(model["depth"]), activation=model["activation"],
                       W_std=float(model["W_std"]), b_std=float(model["b_std"]))

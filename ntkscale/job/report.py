@@ -24,6 +24,12 @@ def _net(mdl: dict) -> str:
     kind = mdl.get("architecture", "fc")
     if kind == "fc":
         return f"depth-{mdl['depth']} {mdl['activation']} net"
+    if kind == "transformer":
+        seq = mdl.get("sequence_shape") or []
+        shape = "x".join(str(v) for v in (seq or mdl["image_shape"]))
+        return (f"transformer, {mdl['depth']} blocks ({mdl.get('heads', 1)}-head {mdl.get('attention')} attention, "
+                f"LayerNorm, {mdl['activation']} MLP), {mdl.get('readout')} readout, "
+                f"{shape} {'sequences' if seq else 'images'}")
     shape = "x".join(str(v) for v in mdl["image_shape"])
     if kind == "cntk":
         return (f"cntk, {mdl['depth']} conv layers {mdl['filter']}x{mdl['filter']} {mdl['padding']} + "
