@@ -1,0 +1,120 @@
+"""ntkscale against neural-tangents 0.6.5 on the same inputs, in the same run (issue 22).
+
+For each case of ``nt_cases.py`` (fully connected ReLU, the new elementwise layers, LayerNorm,
+a transformer block on sequences), times NNGP + NTK of an n×n symmetric Gram:
+
+* ``ntkscale``: ``kernel_fn(x, None, ('nngp', 'ntk'))`` in this process (float64);
+* ``neural_tangents``: the same architecture's jitted ``kernel_fn`` in NT's own venv, a timing
+  server (``nt_peer.py``) kept running, compiled first, asked for one call per round;
+* ``gemm``: ``x @ x.T`` (flattened inputs), the floor of one inner product per entry.
+
+Rounds interleave the three (medians over ``--reps``; the paired ratio is the median of
+per-round ratios), so a shared machine's drifts hit them alike; both run on the same cores,
+one at a time. The NTK's first row is compared between the two libraries (relative max diff).
+Cost per Gram entry = median seconds / n².
+
+    bash tests/nt_parity/make_venv.sh /tmp/nt-venv
+    python benchmarks/bench_nt.py --nt-python /tmp/nt-venv/bin/python [--cases fc_relu_d784,...]
+
+Writes ``benchmarks/results/nt.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+import numpy as np
+
+from ntkscale import stax
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+from nt_cases import CASES  # noqa: E402
+
+DEFAULT_N = {"fc_relu_d784": 4096, "exp_d64": 2048, "gaussian_d64": 2048, "rbf_d64": 2048,
+             "layernorm_mlp_d64": 2048, "transformer_T8_C16": 256}
+
+
+class Peer:
+    """``nt_peer.py`` in NT's venv: one timed call per :meth:`run`."""
+
+    def __init__(self, python: str, case: str, n: int, seed: int):
+        self.p = subprocess.Popen([python, os.path.join(HERE, "nt_peer.py"), case, str(n), str(seed)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = self.p.stdout.readline().strip()
+        if line != "ready":
+            raise RuntimeError(f"neural-tangents peer did not start: {line!r}")
+
+    def ask(self, cmd: str) -> str:
+        self.p.stdin.write(cmd + "\n")
+        self.p.stdin.flush()
+        return self.p.stdout.readline().strip()
+
+    def close(self) -> None:
+        try:
+            self.ask("quit")
+        except (BrokenPipeError, OSError):
+            pass
+        self.p.wait(timeout=30)
+
+
+def bench_case(name: str, n: int, reps: int, nt_python: str) -> dict:
+    build, make_x = CASES[name]
+    _, _, kernel_fn = build(stax)
+    x = make_x(n, 0)
+    flat = x.reshape(n, -1)
+    kernel_fn(x, None, ("nngp", "ntk"))  # warm (numba compile / caches)
+    peer = Peer(nt_python, name, n, 0)
+    try:
+        theirs = np.frombuffer(bytes.fromhex(peer.ask("check")), np.float64)
+        ours = np.asarray(kernel_fn(x, None, "ntk"))[0]
+        diff = float(np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs)))
+        times: dict[str, list[float]] = {"ntkscale": [], "neural_tangents": [], "gemm": []}
+        for _ in range(reps):
+            t0 = time.perf_counter()
+            kernel_fn(x, None, ("nngp", "ntk"))
+            times["ntkscale"].append(time.perf_counter() - t0)
+            times["neural_tangents"].append(float(peer.ask("run")))
+            t0 = time.perf_counter()
+            flat @ flat.T
+            times["gemm"].append(time.perf_counter() - t0)
+    finally:
+        peer.close()
+    med = {k: statistics.median(v) for k, v in times.items()}
+    paired = statistics.median(b / a for a, b in zip(times["ntkscale"], times["neural_tangents"]))
+    out = {"n": n, "d": int(flat.shape[1]), "median_s": med, "range_s": {k: [min(v), max(v)] for k, v in times.items()},
+           "us_per_entry": {k: 1e6 * v / n / n for k, v in med.items()},
+           "speedup_vs_nt": med["neural_tangents"] / med["ntkscale"], "speedup_vs_nt_paired": paired,
+           "ntkscale_over_gemm": med["ntkscale"] / med["gemm"], "ntk_row_rel_diff": diff}
+    print(f"{name:22s} n={n:5d}  ntkscale {1e6 * med['ntkscale'] / n / n:9.4f} us/entry  "
+          f"NT {1e6 * med['neural_tangents'] / n / n:9.4f}  speed-up {out['speedup_vs_nt']:6.2f}x "
+          f"(paired {paired:5.2f})  /GEMM {out['ntkscale_over_gemm']:6.2f}  |diff| {diff:.1e}", flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--nt-python", default="/tmp/nt-venv/bin/python")
+    ap.add_argument("--cases", default=",".join(CASES))
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--n", type=int, default=0, help="one n for every case (default: per case)")
+    ap.add_argument("--out", default=os.path.join(HERE, "results", "nt.json"))
+    args = ap.parse_args()
+    if not os.path.exists(args.nt_python):
+        sys.exit(f"no neural-tangents python at {args.nt_python}: bash tests/nt_parity/make_venv.sh first")
+    res = {name: bench_case(name, args.n or DEFAULT_N[name], args.reps, args.nt_python)
+           for name in args.cases.split(",")}
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump(res, f, indent=1)
+    print("wrote", args.out)
+
+
+if __name__ == "__main__":
+    main()
