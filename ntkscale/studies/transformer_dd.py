@@ -26,7 +26,12 @@ seed and every noise level:
     held-out rows by :func:`ntkscale.spectral.heldout_error`;
 (d) *kernel move*: the empirical NTK on the training set after training vs at init:
     kernel distance ``1 - <K0, Kt>_F / (|K0|_F |Kt|_F)`` (Fort et al. 2020) and
-    ``|Kt - K0|_F / |K0|_F``.
+    ``|Kt - K0|_F / |K0|_F``;
+(e) *infinite width*: the analytic NTK and NNGP of the closest closed-form architecture
+    (:mod:`.transformer_infinite`; it does not depend on the width or the seed), the same
+    ridgeless regression, its expected test MSE over the label noise *and* over the
+    initial function ``f0 ~ GP(0, NNGP)`` (``infinite_ntk_expected``), the ensemble mean
+    ``f0 = 0`` alone, and per seed the MSE for that seed's noise draw.
 
 The ridgeless kernel predictions diverge where the rank of the NTK Gram on the training
 set reaches ``n_train`` (the linearized model's interpolation threshold); the rank is
@@ -61,6 +66,7 @@ from .transformer import TransformerConfig, init, make_apply, param_count_formul
 from .transformer_report import conclusion, report_md, write_outputs  # noqa: F401
 
 __all__ = ["StudyConfig", "QUICK", "empirical_ntk", "make_task", "run_study", "summarize",
+           "infinite_width",
            "write_outputs", "run", "replot", "main"]
 
 
@@ -288,6 +294,41 @@ def _width_runs(cfg: StudyConfig, width: int, task: dict, xi: np.ndarray) -> dic
     return res
 
 
+def infinite_width(cfg: StudyConfig, task: dict, xi: np.ndarray) -> dict:
+    """Ridgeless regression with the analytic infinite-width NTK (float64, computed once).
+
+    The linearized infinite network predicts ``f0_t + A (y + sigma xi - f0_X)`` with
+    ``A = K_tX K^+`` (the cut of :func:`_krr_realized`) and ``f0 ~ GP(0, NNGP)``; its test
+    MSE averaged over ``f0`` is that of the mean predictor ``A (y + sigma xi)`` plus
+    ``mean_t diag(S_tt - 2 A S_Xt + A S_XX A^T)`` (``S``: NNGP). Returns lists indexed by
+    noise (``ntk_expected``: also averaged over the label noise via
+    :func:`kernel_limit_error`; ``ntk_mean_expected``: ``f0 = 0``, the infinite ensemble's
+    mean) and ``ntk`` [noise][seed] for the seeds' noise draws.
+    """
+    from .transformer_infinite import analytic_kernels
+
+    t0 = time.perf_counter()
+    n = cfg.n_train
+    x_pool = np.concatenate([task["x_train"], task["x_test"]])
+    S, K = analytic_kernels(cfg.model(cfg.widths[-1]), x_pool)
+    Ktr, Ktx = K[:n, :n], K[n:, :n]
+    w, V = np.linalg.eigh(Ktr)
+    A = Ktx @ (V * pinv_weights(w, 0.0, float(np.mean(np.diag(Ktr))))) @ V.T  # (t, n)
+    f0_term = float(np.mean(np.diag(S[n:, n:]) - 2 * np.sum(A * S[n:, :n], axis=1)
+                            + np.sum((A @ S[:n, :n]) * A, axis=1)))
+    out: dict = {"ntk_expected": [], "ntk_mean_expected": [], "ntk": [],
+                 "f0_variance_term": f0_term, "rank_train": _rank(Ktr)}
+    for sg in cfg.noise:
+        mean_err = kernel_limit_error(Ktr, Ktx, task["y_train"], task["y_test"], 0.0,
+                                      float(sg) ** 2)
+        out["ntk_mean_expected"].append(mean_err)
+        out["ntk_expected"].append(mean_err + f0_term)
+        out["ntk"].append([float(np.mean((A @ (task["y_train"] + sg * x) - task["y_test"]) ** 2))
+                           + f0_term for x in xi])
+    out["seconds"] = round(time.perf_counter() - t0, 2)
+    return out
+
+
 def _peak(values: np.ndarray) -> dict:
     """Largest value over the grid, and whether it is interior (a rise, then a fall)."""
     v = np.where(np.isfinite(values), values, np.inf)
@@ -362,6 +403,10 @@ def run_study(cfg: StudyConfig, log: Optional[Callable[[str], None]] = None) -> 
     c0 = time.process_time()
     task = make_task(cfg)
     xi = _noise_draws(cfg)
+    inf = infinite_width(cfg, task, xi)
+    if log:
+        log(f"infinite width (analytic NTK): expected test MSE "
+            f"{np.round(inf['ntk_expected'], 3).tolist()} seconds={inf['seconds']}")
     rows = []
     for w in cfg.widths:
         rows.append(_width_runs(cfg, int(w), task, xi))
@@ -371,6 +416,9 @@ def run_study(cfg: StudyConfig, log: Optional[Callable[[str], None]] = None) -> 
                 f"test={np.round(r['test_mse'], 3).tolist()} "
                 f"ntk={np.round(r['ntk_krr_expected'], 3).tolist()} seconds={r['seconds']}")
     return {"config": asdict(cfg), "rows": rows, "summary": summarize(cfg, rows),
+            "infinite": inf,
+            "infinite_ntk_expected": {f"{sg:g}": v for sg, v in zip(cfg.noise,
+                                                                     inf["ntk_expected"])},
             "target_variance_test": float(np.var(task["y_test"])),
             "wall_seconds": round(time.perf_counter() - t0, 1),
             "cpu_seconds": round(time.process_time() - c0, 1)}

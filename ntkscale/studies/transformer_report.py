@@ -37,6 +37,10 @@ def _figures(res: dict, out: str) -> list[str]:
                 label="NTK regression at init (t→∞)")
         ax.plot(params, med["spectral"], "^:", color="C2", ms=4,
                 label="spectral theory (Canatar E_g)")
+        inf = res.get("infinite_ntk_expected", {}).get(key)
+        if inf is not None:
+            ax.axhline(inf, color="C3", ls="-.", lw=1.2,
+                       label="infinite width (analytic NTK)")
         ax.axvline(n, color="0.5", ls=":", lw=1, label="params = n")
         if kt is not None:
             ax.axvline(params[summ["widths"].index(kt)], color="C1", ls=":", lw=1,
@@ -136,7 +140,27 @@ def conclusion(res: dict) -> list[str]:
             f"{_fmt(s['log_corr_ntk_vs_spectral'])}. Kernel distance after training "
             f"{_fmt(max(med['kernel_distance']))} at most ({_fmt(med['kernel_distance'][-1])} at "
             f"the widest model); |K_t − K_0|/|K_0| up to {_fmt(max(med['kernel_rel_change']))}.")
+        lines += _infinite_line(res, key)
     return lines
+
+
+def _infinite_line(res: dict, key: str) -> list[str]:
+    """The analytic infinite-width NTK regression next to the finite empirical NTKs."""
+    inf = res.get("infinite_ntk_expected", {}).get(key)
+    if inf is None:
+        return []
+    med = res["summary"]["noise"][key]["median"]
+    w = res["summary"]["widths"]
+    z = list(res["summary"]["noise"]).index(key)
+    mean_only = res["infinite"]["ntk_mean_expected"][z]
+    ratios = ", ".join(f"{wi}: {_fmt(v / inf)}" for wi, v in
+                       zip(w[-3:], med["ntk_krr_expected"][-3:]))
+    return [f"σ = {key}, infinite width: the analytic NTK's ridgeless regression (expected "
+            f"over the label noise and the initial function f0 ~ GP(0, NNGP)) has test MSE "
+            f"{_fmt(inf)} (ensemble mean, f0 = 0: {_fmt(mean_only)}); the finite empirical-NTK "
+            f"regression's median over seeds is {_fmt(med['ntk_krr_expected'][-1])} at the "
+            f"widest model, d_model = {w[-1]} (ratio to the infinite-width value by d_model, "
+            f"{ratios}), and the trained network's {_fmt(med['test_mse'][-1])}."]
 
 
 def _verdict(res: dict) -> str:
@@ -232,6 +256,13 @@ def _table(res: dict) -> list[str]:
                          f"{_fmt(m['ntk_krr_expected'][i])} | {_fmt(m['spectral'][i])} | "
                          f"{_fmt(m['kernel_distance'][i])} |")
         lines.append("".join(cells))
+    inf = res.get("infinite_ntk_expected")
+    if inf:
+        cells = ["| ∞ (analytic NTK) | — | "
+                 f"{res['infinite']['rank_train']} |"]
+        for key in summ["noise"]:
+            cells.append(f" — | — | {_fmt(inf[key])} | — | — |")
+        lines.append("".join(cells))
     return lines
 
 
@@ -256,6 +287,11 @@ def report_md(res: dict, command: str) -> str:
         "- Spectral theory: Canatar et al. E_g at p = n from the NTK spectrum on the pool of "
         "train+test sequences and the residual target y − f0, mapped to held-out rows.",
         "- Kernel distance: 1 − cos(K_0, K_t) of the NTK on the training set, init vs trained.",
+        "- Infinite width: analytic NTK/NNGP (`ntkscale.studies.transformer_infinite`: the "
+        "same blocks with LayerNorm, GELU, mean pooling and token+position one-hot inputs; "
+        "attention is neural-tangents' closed form, keys and queries tied with 1/d logit "
+        "scaling, where the finite model has independent keys and queries and 1/sqrt(d)), "
+        "the same ridgeless regression, expected over the label noise and f0 ~ GP(0, NNGP).",
         "", "## Result", "", "**Verdict:** " + _verdict(res), "",
         *[f"- {s}" for s in conclusion(res)], "", "### Reading", "",
         *[f"- {s}" for s in _reading(res)], "",
