@@ -11,19 +11,15 @@ refuses must be refused by ntkscale too.
 
 from __future__ import annotations
 
-import json
-import os
-
 import numpy as np
 import pytest
 
 from ntkscale import stax
 from ntkscale.kernels.layers import UnsupportedArchitectureError
 
+from ._fixtures import RTOL, assert_kernel_close, load
 from .cases_attention import CASES, INPUTS, inputs
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-RTOL = 1e-12
 
 #: case -> why ntkscale does not match NT yet (issue 22)
 DIFFERS = {
@@ -45,11 +41,7 @@ RTOL_DIAG = {"seq_flatten": 5e-9, "layernorm_seq_flatten": 5e-9, "layernorm_seq_
 
 @pytest.fixture(scope="module")
 def nt():
-    with np.load(os.path.join(HERE, "nt065_attention.npz")) as z:
-        arrays = {k: z[k] for k in z.files}
-    with open(os.path.join(HERE, "nt065_attention_meta.json")) as f:
-        meta = json.load(f)
-    return arrays, meta
+    return load("nt065_attention.npz", "nt065_attention_meta.json")
 
 
 def test_fixture_inputs_are_the_cases_inputs(nt):
@@ -86,17 +78,8 @@ def test_kernels_equal_neural_tangents(nt, name):
     for which, (a, b) in {"sym": (x1, None), "cross": (x1, x2)}.items():
         k = kernel_fn(a, b, ("nngp", "ntk"))
         for get in ("nngp", "ntk"):
-            want = arrays[f"{name}/{get}/{which}"]
-            got = np.asarray(getattr(k, get))
-            assert got.shape == want.shape, (get, which)
-            if which == "sym" and name in RTOL_DIAG:
-                idx = np.diag_indices(len(want))
-                np.testing.assert_allclose(got[idx], want[idx], rtol=RTOL_DIAG[name],
-                                           err_msg=f"{name} {get} diagonal")
-                got, want = got.copy(), want.copy()
-                got[idx] = want[idx] = 0.0
-            np.testing.assert_allclose(got, want, rtol=RTOL, atol=RTOL * np.abs(want).max(),
-                                       err_msg=f"{name} {get} {which}")
+            assert_kernel_close(getattr(k, get), arrays[f"{name}/{get}/{which}"], f"{name} {get} {which}",
+                                RTOL_DIAG.get(name) if which == "sym" else None)
 
 
 def test_sequence_rows_equal_sequences(nt):

@@ -23,10 +23,10 @@ from ntkscale import stax
 from ntkscale.kernels import from_spec, spec_json
 from ntkscale.kernels.refused import REFUSED
 
+from ._fixtures import assert_kernel_close, load
 from .cases_more import CASES, inputs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-RTOL = 1e-12
 #: exports not built yet (none since the attention branch was merged)
 IN_PROGRESS: set[str] = set()
 #: case -> (tolerance on the symmetric NTK's diagonal, why). ntkscale sets the diagonal of a
@@ -42,8 +42,7 @@ DIAGONAL_ROUNDING = {"repeat": (1e-8, "NT's arccos(1 - ulp) on the diagonal of a
 
 @pytest.fixture(scope="module")
 def nt():
-    with np.load(os.path.join(HERE, "nt065_more.npz")) as z:
-        return {k: z[k] for k in z.files}
+    return load("nt065_more.npz")[0]
 
 
 def _close(got, want, what, diag_tol=None):
@@ -53,13 +52,7 @@ def _close(got, want, what, diag_tol=None):
     if nan.any():  # NT's RectifiedMonomial at theta = 0 (variances); checked by an oracle below
         assert any(n in what for n in NT_NAN) and np.isfinite(got[nan]).all(), what
         got, want = np.where(nan, 0.0, got), np.where(nan, 0.0, want)
-    scale = np.abs(want).max()
-    if diag_tol is not None and got.ndim == 2 and got.shape[0] == got.shape[1]:
-        np.testing.assert_allclose(np.diagonal(got), np.diagonal(want), rtol=diag_tol, atol=diag_tol * scale,
-                                   err_msg=what)
-        off = ~np.eye(len(got), dtype=bool)
-        got, want = got[off], want[off]
-    np.testing.assert_allclose(got, want, rtol=RTOL, atol=RTOL * scale, err_msg=what)
+    assert_kernel_close(got, want, what, diag_tol)
 
 
 def _check(nt, name, kernel_fn, fields=("nngp", "ntk", "cov1", "cov2")):

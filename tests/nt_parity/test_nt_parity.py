@@ -21,10 +21,10 @@ import pytest
 
 from ntkscale import stax
 
+from ._fixtures import assert_kernel_close, load
 from .cases import CASES, INPUTS, inputs
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-RTOL = 1e-12
 
 #: case -> why ntkscale does not match NT yet (issue 22)
 DIFFERS: dict[str, str] = {}
@@ -40,11 +40,7 @@ DIAG_RTOL = {"conv_valid_flatten": 1e-8, "conv_same_flatten": 1e-8, "conv_circul
 
 @pytest.fixture(scope="module")
 def nt():
-    with np.load(os.path.join(HERE, "nt065_kernels.npz")) as z:
-        arrays = {k: z[k] for k in z.files}
-    with open(os.path.join(HERE, "nt065_meta.json")) as f:
-        meta = json.load(f)
-    return arrays, meta
+    return load("nt065_kernels.npz", "nt065_meta.json")
 
 
 def test_fixture_inputs_are_the_cases_inputs(nt):
@@ -67,17 +63,8 @@ def test_kernels_equal_neural_tangents(nt, name):
     for which, (a, b) in {"sym": (x1, None), "cross": (x1, x2)}.items():
         k = kernel_fn(a, b, ("nngp", "ntk"))
         for get in ("nngp", "ntk"):
-            want = arrays[f"{name}/{get}/{which}"]
-            got = np.asarray(getattr(k, get))
-            assert got.shape == want.shape, (get, which)
-            scale = np.abs(want).max()
-            if which == "sym" and get == "ntk" and name in DIAG_RTOL:
-                off = ~np.eye(len(got), dtype=bool)
-                np.testing.assert_allclose(got[off], want[off], rtol=RTOL, atol=RTOL * scale)
-                np.testing.assert_allclose(got.diagonal(), want.diagonal(), rtol=0, atol=DIAG_RTOL[name] * scale)
-                continue
-            np.testing.assert_allclose(got, want, rtol=RTOL, atol=RTOL * scale,
-                                       err_msg=f"{name} {get} {which}")
+            assert_kernel_close(getattr(k, get), arrays[f"{name}/{get}/{which}"], f"{name} {get} {which}",
+                                DIAG_RTOL.get(name) if which == "sym" and get == "ntk" else None)
 
 
 @pytest.mark.parametrize("name", sorted(DIAG_RTOL))
