@@ -26,7 +26,7 @@ __all__ = ["SHARED_SECTIONS", "Stage", "PlanSizes", "register", "get_stage", "st
 
 #: Modules that register stages, imported (in this order) on the first registry lookup.
 #: Adding a stage: write its module (one ``register(Stage(...))`` call) and list it here.
-STAGE_MODULES = ("ntkscale.job.builtin_stages", "ntkscale.job.export")
+STAGE_MODULES = ("ntkscale.job.builtin_stages", "ntkscale.job.export", "ntkscale.job.forecast")
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ install command.
 * :func:`plot_spectrum` -- eigenvalues of K/n vs rank with a power-law fit, cumulative power;
 * :func:`plot_learning_curves` -- experiment (mean and band over trials) vs theory;
 * :func:`plot_dynamics` -- train/test loss vs time, optionally two predictions overlaid;
-* :func:`plot_double_descent` -- from :mod:`.double_descent` (imported lazily).
+* :func:`plot_double_descent` -- from :mod:`.double_descent` (imported lazily);
+* :func:`plot_forecast` -- risk forecasts vs p (:mod:`ntkscale.spectral.forecast`; lazily).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from .spectrum import plot_spectrum
 
 __all__ = ["plot_spectrum", "plot_learning_curves", "plot_dynamics"]
 
-_LAZY = {"plot_double_descent": __name__ + ".double_descent"}
+_LAZY = {"plot_double_descent": __name__ + ".double_descent", "plot_forecast": __name__ + ".forecast"}
 
 
 def __getattr__(name: str) -> Any:

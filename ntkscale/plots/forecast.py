@@ -1,0 +1,57 @@
+"""The forecast figure: risk vs training-set size with the scaling law, the full-n forecast
+and, once measured, the full fit's test error."""
+
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import numpy as np
+
+from ._base import PathLike, finish, new_figure
+
+__all__ = ["plot_forecast"]
+
+
+def plot_forecast(law: Any, full: Any, *, horizon: float = 10.0, measured: Optional[float] = None,
+                  curve: Optional[dict] = None, path: Optional[PathLike] = None, dpi: int = 120) -> Any:
+    """Test MSE vs p on log-log axes.
+
+    Parameters
+    ----------
+    law : ScalingLaw
+        Its fitted points (GCV of sub-blocks and the full-n forecast, ± sem) as markers, the law
+        with its band from the smallest p to ``horizon × n``.
+    full : FullForecast
+        The full-n forecast (star) with its tail band (error bar).
+    measured : float, optional
+        The full-n fit's measured test MSE (cross).
+    curve : dict, optional
+        ``{"p": ..., "mean": ..., "sem": ...}``: held-out errors of the learning-curve stage.
+    path, dpi
+        Save there (see :func:`ntkscale.plots.plot_spectrum`).
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    fig, (ax,) = new_figure(width=5.6, height=4.0)
+    q = np.geomspace(float(np.min(law.p)), horizon * full.n, 60)
+    mid, lo, hi = law.predict(q)
+    ax.fill_between(q, lo, hi, color="C0", alpha=0.2, lw=0, label="scaling law, 90 % band")
+    ax.plot(q, mid, color="C0", lw=1.5, label=f"c + a p^-γ, γ = {law.exponent[0]:.2f} ± {law.exponent[1]:.2f}")
+    ax.errorbar(law.p, law.E, yerr=law.sem, fmt="o", color="C0", ms=4, label="GCV (sub-blocks)")
+    if curve is not None:
+        ax.errorbar(curve["p"], curve["mean"], yerr=curve.get("sem"), fmt="s", color="C2", ms=3,
+                    label="held-out (curve stage)")
+    lo_b, hi_b = full.band
+    ax.errorbar([full.n], [full.gcv], yerr=[[full.gcv - lo_b], [hi_b - full.gcv]], fmt="*", ms=11,
+                color="C1", label=f"full-n forecast (GCV, n = {full.n})")
+    if measured is not None:
+        ax.plot([full.n], [measured], "x", color="C3", ms=9, mew=2, label="full-n fit, measured")
+    ax.axvline(full.n, color="0.6", lw=0.8, ls=":")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training-set size p")
+    ax.set_ylabel("test MSE (sum over outputs)")
+    ax.legend(fontsize=7)
+    return finish(fig, path, dpi)
