@@ -18,6 +18,14 @@ per pair of inputs (matrices over positions; ``OV = W_out_std W_value_std``; the
 is the value and output weights' share of the NTK; the key/query weights' share vanishes
 in the limit).
 
+Positional embeddings (``pos_emb_type='SUM'``/``'CONCAT'``): ``G`` is computed from
+``w_in cov + w_pe R`` (``R`` the embeddings' covariance over position pairs), and with
+``val_pos_emb`` the values' ``nngp``/``ntk``/``cov`` get the same term; weights and ``R`` in
+:mod:`~ntkscale.kernels.posemb`. ``linear_scaling=False`` (independent keys and queries,
+logits scaled by ``1/sqrt(n_chan_key)``) has a closed form only for ``'IDENTITY'``
+(:func:`~ntkscale.kernels.posemb.sqrt_identity`); neural-tangents and ntkscale refuse the
+other mechanisms there.
+
 References
 ----------
 Hron, Bahri, Sohl-Dickstein & Novak (2020), "Infinite attention: NNGP and NTK for deep
@@ -81,13 +89,26 @@ class GlobalSelfAttention(Layer):
     heads concatenated and mixed by ``W_out``: ``f(x) = OV_std concat_h f_h(x) W_out /
     sqrt(n_chan_val n_heads C) + b_std b``, all weights ``N(0, 1)`` (NTK parameterization).
 
-    Kernel (``kernel_fn``): ``linear_scaling=True`` with any mechanism and no positional
-    embeddings (``pos_emb_type='NONE'``); see the module docstring. Refused with
-    :class:`UnsupportedArchitectureError`: ``linear_scaling=False`` with a nonlinear
-    mechanism (no closed form exists; neural-tangents refuses it too), and, not implemented
-    in ntkscale yet, ``linear_scaling=False`` with ``'IDENTITY'`` and positional embeddings
-    (``'SUM'``/``'CONCAT'``). The finite network (``init_fn``/``apply_fn``) covers every
-    setting without positional embeddings. Only ``batch_axis=0``, ``channel_axis=-1``.
+    Positional embeddings ``E`` (1, *positions, C_pe), ``N(0, 1)`` (mixed over positions by
+    the Cholesky factor of ``R = pos_emb_decay_fn(sum_a |i_a - j_a|^pos_emb_p_norm)`` when a
+    decay is given), scaled by ``W_pos_emb_std``, are added to the inputs (``'SUM'``,
+    ``C_pe = C``) or concatenated to their channels (``'CONCAT'``, ``C_pe = n_chan_pos_emb``
+    or ``C``) for keys and queries, and for values only with ``val_pos_emb``.
+
+    Kernel (``kernel_fn``), as neural-tangents 0.6.5 computes it: ``linear_scaling=True``
+    with every mechanism, and ``linear_scaling=False`` with ``'IDENTITY'``, each with or
+    without positional embeddings; see the module docstring. Refused with
+    :class:`UnsupportedArchitectureError`: ``linear_scaling=False`` with ``'SOFTMAX'``,
+    ``'ABS'`` or ``'RELU'`` (no closed form; neural-tangents raises ``NotImplementedError``),
+    and ``'SUM'`` with an ``n_chan_pos_emb`` other than the input channels (neural-tangents
+    documents it as an error; its kernel ignores it). The finite network (``init_fn``/
+    ``apply_fn``) covers every setting, with NT's parameters ``(Q, K, V, W_out, b, pos_emb)``.
+    No masks. Only ``batch_axis=0``, ``channel_axis=-1``.
+
+    References
+    ----------
+    Hron et al. (2020), "Infinite attention", arXiv:2006.10540; neural-tangents'
+    ``stax.GlobalSelfAttention`` docstring (the meaning of every argument).
     """
 
     positions = "full"  # every position attends to every position

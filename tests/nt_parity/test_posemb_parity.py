@@ -109,3 +109,16 @@ def test_sum_with_other_embedding_width_is_refused():
         kernel_fn(x1, None, "ntk")
     same = attention(pos_emb_type="SUM", n_chan_pos_emb=64)(stax)[2](x1, None, "ntk")
     np.testing.assert_array_equal(same, attention(pos_emb_type="SUM")(stax)[2](x1, None, "ntk"))
+
+
+@pytest.mark.parametrize("name", ["concat_softmax_val_decay_p1", "sqrt_identity_sum_val_decay_p1"])
+def test_jax_namespace_matches_numpy(name):
+    """JAX inputs stay JAX (the embedding covariance is made in their namespace and dtype)."""
+    jax = pytest.importorskip("jax")
+    build, kind = CASES[name]
+    x1, x2 = inputs(kind)
+    kernel_fn = build(stax)[2]
+    with jax.enable_x64(True):
+        k = kernel_fn(jax.numpy.asarray(x1), jax.numpy.asarray(x2), "ntk")
+        assert isinstance(k, jax.Array)
+    np.testing.assert_allclose(np.asarray(k), kernel_fn(x1, x2, "ntk"), rtol=RTOL)
