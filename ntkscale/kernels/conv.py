@@ -87,8 +87,8 @@ class Conv(Layer):
             raise UnsupportedArchitectureError(
                 f"{name}: dimension_numbers={dimension_numbers!r} is not supported by ntkscale "
                 "(only None = channels last, ('NHWC', 'HWIO', 'NHWC') or in 1-d ('NHC', 'HIO', "
-                "'NHC')); transpose your inputs to channels last, e.g. x.transpose(0, 2, 3, 1) "
-                "for NCHW")
+                "'NHC')); transpose your inputs to NHWC (sequences: NTC), e.g. x.transpose(0, 2, "
+                "3, 1) for NCHW")
         if tuple(s) != (1, 1):
             raise UnsupportedArchitectureError(
                 f"{name}: s={s!r} is not supported by ntkscale for Conv (only s=(1, 1)); set the "
