@@ -225,6 +225,24 @@ def _flatten_only(layer: Layer) -> bool:
             and not any(isinstance(leaf, (Conv, Unflatten)) or leaf.positions for leaf in every))
 
 
+def _check_one_d(layer: Layer) -> None:
+    """Sequences take 1-d windows only, as neural-tangents (a 2-d window needs NHWC images).
+
+    Raises
+    ------
+    UnsupportedArchitectureError
+        A ``Conv``/``AvgPool``/``SumPool`` with a 2-d window on ``(n, T, C)`` inputs.
+    """
+    for leaf in leaves(layer):
+        window = getattr(leaf, "filter_shape", None) if isinstance(leaf, Conv) else \
+            getattr(leaf, "window_shape", None) if isinstance(leaf, AvgPool) else None
+        if window is not None and len(window) != 1:
+            raise UnsupportedArchitectureError(
+                f"{type(leaf).__name__} has a 2-d window {tuple(window)} but the inputs are sequences "
+                "(n, T, C): give it a 1-d window, e.g. (3,), as neural-tangents, or pass images "
+                "(n, 1, T, C)")
+
+
 def from_images(layer: Layer, x1: Any, x2: Any) -> tuple[Layer, Any, Any]:
     """NHWC images (4-d) or sequences ``(n, T, C)`` (3-d), neural-tangents' conventions, as
     rows, with a leading Unflatten: a sequence is read as an image of height 1,
@@ -253,6 +271,7 @@ def from_images(layer: Layer, x1: Any, x2: Any) -> tuple[Layer, Any, Any]:
             "sequence is an image of height 1); for a fully connected one flatten them first, "
             "x.reshape(len(x), -1)")
     if ndim == 3:
+        _check_one_d(layer)
         shape = (1, *shape)
     declared = image_shape(layer)
     if declared is None:

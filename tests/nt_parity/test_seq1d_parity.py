@@ -137,6 +137,12 @@ def test_one_d_layers_and_arguments():
     for layer in (stax.Conv(4, (2,)), stax.AvgPool((2,)), stax.SumPool((2,))):
         with pytest.raises(UnsupportedArchitectureError, match="1-d window acts on sequences"):
             stax.serial(layer, stax.GlobalAvgPool(), stax.Dense(1))[2](images)
+    seqs = images[:, 0]  # (n, T, C): 2-d windows refuse, as NT; (n, 1, T, C) images take them
+    for layer in (stax.Conv(4, (1, 2)), stax.AvgPool((1, 2)), stax.SumPool((2, 2), padding="SAME")):
+        arch = stax.serial(layer, stax.GlobalAvgPool(), stax.Dense(1))
+        with pytest.raises(UnsupportedArchitectureError, match="2-d window .* sequences"):
+            arch[2](seqs)
+        assert np.isfinite(arch[2](seqs[:, None], None, "nngp")).all()
 
 
 def _np_window(x, f, s, padding, fn):
