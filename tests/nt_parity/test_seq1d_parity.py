@@ -197,3 +197,20 @@ def test_finite_network_covariance_is_the_nngp(param):
         outs = np.asarray(jax.vmap(lambda k: apply_fn(init_fn(k, x.shape)[1], x))(keys))[..., 0]
     ref = kernel_fn(x, None, "nngp")
     assert np.abs(outs.T @ outs / len(keys) - ref).max() < 0.05 * np.abs(ref).max()
+
+
+@pytest.mark.parametrize("name", ["conv3_stride2_circular", "sumpool2_stride2", "conv_attention_flat"])
+def test_jax_jit_equals_neural_tangents(nt, name):
+    """JAX arrays through ``jax.jit(kernel_fn, static_argnames='get')`` (the array recursion;
+    the symmetric diagonal to 1e-8, as ``test_nt_more.test_jit_with_static_get``)."""
+    jax = pytest.importorskip("jax")
+    build, kind = CASES[name]
+    with jax.enable_x64(True):
+        kernel_fn = jax.jit(build(stax)[2], static_argnames="get")
+        x1, x2 = (jax.numpy.asarray(x) for x in inputs(kind))
+        for which, (a, b) in {"sym": (x1, None), "cross": (x1, x2)}.items():
+            for get in ("nngp", "ntk"):
+                # as test_nt_more: XLA fuses the ReLU's sqrt(v1 v2 - q^2) on the symmetric diagonal
+                # (c = 1, where arctan2 turns an ulp into ~1e-10); off-diagonal and cross: 1e-12
+                assert_kernel_close(kernel_fn(a, b, get), nt[f"{name}/{get}/{which}"], f"jit {name} {get} {which}",
+                                    1e-8 if which == "sym" else None)
