@@ -188,7 +188,7 @@ def test_the_checker_finds_circles(tmp_path, files, expect):
 KERNELS_STACK = [
     # (level, modules, highest level its modules may import from)
     ("state and array math", {"state", "backend", "validate", "elementwise", "spatial", "train", "posemb",
-                              "elementwise_nt", "_numba_kernels", "_numba_conv", "_numba_pool"}, 0),
+                              "elementwise_nt", "_numba_kernels", "_numba_conv", "_numba_pool", "windows"}, 0),
     ("Layer base, registration tables, entry-point hooks", {"base"}, 0),
     ("layer families (never each other)", {"dense", "activations", "activations_nt", "conv", "tile_kernel",
                                            "refused", "norm", "attention"}, 1),

@@ -17,8 +17,8 @@ import numpy as np
 from . import fused, images, registry
 from .backend import Namespace, is_numpy, namespace_of
 from .base import leaves, provide
-from .conv import check_spatial, spatial_mode
-from .images import check_input_width
+from .conv import spatial_mode
+from .images import check_input_width, check_spatial
 from .combinators import check_gaussian
 from .layers import ABRelu, Erf, Layer, Serial
 from .state import DiagStats, KernelState

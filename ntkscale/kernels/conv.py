@@ -1,9 +1,10 @@
-"""Convolution and pooling layers on NHWC images (neural-tangents' ``stax`` conventions).
+"""Convolution and pooling layers on NHWC images and ``(n, T, C)`` sequences
+(neural-tangents' ``stax`` conventions; 1-d windows on sequences: :mod:`~ntkscale.kernels.windows`).
 
 ``Conv(out_chan, filter_shape, strides, padding, W_std, b_std)``, ``AvgPool``,
 ``GlobalAvgPool``, ``Flatten`` and ``Unflatten`` compose with ``Dense``, the activations
-and the combinators. The kernel state of an image keeps covariances between pixel
-positions (:mod:`~ntkscale.kernels.spatial`); which layout an architecture needs is
+and the combinators. The kernel state of an image (a sequence: height 1) keeps
+covariances between positions (:mod:`~ntkscale.kernels.spatial`); which layout an architecture needs is
 decided once from its layers (:func:`spatial_mode`):
 
 * no pooling, ``Flatten`` readout: ``"diag"`` (same-position pairs; ~``H W`` per entry);
@@ -26,71 +27,52 @@ from __future__ import annotations
 from dataclasses import InitVar, dataclass
 from typing import Any, Callable, Optional
 
-from . import spatial
+from . import spatial, windows
 from .backend import Namespace
 from .base import Layer, UnsupportedArchitectureError, _check_weighted, check_nt_axes, layer_type, leaves
 from .state import KernelState
 
 __all__ = ["Conv", "AvgPool", "GlobalAvgPool", "SumPool", "GlobalSumPool", "Flatten", "Unflatten", "spatial_mode",
-           "image_shape", "check_spatial", "leaves"]
+           "image_shape", "leaves"]
 
 
-def _pair(value: Any, name: str, layer: str) -> tuple[int, int]:
-    try:
-        v = tuple(int(x) for x in value)
-    except TypeError:
-        raise ValueError(f"{layer}: {name} must be two positive ints (height, width), got "
-                         f"{value!r}") from None
-    if len(v) != 2 or min(v) < 1 or any(int(x) != x for x in value):
-        raise ValueError(f"{layer}: {name} must be two positive ints (height, width), got {value!r}")
-    return v
-
-
-def _padding(value: Any, layer: str) -> str:
-    p = str(getattr(value, "value", value)).upper()  # a stax.Padding member, or its name
-    if p not in spatial.PADDINGS:
-        raise ValueError(f"{layer}: padding must be one of {spatial.PADDINGS}, got {value!r}")
-    return p
-
-
-def _need_images(k: KernelState, layer: str) -> None:
+def _need_images(k: KernelState, layer: str, rank: int = 2) -> None:
     if k.spatial is None:
         raise UnsupportedArchitectureError(
-            f"{layer} needs images: pass NHWC inputs (n, H, W, C) or start the architecture "
-            "with Unflatten(H, W, C), and put it before Flatten/GlobalAvgPool")
+            f"{layer} needs images or sequences: pass NHWC inputs (n, H, W, C), sequences (n, T, "
+            "C), or start the architecture with Unflatten(H, W, C), and put it before "
+            "Flatten/GlobalAvgPool")
+    if rank == 1 and windows.height(k) != 1:
+        raise UnsupportedArchitectureError(
+            f"{layer} with a 1-d window acts on sequences (n, T, C) (images of height 1), but the "
+            f"inputs are images of height {windows.height(k)}; give a 2-d window (height, width)")
 
 
-def _map(k: KernelState, fn: Callable[[Any], Any], nngp_only: bool = False) -> dict:
-    """``fn`` applied to every covariance of the state (``cov2 is cov1`` preserved)."""
-    cov1 = None if k.cov1 is None else fn(k.cov1)
-    cov2 = None if k.cov2 is None else (cov1 if k.cov2 is k.cov1 else fn(k.cov2))
-    return dict(nngp=fn(k.nngp), ntk=None if k.ntk is None or nngp_only else fn(k.ntk),
-                cov1=cov1, cov2=cov2)
+_map = windows.map_state
 
 
-# ----------------------------------------------------------------------------
-# Conv
-# ----------------------------------------------------------------------------
 @layer_type()
 @dataclass(frozen=True)
 class Conv(Layer):
-    """2-d convolution over NHWC images, ``Conv(out_chan, filter_shape, strides, padding,
-    W_std, b_std, parameterization)``.
+    """Convolution over NHWC images (2-d ``filter_shape``) or sequences ``(n, T, C)`` (1-d),
+    ``Conv(out_chan, filter_shape, strides, padding, W_std, b_std, parameterization)``.
 
-    NTK parameterization: ``z = W_std / sqrt(C_in fh fw) * conv(x, W) + b_std * b`` with
-    ``W, b ~ N(0, 1)``. Standard: ``W ~ N(0, W_std^2 / (C_in fh fw))``, ``b ~ N(0,
-    b_std^2)``; its NTK picks up the fan-in like :class:`Dense`. ``padding``: ``'VALID'``
-    (neural-tangents' default), ``'SAME'`` (zeros) or ``'CIRCULAR'`` (wrap-around: the
-    kernel is then translation invariant). ``out_chan`` does not enter the kernel.
+    NTK parameterization: ``z = W_std / sqrt(C_in |f|) * conv(x, W) + b_std * b`` with
+    ``W, b ~ N(0, 1)`` (``|f|`` = ``fh fw``, or ``f`` in 1-d). Standard: ``W ~ N(0,
+    W_std^2 / (C_in |f|))``, ``b ~ N(0, b_std^2)``; its NTK picks up the fan-in like
+    :class:`Dense`. ``padding``: ``'VALID'`` (neural-tangents' default), ``'SAME'``
+    (zeros) or ``'CIRCULAR'`` (wrap-around: the kernel is then translation invariant).
+    ``strides`` None: ones. ``out_chan`` does not enter the kernel. A 1-d layer is the 2-d
+    one with window ``(1, f)`` on the state's height-1 axis (:mod:`~ntkscale.kernels.windows`).
 
-    neural-tangents' signature, ``filter_shape`` required; its ``dimension_numbers`` (None
-    or ``('NHWC', 'HWIO', 'NHWC')``) and ``s`` (``(1, 1)``) are accepted at those values only
-    and never enter the spec.
+    neural-tangents' signature, ``filter_shape`` required; its ``dimension_numbers`` (None,
+    channels last: ``('NHWC', 'HWIO', 'NHWC')``, or ``('NXC', 'XIO', 'NXC')`` for any letter X
+    in 1-d) and ``s`` (``(1, 1)``) are accepted at those values only and never enter the spec.
     """
 
     out_chan: int
-    filter_shape: tuple[int, int]
-    strides: Optional[tuple[int, int]] = None
+    filter_shape: tuple[int, ...]
+    strides: Optional[tuple[int, ...]] = None
     padding: str = "VALID"
     W_std: float = 1.0
     b_std: Optional[float] = None
@@ -100,29 +82,45 @@ class Conv(Layer):
 
     def __post_init__(self, dimension_numbers: Any, s: Any) -> None:
         name = _check_weighted(self, "out_chan")
-        if dimension_numbers is not None and tuple(dimension_numbers) != ("NHWC", "HWIO", "NHWC"):
+        f = windows.shape_arg(self.filter_shape, "filter_shape", name)
+        if dimension_numbers is not None and not windows.channels_last(dimension_numbers, len(f)):
             raise UnsupportedArchitectureError(
                 f"{name}: dimension_numbers={dimension_numbers!r} is not supported by ntkscale "
-                "(only None = ('NHWC', 'HWIO', 'NHWC')); transpose your inputs to NHWC, e.g. "
-                "x.transpose(0, 2, 3, 1) for NCHW")
+                "(only None = channels last, ('NHWC', 'HWIO', 'NHWC') or in 1-d ('NHC', 'HIO', "
+                "'NHC')); transpose your inputs to NHWC (sequences: NTC), e.g. x.transpose(0, 2, "
+                "3, 1) for NCHW")
         if tuple(s) != (1, 1):
             raise UnsupportedArchitectureError(
                 f"{name}: s={s!r} is not supported by ntkscale for Conv (only s=(1, 1)); set the "
                 "width with out_chan instead (Dense supports s)")
-        object.__setattr__(self, "filter_shape", _pair(self.filter_shape, "filter_shape", name))
-        object.__setattr__(self, "strides", (1, 1) if self.strides is None
-                           else _pair(self.strides, "strides", name))
-        object.__setattr__(self, "padding", _padding(self.padding, name))
+        object.__setattr__(self, "filter_shape", f)
+        object.__setattr__(self, "strides", (1,) * len(f) if self.strides is None
+                           else windows.shape_arg(self.strides, "strides", name, len(f)))
+        object.__setattr__(self, "padding", windows.padding_arg(self.padding, name))
+
+    @property
+    def filter_2d(self) -> tuple[int, int]:
+        """``(fh, fw)`` on the kernel state's axes (``(1, f)`` for a 1-d filter)."""
+        return windows.as_2d(self.filter_shape)
+
+    @property
+    def strides_2d(self) -> tuple[int, int]:
+        return windows.as_2d(self.strides)
+
+    @property
+    def fan(self) -> int:
+        """Positions in a filter: ``fh fw`` (2-d) or ``f`` (1-d)."""
+        return self.filter_2d[0] * self.filter_2d[1]
 
     def window(self, ns: Namespace, a: Any, mode: str) -> Any:
         """The joint filter-window mean ``A`` of covariances ``a`` in layout ``mode``."""
-        (fh, fw), (sh, sw) = self.filter_shape, self.strides
+        (fh, fw), (sh, sw) = self.filter_2d, self.strides_2d
         h_axes, w_axes = ((-2,), (-1,)) if mode == "diag" else ((-4, -2), (-3, -1))
         a = spatial.window_mean(ns, a, h_axes, fh, sh, self.padding)
         return spatial.window_mean(ns, a, w_axes, fw, sw, self.padding)
 
     def kernel(self, ns: Namespace, k: KernelState) -> KernelState:
-        _need_images(k, "Conv")
+        _need_images(k, "Conv", len(self.filter_shape))
         w2 = self.W_std ** 2
         b2 = 0.0 if self.b_std is None else self.b_std ** 2
         mode = k.spatial
@@ -133,8 +131,7 @@ class Conv(Layer):
         elif self.parameterization == "ntk":
             ntk = nngp + w2 * avg["ntk"]
         else:
-            fan_in = k.width * self.filter_shape[0] * self.filter_shape[1]
-            ntk = fan_in * avg["nngp"] + w2 * avg["ntk"] + (0.0 if self.b_std is None else 1.0)
+            ntk = k.width * self.fan * avg["nngp"] + w2 * avg["ntk"] + (0.0 if self.b_std is None else 1.0)
         cov1 = None if k.cov1 is None else w2 * avg["cov1"] + b2
         cov2 = None if k.cov2 is None else (cov1 if k.cov2 is k.cov1 else w2 * avg["cov2"] + b2)
         return k.replace(nngp=nngp, ntk=ntk, cov1=cov1, cov2=cov2, width=self.out_chan)
@@ -144,9 +141,8 @@ class Conv(Layer):
         return True
 
     def out_shape(self, shape: tuple) -> tuple:
-        (fh, fw), (sh, sw) = self.filter_shape, self.strides
-        return (*shape[:-3], spatial.out_size(shape[-3], fh, sh, self.padding),
-                spatial.out_size(shape[-2], fw, sw, self.padding), self.out_chan)
+        return windows.window_out_shape(shape, self.filter_shape, self.strides, self.padding,
+                                        self.out_chan)
 
     def spec(self) -> dict:
         return {"layer": "Conv", "out_chan": self.out_chan, "filter_shape": list(self.filter_shape),
@@ -154,24 +150,22 @@ class Conv(Layer):
                 "b_std": self.b_std, "parameterization": self.parameterization}
 
 
-# ----------------------------------------------------------------------------
-# Pooling and reshaping
-# ----------------------------------------------------------------------------
 @layer_type()
 @dataclass(frozen=True)
 class AvgPool(Layer):
-    """Average pooling, ``AvgPool(window_shape, strides=None, padding='VALID')``, with
-    neural-tangents' (and ``jax.example_libraries.stax``'s) defaults: ``strides=None`` means
-    stride (1, 1), not the window; write ``AvgPool((2, 2), (2, 2))`` for non-overlapping
-    windows.
+    """Average pooling, ``AvgPool(window_shape, strides=None, padding='VALID')``, over NHWC
+    images (2-d window) or sequences ``(n, T, C)`` (1-d), with neural-tangents' (and
+    ``jax.example_libraries.stax``'s) defaults: ``strides=None`` means stride 1, not the
+    window; write ``AvgPool((2, 2), (2, 2))`` (or ``AvgPool((2,), (2,))``) for
+    non-overlapping windows.
 
     With ``'SAME'`` the zero padding counts in the mean (neural-tangents'
     ``normalize_edges=False``). Needs the ``"full"`` layout: a pooled covariance is the
     mean over pairs of positions of the two windows.
     """
 
-    window_shape: tuple[int, int]
-    strides: Optional[tuple[int, int]] = None
+    window_shape: tuple[int, ...]
+    strides: Optional[tuple[int, ...]] = None
     padding: str = "VALID"
     normalize_edges: InitVar[bool] = False
     batch_axis: InitVar[int] = 0
@@ -180,11 +174,11 @@ class AvgPool(Layer):
     def __post_init__(self, normalize_edges: bool = False, batch_axis: int = 0,
                       channel_axis: int = -1) -> None:
         kind = type(self).__name__
-        w = _pair(self.window_shape, "window_shape", kind)
+        w = windows.shape_arg(self.window_shape, "window_shape", kind)
         object.__setattr__(self, "window_shape", w)
-        object.__setattr__(self, "strides", (1, 1) if self.strides is None
-                           else _pair(self.strides, "strides", kind))
-        object.__setattr__(self, "padding", _padding(self.padding, kind))
+        object.__setattr__(self, "strides", (1,) * len(w) if self.strides is None
+                           else windows.shape_arg(self.strides, "strides", kind, len(w)))
+        object.__setattr__(self, "padding", windows.padding_arg(self.padding, kind))
         check_nt_axes(kind, batch_axis=batch_axis, channel_axis=channel_axis)
         if normalize_edges and self.padding == "SAME":  # VALID/CIRCULAR windows have no edges
             raise UnsupportedArchitectureError(
@@ -192,11 +186,25 @@ class AvgPool(Layer):
                 "(zero padding counts in the mean, NT's default normalize_edges=False); use "
                 "padding='VALID' or 'CIRCULAR', where normalize_edges changes nothing")
 
+    @property
+    def window_2d(self) -> tuple[int, int]:
+        """``(wh, ww)`` on the kernel state's axes (``(1, w)`` for a 1-d window)."""
+        return windows.as_2d(self.window_shape)
+
+    @property
+    def strides_2d(self) -> tuple[int, int]:
+        return windows.as_2d(self.strides)
+
+    @property
+    def size(self) -> int:
+        """Positions in a window: ``wh ww`` (2-d) or ``w`` (1-d)."""
+        return self.window_2d[0] * self.window_2d[1]
+
     def kernel(self, ns: Namespace, k: KernelState) -> KernelState:
-        _need_images(k, "AvgPool")
+        _need_images(k, type(self).__name__, len(self.window_shape))
         if k.spatial != "full":  # spatial_mode() chooses "full" whenever a pool is present
             raise UnsupportedArchitectureError("AvgPool needs the full pixel-pair layout")
-        (wh, ww), (sh, sw) = self.window_shape, self.strides
+        (wh, ww), (sh, sw) = self.window_2d, self.strides_2d
 
         def pool(a: Any) -> Any:
             for ax in (-4, -2):  # each side over its own window: separable per axis
@@ -208,22 +216,11 @@ class AvgPool(Layer):
         return k.replace(**_map(k, pool))
 
     def out_shape(self, shape: tuple) -> tuple:
-        (wh, ww), (sh, sw) = self.window_shape, self.strides
-        return (*shape[:-3], spatial.out_size(shape[-3], wh, sh, self.padding),
-                spatial.out_size(shape[-2], ww, sw, self.padding), shape[-1])
+        return windows.window_out_shape(shape, self.window_shape, self.strides, self.padding)
 
     def finite(self, jax: Any, jnp: Any) -> Callable[[Any], Any]:
-        (wh, ww), (sh, sw) = self.window_shape, self.strides
-        pad = "SAME" if self.padding != "VALID" else "VALID"
-
-        def f(x: Any) -> Any:
-            if self.padding == "CIRCULAR":
-                x = _circular_pad(jnp, x, (wh, ww), (sh, sw))
-            s = jax.lax.reduce_window(x, 0.0, jax.lax.add, (1, wh, ww, 1), (1, sh, sw, 1),
-                                      "VALID" if self.padding == "CIRCULAR" else pad)
-            return s / (wh * ww)
-
-        return f
+        return lambda x: windows.finite_pool(jax, jnp, x, self.window_shape, self.strides,
+                                             self.padding) / self.size
 
     def spec(self) -> dict:
         return {"layer": "AvgPool", "window_shape": list(self.window_shape),
@@ -308,13 +305,13 @@ class SumPool(AvgPool):
     its kernels are ``AvgPool``'s times ``(wh ww)^2`` (zero padding counts, as NT)."""
 
     def kernel(self, ns: Namespace, k: KernelState) -> KernelState:
-        scale = float(self.window_shape[0] * self.window_shape[1]) ** 2
+        scale = float(self.size) ** 2
         k = AvgPool.kernel(self, ns, k)
         return k.replace(**_map(k, lambda a: scale * a))
 
     def finite(self, jax: Any, jnp: Any) -> Callable[[Any], Any]:
-        mean, size = AvgPool.finite(self, jax, jnp), self.window_shape[0] * self.window_shape[1]
-        return lambda x: size * mean(x)
+        return lambda x: windows.finite_pool(jax, jnp, x, self.window_shape, self.strides,
+                                             self.padding)
 
     def spec(self) -> dict:
         return {**AvgPool.spec(self), "layer": "SumPool"}
@@ -333,7 +330,7 @@ class GlobalSumPool(GlobalAvgPool):
         return k.replace(**_map(k, lambda a: scale * a))
 
     def finite(self, jax: Any, jnp: Any) -> Callable[[Any], Any]:
-        return lambda x: jnp.sum(x, axis=(-3, -2))
+        return lambda x: jnp.sum(x, axis=tuple(range(1, x.ndim - 1)))  # (H, W) or T
 
     def spec(self) -> dict:
         return {"layer": "GlobalSumPool"}
@@ -382,14 +379,6 @@ class Unflatten(Layer):
         return lambda x: x.reshape(x.shape[0], *self.shape) if x.ndim == 2 else x
 
 
-def _circular_pad(jnp: Any, x: Any, window: tuple[int, int], strides: tuple[int, int]) -> Any:
-    """Wrap-around padding of NHWC ``x`` by XLA's SAME amounts (then a VALID window)."""
-    widths = [(0, 0)]
-    for size, w, s in zip(x.shape[1:3], window, strides):
-        widths.append(spatial.pads(size, w, s, "CIRCULAR"))
-    return jnp.pad(x, widths + [(0, 0)], mode="wrap")
-
-
 # ----------------------------------------------------------------------------
 # Architecture analysis
 # ----------------------------------------------------------------------------
@@ -409,50 +398,3 @@ def image_shape(layer: Layer) -> Optional[tuple[int, int, int]]:
     """``(H, W, C)`` of the leading :class:`Unflatten`, or None."""
     first = layer.flat()[0] if layer.flat() else None
     return first.shape if isinstance(first, Unflatten) else None
-
-
-def check_spatial(layer: Layer) -> None:
-    """Images must be unflattened first and reduced (Flatten/GlobalAvgPool) before the end.
-
-    Raises
-    ------
-    UnsupportedArchitectureError
-        ``Unflatten`` not first, a ``Conv``/``AvgPool`` after the images were reduced, or an
-        architecture whose output is still an image (neural-tangents would return per-pixel
-        kernels; a Gram matrix needs one number per pair).
-    """
-    if spatial_mode(layer) is None:
-        return
-    chain = layer.flat()
-    for pos, leaf in enumerate(leaves(layer)):
-        if isinstance(leaf, Unflatten) and not (pos == 0 and chain[0] is leaf):
-            raise UnsupportedArchitectureError("Unflatten must be the first layer of the architecture")
-    images = True  # inputs are images (Unflatten first, or NHWC inputs to kernel_fn)
-
-    def walk(seq: list[Layer], images: bool) -> bool:
-        for leaf in seq:
-            subs = leaf.sublayers()  # in a flat chain only parallel combinators are left
-            if subs is not None:
-                outs = {walk(sub.flat(), images) for sub in subs}
-                if len(outs) > 1:
-                    raise UnsupportedArchitectureError(
-                        "parallel branches must all keep images or all reduce them")
-                images = outs.pop()
-            elif (isinstance(leaf, (Conv, AvgPool)) or leaf.positions is not None) and not images:
-                raise UnsupportedArchitectureError(
-                    f"{type(leaf).__name__} after Flatten/GlobalAvgPool: the images were already "
-                    "reduced to features")
-            elif isinstance(leaf, Flatten):
-                images = False  # on features a no-op (neural-tangents)
-            elif isinstance(leaf, GlobalAvgPool):
-                if not images:
-                    raise UnsupportedArchitectureError(
-                        f"{type(leaf).__name__} applied to features, not images")
-                images = False
-        return images
-
-    if walk(chain, images):
-        raise UnsupportedArchitectureError(
-            "the architecture ends with images: add Flatten() or GlobalAvgPool() (and a Dense "
-            "readout) so each pair of inputs gets one kernel value")
-

@@ -45,12 +45,13 @@ class ConvProgram:
 
 def _op(leaf: Layer, mode: str, reduced: bool) -> Optional[tuple[int, tuple]]:
     """``(op code, params)`` of one leaf, or None if the fused kernels cannot run it."""
-    if isinstance(leaf, Conv) and leaf.strides == (1, 1) and leaf.parameterization == "ntk" \
+    # 1-d windows (sequences, images of height 1) run as their 2-d (1, f) equivalents
+    if isinstance(leaf, Conv) and leaf.strides_2d == (1, 1) and leaf.parameterization == "ntk" \
             and not reduced:
         b2 = 0.0 if leaf.b_std is None else leaf.b_std ** 2
-        return CONV, (*leaf.filter_shape, _PAD[leaf.padding], leaf.W_std ** 2, b2)
+        return CONV, (*leaf.filter_2d, _PAD[leaf.padding], leaf.W_std ** 2, b2)
     if type(leaf) is AvgPool and mode == "full" and leaf.padding != "CIRCULAR" and not reduced:
-        return POOL, (*leaf.window_shape, *leaf.strides, _PAD[leaf.padding])
+        return POOL, (*leaf.window_2d, *leaf.strides_2d, _PAD[leaf.padding])
     if isinstance(leaf, Dense) and leaf.parameterization == "ntk":
         w2, b2, _, _ = leaf.affine()
         return DENSE, (w2, b2, 0, 0, 0)

@@ -17,16 +17,62 @@ from . import conv_fused, spatial
 from .backend import Namespace
 from .combinators import Serial
 from .base import leaves
-from .conv import Conv, Flatten, Unflatten, image_shape, spatial_mode
+from .conv import AvgPool, Conv, Flatten, GlobalAvgPool, Unflatten, image_shape, spatial_mode
 from .layers import Layer, UnsupportedArchitectureError
 from .state import KernelState
 
-__all__ = ["WORK_BYTES", "check_input_width", "tile_work_bytes", "image_chunk", "image_state",
+__all__ = ["WORK_BYTES", "check_spatial", "check_input_width", "tile_work_bytes", "image_chunk", "image_state",
            "image_diag", "image_tile", "from_images"]
 
 WORK_BYTES = 256 * 2**20
 """Working memory an image-kernel tile may use at once: its rows are processed in chunks
 of pairs whose pixel covariances fit (:func:`image_chunk`); feature kernels ignore it."""
+
+def check_spatial(layer: Layer) -> None:
+    """Images must be unflattened first and reduced (Flatten/GlobalAvgPool) before the end.
+
+    Raises
+    ------
+    UnsupportedArchitectureError
+        ``Unflatten`` not first, a ``Conv``/``AvgPool`` after the images were reduced, or an
+        architecture whose output is still an image (neural-tangents would return per-pixel
+        kernels; a Gram matrix needs one number per pair).
+    """
+    if spatial_mode(layer) is None:
+        return
+    chain = layer.flat()
+    for pos, leaf in enumerate(leaves(layer)):
+        if isinstance(leaf, Unflatten) and not (pos == 0 and chain[0] is leaf):
+            raise UnsupportedArchitectureError("Unflatten must be the first layer of the architecture")
+    images = True  # inputs are images (Unflatten first, or NHWC inputs to kernel_fn)
+
+    def walk(seq: list[Layer], images: bool) -> bool:
+        for leaf in seq:
+            subs = leaf.sublayers()  # in a flat chain only parallel combinators are left
+            if subs is not None:
+                outs = {walk(sub.flat(), images) for sub in subs}
+                if len(outs) > 1:
+                    raise UnsupportedArchitectureError(
+                        "parallel branches must all keep images or all reduce them")
+                images = outs.pop()
+            elif (isinstance(leaf, (Conv, AvgPool)) or leaf.positions is not None) and not images:
+                raise UnsupportedArchitectureError(
+                    f"{type(leaf).__name__} after Flatten/GlobalAvgPool: the images were already "
+                    "reduced to features")
+            elif isinstance(leaf, Flatten):
+                images = False  # on features a no-op (neural-tangents)
+            elif isinstance(leaf, GlobalAvgPool):
+                if not images:
+                    raise UnsupportedArchitectureError(
+                        f"{type(leaf).__name__} applied to features, not images")
+                images = False
+        return images
+
+    if walk(chain, images):
+        raise UnsupportedArchitectureError(
+            "the architecture ends with images: add Flatten() or GlobalAvgPool() (and a Dense "
+            "readout) so each pair of inputs gets one kernel value")
+
 
 def check_input_width(layer: Layer, d: int) -> None:
     """Refuse inputs of ``d`` features that the architecture cannot read (before any work).
@@ -179,6 +225,24 @@ def _flatten_only(layer: Layer) -> bool:
             and not any(isinstance(leaf, (Conv, Unflatten)) or leaf.positions for leaf in every))
 
 
+def _check_one_d(layer: Layer) -> None:
+    """Sequences take 1-d windows only, as neural-tangents (a 2-d window needs NHWC images).
+
+    Raises
+    ------
+    UnsupportedArchitectureError
+        A ``Conv``/``AvgPool``/``SumPool`` with a 2-d window on ``(n, T, C)`` inputs.
+    """
+    for leaf in leaves(layer):
+        window = getattr(leaf, "filter_shape", None) if isinstance(leaf, Conv) else \
+            getattr(leaf, "window_shape", None) if isinstance(leaf, AvgPool) else None
+        if window is not None and len(window) != 1:
+            raise UnsupportedArchitectureError(
+                f"{type(leaf).__name__} has a 2-d window {tuple(window)} but the inputs are sequences "
+                "(n, T, C): give it a 1-d window, e.g. (3,), as neural-tangents, or pass images "
+                "(n, 1, T, C)")
+
+
 def from_images(layer: Layer, x1: Any, x2: Any) -> tuple[Layer, Any, Any]:
     """NHWC images (4-d) or sequences ``(n, T, C)`` (3-d), neural-tangents' conventions, as
     rows, with a leading Unflatten: a sequence is read as an image of height 1,
@@ -207,6 +271,7 @@ def from_images(layer: Layer, x1: Any, x2: Any) -> tuple[Layer, Any, Any]:
             "sequence is an image of height 1); for a fully connected one flatten them first, "
             "x.reshape(len(x), -1)")
     if ndim == 3:
+        _check_one_d(layer)
         shape = (1, *shape)
     declared = image_shape(layer)
     if declared is None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
+from . import windows
 from .base import provide
 from .layers import Conv, Dense, FanInSum, FanOut, Layer, Parallel, Serial
 
@@ -40,11 +41,11 @@ def _init(layer: Layer, key: Any, shape: Any) -> tuple[Any, Any]:
         return tuple(shape[:-1]) + (out,), (W, b)
     if isinstance(layer, Conv):
         k1, k2 = jax.random.split(key)
-        fh, fw = layer.filter_shape
-        W = jax.random.normal(k1, (fh, fw, shape[-1], layer.out_chan))
+        # filter (fh, fw, C_in, out) or, 1-d, (f, C_in, out): neural-tangents' HWIO / HIO
+        W = jax.random.normal(k1, (*layer.filter_shape, shape[-1], layer.out_chan))
         b = None if layer.b_std is None else jax.random.normal(k2, (layer.out_chan,))
         if layer.parameterization == "standard":
-            W = W * (layer.W_std / (shape[-1] * fh * fw) ** 0.5)
+            W = W * (layer.W_std / (shape[-1] * layer.fan) ** 0.5)
             b = None if b is None else b * layer.b_std
         return layer.out_shape(tuple(shape)), (W, b)
     if isinstance(layer, Serial):
@@ -77,15 +78,19 @@ def _apply(layer: Layer, params: Any, x: Any) -> Any:
         return out if b is None else out + b
     if isinstance(layer, Conv):
         W, b = params
-        x_in = x
-        pad = layer.padding
+        x_in, pad = x, layer.padding
         if pad == "CIRCULAR":
-            from .conv import _circular_pad
-            x_in, pad = _circular_pad(jnp, x, layer.filter_shape, layer.strides), "VALID"
-        out = jax.lax.conv_general_dilated(x_in, W, layer.strides, pad,
-                                           dimension_numbers=("NHWC", "HWIO", "NHWC"))
+            x_in, pad = windows.circular_pad(jnp, x, layer.filter_shape, layer.strides), "VALID"
+        if x.ndim == 3 and len(layer.filter_shape) == 1:  # sequences (n, T, C)
+            out = jax.lax.conv_general_dilated(x_in, W, layer.strides, pad,
+                                               dimension_numbers=("NHC", "HIO", "NHC"))
+        else:  # images; a 1-d filter runs as (1, f) on images of height 1 (Unflatten(1, T, C))
+            W4 = W.reshape(*layer.filter_2d, *W.shape[-2:])
+            strides = layer.strides_2d if len(layer.filter_shape) == 1 else layer.strides
+            out = jax.lax.conv_general_dilated(x_in, W4, strides, pad,
+                                               dimension_numbers=("NHWC", "HWIO", "NHWC"))
         if layer.parameterization == "ntk":
-            fan_in = x.shape[-1] * layer.filter_shape[0] * layer.filter_shape[1]
+            fan_in = x.shape[-1] * layer.fan
             out = (layer.W_std / fan_in ** 0.5) * out
             return out if b is None else out + layer.b_std * b
         return out if b is None else out + b

@@ -217,7 +217,7 @@ def test_errors_name_the_fix():
         stax.serial(stax.Conv(1, (5, 5)), stax.Flatten()).kernel_fn(x)
     with pytest.raises(ValueError, match="padding must be one of"):
         stax.Conv(1, (3, 3), padding="REFLECT")
-    with pytest.raises(ValueError, match="filter_shape must be two positive ints"):
+    with pytest.raises(ValueError, match="filter_shape must be one positive int"):
         stax.Conv(1, (0, 3))
     with pytest.raises(ValueError, match="does not match images"):
         stax.serial(stax.Unflatten(4, 4, 1), stax.Flatten(), stax.Dense(1)).kernel_fn(x)
