@@ -175,3 +175,36 @@ def test_eigh_path_reports_the_eigenvalues_it_cut(tmp_path, digits_dup):
                                              f"of {N} eigenvalues")
     np.testing.assert_allclose(FitResult(res.x, 0.0, res).fitted(Y), info["fitted"])
     json.dumps({k: v for k, v in info.items() if k != "fitted"})  # metrics-ready
+
+
+@pytest.mark.parametrize("method, says", [("cholesky", "regularized: jitter "),
+                                          ("auto", "regularized: the pseudo-inverse dropped ")])
+def test_job_at_ridge_0_on_a_singular_gram_says_it_regularized(tmp_path, method, says):
+    """``ntkscale run`` at ridge 0 on inputs with duplicate rows: metrics.json and report.md
+    carry what the solver added (tiled Cholesky: jitter) or cut (in-memory eigh)."""
+    from ntkscale.job import parse_job, run_stages
+
+    X, y, Xt, yt, _ = _data(dup=16)
+    X, y = X[:400], y[:400]
+    X[-8:], y[-8:] = X[:8], y[:8]  # duplicates inside the first 400 rows
+    np.savez(tmp_path / "d.npz", X=X, y=y)
+    doc = {"job": {"out": str(tmp_path / "run"), "stages": ["gram", "fit"]},
+           "data": {"source": "file", "path": str(tmp_path / "d.npz"), "n_test": 0, "preprocess": "none",
+                    "task": "classification"},
+           "model": {"depth": 2}, "kernel": {"tile": 200, "dtype": "float64"},
+           "solver": {"method": method, "ridge": 0.0, "jitter": method == "cholesky"},
+           "cluster": {"kind": "sync"}}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", JitterWarning)
+        m = run_stages(parse_job(doc, environ={}), ["gram", "fit"])["stages"]["fit"]
+    assert m["regularized"] is True and m["regularization"].startswith(says)
+    if method == "cholesky":
+        assert m["method"] == "tiled-cholesky" and m["jitter_retries"] >= 1
+        assert m["jitter_absolute"] == pytest.approx(m["jitter"] * m["mean_diag"])
+        assert m["min_pivot_relative"] < 1e-6
+    else:
+        assert m["method"] == "eigh-pinv" and m["eigenvalues_cut"] >= 8
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())["stages"]["fit"]
+    assert saved["regularization"] == m["regularization"]
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert f"**{m['regularization']}**" in report
