@@ -11,7 +11,11 @@
   minimum-norm solution; the interpolation residual ``||Kα − y|| / ||y||`` is reported.
   No preconditioner: a preconditioner would leave range(K) and lose the minimum norm.
 * ``'cholesky'`` (large n, nonsingular K): handled by :func:`ntkscale.solvers.solve`
-  (tiled Cholesky at ridge 0 with a jitter retry; the jitter is reported).
+  (tiled Cholesky at ridge 0 with a jitter retry). What it added, its smallest pivot and
+  whether the labels were interpolated are in ``info`` (:mod:`ntkscale.solvers.regularization`):
+  exact duplicates with equal labels give the min-norm predictions up to ~ε/λ_min⁺; with
+  different labels ridge 0 is ill-posed and ``info['regularization']`` says so
+  (benchmarks/RESULTS.md §6).
 """
 
 from __future__ import annotations
