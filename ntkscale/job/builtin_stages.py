@@ -90,6 +90,8 @@ def _fit_line(v: dict) -> str:
          f"{v.get('ridge_rule')}), residual {_f(v['relative_residual'], '.2g')}, "
          f"{v['passes']} passes")
     s += f", train accuracy {_f(v['train_accuracy'], '.4f')}" if "train_accuracy" in v else ""
+    if v.get("regularization"):  # the solver had to regularize (or found K near-singular)
+        s += f"; **{v['regularization']}**"
     if v.get("factor_store"):
         s += f"; factor store {v['factor_store']} ({v.get('factor_bytes', 0) / 2**30:.2f} GiB)"
     return s

@@ -75,6 +75,7 @@ def stage_fit(ctx: JobContext) -> dict:
            "train_mse": float(np.mean(np.sum((fitted - Y) ** 2, axis=1))), **sel}
     if classes is not None:
         out["train_accuracy"] = float(np.mean(decode_classes(fitted, classes) == ctx.data.y_train))
+    out.update(_regularization_metrics(res.info or {}))
     factor = (res.info or {}).get("factor_url")
     if factor:  # where the tiled Cholesky factor lives (kept for re-fits and predictions)
         out["factor_store"], out["factor_bytes"] = factor, _du(factor)
@@ -82,6 +83,18 @@ def stage_fit(ctx: JobContext) -> dict:
              classes=classes if classes is not None else np.array([]),
              kind=ctx.cfg.kernel["kind"])
     return out
+
+
+_REGULARIZATION_KEYS = ("regularized", "regularization", "near_singular", "jitter", "jitter_absolute",
+                        "jitter_retries", "breakdown_pivot", "min_pivot_relative", "cond_lower_bound", "rank",
+                        "eigenvalues_cut", "cutoff", "cutoff_relative", "min_eigenvalue",
+                        "interpolation_residual", "mean_diag")
+
+
+def _regularization_metrics(info: dict) -> dict:
+    """What the solver added or cut to make the solve possible
+    (:mod:`ntkscale.solvers.regularization`), as flat metrics."""
+    return {k: info[k] for k in _REGULARIZATION_KEYS if k in info}
 
 
 def _load_fit(ctx: JobContext, build_id: str) -> dict:

@@ -117,8 +117,16 @@ class FitResult:
         return {k: v for k, v in vars(self.result).items() if k != "x"}
 
     def fitted(self, Y: np.ndarray) -> np.ndarray:
-        """Train predictions ``K α = Y − λα`` (no pass over the Gram), shape of ``Y``."""
-        return Y - self.ridge * self.alpha
+        """Train predictions ``K α = Y − λα`` (no pass over the Gram), shape of ``Y``.
+
+        ``λ`` is the ridge the solver used, jitter included (``result.ridge``): at ridge 0 a
+        jittered Cholesky solves ``(K + εI) α = Y``, so ``K α = Y − εα``, which is not ``Y``
+        when the labels cannot be interpolated (duplicate inputs, different labels). The eigh
+        pseudo-inverse reports ``K α`` itself (``result.info['fitted']``)."""
+        fitted = self.result.info.get("fitted")
+        if fitted is not None:
+            return np.asarray(fitted).reshape(np.shape(Y))
+        return Y - float(self.result.ridge) * self.alpha
 
 
 def fit(op: Any, Y: np.ndarray, ridge: float, *, solver: str = "auto", tol: float = 1e-8,

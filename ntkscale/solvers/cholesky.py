@@ -20,6 +20,7 @@ from scipy.linalg import cho_solve
 from scipy.linalg.lapack import get_lapack_funcs
 
 from ..errors import ConvergenceWarning, JitterWarning, NotPositiveDefiniteError
+from .regularization import cholesky_info
 from .result import SolveResult
 from ..linop import can_factorize, check_ridge, dense_array, jitter_schedule
 from .validate import check_rhs
@@ -76,6 +77,7 @@ def _dense(K: np.ndarray, y: np.ndarray, ridge: float, jitter: Any, refine: bool
     potrf = get_lapack_funcs("potrf", (K,))
     mean_diag = float(np.mean(np.diag(K))) if K.size else 0.0
     rels = [0.0] + jitter_schedule(jitter)
+    breakdowns = []
     for rel in rels:
         lam = ridge + rel * mean_diag
         A = np.array(K, order="F")  # LAPACK's layout: potrf works in place (16 n² bytes in all)
@@ -85,6 +87,7 @@ def _dense(K: np.ndarray, y: np.ndarray, ridge: float, jitter: Any, refine: bool
             break
         if info < 0:  # pragma: no cover
             raise RuntimeError(f"potrf: illegal argument {-info}")
+        breakdowns.append((rel, int(info) - 1, None))
         if rel == rels[-1]:
             extra = f" even with jitter {rel:g} x mean diagonal" if rel else ""
             raise NotPositiveDefiniteError(f"LAPACK Cholesky (potrf) of K + ridge*I broke down{extra}",
@@ -98,9 +101,12 @@ def _dense(K: np.ndarray, y: np.ndarray, ridge: float, jitter: Any, refine: bool
 
     x, res, steps, conv, hist = _refine(lambda v: K @ v, solve, y, lam, solve(y), tol, max_refine, refine,
                                         False)
+    info = {"requested_ridge": ridge}
+    info.update(cholesky_info(requested_ridge=ridge, ridge=lam, jitter=rel, mean_diag=mean_diag,
+                              max_diag=float(np.max(np.diag(K))) if K.size else 0.0,
+                              pivots=np.diag(c).astype(np.float64) ** 2, breakdowns=breakdowns, alpha=x, Y=y))
     return SolveResult(x=x, method="lapack-cholesky", ridge=lam, residual=res, iterations=steps,
-                       seconds=time.perf_counter() - t0, converged=conv, history=hist,
-                       info={"jitter": rel, "requested_ridge": ridge})
+                       seconds=time.perf_counter() - t0, converged=conv, history=hist, info=info)
 
 
 def cholesky_solve(op: Any, y: Any, ridge: float, *, dtype: Any = np.float64, refine: Optional[bool] = None,
@@ -182,12 +188,17 @@ def cholesky_solve(op: Any, y: Any, ridge: float, *, dtype: Any = np.float64, re
     try:
         x, res, steps, conv, hist = _refine(op.matvec, factor.solve, Y, factor.ridge, factor.solve(Y), tol,
                                             max_refine, refine, dt == np.float32)
+        pivots = factor.pivots() if callable(getattr(factor, "pivots", None)) else None
     finally:
         factor.drop_tiles()
+    d = np.asarray(op.diag(), dtype=np.float64)
+    reg = cholesky_info(requested_ridge=ridge, ridge=factor.ridge, jitter=factor.jitter,
+                        mean_diag=float(np.mean(d)) if d.size else 0.0, max_diag=float(np.max(d)) if d.size else 0.0,
+                        pivots=pivots, breakdowns=getattr(factor, "breakdowns", []), alpha=x, Y=Y)
     method = "tiled-cholesky" + ("-f32" if dt == np.float32 else "") + ("+refine" if refine else "")
     return SolveResult(x=x[:, 0] if vec else x, method=method, ridge=factor.ridge, residual=res,
                        iterations=steps, passes=0 if passes0 is None else op.passes - passes0, seconds=time.perf_counter() - t0,
-                       converged=conv, history=hist, info={"jitter": factor.jitter, "requested_ridge": ridge,
+                       converged=conv, history=hist, info={"requested_ridge": ridge, **reg,
                                            "factor_url": factor.url, "tile": factor.tile, "dtype": dt.name,
                                            "factor_seconds": factor.seconds, "factor_computed": factor.computed,
                                            "factor_restarts": factor.restarts})

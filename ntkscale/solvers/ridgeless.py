@@ -11,7 +11,11 @@
   minimum-norm solution; the interpolation residual ``||Kα − y|| / ||y||`` is reported.
   No preconditioner: a preconditioner would leave range(K) and lose the minimum norm.
 * ``'cholesky'`` (large n, nonsingular K): handled by :func:`ntkscale.solvers.solve`
-  (tiled Cholesky at ridge 0 with a jitter retry; the jitter is reported).
+  (tiled Cholesky at ridge 0 with a jitter retry). What it added, its smallest pivot and
+  whether the labels were interpolated are in ``info`` (:mod:`ntkscale.solvers.regularization`):
+  exact duplicates with equal labels give the min-norm predictions up to ~ε/λ_min⁺; with
+  different labels ridge 0 is ill-posed and ``info['regularization']`` says so
+  (benchmarks/RESULTS.md §6).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .pcg import pcg
+from .regularization import NEAR_SINGULAR_PIVOT, eigh_info
 from .result import SolveResult
 from .validate import check_rhs
 
@@ -42,7 +47,9 @@ def minnorm_eigh(op: Any, y: Any, *, rcond: Optional[float] = None) -> SolveResu
     Returns
     -------
     SolveResult
-        ``info`` holds ``rank`` (eigenvalues kept) and ``cutoff`` (absolute).
+        ``info`` holds ``rank`` (eigenvalues kept), ``cutoff`` (absolute), ``eigenvalues_cut``
+        and the other keys of :func:`ntkscale.solvers.regularization.eigh_info` (``regularized``
+        and a ``regularization`` sentence when eigenvalues were cut), and ``fitted`` = ``K x``.
     """
     t0 = time.perf_counter()
     K = np.asarray(op.to_numpy() if hasattr(op, "to_numpy") else op, dtype=np.float64)
@@ -51,19 +58,22 @@ def minnorm_eigh(op: Any, y: Any, *, rcond: Optional[float] = None) -> SolveResu
     w, V = np.linalg.eigh(K)
     top = float(abs(w).max())
     if rcond is None:
-        cutoff = max(n * np.finfo(np.float64).eps * top, 1e-7 * float(np.mean(np.diag(K))))
+        cutoff = max(n * np.finfo(np.float64).eps * top, NEAR_SINGULAR_PIVOT * float(np.mean(np.diag(K))))
     else:
         cutoff = float(rcond) * top
+    mean_diag = float(np.mean(np.diag(K))) if n else 0.0
     keep = w > cutoff
     inv = np.zeros_like(w)
     inv[keep] = 1.0 / w[keep]
     X = V @ (inv[:, None] * (V.T @ Y))
     bnorm = np.linalg.norm(Y, axis=0)
     bnorm[bnorm == 0] = 1.0
-    res = np.linalg.norm(K @ X - Y, axis=0) / bnorm
+    KX = K @ X  # shape: (n, C), the fitted values (not Y where eigenvalues were cut)
+    res = np.linalg.norm(KX - Y, axis=0) / bnorm
     return SolveResult(x=X[:, 0] if vec else X, method="eigh-pinv", ridge=0.0, residual=float(res.max()),
                        seconds=time.perf_counter() - t0,
-                       info={"rank": int(keep.sum()), "cutoff": float(cutoff)})
+                       info={**eigh_info(w, cutoff, mean_diag, float(res.max())),
+                             "fitted": KX[:, 0] if vec else KX})
 
 
 def minnorm_cg(op: Any, y: Any, *, tol: float = 1e-8, maxiter: Optional[int] = None,

@@ -364,6 +364,7 @@ def factor_tiles(op: "StoredGram", ridge: float, *, factor_url: Optional[str] = 
         slots = op.runner.slots() if placement == "worker" else (hosts if hosts > 1 else 0)
         T = fs.tile if fs is not None else int(tile or factor_tile_size(Tg, n, slots))
         base["tile"] = T
+        breakdowns: list[tuple[float, Optional[int], Optional[int]]] = []
         while True:
             if fs is None:
                 fs = FactorStore.create(url, dict(base, ridge=float(ridge) + rel * mean_diag, jitter=rel,
@@ -374,6 +375,7 @@ def factor_tiles(op: "StoredGram", ridge: float, *, factor_url: Optional[str] = 
                 computed, restarts = _run_resuming(fs, op, progress, on_tile, placement)
                 break
             except NotPositiveDefiniteError as e:
+                breakdowns.append((rel, e.pivot, e.tile))
                 if not pending:
                     if schedule:
                         raise NotPositiveDefiniteError(f"Cholesky of K + ridge*I broke down even with jitter "
@@ -392,4 +394,5 @@ def factor_tiles(op: "StoredGram", ridge: float, *, factor_url: Optional[str] = 
     return TiledFactor(url=fs.url, n=n, tile=T, dtype=dt, ridge=float(meta["ridge"]), jitter=rel,
                        seconds=time.perf_counter() - t0, computed=computed, n_tiles=nb * (nb + 1) // 2,
                        resumed=resumed and computed > 0, factor_id=meta["factor_id"],
-                       storage_options=op.storage_options, restarts=restarts)
+                       storage_options=op.storage_options, restarts=restarts, breakdowns=breakdowns,
+                       mean_diag=mean_diag)

@@ -26,7 +26,10 @@ class TiledFactor:
     ``ridge - requested = jitter * mean(diag K)``; 0 if none), ``seconds`` (wall time of
     :func:`factor_tiles`), ``computed`` / ``n_tiles`` (tiles computed by this call / in all),
     ``resumed`` (tiles of an earlier run were reused), ``restarts`` (times it resumed by
-    itself after a leading worker died).
+    itself after a leading worker died), ``breakdowns`` (one ``(jitter, pivot, tile)`` per
+    factorization that broke down before this one succeeded: the relative jitter tried, the
+    global pivot and the diagonal tile where POTRF failed), ``mean_diag`` (mean of diag K,
+    the unit of the relative jitter; 0 when no jitter was asked for).
     """
 
     url: str
@@ -42,6 +45,8 @@ class TiledFactor:
     factor_id: str = ""
     storage_options: Optional[dict] = None
     restarts: int = 0  # times the factorization resumed by itself after a leading worker died
+    breakdowns: list = field(default_factory=list)  # (jitter, pivot, tile) of each failed try
+    mean_diag: float = 0.0
 
     def _store(self) -> FactorStore:
         fs = FactorStore.open(self.url, storage_options=self.storage_options)
@@ -112,6 +117,19 @@ class TiledFactor:
             Z[sl[i]] = solve_triangular(Uii, Z[sl[i]], check_finite=False)
         Z = Z.astype(np.float64, copy=False)
         return Z[:, 0] if B.ndim == 1 else Z
+
+    def pivots(self) -> np.ndarray:
+        """The Cholesky pivots ``U_ii^2``, shape (n,), float64 (reads the diagonal tiles only,
+        or takes them from memory after :meth:`keep_tiles`).
+
+        Pivot ``i`` is the Schur complement of ``A[:i, :i]`` in ``A[:i+1, :i+1]``
+        (``A = K + ridge I``), so ``lambda_min(A) <= min(pivots) <= max(pivots) <= lambda_max(A)``
+        and ``max(diag A) / min(pivots)`` is a lower bound on ``cond(A)``: a tiny pivot is a
+        certificate of (near-)rank-deficiency, e.g. a row that (nearly) repeats an earlier one.
+        """
+        nb = -(-self.n // self.tile)
+        return np.concatenate([np.diag(t).astype(np.float64) ** 2
+                               for t in self._tiles([(i, i) for i in range(nb)])])
 
     def logdet(self) -> float:
         """``log det(K + ridge I) = 2 sum_i log U_ii``."""
