@@ -10,6 +10,9 @@ A *Gram operator* is any object with
 * optionally ``factorize(ridge, *, dtype, jitter, tile, progress)`` -> a :class:`Factor`
   (a stored operator implements it with the out-of-core tiled Cholesky); solvers test for
   the capability with :func:`can_factorize`, never for a class;
+* optionally ``columns(idx)`` -> ``K[:, idx]`` (n, len(idx)) float64 for distinct indices in any
+  order, computed without a pass over a store (a stored operator computes them from its
+  inputs); :func:`operator_columns` falls back to ``take`` over all rows;
 * optionally ``tile`` (int): the edge of the grid that block reads are cheapest on (a
   stored operator's tile); :func:`read_blocks` reads on it (:func:`read_grid`). Code above
   this contract reads ``op.tile``, never an operator's store.
@@ -29,7 +32,7 @@ from .errors import InvalidRidgeError
 
 __all__ = ["GramOperator", "Factor", "DenseGram", "as_operator", "dense_array", "can_factorize",
            "jitter_schedule", "check_ridge", "check_ridges", "as_block", "as_slices", "check_indices",
-           "read_grid", "read_blocks"]
+           "read_grid", "read_blocks", "operator_columns"]
 
 
 @runtime_checkable
@@ -264,11 +267,35 @@ class DenseGram:
         rows, cols = check_indices(rows, cols, self.shape)
         return np.asarray(self.K[np.ix_(rows, cols)], dtype=np.float64)
 
+    def columns(self, idx: Any) -> np.ndarray:
+        """``K[:, idx]`` (float64), shape (n, len(idx))."""
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        return np.asarray(self.K[:, idx], dtype=np.float64)
+
     def to_numpy(self) -> np.ndarray:
         """The array itself, read-only (copy it to modify)."""
         view = self.K.view()
         view.flags.writeable = False
         return view
+
+
+def operator_columns(op: Any) -> Any:
+    """``columns(idx) -> K[:, idx]`` (n, len(idx)) float64 for an operator: its own ``columns``
+    where it has one, else ``take`` of all rows and the sorted indices, put back in order."""
+    own = getattr(op, "columns", None)
+    if callable(own):
+        return own
+    rows = np.arange(op.shape[0])
+
+    def columns(idx: Any) -> np.ndarray:
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        order = np.argsort(idx, kind="stable")
+        block = op.take(rows, idx[order])  # shape: (n, len(idx)), sorted columns
+        out = np.empty_like(block)
+        out[:, order] = block
+        return out
+
+    return columns
 
 
 def as_operator(K: Any) -> Any:

@@ -278,6 +278,32 @@ class StoredGram:
                                 device=self.device, diag=self.diag())
         return read_blocks(self, rows, cols)
 
+    def columns(self, idx: Any) -> np.ndarray:
+        """``K[:, idx]`` (float64, shape (n, len(idx))) for distinct indices in any order.
+
+        Computed from the stored inputs on the workers (:func:`ntkscale.tiling.subset.subset_block`,
+        no pass over the tiles; entries rounded to the store's dtype, so they equal the stored
+        ones) when the store is symmetric and its architecture can be rebuilt, else read by
+        blocks. ``columns_computed`` counts the columns served.
+        """
+        idx = np.asarray(idx, dtype=np.int64).reshape(-1)
+        n = self.shape[0]
+        if idx.size and (idx.min() < 0 or idx.max() >= n):
+            raise IndexError(f"column indices out of range [0, {n})")
+        self.columns_computed = getattr(self, "columns_computed", 0) + int(idx.size)
+        arch = self._arch() if self.symmetric and self.subsets != "read" else None
+        rows = np.arange(n)
+        if arch is not None:
+            from .tiling.subset import subset_block
+
+            return subset_block(self.runner, self.store, arch, self.kind, rows, idx,
+                                device=self.device, diag=self.diag())
+        order = np.argsort(idx, kind="stable")
+        block = read_blocks(self, rows, idx[order])
+        out = np.empty_like(block)
+        out[:, order] = block
+        return out
+
     def factorize(self, ridge: float, *, dtype: Any = np.float64, jitter: bool | float = False,
                   tile: Optional[int] = None, progress: Optional[bool] = None, **options: Any) -> Any:
         """Cholesky factor of ``K + ridge I``, tile by tile into a factor store (resumable).

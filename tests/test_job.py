@@ -136,6 +136,7 @@ def test_store_of_other_data_is_refused(tmp_path):
     ({"solver": {"ridge_grid": [1e-3, -1]}}, "'solver.ridge_grid[1]' must be a finite real number >= 0"),
     ({"solver": {"ridge": "best"}}, "'gcv' or 'loo'"),
     ({"solver": {"method": "qr"}}, "choose one of"),
+    ({"solver": {"preconditioner": "jacobi"}}, "'solver.preconditioner'"),
     ({"model": {"activation": "swish"}}, "'model.activation'"),
     ({"model": {"depth": "3"}}, "'model.depth' must be integer"),
     ({"kernel": {"dtype": "float16"}}, "'kernel.dtype'"),
@@ -165,12 +166,31 @@ def test_config_errors_name_the_key(patch, msg):
     assert msg in str(e.value)
 
 
+def test_fit_with_rpcholesky_preconditioner(tmp_path):
+    """[solver] preconditioner = "rpcholesky": PCG's preconditioner from kernel columns computed
+    from the stored inputs (no pass for it), recorded in the fit's metrics."""
+    doc = JOB.format(out=tmp_path / "run", kind="sync", extra="")
+    doc = doc.replace('stages = ["gram", "fit", "predict", "spectrum", "curve", "dynamics"]',
+                      'stages = ["gram", "fit"]').replace("n_train = 1000", "n_train = 400")
+    doc = doc.replace("ridge = 1e-3\n", 'ridge = 1e-3\nmethod = "pcg"\npcg_rank = 60\n'
+                      'preconditioner = "rpcholesky"\n')
+    (tmp_path / "job.toml").write_text(doc)
+    _run(["--log-level", "warning", "run", str(tmp_path / "job.toml")])
+    fit = json.loads((tmp_path / "run" / "metrics.json").read_text())["stages"]["fit"]
+    assert fit["solver"] == "pcg" and fit["converged"] and fit["relative_residual"] < 1e-8
+    assert fit["precond_kind"] == "rpcholesky" and fit["precond_rank"] == 60
+    assert fit["precond_passes"] == 0 and fit["precond_columns"] >= 60
+    assert 0 < fit["precond_residual_fraction"] < 1 and fit["precond_seconds"] > 0
+    assert fit["passes"] == fit["iterations"] + 1 + fit["iterations"] // 25  # CG's passes only
+
+
 def test_defaults_and_env_override(tmp_path):
     job = write_job(tmp_path, kind="local", extra="workers = 2")
     cfg = load_job(job, environ={"NTKSCALE_CLUSTER_KIND": "address",
                                  "NTKSCALE_CLUSTER_ADDRESS": "tcp://10.0.0.1:8786"})
     assert cfg.cluster.kind == "address" and cfg.cluster.address == "tcp://10.0.0.1:8786"
     assert cfg.solver["relative_ridge"] is True and cfg.kernel["kind"] == "ntk"
+    assert cfg.solver["preconditioner"] == "nystrom"  # the default is unchanged
     assert cfg.store == os.path.join(str(tmp_path / "run"), "gram.zarr")
 
 

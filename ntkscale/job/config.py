@@ -51,6 +51,9 @@ Schema (every key optional unless marked; defaults shown)::
     tol = 1e-8
     maxiter = 1000
     pcg_rank = 1000
+    preconditioner = "nystrom"    # PCG's: nystrom (sketch, 1 pass over the Gram) | rpcholesky
+                                  # (randomly pivoted Cholesky from ~pcg_rank kernel columns
+                                  # computed from the inputs, no pass)
     jitter = false
     factor_store = ""             # tiled Cholesky factor URL (default: beside the Gram store,
                                   # keyed by kernel kind, dtype and ridge:
@@ -75,7 +78,7 @@ from ..errors import InvalidRidgeError
 from ..kernels import registry as _registry
 from ..linop import check_ridge
 from ..pipeline import KINDS as _KINDS, RIDGE_RULES as _RIDGE_RULES
-from ..solvers.api import SOLVERS as _SOLVERS
+from ..solvers.api import PRECONDITIONERS, SOLVERS as _SOLVERS
 from . import registry as _stages
 
 __all__ = ["JobConfig", "load_job", "parse_job", "STAGES", "ACTIVATIONS"]
@@ -239,7 +242,7 @@ def _kernel(t: dict) -> dict:
 
 
 def _solver(t: dict) -> dict:
-    check_keys(t, ("method", "ridge", "relative_ridge", "tol", "maxiter", "pcg_rank", "jitter",
+    check_keys(t, ("method", "ridge", "relative_ridge", "tol", "maxiter", "pcg_rank", "preconditioner", "jitter",
                    "ridge_grid", "ridge_subsample", "ridge_select", "factor_store"), "solver")
     ridge = get(t, "ridge", (float, str), 1e-3, path="solver")
     if isinstance(ridge, str) and ridge not in _RIDGE_RULES:
@@ -255,6 +258,8 @@ def _solver(t: dict) -> dict:
             "tol": get(t, "tol", float, 1e-8, path="solver", min=0, min_exclusive=True, max=1),
             "maxiter": get(t, "maxiter", int, 1000, path="solver", min=1),
             "pcg_rank": get(t, "pcg_rank", int, 1000, path="solver", min=1),
+            "preconditioner": get(t, "preconditioner", str, "nystrom", path="solver",
+                                  choices=PRECONDITIONERS),
             "jitter": get(t, "jitter", bool, False, path="solver"),
             "ridge_grid": grid,
             "ridge_subsample": _subsample(t),

@@ -66,13 +66,18 @@ def stage_fit(ctx: JobContext) -> dict:
     op = ctx.operator(what="solve", every=10)
     lam, sel = _absolute_ridge(ctx, op, Y)
     f = fit(op, Y, lam, solver=s["method"], tol=s["tol"], maxiter=s["maxiter"],
-            pcg_rank=s["pcg_rank"], jitter=s["jitter"], seed=ctx.cfg.job["seed"])
+            pcg_rank=s["pcg_rank"], jitter=s["jitter"], seed=ctx.cfg.job["seed"],
+            preconditioner=s["preconditioner"])
     res, fitted = f.result, f.fitted(Y)
     out = {"ridge": lam, "ridge_relative": lam / float(np.mean(op.diag())), "method": res.method,
            "solver": f.solver, "auto": res.info.get("auto"),
            "relative_residual": res.residual, "iterations": res.iterations, "passes": res.passes,
            "converged": res.converged, "solve_seconds": res.seconds,
            "train_mse": float(np.mean(np.sum((fitted - Y) ** 2, axis=1))), **sel}
+    pre = (res.info or {}).get("preconditioner")
+    if pre:  # what PCG's preconditioner cost (kernel columns or passes) and how well it fits
+        out.update({f"precond_{k}": v for k, v in pre.items()
+                    if k in ("kind", "rank", "columns", "passes", "seconds", "residual_fraction")})
     if classes is not None:
         out["train_accuracy"] = float(np.mean(decode_classes(fitted, classes) == ctx.data.y_train))
     out.update(_regularization_metrics(res.info or {}))

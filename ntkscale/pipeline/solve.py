@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import numpy as np
 
@@ -131,7 +131,8 @@ class FitResult:
 
 def fit(op: Any, Y: np.ndarray, ridge: float, *, solver: str = "auto", tol: float = 1e-8,
         maxiter: Optional[int] = None, pcg_rank: int = 1000, jitter: bool | float = False,
-        seed: int = 0) -> FitResult:
+        seed: int = 0, preconditioner: str = "nystrom",
+        columns: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> FitResult:
     """Solve ``(K + ridge I) α = Y`` with :func:`ntkscale.solvers.solve`.
 
     Parameters
@@ -143,14 +144,26 @@ def fit(op: Any, Y: np.ndarray, ridge: float, *, solver: str = "auto", tol: floa
     solver, tol, maxiter, jitter, seed
         As :func:`ntkscale.solvers.solve` takes them.
     pcg_rank : int
-        Nyström preconditioner rank, capped at n.
+        PCG preconditioner rank, capped at n.
+    preconditioner : {'nystrom', 'rpcholesky'}
+        PCG's preconditioner (:data:`ntkscale.solvers.api.PRECONDITIONERS`): the randomized
+        sketch (passes over the Gram) or randomly pivoted Cholesky from kernel columns.
+    columns : callable, optional
+        ``columns(idx) -> K[:, idx]`` for 'rpcholesky'; default
+        :func:`ntkscale.linop.operator_columns` of ``op`` (a stored Gram computes its columns
+        from the stored inputs, :meth:`ntkscale.operator.StoredGram.columns`: no pass over
+        the tiles).
 
     Returns
     -------
     FitResult
     """
+    from ..linop import operator_columns
     from ..solvers import solve
 
+    if preconditioner == "rpcholesky" and columns is None:
+        columns = operator_columns(op)
     res = solve(op, Y, ridge, solver=solver, tol=tol, maxiter=maxiter,
-                pcg_rank=min(pcg_rank, op.shape[0]), jitter=jitter, seed=seed)
+                pcg_rank=min(pcg_rank, op.shape[0]), jitter=jitter, seed=seed,
+                preconditioner=preconditioner, columns=columns)
     return FitResult(alpha=res.x, ridge=float(ridge), result=res)

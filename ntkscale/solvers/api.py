@@ -15,23 +15,50 @@ What ``solver='auto'`` does (and says, in ``SolveResult.info['auto']`` and the l
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Optional
 
 import numpy as np
 
-from ..linop import as_operator
+from ..linop import as_operator, operator_columns
 from .cholesky import cholesky_solve
-from .nystrom import nystrom
+from .nystrom import NystromApprox, nystrom
 from .pcg import pcg
+from .rpcholesky import Columns, rpcholesky
 from .result import SolveResult
 from .ridgeless import minnorm_cg, minnorm_eigh
 from .validate import check_rhs, check_ridge
 
-__all__ = ["solve", "dense_limit", "SOLVERS"]
+__all__ = ["solve", "dense_limit", "SOLVERS", "PRECONDITIONERS", "build_preconditioner"]
 
 log = logging.getLogger("ntkscale")
 
 SOLVERS = ("auto", "cholesky", "cholesky-f32", "pcg", "eigh", "cg")
+# PCG's preconditioners: 'nystrom' = randomized sketch Y = KΩ (1 + power_iters passes over the
+# Gram); 'rpcholesky' = randomly pivoted Cholesky from ~rank kernel columns (no pass).
+PRECONDITIONERS = ("nystrom", "rpcholesky")
+
+
+def build_preconditioner(op: Any, rank: int, kind: str = "nystrom", *, power_iters: int = 0,
+                         seed: int = 0, columns: Optional[Columns] = None) -> NystromApprox:
+    """The rank-``rank`` approximation behind PCG's preconditioner, with its build record.
+
+    ``kind='nystrom'``: :func:`.nystrom.nystrom` (``1 + power_iters`` passes);
+    ``'rpcholesky'``: :func:`.rpcholesky.rpcholesky` on ``op.diag()`` and ``columns``
+    (default :func:`ntkscale.linop.operator_columns`). ``info`` gains ``kind``, ``rank``,
+    ``columns`` (kernel columns computed), ``passes``, ``seconds``.
+    """
+    if kind not in PRECONDITIONERS:
+        raise ValueError(f"preconditioner must be one of {PRECONDITIONERS}, got {kind!r}")
+    t = time.perf_counter()
+    if kind == "nystrom":
+        pre = nystrom(op, rank, power_iters=power_iters, seed=seed, precision="auto")
+        pre.info["columns"] = 0
+    else:
+        pre = rpcholesky(op.diag(), columns if columns is not None else operator_columns(op), rank,
+                         seed=seed)
+    pre.info.update(kind=kind, rank=pre.rank, passes=pre.passes, seconds=time.perf_counter() - t)
+    return pre
 
 
 def dense_limit(available_bytes: Optional[float] = None) -> int:
@@ -97,7 +124,8 @@ def solve(op: Any, y: Any, ridge: float = 0.0, *, solver: str = "auto", tol: flo
           pcg_min_relative_ridge: float = PCG_MIN_RELATIVE_RIDGE, pcg_min_n: int = PCG_MIN_N,
           n_dense: Optional[int] = None,
           jitter: bool | float = False, seed: int = 0,
-          x0: Optional[Any] = None) -> SolveResult:
+          x0: Optional[Any] = None, preconditioner: str = "nystrom",
+          columns: Optional[Columns] = None) -> SolveResult:
     """Solve ``(K + ridge I) x = y`` (``ridge = 0``: the minimum-norm interpolant ``K⁺y``).
 
     Parameters
@@ -111,7 +139,14 @@ def solve(op: Any, y: Any, ridge: float = 0.0, *, solver: str = "auto", tol: flo
         for stored ones; 'cholesky-f32' factors in float32 and refines in float64;
         'eigh' and 'cg' are the ridgeless methods.
     tol, maxiter, x0 : iterative solvers' tolerance, cap and warm start.
-    pcg_rank, power_iters, seed : Nyström preconditioner.
+    pcg_rank, power_iters, seed : PCG's preconditioner (rank 0: none).
+    preconditioner : {'nystrom', 'rpcholesky'}
+        'nystrom': randomized sketch ``Y = KΩ``, ``1 + power_iters`` passes over the Gram;
+        'rpcholesky': randomly pivoted Cholesky from about ``pcg_rank`` kernel columns
+        (``columns``, default :func:`ntkscale.linop.operator_columns`), no pass. Both give
+        the Frangella-Tropp-Udell preconditioner (:meth:`NystromApprox.preconditioner`).
+    columns : callable, optional
+        ``columns(idx) -> K[:, idx]`` for 'rpcholesky'.
     pcg_min_relative_ridge, pcg_min_n : float, int
         'auto' uses PCG beyond the dense limit when ridge / mean(diag K) and n are at least
         these (see :func:`auto_method`).
@@ -125,10 +160,15 @@ def solve(op: Any, y: Any, ridge: float = 0.0, *, solver: str = "auto", tol: flo
     Returns
     -------
     SolveResult
-        ``info['solver']`` is what ran; ``info['auto']`` says why when ``solver='auto'``.
+        ``info['solver']`` is what ran; ``info['auto']`` says why when ``solver='auto'``;
+        after PCG ``info['preconditioner']`` is the build record (kind, rank, columns,
+        passes, seconds, residual_fraction for RPCholesky) and ``info['sketch_passes']``
+        its passes (counted in ``passes``).
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
+    if preconditioner not in PRECONDITIONERS:
+        raise ValueError(f"preconditioner must be one of {PRECONDITIONERS}, got {preconditioner!r}")
     op = as_operator(op)  # an ndarray is a DenseGram from here on
     n = op.shape[0]
     check_rhs(y, n)
@@ -148,11 +188,13 @@ def solve(op: Any, y: Any, ridge: float = 0.0, *, solver: str = "auto", tol: flo
     elif solver == "cg":
         res = minnorm_cg(op, y, tol=tol, maxiter=maxiter)
     elif solver == "pcg":
-        pre = (nystrom(op, min(pcg_rank, n), power_iters=power_iters, seed=seed, precision="auto")
+        pre = (build_preconditioner(op, min(pcg_rank, n), preconditioner, power_iters=power_iters,
+                                    seed=seed, columns=columns)
                if pcg_rank > 0 else None)
         res = pcg(op, y, ridge, precond=pre, tol=tol, maxiter=maxiter, x0=x0)
         if pre is not None:
             res.info["sketch_passes"] = pre.passes
+            res.info["preconditioner"] = {k: v for k, v in pre.info.items() if k != "pivots"}
             res.passes += pre.passes
     else:
         target = _dense(op) if densify else op

@@ -8,7 +8,7 @@ the spectrum. The same approximation serves as a PCG preconditioner for any ridg
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import numpy as np
@@ -30,13 +30,17 @@ class NystromApprox:
     shift : float
         Stabilizing shift ν used in the sketch.
     passes : int
-        Passes over the Gram (1 + power steps).
+        Passes over the Gram (1 + power steps; 0 for one built from columns,
+        :func:`ntkscale.solvers.rpcholesky.rpcholesky`).
+    info : dict
+        How it was built (``kind``; for RPCholesky its pivots, columns computed, residual trace).
     """
 
     U: np.ndarray
     lam: np.ndarray
     shift: float
     passes: int
+    info: dict = field(default_factory=dict)
 
     @property
     def rank(self) -> int:
@@ -153,7 +157,8 @@ def nystrom(op: Any, rank: int, *, power_iters: int = 0, seed: Optional[int] = 0
     U, s = _left_singular(B)
     lam = np.maximum(s**2 - nu, 0.0)
     r = min(int(rank), lam.shape[0])
-    return NystromApprox(U=np.ascontiguousarray(U[:, :r]), lam=lam[:r], shift=float(nu), passes=passes)
+    return NystromApprox(U=np.ascontiguousarray(U[:, :r]), lam=lam[:r], shift=float(nu), passes=passes,
+                         info={"kind": "nystrom", "power_iters": int(power_iters), "precision": prec})
 
 
 _ROWS = 8192  # row block of the in-place updates
