@@ -1,5 +1,5 @@
 """Parity cases for 1-d convolutions and pooling on sequences ``(n, T, C)`` (issue 22):
-functions of a ``stax`` module, like :mod:`cases`, so ``generate_seq1d.py`` builds them with
+functions of a ``stax`` module, like :mod:`cases`, so ``generate_more.py seq1d`` builds them with
 ``neural_tangents.stax`` and ``test_seq1d_parity.py`` with ``ntkscale.stax``.
 
 Every case takes sequences: ``"seq"`` (4 and 3 sequences of T = 7 positions, 3 channels) or

@@ -1,8 +1,10 @@
-"""Record neural-tangents 0.6.5's values for :mod:`cases_more` (run in NT's own venv).
+"""Record neural-tangents 0.6.5's values for :mod:`cases_more` or, with ``seq1d``, :mod:`cases_seq1d`
+(1-d convolutions and pooling on sequences); run in NT's own venv (``make_venv.sh``).
 
-    /tmp/nt-venv/bin/python tests/nt_parity/generate_more.py
+    /tmp/nt-venv/bin/python tests/nt_parity/generate_more.py          # -> nt065_more.npz
+    /tmp/nt-venv/bin/python tests/nt_parity/generate_more.py seq1d    # -> nt065_seq1d.npz
 
-Writes ``nt065_more.npz`` next to this file: for every case, NT's ``kernel_fn`` in float64
+Writes ``nt065_<more|seq1d>.npz`` next to this file: for every case, NT's ``kernel_fn`` in float64
 (``jax_enable_x64``), symmetric (``x2=None``) and cross: ``<case>/<nngp|ntk>/<sym|cross>``,
 the ``get=None`` Kernel's ``<case>/cov1/<sym|cross>`` and ``<case>/cov2/cross`` (NT's
 ``cov2`` is None for ``x2=None``), and ``<case>/is_gaussian``. A case NT refuses is stored
@@ -27,10 +29,12 @@ from neural_tangents import stax  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
-from cases_more import CASES, inputs  # noqa: E402
+import importlib  # noqa: E402
 
 
-def main() -> None:
+def main(suite: str = "more") -> None:
+    cases = importlib.import_module(f"cases_{suite}")
+    CASES, inputs = cases.CASES, cases.inputs
     assert neural_tangents.__version__ == "0.6.5", neural_tangents.__version__
     arrays: dict[str, np.ndarray] = {}
     for name, (build, kind) in CASES.items():
@@ -50,8 +54,8 @@ def main() -> None:
             arrays[f"{name}/error"] = np.asarray(f"{type(e).__name__}: {e}")
             status = f"{type(e).__name__}: {e}"[:80]
         print(f"{name:32s} {status}")
-    np.savez_compressed(os.path.join(HERE, "nt065_more.npz"), **arrays)
+    np.savez_compressed(os.path.join(HERE, f"nt065_{suite}.npz"), **arrays)
 
 
 if __name__ == "__main__":
-    main()
+    main(*sys.argv[1:2])

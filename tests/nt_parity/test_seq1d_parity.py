@@ -1,5 +1,5 @@
 """neural-tangents 0.6.5 parity of 1-d convolutions and pooling on sequences ``(n, T, C)``
-(issue 22), on the committed fixtures ``nt065_seq1d.npz`` (``generate_seq1d.py``; no NT needed).
+(issue 22), on the committed fixtures ``nt065_seq1d.npz`` (``generate_more.py seq1d``; no NT needed).
 
 Values: every case of :mod:`cases_seq1d`, NNGP and NTK symmetric (``x2=None``) and cross, and
 the ``get=None`` Kernel's ``cov1``/``cov2``/``is_gaussian``, equal NT's to 1e-12 relative (to
