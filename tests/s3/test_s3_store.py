@@ -71,9 +71,11 @@ def test_cluster_build_on_s3_equals_local_disk_and_pcg_agrees(s3, client, tmp_pa
         np.testing.assert_allclose(op_s3.matvec(V), op_local.matvec(V), rtol=1e-12, atol=0)
         lam = 0.1 * float(np.mean(op_local.diag()))
         a, b = pcg(op_local, y, lam, tol=1e-8), pcg(op_s3, y, lam, tol=1e-8)
-    assert a.converged and b.converged and abs(a.iterations - b.iterations) <= 1
+    # unpreconditioned CG amplifies the rounding of completion-order sums: 58-61 iterations seen
+    # (a CI run under load gave 61 vs 59); the solutions' agreement below is the real check
+    assert a.converged and b.converged and abs(a.iterations - b.iterations) <= 3
     np.testing.assert_allclose(b.x, a.x, rtol=1e-6, atol=1e-6 * float(np.abs(a.x).max()))
-    assert a.iterations < N, a.iterations  # a real Krylov solve (58-60 measured: rounding moves it)
+    assert a.iterations < N, a.iterations  # a real Krylov solve (58-61 measured: rounding moves it)
 
 
 def test_build_resumes_after_the_client_was_killed(s3, local_ref):
