@@ -1,6 +1,6 @@
 """Parity cases for GlobalSelfAttention's positional embeddings (``pos_emb_type`` SUM/CONCAT)
 and ``linear_scaling=False`` with the IDENTITY mechanism (issue 22): functions of a ``stax``
-module, like :mod:`cases_attention`, so ``generate_posemb.py`` builds them with
+module, like :mod:`cases_attention`, so ``generate_attention.py posemb`` builds them with
 ``neural_tangents.stax`` and ``test_posemb_parity.py`` with ``ntkscale.stax``.
 
 Input kinds: ``"seq"`` sequences (n, T, C), ``"image"`` NHWC images.

@@ -1,6 +1,6 @@
 """ntkscale against neural-tangents 0.6.5 on GlobalSelfAttention's positional embeddings
 (``pos_emb_type`` SUM/CONCAT) and ``linear_scaling=False`` IDENTITY attention (issue 22), on
-the committed fixtures of ``generate_posemb.py`` (no NT needed here).
+the committed fixtures of ``generate_attention.py posemb`` (no NT needed here).
 
 Every case of :mod:`cases_posemb` is built with ``ntkscale.stax`` as the generator built it
 with ``neural_tangents.stax``; NNGP and NTK, symmetric (``x2=None``) and cross, must equal NT's
