@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
 from functools import lru_cache
@@ -192,19 +193,35 @@ def _compute_tile(ctx: _Ctx, fs: FactorStore, i: int, j: int) -> None:
     gemm, syrk, trsm = get_blas_funcs(("gemm", "syrk", "trsm"), (R,))
     if i == j:
         R[np.diag_indices_from(R)] += dt.type(ctx.ridge)
-    # U[m, i], U[m, j] (C order: A.T is A^T in Fortran order) read a group at a time,
-    # concurrently, through this process's tile cache.
+    # U[m, i], U[m, j] (C order: A.T is A^T in Fortran order) read a group at a time through
+    # this process's tile cache, the next group (then U[i, i]) read while this one's GEMMs run.
     step = max(1, _GROUP_BYTES // (T * T * dt.itemsize))
-    for m0 in range(0, i, step):
-        ms = range(m0, min(i, m0 + step))
+    groups = [range(m0, min(i, m0 + step)) for m0 in range(0, i, step)]
+
+    def fetch(ms: range) -> tuple[list, list]:
         col_i = fs.read_tiles([(m, i) for m in ms], ctx.cache_bytes)
-        col_j = col_i if i == j else fs.read_tiles([(m, j) for m in ms], ctx.cache_bytes)
-        for A, B in zip(col_i, col_j):
-            A, B = A.astype(dt, copy=False), B.astype(dt, copy=False)
-            if i == j:  # (OpenBLAS's 'N'/upper SYRK runs ~1.2x its 'N'/lower one)
-                R = syrk(-1.0, A.T, beta=1.0, c=R, trans=0, lower=0, overwrite_c=1)  # R -= A^T A (upper)
-            else:
-                R = gemm(-1.0, B.T, A.T, beta=1.0, c=R, trans_b=1, overwrite_c=1)  # R -= B^T A
+        return col_i, (col_i if i == j else fs.read_tiles([(m, j) for m in ms], ctx.cache_bytes))
+
+    def diag() -> np.ndarray:
+        return fs.read_tiles([(i, i)], ctx.cache_bytes)[0]
+
+    with ThreadPoolExecutor(1, thread_name_prefix="ntkscale-prefetch") as reader:
+        ahead = [reader.submit(fetch, ms) for ms in groups[:1]]
+        uii = None if i == j or groups else reader.submit(diag)
+        for g in range(len(groups)):
+            col_i, col_j = ahead.pop().result()
+            if g + 1 < len(groups):
+                ahead.append(reader.submit(fetch, groups[g + 1]))
+            elif i != j:
+                uii = reader.submit(diag)
+            for A, B in zip(col_i, col_j):
+                A, B = A.astype(dt, copy=False), B.astype(dt, copy=False)
+                if i == j:  # (OpenBLAS's 'N'/upper SYRK runs ~1.2x its 'N'/lower one)
+                    R = syrk(-1.0, A.T, beta=1.0, c=R, trans=0, lower=0, overwrite_c=1)  # R -= A^T A (upper)
+                else:
+                    R = gemm(-1.0, B.T, A.T, beta=1.0, c=R, trans_b=1, overwrite_c=1)  # R -= B^T A
+            del col_i, col_j, A, B
+        Uii = None if uii is None else uii.result().astype(dt, copy=False)  # Uii.T = L, lower
     if i == j:
         if i > 0:
             _mirror_upper(R)
@@ -215,7 +232,6 @@ def _compute_tile(ctx: _Ctx, fs: FactorStore, i: int, j: int) -> None:
         if info < 0:  # pragma: no cover - argument error
             raise RuntimeError(f"potrf: illegal argument {-info}")
     else:
-        Uii = fs.read_tiles([(i, i)], ctx.cache_bytes)[0].astype(dt, copy=False)  # Uii.T = L, lower
         R = trsm(1.0, Uii.T, R, side=1, lower=1, trans_a=1, overwrite_b=1)  # R <- R L^-T = R U^-1
     U = R.T  # shape: (ri, ci), C order
     if flat is not None and np.may_share_memory(U, flat):
