@@ -187,6 +187,37 @@ def test_pcg_and_eigen_pass_counts_match_the_solvers():
         er = randomized_eigh(op, 30, power_iters=power)
         sp = estimate(400, 8, _arch(2), spectrum_k=30, power_iters=power, fit=False, **PLAN_KW)
         assert sp.stage("spectrum").passes == op.passes == er.passes
+    # RPCholesky: no sketch pass, in the plan as in the solver
+    op.passes = 0
+    res = solve(op, Y, lam, solver="pcg", pcg_rank=40, tol=1e-10, maxiter=400, preconditioner="rpcholesky")
+    p = estimate(400, 8, _arch(2), solver="pcg", ridge_relative=1e-3, pcg_rank=40, preconditioner="rpcholesky",
+                 pcg_iters=res.iterations, n_outputs=3, **PLAN_KW)
+    assert p.stage("fit").passes == op.passes == res.passes == res.iterations + 1 + res.iterations // 25
+
+
+def test_rpcholesky_plan_skips_the_sketch_and_advises_a_rank_within_memory():
+    """At n = 120k the sketch is a wide pass and RPCholesky is columns: at rank 1000 RPCholesky
+    plans cheaper and with no sketch notes; the advised rank respects the client memory (F of
+    n x r float32 + three r x r float64 blocks), and a tight budget forbids the large ranks."""
+    from ntkscale.plan.costs import Resources
+    from ntkscale.plan.solve_costs import best_pcg_rank
+
+    kw = dict(n_outputs=10, solver="pcg", ridge_relative=0.046, tol=1e-6, **PLAN_KW)
+    ny = estimate(120_000, 784, ARCH, pcg_rank=1000, **kw).stage("fit")
+    rpc = estimate(120_000, 784, ARCH, pcg_rank=1000, preconditioner="rpcholesky", **kw).stage("fit")
+    assert rpc.seconds < ny.seconds and rpc.passes == ny.passes - 1
+    assert "RPCholesky-PCG, rank 1000" in rpc.method and any("kernel columns" in x for x in rpc.notes)
+    big = estimate(120_000, 784, ARCH, pcg_rank=8000, preconditioner="rpcholesky", **kw).stage("fit")
+    # F float32 (n r 4) + 3 r² 8 + two (n, 100) float64 blocks, over the client baseline
+    assert big.client_peak_bytes >= 120_000 * 8000 * 4 + 3 * 8 * 8000**2
+    res = Resources(cal=CAL, slots=2, workers=2, threads=1, gpus=0, efficiency=1.0, client_threads=2,
+                    client_memory=16 * GiB, memory_per_worker=8 * GiB, entry_s=1e-7)
+    args = (120_000, 8000, 4, 10, res, 0.046, 1e-6, 400, True, 784)
+    r_big, s_big = best_pcg_rank(*args, 12 * GiB)
+    r_small, s_small = best_pcg_rank(*args, 2 * GiB)
+    assert r_small < r_big and s_small > s_big  # the budget binds: a smaller rank, a slower fit
+    assert 120_000 * r_small * 4 + 24.0 * r_small**2 <= 2 * GiB < 120_000 * r_big * 4
+    assert best_pcg_rank(*args, 1e6) == (0, math.inf)  # nothing fits
 
 
 def test_pcg_iteration_heuristic_hits_its_anchors():

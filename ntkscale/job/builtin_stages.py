@@ -94,6 +94,9 @@ def _fit_line(v: dict) -> str:
         s += f"; **{v['regularization']}**"
     if v.get("factor_store"):
         s += f"; factor store {v['factor_store']} ({v.get('factor_bytes', 0) / 2**30:.2f} GiB)"
+    if "factor_seconds" in v:
+        s += (f"; factorization {_f(v['factor_seconds'], '.1f')} s ({v.get('factor_tiles_computed')} tiles computed), "
+              f"solves and {v['iterations']} refinement steps {_f(v['refine_seconds'], '.1f')} s")
     return s
 
 
@@ -130,7 +133,7 @@ def _solver_plan(cfg: JobConfig, sizes: PlanSizes) -> dict:
         ridge_rel = ridge_rel / _mean_diag(sizes.arch, sizes.d, cfg.kernel["kind"])
     return dict(solver=s["method"], ridge_relative=ridge_rel, ridge_selection=selection,
                 ridge_subsample=s["ridge_subsample"] or None, pcg_rank=s["pcg_rank"], tol=s["tol"],
-                maxiter=s["maxiter"])
+                maxiter=s["maxiter"], preconditioner=s["preconditioner"])
 
 
 def _mean_diag(arch: Any, d: int, kind: str) -> float:

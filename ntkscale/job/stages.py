@@ -82,8 +82,11 @@ def stage_fit(ctx: JobContext) -> dict:
         out["train_accuracy"] = float(np.mean(decode_classes(fitted, classes) == ctx.data.y_train))
     out.update(_regularization_metrics(res.info or {}))
     factor = (res.info or {}).get("factor_url")
-    if factor:  # where the tiled Cholesky factor lives (kept for re-fits and predictions)
+    if factor:  # where the tiled Cholesky factor lives (kept for re-fits and predictions), and its phases
         out["factor_store"], out["factor_bytes"] = factor, _du(factor)
+        fs = float(res.info.get("factor_seconds", 0.0))
+        out.update(factor_seconds=fs, refine_seconds=max(0.0, res.seconds - fs),
+                   factor_tiles_computed=res.info.get("factor_computed"), refine_history=list(res.history))
     np.savez(ctx.path("fit.npz"), alpha=f.alpha, ridge=lam, build_id=build_id,
              classes=classes if classes is not None else np.array([]),
              kind=ctx.cfg.kernel["kind"])

@@ -54,7 +54,7 @@ def estimate(n: int, d: int, arch: Layer, *, n_test: int = 0, kinds: Sequence[st
              ridge_selection: bool = False, ridge_subsample: Optional[int] = None,
              client_memory: Optional[float] = None, page_cache: Optional[float] = None,
              client_threads: Optional[int] = None, efficiency: Optional[float] = None,
-             fresh_workers: bool = True, dynamics_times: int = 0) -> Plan:
+             fresh_workers: bool = True, dynamics_times: int = 0, preconditioner: str = "nystrom") -> Plan:
     """Estimate time, disk and memory of a job's stages, scaled by a calibration.
 
     Stages (as ``ntkscale run`` runs them, :mod:`ntkscale.job.stages`): ``gram`` (train
@@ -86,6 +86,8 @@ def estimate(n: int, d: int, arch: Layer, *, n_test: int = 0, kinds: Sequence[st
     solver, ridge_relative, pcg_rank, pcg_iters, tol, maxiter
         As ``solve`` (ridge relative to the mean diagonal). ``pcg_iters``: iterations to
         assume (default: :func:`~ntkscale.plan.solve_costs.pcg_iterations`, a heuristic).
+    preconditioner : {'nystrom', 'rpcholesky'}
+        PCG's preconditioner as ``solve`` takes it (the sketch's pass, or RPCholesky's columns).
     spectrum_k, power_iters : int
         Eigenpairs and power steps of the spectrum stage (0: no stage).
     curve_points : int or sequence of int
@@ -210,7 +212,8 @@ def estimate(n: int, d: int, arch: Layer, *, n_test: int = 0, kinds: Sequence[st
                                 tol=float(tol), maxiter=_int("maxiter", maxiter, 1),
                                 ridge_selection=bool(ridge_selection),
                                 ridge_subsample=None if ridge_subsample is None
-                                else _int("ridge_subsample", ridge_subsample, 2), d=d))
+                                else _int("ridge_subsample", ridge_subsample, 2), d=d,
+                                preconditioner=str(preconditioner)))
         if n_test:
             stages.append(predict_stage(n_test, n, d, T, n_outputs, res))
     if spectrum_k:

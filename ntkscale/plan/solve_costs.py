@@ -19,7 +19,7 @@ from .report import StageEstimate
 __all__ = ["pcg_iterations", "fit_stage", "spectrum_stage", "curve_stage", "curve_grid",
            "PCG_MIN_RELATIVE_RIDGE", "dynamics_stage", "lanczos_steps"]
 
-from ..solvers.api import PCG_MIN_RELATIVE_RIDGE, auto_method  # noqa: E402  (one rule for both)
+from ..solvers.api import PCG_MIN_RELATIVE_RIDGE, RPC_FLOAT64_MAX_BYTES, auto_method  # noqa: E402  (one rule for both)
 # Householder QR and thin SVD of an n x s block in GEMM-equivalent flops per n s² (measured
 # single-threaded with OpenBLAS on this project's machine, n = 2048-8192, s = 300: QR 11-14,
 # SVD 14-15; the BLAS-2 panels make them several times dearer than their flop counts).
@@ -75,7 +75,8 @@ def _client_lapack(flops: float, rate: float, res: Resources) -> float:
 def fit_stage(n: int, T: int, itemsize: int, n_outputs: int, res: Resources, *, solver: str,
               ridge_relative: float, pcg_rank: int, pcg_iters: Optional[int], tol: float,
               maxiter: int, ridge_selection: bool = False,
-              ridge_subsample: Optional[int] = None, d: int = 0) -> StageEstimate:
+              ridge_subsample: Optional[int] = None, d: int = 0,
+              preconditioner: str = "nystrom") -> StageEstimate:
     """``solve(StoredGram, Y, ridge, solver=...)`` with ``solver='auto'`` resolved as
     :func:`ntkscale.solvers.api._choose` does (dense limit from ``client_memory``).
 
@@ -84,7 +85,8 @@ def fit_stage(n: int, T: int, itemsize: int, n_outputs: int, res: Resources, *, 
     stored inputs when that is cheaper (``StoredGram.take``, :func:`_computes`), else read
     from the store (a random subset touches every tile: the whole matrix is read, mirrored
     tiles twice), one dense ``eigh`` of size m, and the criterion on the ridge grid
-    (22 x ``2 m² C`` flops). The Nyström sketch of a float32 store runs in single precision."""
+    (22 x ``2 m² C`` flops). The Nyström sketch of a float32 store runs in single precision;
+    ``preconditioner='rpcholesky'`` makes no pass: :func:`_rpcholesky_costs`."""
     cal, C = res.cal, n_outputs
     limit = _dense_limit(res.client_memory)
     notes: list[str] = []
@@ -138,23 +140,87 @@ def fit_stage(n: int, T: int, itemsize: int, n_outputs: int, res: Resources, *, 
             pcg_iterations(ridge_relative, tol, maxiter, n=n, rank=r) if method == "pcg" else maxiter)
         notes.append(f"{it} iterations ({'given' if pcg_iters is not None else 'heuristic'}"
                      f"{', upper bound: maxiter' if method == 'cg' and pcg_iters is None else ''})")
-        sketch = pass_cost(n, T, itemsize, r, res, single=itemsize == 4) if r else None
-        step = pass_cost(n, T, itemsize, C, res)
-        passes = it + it // 25 + 1  # iterations, true residual every 25, final residual
-        client = ((QR_NS2 + SVD_NS2 + 3.0) * n * r * r + 25.0 * r**3) / res.client_flops(cal.gemm_flops) \
-            if r else 0.0
-        client += it * (4.0 * n * r * C + 12.0 * n * C) / res.client_flops(cal.gemm_flops)
-        s = passes * step["seconds"] + client + (sketch["seconds"] if sketch else 0.0)
-        desc = (f"Nyström-PCG, rank {r}, {it} iterations" if r else f"CG (minimum norm), {it} iterations")
+        rpc = bool(r) and preconditioner == "rpcholesky"
+        s, pre_mem, sketch, step, passes = _pcg_costs(n, T, itemsize, C, res, r, it, rpc, d)
+        if rpc:
+            notes.append(f"RPCholesky preconditioner from ~{int(RPC_COLUMNS_PER_RANK * r)} kernel columns, no pass")
+        if method == "pcg" and pcg_iters is None:
+            best, best_s = best_pcg_rank(n, T, itemsize, C, res, ridge_relative, tol, maxiter, rpc, d,
+                                         res.client_memory - base)
+            if best and best != r and best_s < 0.9 * s:  # (a flat optimum is no advice)
+                notes.append(f"rank {best} would minimize this fit ({best_s / 60:.1f} min vs {s / 60:.1f} min, "
+                             "heuristic iterations) within the client's memory")
+        kind = "RPCholesky" if rpc else "Nyström"
+        desc = (f"{kind}-PCG, rank {r}, {it} iterations" if r else f"CG (minimum norm), {it} iterations")
         return StageEstimate(
             "fit", desc, s + sel_s, bytes_read=int(passes * step["bytes_read"] + (sketch["bytes_read"] if sketch else 0)),
             worker_peak_bytes=int(max(step["worker_peak"], sketch["worker_peak"] if sketch else 0)),
-            client_peak_bytes=int(base + max(5.0 * n * max(r, C) * 8, sel_mem)),
+            client_peak_bytes=int(base + max(pre_mem, sel_mem)),
             flops=passes * step["flops"] + (sketch["flops"] if sketch else 0.0),
-            passes=passes + (1 if r else 0), notes=tuple(notes))
+            passes=passes + (1 if sketch else 0), notes=tuple(notes))
     if method in ("cholesky", "cholesky-f32"):
         return _tiled_cholesky(n, T, itemsize, C, res, method, sel_s, sel_mem, notes)
     raise ValueError(f"solver must be one of auto, cholesky, cholesky-f32, pcg, eigh, cg; got {solver!r}")
+
+
+def _pcg_costs(n: int, T: int, itemsize: int, C: int, res: Resources, r: int, it: int, rpc: bool,
+               d: int) -> tuple[float, float, Optional[dict], dict, int]:
+    """(seconds, preconditioner client bytes, sketch pass or None, PCG pass, PCG passes) of
+    ``it`` PCG iterations with a rank-``r`` preconditioner (0: none)."""
+    cal = res.cal
+    sketch = pass_cost(n, T, itemsize, r, res, single=itemsize == 4) if r and not rpc else None
+    step = pass_cost(n, T, itemsize, C, res)
+    passes = it + it // 25 + 1  # iterations, true residual every 25, final residual
+    if rpc:
+        client, per_it, pre_mem = _rpcholesky_costs(n, r, d, C, res)
+        client += it * per_it
+    else:
+        client = ((QR_NS2 + SVD_NS2 + 3.0) * n * r * r + 25.0 * r**3) / res.client_flops(cal.gemm_flops) \
+            if r else 0.0
+        client += it * (4.0 * n * r * C + 12.0 * n * C) / res.client_flops(cal.gemm_flops)
+        pre_mem = 5.0 * n * max(r, C) * 8
+    return passes * step["seconds"] + client + (sketch["seconds"] if sketch else 0.0), pre_mem, sketch, step, passes
+
+
+PCG_RANK_LADDER = (250, 500, 1000, 2000, 4000, 6000, 8000, 12000, 16000, 24000)
+
+
+def best_pcg_rank(n: int, T: int, itemsize: int, C: int, res: Resources, ridge_relative: float, tol: float,
+                  maxiter: int, rpc: bool, d: int, memory: float) -> tuple[int, float]:
+    """The preconditioner rank of :data:`PCG_RANK_LADDER` (<= n) whose planned fit is fastest
+    with its preconditioner within ``memory`` bytes of the client, and that fit's seconds
+    ((0, inf) when none fits). Iterations from :func:`pcg_iterations` (``rank^-0.44``)."""
+    best = (0, math.inf)
+    for r in (x for x in PCG_RANK_LADDER if x <= n):
+        it = pcg_iterations(ridge_relative, tol, maxiter, n=n, rank=r)
+        s, mem, *_ = _pcg_costs(n, T, itemsize, C, res, r, it, rpc, d)
+        if mem <= memory and s < best[1]:
+            best = (r, s)
+    return best
+
+
+# Candidate columns per accepted pivot of accelerated RPCholesky (measured 1.078 at rank 1000,
+# 1.04 at rank 2000, Fashion-MNIST n = 10 000: benchmarks/RESULTS.md §7), and its block size.
+RPC_COLUMNS_PER_RANK = 1.08
+RPC_BLOCK = 100
+
+
+def _rpcholesky_costs(n: int, r: int, d: int, C: int, res: Resources) -> tuple[float, float, float]:
+    """(build seconds, seconds per PCG iteration, client bytes) of the RPCholesky preconditioner
+    (:func:`ntkscale.solvers.rpcholesky.rpcholesky_factor` + ``ColumnFactor.preconditioner``):
+    ``1.08 r`` columns computed from the inputs in blocks of 100; the block updates ``n r²``
+    flops (float32 GEMMs when F is float32); the set-up ``Fᵀ F`` (``n r²``, float64) and a
+    (r, r) eigh; per iteration ``4 n r C`` float64 flops and two float64 conversions of F."""
+    cal = res.cal
+    f32 = 8.0 * n * r > RPC_FLOAT64_MAX_BYTES
+    cols = RPC_COLUMNS_PER_RANK * r
+    build = math.ceil(cols / RPC_BLOCK) * subset_compute(n, RPC_BLOCK, max(d, 1), res)
+    build += n * r * r / res.client_flops(cal.gemm_flops * (2.0 if f32 else 1.0))
+    build += n * r * r / res.client_flops(cal.gemm_flops) + r**3 * cal.eigh_s_per_n3 / (
+        res.client_threads * res.efficiency if res.client_threads > 1 else 1)
+    per_it = 4.0 * n * r * C / res.client_flops(cal.gemm_flops) + (2.0 * n * r * cal.cast_entry_s if f32 else 0.0)
+    mem = n * r * (4.0 if f32 else 8.0) + 3.0 * 8 * r * r + 2.0 * n * RPC_BLOCK * 8
+    return build, per_it, mem
 
 
 def _tiled_cholesky(n: int, T: int, itemsize: int, C: int, res: Resources, method: str,

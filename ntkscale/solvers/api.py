@@ -24,7 +24,7 @@ from ..linop import as_operator, operator_columns
 from .cholesky import cholesky_solve
 from .nystrom import NystromApprox, nystrom
 from .pcg import pcg
-from .rpcholesky import Columns, rpcholesky
+from .rpcholesky import ColumnFactor, Columns, rpcholesky_factor
 from .result import SolveResult
 from .ridgeless import minnorm_cg, minnorm_eigh
 from .validate import check_rhs, check_ridge
@@ -39,14 +39,20 @@ SOLVERS = ("auto", "cholesky", "cholesky-f32", "pcg", "eigh", "cg")
 PRECONDITIONERS = ("nystrom", "rpcholesky")
 
 
+# RPCholesky's factor F (n, rank) is stored in float32 beyond this many float64 bytes
+RPC_FLOAT64_MAX_BYTES = 2 * 2**30
+
+
 def build_preconditioner(op: Any, rank: int, kind: str = "nystrom", *, power_iters: int = 0,
-                         seed: int = 0, columns: Optional[Columns] = None) -> NystromApprox:
+                         seed: int = 0, columns: Optional[Columns] = None) -> NystromApprox | ColumnFactor:
     """The rank-``rank`` approximation behind PCG's preconditioner, with its build record.
 
-    ``kind='nystrom'``: :func:`.nystrom.nystrom` (``1 + power_iters`` passes);
-    ``'rpcholesky'``: :func:`.rpcholesky.rpcholesky` on ``op.diag()`` and ``columns``
-    (default :func:`ntkscale.linop.operator_columns`). ``info`` gains ``kind``, ``rank``,
-    ``columns`` (kernel columns computed), ``passes``, ``seconds``.
+    ``kind='nystrom'``: :func:`.nystrom.nystrom` (``1 + power_iters`` passes), a
+    :class:`NystromApprox`; ``'rpcholesky'``: :func:`.rpcholesky.rpcholesky_factor` on
+    ``op.diag()`` and ``columns`` (default :func:`ntkscale.linop.operator_columns`), a
+    :class:`ColumnFactor` (``F`` in float32 once ``8 n rank`` bytes exceed
+    ``RPC_FLOAT64_MAX_BYTES``: 3.8 GB at n = 120 000, rank 8000). ``info`` gains ``kind``,
+    ``rank``, ``columns`` (kernel columns computed), ``passes``, ``seconds``.
     """
     if kind not in PRECONDITIONERS:
         raise ValueError(f"preconditioner must be one of {PRECONDITIONERS}, got {kind!r}")
@@ -55,8 +61,11 @@ def build_preconditioner(op: Any, rank: int, kind: str = "nystrom", *, power_ite
         pre = nystrom(op, rank, power_iters=power_iters, seed=seed, precision="auto")
         pre.info["columns"] = 0
     else:
-        pre = rpcholesky(op.diag(), columns if columns is not None else operator_columns(op), rank,
-                         seed=seed)
+        n = op.shape[0]
+        dtype = np.float32 if 8.0 * n * rank > RPC_FLOAT64_MAX_BYTES else np.float64
+        pre = rpcholesky_factor(op.diag(), columns if columns is not None else operator_columns(op), rank,
+                                seed=seed, factor_dtype=dtype)
+        pre.info["factor_dtype"] = np.dtype(dtype).name
     pre.info.update(kind=kind, rank=pre.rank, passes=pre.passes, seconds=time.perf_counter() - t)
     return pre
 
@@ -143,8 +152,9 @@ def solve(op: Any, y: Any, ridge: float = 0.0, *, solver: str = "auto", tol: flo
     preconditioner : {'nystrom', 'rpcholesky'}
         'nystrom': randomized sketch ``Y = KΩ``, ``1 + power_iters`` passes over the Gram;
         'rpcholesky': randomly pivoted Cholesky from about ``pcg_rank`` kernel columns
-        (``columns``, default :func:`ntkscale.linop.operator_columns`), no pass. Both give
-        the Frangella-Tropp-Udell preconditioner (:meth:`NystromApprox.preconditioner`).
+        (``columns``, default :func:`ntkscale.linop.operator_columns`), no pass. The sketch
+        gives the Frangella-Tropp-Udell preconditioner (:meth:`NystromApprox.preconditioner`),
+        RPCholesky ``P = F Fᵀ + ridge I`` by Woodbury (:meth:`ColumnFactor.preconditioner`).
     columns : callable, optional
         ``columns(idx) -> K[:, idx]`` for 'rpcholesky'.
     pcg_min_relative_ridge, pcg_min_n : float, int

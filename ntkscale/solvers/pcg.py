@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import ConvergenceWarning, NotConvergedError
 from .nystrom import NystromApprox, nystrom
+from .rpcholesky import ColumnFactor
 from .result import SolveResult
 from .validate import check_rhs, check_ridge
 from ..linop import check_ridges
@@ -32,7 +33,7 @@ def _residual(op: Any, X: np.ndarray, Y: np.ndarray, ridge: float) -> np.ndarray
     return Y - (op.matvec(X) + ridge * X)
 
 
-def pcg(op: Any, y: Any, ridge: float, *, precond: Optional[NystromApprox | Precond] = None,
+def pcg(op: Any, y: Any, ridge: float, *, precond: Optional[NystromApprox | ColumnFactor | Precond] = None,
         tol: float = 1e-8, maxiter: Optional[int] = None, x0: Optional[Any] = None,
         true_residual_every: int = 25, raise_on_fail: bool = False,
         callback: Optional[Callable[[int, float], None]] = None) -> SolveResult:
@@ -46,9 +47,9 @@ def pcg(op: Any, y: Any, ridge: float, *, precond: Optional[NystromApprox | Prec
         Right-hand sides; all columns share every pass over the Gram.
     ridge : float
         Absolute ridge (>= 0; 0 means plain CG on K, see :func:`..ridgeless`).
-    precond : NystromApprox or callable, optional
-        A Nyström approximation (turned into ``P⁻¹`` for this ridge) or a function
-        applying ``P⁻¹`` to an (n, C) block.
+    precond : NystromApprox, ColumnFactor or callable, optional
+        A Nyström approximation or an RPCholesky factor (turned into ``P⁻¹`` for this ridge
+        by its ``preconditioner(ridge)``) or a function applying ``P⁻¹`` to an (n, C) block.
     tol : float
         Stop when every column's ``||r|| / ||y||`` < tol.
     maxiter : int, optional
@@ -82,7 +83,7 @@ def pcg(op: Any, y: Any, ridge: float, *, precond: Optional[NystromApprox | Prec
     maxiter = min(n, 1000) if maxiter is None else int(maxiter)
     if maxiter < 1:
         raise ValueError(f"maxiter must be >= 1, got {maxiter}")
-    M: Optional[Precond] = precond.preconditioner(ridge) if isinstance(precond, NystromApprox) else precond
+    M: Optional[Precond] = precond.preconditioner(ridge) if hasattr(precond, "preconditioner") else precond
     apply_M = M if M is not None else (lambda R: R)
     passes0 = getattr(op, "passes", None)
     matvecs = 0
@@ -145,7 +146,7 @@ def pcg(op: Any, y: Any, ridge: float, *, precond: Optional[NystromApprox | Prec
             raise NotConvergedError(msg)
         warnings.warn(msg, ConvergenceWarning, stacklevel=2)
     passes = (op.passes - passes0) if passes0 is not None else matvecs
-    info = {"rank": precond.rank if isinstance(precond, NystromApprox) else None,
+    info = {"rank": getattr(precond, "rank", None),
             "preconditioned": M is not None}
     return SolveResult(x=X[:, 0] if vec else X, method="pcg", ridge=ridge, residual=float(final.max()),
                        iterations=it, passes=passes, seconds=time.perf_counter() - t0,

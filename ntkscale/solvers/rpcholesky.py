@@ -3,14 +3,17 @@
 Where the Nyström sketch ``Y = K Ω`` (:mod:`.nystrom`) needs a streaming pass over every
 stored entry (plus one per power step), RPCholesky reads only the diagonal and the columns
 at its pivots: ``r`` columns, ``r·n`` entries, which a caller can compute from the inputs
-(:func:`ntkscale.linop.operator_columns`). The result is returned as a
-:class:`~.nystrom.NystromApprox`, so the same Frangella-Tropp-Udell preconditioner serves
-both (Díaz, Epperly, Frangella, Tropp & Webber 2023 precondition KRR exactly so).
+(:func:`ntkscale.linop.operator_columns`). :func:`rpcholesky_factor` returns the factor
+``F`` itself (:class:`ColumnFactor`, PCG's preconditioner ``P = F Fᵀ + μ I`` applied by
+Woodbury in ``n·r`` memory, Díaz, Epperly, Frangella, Tropp & Webber 2023);
+:func:`rpcholesky` returns its eigen-form :class:`~.nystrom.NystromApprox` (thin SVD of ``F``,
+the same Frangella-Tropp-Udell preconditioner as the sketch, ~3 more ``n·r`` float64 blocks).
 """
 
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass, field
 from typing import Callable, Optional
 
 import numpy as np
@@ -18,11 +21,111 @@ import scipy.linalg as sla
 
 from .nystrom import NystromApprox, _left_singular
 
-__all__ = ["rpcholesky", "Columns"]
+__all__ = ["rpcholesky", "rpcholesky_factor", "ColumnFactor", "Columns"]
 
 Columns = Callable[[np.ndarray], np.ndarray]
 
 _MAX_STALLS = 8  # blocks in a row that accept no pivot before stopping (numerical rank reached)
+_CHUNK_BYTES = 2**27  # float64 rows of F converted at a time (ColumnFactor's products)
+
+
+def _rows(F: np.ndarray) -> range:
+    """Row starts of the float64 chunks of ``F`` (each at most ``_CHUNK_BYTES``)."""
+    step = max(1, _CHUNK_BYTES // (8 * max(1, F.shape[1])))
+    return range(0, F.shape[0], step)
+
+
+def _gram64(F: np.ndarray) -> np.ndarray:
+    """``Fᵀ F`` in float64 (k, k), F converted a chunk of rows at a time (no n·k float64 copy)."""
+    G = np.zeros((F.shape[1], F.shape[1]))
+    step = _rows(F).step
+    for r0 in _rows(F):
+        C = np.asarray(F[r0:r0 + step], dtype=np.float64)
+        G += C.T @ C
+    return G
+
+
+def _tmul64(F: np.ndarray, R: np.ndarray) -> np.ndarray:
+    """``Fᵀ R`` in float64 (k, C) by chunks of rows."""
+    out = np.zeros((F.shape[1], R.shape[1]))
+    step = _rows(F).step
+    for r0 in _rows(F):
+        out += np.asarray(F[r0:r0 + step], dtype=np.float64).T @ R[r0:r0 + step]
+    return out
+
+
+def _mul64(F: np.ndarray, S: np.ndarray) -> np.ndarray:
+    """``F S`` in float64 (n, C) by chunks of rows."""
+    out = np.empty((F.shape[0], S.shape[1]))
+    step = _rows(F).step
+    for r0 in _rows(F):
+        out[r0:r0 + step] = np.asarray(F[r0:r0 + step], dtype=np.float64) @ S
+    return out
+
+
+@dataclass
+class ColumnFactor:
+    """``K ≈ F Fᵀ`` from randomly pivoted Cholesky (:func:`rpcholesky_factor`).
+
+    Attributes
+    ----------
+    F : ndarray, shape (n, k)
+        The factor (float64, or float32 to halve its memory); products with it are formed in
+        float64 a chunk of rows at a time.
+    info : dict
+        The build record (``kind='rpcholesky'``, ``pivots`` (k,), ``columns``, ``blocks``,
+        ``residual_trace``, ``residual_fraction``, ``seconds``).
+    passes : int
+        Passes over a stored Gram (always 0: the columns come from the inputs).
+    """
+
+    F: np.ndarray
+    info: dict = field(default_factory=dict)
+    passes: int = 0
+
+    @property
+    def rank(self) -> int:
+        return int(self.F.shape[1])
+
+    def preconditioner(self, ridge: float) -> Callable[[np.ndarray], np.ndarray]:
+        """``P⁻¹`` for ``K + ridge I``: the Frangella-Tropp-Udell preconditioner of
+        ``F Fᵀ = U diag(σ²) Uᵀ`` (as :meth:`NystromApprox.preconditioner`), formed from F:
+
+        ``P⁻¹ R = R − F W diag(d) Wᵀ Fᵀ R``,  ``d = (σ² − λ_r) / ((σ² + μ) σ²)``,
+
+        with ``Fᵀ F = W diag(σ²) Wᵀ`` (a (k, k) eigh, so ``U = F W Σ⁻¹`` is never stored),
+        ``λ_r = min σ²``, μ = ridge: the same operator as ``I + U diag((λ_r + μ)/(σ² + μ) − 1) Uᵀ``
+        (Frangella, Tropp & Udell 2023, eq. (5.3), scaled by ``λ_r + μ``; Díaz et al. 2023 use RPCholesky
+        columns in it). Set-up: ``n k²`` flops and a (k, k) eigh; each application ``4 n k C``, all
+        in float64 (F converted a chunk of rows at a time): in the top directions the subtraction
+        cancels to a relative ``(λ_r + μ)/σ²``, which float32 products would not resolve.
+        (The plain Woodbury form ``P = F Fᵀ + μ I`` took 52 PCG iterations where this one takes
+        43 on the digits NTK at rank 200.) Applies to R of shape (n, C).
+        """
+        mu = float(ridge)
+        s2, W = np.linalg.eigh(_gram64(self.F))  # ascending
+        s2 = np.maximum(s2, 0.0)
+        lam_r = float(s2[0])
+        if lam_r + mu <= 0:
+            raise ValueError("the RPCholesky preconditioner needs ridge > 0 or a full-rank factor")
+        d = np.divide(s2 - lam_r, (s2 + mu) * s2, out=np.zeros_like(s2), where=s2 > 0)  # shape: (k,)
+        F = self.F
+
+        def apply(R: np.ndarray) -> np.ndarray:
+            S = W @ (d[:, None] * (W.T @ _tmul64(F, R)))  # shape: (k, C)
+            return R - _mul64(F, S)
+
+        return apply
+
+    def matvec(self, V: np.ndarray) -> np.ndarray:
+        """``F Fᵀ V`` (n, C)."""
+        return _mul64(self.F, _tmul64(self.F, V))
+
+    def to_nystrom(self, copy: bool = True) -> NystromApprox:
+        """The eigen-form ``U diag(σ²) Uᵀ`` (thin SVD of F; ~3 float64 (n, k) blocks).
+        ``copy=False`` lets the SVD work in a float64 F's memory (F is garbage afterwards)."""
+        U, s = _left_singular(np.array(self.F, dtype=np.float64) if copy else self.F)
+        return NystromApprox(U=np.ascontiguousarray(U), lam=s**2, shift=0.0, passes=0, info=self.info)
 
 
 def _rejection_cholesky(H: np.ndarray, rng: np.random.Generator, floor: float,
@@ -54,6 +157,15 @@ def _rejection_cholesky(H: np.ndarray, rng: np.random.Generator, floor: float,
 def rpcholesky(diag: np.ndarray, columns: Columns, rank: int, *, block: Optional[int] = None,
                seed: Optional[int] = 0, tol: float = 0.0,
                factor_dtype: type = np.float64, accept: str = "rejection") -> NystromApprox:
+    """:func:`rpcholesky_factor`, returned in eigen-form (``ColumnFactor.to_nystrom``): ``U`` (n, k),
+    ``lam = σ²`` (k,), ``shift = 0``, ``passes = 0``, the same ``info``."""
+    return rpcholesky_factor(diag, columns, rank, block=block, seed=seed, tol=tol, factor_dtype=factor_dtype,
+                             accept=accept).to_nystrom(copy=False)
+
+
+def rpcholesky_factor(diag: np.ndarray, columns: Columns, rank: int, *, block: Optional[int] = None,
+                      seed: Optional[int] = 0, tol: float = 0.0,
+                      factor_dtype: type = np.float64, accept: str = "rejection") -> ColumnFactor:
     r"""Block (accelerated) randomly pivoted Cholesky of a PSD kernel matrix.
 
     With the residual diagonal ``d = diag(K − F Fᵀ)`` (``F`` empty at the start), repeat:
@@ -70,8 +182,7 @@ def rpcholesky(diag: np.ndarray, columns: Columns, rank: int, *, block: Optional
     until ``rank`` pivots are accepted, or ``Σ d <= tol · trace(K)``, or the residual is
     rounding (no pivot accepted in several blocks). The rejection step makes the accepted
     pivots follow the sequential RPCholesky distribution exactly (Epperly, Tropp & Webber
-    2024, Alg. 3), while the columns come in blocks. Then ``F = U Σ Wᵀ`` (thin SVD) gives
-    ``K ≈ F Fᵀ = U diag(σ²) Uᵀ``.
+    2024, Alg. 3), while the columns come in blocks.
 
     Parameters
     ----------
@@ -94,23 +205,23 @@ def rpcholesky(diag: np.ndarray, columns: Columns, rank: int, *, block: Optional
         (Chen et al. 2023, §2.3), every computed column above rounding becomes a pivot; the
         block's pivots are sampled together, so with large blocks some are redundant.
     factor_dtype : numpy dtype
-        Storage of ``F`` (n, rank): float64 (default) or float32 (half the memory; the residual
-        columns are still formed in float64).
+        Storage of ``F`` (n, rank): float64 (default) or float32 (half the memory; the update
+        ``F Fᵀ[:, S]`` of a block of columns is then a float32 GEMM, its rounding ~1e-7 of the
+        kernel's scale, and candidates whose residual is below ``1e3 · eps32 · max diag`` count
+        as rounding).
 
     Returns
     -------
-    NystromApprox
-        ``U`` (n, k), ``lam = σ²`` (k,), ``shift = 0``, ``passes = 0``; ``info`` holds
-        ``kind='rpcholesky'``, ``pivots`` (k,), ``columns`` (candidates computed, accepted or
-        not), ``blocks``, ``residual_trace`` (``Σ d`` at the end) and ``residual_fraction``
-        (over ``trace(K)``), ``seconds``.
+    ColumnFactor
+        ``F`` (n, k), k <= rank; ``info`` holds ``kind='rpcholesky'``, ``pivots`` (k,),
+        ``columns`` (candidates computed, accepted or not), ``blocks``, ``residual_trace``
+        (``Σ d`` at the end) and ``residual_fraction`` (over ``trace(K)``), ``seconds``.
 
     Notes
     -----
-    Memory: ``F`` is ``n · rank · itemsize`` bytes (float64: 4.8 GB at n = 120 000, rank 5000;
-    0.96 GB at rank 1000), plus one (n, b) block of columns; the SVD at the end makes one more
-    float64 copy of ``F``. Flops: ``O(rank² n)``. Entries read: ``diag`` plus
-    ``columns · n``.
+    Memory: ``F`` is ``n · rank · itemsize`` bytes (float32: 3.8 GB at n = 120 000, rank 8000;
+    float64: 0.96 GB at rank 1000), plus one (n, b) float64 block of columns. Flops:
+    ``n · rank²`` (block updates). Entries read: ``diag`` plus ``columns · n``.
 
     References
     ----------
@@ -138,8 +249,11 @@ def rpcholesky(diag: np.ndarray, columns: Columns, rank: int, *, block: Optional
         raise ValueError(f"block must be >= 1, got {block!r}")
     rng = np.random.default_rng(seed)
     trace0 = float(d.sum())
-    floor = float(np.max(d, initial=0.0)) * n * np.finfo(np.float64).eps  # rounding level of a pivot
     F = np.zeros((n, int(rank)), dtype=factor_dtype)  # shape: (n, rank)
+    f32 = F.dtype == np.float32
+    # rounding level of a pivot: float64 columns, or float32 updates of them
+    unit = 1e3 * np.finfo(np.float32).eps if f32 else n * np.finfo(np.float64).eps
+    floor = float(np.max(d, initial=0.0)) * unit
     pivots: list[int] = []
     k = computed = blocks = stalls = 0
     while k < rank:
@@ -154,8 +268,8 @@ def rpcholesky(diag: np.ndarray, columns: Columns, rank: int, *, block: Optional
             raise ValueError(f"columns(idx) returned shape {G.shape}, expected {(n, S.size)}")
         computed += S.size
         blocks += 1
-        if k:
-            G -= F[:, :k] @ np.asarray(F[S, :k], dtype=np.float64).T
+        if k:  # (F's own dtype: a float32 F is never copied to float64)
+            G -= F[:, :k] @ F[S, :k].T
         H = G[S].copy()
         H = (H + H.T) / 2
         acc, L = _rejection_cholesky(H, rng, floor, accept == "rejection")
@@ -174,11 +288,9 @@ def rpcholesky(diag: np.ndarray, columns: Columns, rank: int, *, block: Optional
         k += acc.size
     if k == 0:
         raise ValueError("RPCholesky accepted no pivot: the kernel's diagonal is zero")
-    U, s = _left_singular(F[:, :k])
-    del F
     res = float(d.sum())
     info = {"kind": "rpcholesky", "pivots": np.asarray(pivots, dtype=np.int64), "columns": int(computed),
             "blocks": int(blocks), "block": b, "accept": accept, "residual_trace": res,
             "residual_fraction": res / trace0 if trace0 > 0 else 0.0,
             "seconds": time.perf_counter() - t0}
-    return NystromApprox(U=np.ascontiguousarray(U), lam=s**2, shift=0.0, passes=0, info=info)
+    return ColumnFactor(F=F if k == F.shape[1] else np.ascontiguousarray(F[:, :k]), info=info)

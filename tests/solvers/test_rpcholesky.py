@@ -128,3 +128,29 @@ def test_pcg_with_rpcholesky_on_ntk(digits_ntk):
     assert res.converged and res.passes == res.iterations + 1 + res.iterations // 25
     info = res.info["preconditioner"]
     assert info["kind"] == "rpcholesky" and info["rank"] == 200 and 0 < info["residual_fraction"] < 1
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_column_factor_preconditioner_equals_eigen_form(digits_ntk, dtype, monkeypatch):
+    """``ColumnFactor.preconditioner`` (from F and a k x k eigh, F in row chunks) is the
+    Frangella-Tropp-Udell operator of ``NystromApprox.preconditioner`` on the SVD of the same F:
+    agreement to 1e-9 relative (float64 rounding of two algorithms; cancellation in the top
+    directions is (λ_r + μ)/σ² ~ 1e-4 here, so 1e-12 per step grows to ~1e-8 at worst). A wrong
+    scale or a missing λ_r term gives O(1) differences. Small chunks exercise the chunked products."""
+    import ntkscale.solvers.rpcholesky as rpc
+
+    K, Y = digits_ntk
+    monkeypatch.setattr(rpc, "_CHUNK_BYTES", 8 * 150 * 7)  # 7 rows per chunk: many partial chunks
+    cf = rpc.rpcholesky_factor(np.diag(K), lambda i: K[:, i], 150, seed=2, factor_dtype=dtype)
+    assert cf.F.dtype == dtype and cf.rank == 150 and cf.passes == 0
+    ny = cf.to_nystrom()
+    ridge = 1e-3 * np.mean(np.diag(K))
+    R = np.random.default_rng(0).standard_normal((K.shape[0], 3))
+    a, b = cf.preconditioner(ridge)(R), ny.preconditioner(ridge)(R)
+    assert np.linalg.norm(a - b) <= 1e-9 * np.linalg.norm(b)
+    np.testing.assert_allclose(cf.matvec(R), ny.matvec(R), rtol=1e-8, atol=1e-8 * np.abs(K).max())
+    # float32 F: the same pivots as float64 (the updates' rounding is far below the residuals)
+    ref = rpc.rpcholesky_factor(np.diag(K), lambda i: K[:, i], 150, seed=2)
+    np.testing.assert_array_equal(cf.info["pivots"], ref.info["pivots"])
+    with pytest.raises(ValueError, match="ridge > 0"):
+        rpc.ColumnFactor(F=np.zeros((5, 2))).preconditioner(0.0)
