@@ -188,6 +188,8 @@ def solve(op: Any, y: Any, ridge: float = 0.0, *, solver: str = "auto", tol: flo
     if solver == "auto":
         limit = dense_limit() if n_dense is None else int(n_dense)
         solver, reason, densify = _choose(op, ridge, limit, pcg_min_relative_ridge, pcg_min_n)
+        if preconditioner == "rpcholesky":
+            reason = reason.replace("Nyström-PCG", "RPCholesky-PCG")
         log.info("solver='auto' picked %s (%s)", solver, reason)
         if solver == "cholesky" and ridge == 0 and jitter is False:
             jitter = True
