@@ -133,7 +133,14 @@ class StoredGram:
         chunk = self.store.chunk_nbytes(self.kind)
         return frozenset(spread(tiles, budget // max(chunk, 1)))
 
+    def release_columns(self) -> None:
+        """Free what :meth:`columns` keeps between calls (the rows' inputs on the workers)."""
+        inputs, self._row_inputs = getattr(self, "_row_inputs", None), None
+        if inputs is not None:
+            inputs.release()
+
     def close(self) -> None:
+        self.release_columns()
         self.runner.close()
 
     def __enter__(self) -> "StoredGram":
@@ -294,10 +301,12 @@ class StoredGram:
         arch = self._arch() if self.symmetric and self.subsets != "read" else None
         rows = np.arange(n)
         if arch is not None:
-            from .tiling.subset import subset_block
+            from .tiling.subset import RowInputs, subset_block
 
+            if getattr(self, "_row_inputs", None) is None:  # read and scattered once, kept for the next calls
+                self._row_inputs = RowInputs(self.runner, self.store)
             return subset_block(self.runner, self.store, arch, self.kind, rows, idx,
-                                device=self.device, diag=self.diag())
+                                device=self.device, diag=self.diag(), inputs=self._row_inputs)
         order = np.argsort(idx, kind="stable")
         block = read_blocks(self, rows, idx[order])
         out = np.empty_like(block)

@@ -63,8 +63,13 @@ def build_preconditioner(op: Any, rank: int, kind: str = "nystrom", *, power_ite
     else:
         n = op.shape[0]
         dtype = np.float32 if 8.0 * n * rank > RPC_FLOAT64_MAX_BYTES else np.float64
-        pre = rpcholesky_factor(op.diag(), columns if columns is not None else operator_columns(op), rank,
-                                seed=seed, factor_dtype=dtype)
+        try:
+            pre = rpcholesky_factor(op.diag(), columns if columns is not None else operator_columns(op), rank,
+                                    seed=seed, factor_dtype=dtype)
+        finally:  # a stored Gram keeps the rows' inputs on its workers between column requests
+            release = getattr(op, "release_columns", None)
+            if callable(release):
+                release()
         pre.info["factor_dtype"] = np.dtype(dtype).name
     pre.info.update(kind=kind, rank=pre.rank, passes=pre.passes, seconds=time.perf_counter() - t)
     return pre

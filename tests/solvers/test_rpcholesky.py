@@ -92,6 +92,35 @@ def test_columns_of_operators(tmp_path):
     np.testing.assert_array_equal(take(idx), K[:, idx])  # take-based fallback, in idx order
 
 
+def test_stored_columns_on_a_cluster_reuse_the_scattered_rows(tmp_path, client):
+    """On a Dask cluster ``StoredGram.columns`` reads and scatters the rows' inputs once
+    (RowInputs) and reuses them: both calls equal the stored columns; the second ships no row
+    input (GramStore.read_rows is not called again); release_columns frees them."""
+    from ntkscale.storage import GramStore
+    from ntkscale.tiling import build_gram
+
+    from .conftest import data, make_arch
+
+    X = data(300)
+    build_gram(make_arch(), X, str(tmp_path / "g"), get="ntk", tile=128, dtype=np.float32, client="sync")
+    op = StoredGram(str(tmp_path / "g"), client=client)
+    K = StoredGram(str(tmp_path / "g"), client="sync").to_numpy()
+    reads = []
+    orig = GramStore.read_rows
+    GramStore.read_rows = lambda self, *a, **k: reads.append(a) or orig(self, *a, **k)
+    try:
+        a = op.columns(np.array([5, 299, 17]))
+        inputs = op._row_inputs
+        b = op.columns(np.array([100, 0]))
+    finally:
+        GramStore.read_rows = orig
+    np.testing.assert_array_equal(a, K[:, [5, 299, 17]])  # float32 store: computed entries round to the stored
+    np.testing.assert_array_equal(b, K[:, [100, 0]])
+    assert op._row_inputs is inputs and len(inputs.x_blocks) == 1 and reads == []
+    op.release_columns()
+    assert op._row_inputs is None and inputs.x_blocks == []
+
+
 @pytest.fixture(scope="module")
 def digits_ntk():
     """Depth-3 FC ReLU NTK of all 1797 sklearn digits (sphere-preprocessed) and one-hot targets."""
