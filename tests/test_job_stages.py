@@ -196,6 +196,21 @@ def test_export_after_real_stages(tmp_path):
         assert arrays["evecs"].shape == (48, 6) and attrs["trace"] == float(z["trace"])
 
 
+def test_a_stage_whose_input_no_stage_makes_is_refused_before_any_work(tmp_path):
+    """[forecast] enabled without 'spectrum' in the run (and no spectrum.npz from an earlier
+    run): one ConfigError naming both stages and the fix, before the run directory exists (a
+    120k run used to fail this way after its 27-minute fit)."""
+    from ntkscale._config import ConfigError
+
+    doc = {**DOC, "data": {"source": "sphere", "n_train": 40, "n_test": 10, "n": 50, "d": 4},
+           "job": {"out": str(tmp_path / "run"), "stages": ["gram", "fit", "predict"]},
+           "forecast": {"enabled": True}}
+    cfg = parse_job(doc, environ={})
+    with pytest.raises(ConfigError, match=r"'forecast' needs the 'spectrum' stage's spectrum.npz.*enabled = false"):
+        run_stages(cfg, registry.active_stages(cfg))
+    assert not (tmp_path / "run").exists()
+
+
 def test_forecast_after_real_stages(tmp_path):
     """gram → fit → predict → spectrum → forecast on a small synthetic job: the full-n GCV
     forecast from the top-k pairs is near the exact GCV of all n pairs (both from the stored

@@ -137,4 +137,5 @@ def _line(v: dict) -> str:
 
 
 register(Stage("forecast", stage_forecast, _line, section="forecast", parse=_parse, store="reads",
+               needs=(("spectrum", "spectrum.npz"),),
                description="Full-n test-error forecast (GCV of the completed spectrum) and a scaling law."))

@@ -86,6 +86,10 @@ class Stage:
         What the stage does with the train Gram store: the run's pre-flight check (before
         anything is written) asks a stage that ``'reads'`` it for a finished store of this
         job's data and model, and one that ``'builds'`` it for a location it may write.
+    needs : tuple of (stage, file)
+        Files of the run directory the stage reads, and the stage that writes each: the
+        pre-flight check refuses a run where such a stage is neither run before it nor has
+        left its file (e.g. ``forecast`` needs ``spectrum``'s ``spectrum.npz``).
     """
 
     name: str
@@ -97,6 +101,7 @@ class Stage:
     plan: Optional[Callable[["JobConfig", PlanSizes], dict]] = None
     description: str = ""
     store: str = "none"
+    needs: tuple = ()
 
     def __post_init__(self) -> None:
         if self.store not in ("reads", "builds", "none"):

@@ -27,6 +27,7 @@ import time
 from typing import Optional, Sequence
 
 from . import registry
+from .._config import ConfigError
 from .config import JobConfig, to_plain
 from .context import JobContext
 from .report import write_report
@@ -80,6 +81,17 @@ def run_stages(cfg: JobConfig, stages: Sequence[str], *, progress: Optional[bool
     return ctx.metrics
 
 
+def _check_needs(cfg: JobConfig, stages: Sequence[str]) -> None:
+    """Each stage's inputs from other stages (``Stage.needs``): run before it, or left in the
+    run directory by an earlier run."""
+    for k, name in enumerate(stages):
+        for other, fname in registry.get_stage(name).needs:
+            if other not in stages[:k] and not os.path.exists(os.path.join(cfg.out, fname)):
+                raise ConfigError(f"stage {name!r} needs the {other!r} stage's {fname}, which this run neither "
+                                  f"computes before it nor finds in {cfg.out!r}: add {other!r} before {name!r} "
+                                  f"to [job] stages, or switch {name!r} off ([{name}] enabled = false)")
+
+
 def preflight(ctx: JobContext, stages: Sequence[str]) -> None:
     """Every check a run makes before it writes anything (the run directory, a store).
 
@@ -100,6 +112,7 @@ def preflight(ctx: JobContext, stages: Sequence[str]) -> None:
     cfg = ctx.cfg
     check_dir(cfg.out, "run", key="[job] out")
     _check_nesting(cfg)
+    _check_needs(cfg, stages)
     data = ctx.data  # loaded and validated before anything is written
     roles = {registry.get_stage(s).store for s in stages}
     k = cfg.kernel
