@@ -103,8 +103,10 @@ class ColumnFactor:
         43 on the digits NTK at rank 200.) Applies to R of shape (n, C).
         """
         mu = float(ridge)
-        s2, W = np.linalg.eigh(_gram64(self.F))  # ascending
-        s2 = np.maximum(s2, 0.0)
+        if "_eig" not in self.__dict__:  # Fᵀ F's eigh, computed once for every ridge (pcg_path)
+            s2, W = np.linalg.eigh(_gram64(self.F))  # ascending
+            self.__dict__["_eig"] = (np.maximum(s2, 0.0), W)
+        s2, W = self.__dict__["_eig"]
         lam_r = float(s2[0])
         if lam_r + mu <= 0:
             raise ValueError("the RPCholesky preconditioner needs ridge > 0 or a full-rank factor")
