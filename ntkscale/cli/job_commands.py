@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from typing import Optional
@@ -17,8 +18,6 @@ _OVERWRITE = click.option("--overwrite", is_flag=True,
 
 
 def _load(job: str, out: Optional[str], overwrite: bool = False):
-    import dataclasses
-
     from ..job import load_job
 
     cfg = load_job(job, out=out)
@@ -77,14 +76,18 @@ def register(cli: click.Group) -> None:
                   help="Calibrate on the job's cluster (local or address kinds: task overheads, "
                        "parallel efficiency, a real pass over a small store) or in this process only.")
     @click.option("--ridge", "ridge", type=click.FloatRange(min=0, min_open=True), default=None,
-                  help="Relative ridge to assume when the job chooses it by GCV/LOO (default 1e-3).")
+                  help="Relative ridge to assume when the job chooses it by GCV/LOO (default: run the "
+                       "job's selection step on its data now, or 1e-3 with --no-ridge-step).")
+    @click.option("--ridge-step/--no-ridge-step", "ridge_step", default=True, show_default=True,
+                  help="When the job chooses its ridge by GCV/LOO: run that sub-block step now (about a "
+                       "minute at 8192 points) and plan the fit with the ridge it finds.")
     @click.option("--pcg-iters", "pcg_iters", type=click.IntRange(min=1), default=None,
                   help="PCG iterations to assume (default: a heuristic from the ridge).")
     @click.option("--save-calibration", default=None, type=click.Path(dir_okay=False),
                   help="Write the calibration to this JSON file (reuse it with --calibration).")
     @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
     def plan(job: str, workers: Optional[int], n: Optional[int], d: Optional[int],
-             calibration: Optional[str], on_cluster: bool, ridge: Optional[float],
+             calibration: Optional[str], on_cluster: bool, ridge: Optional[float], ridge_step: bool,
              pcg_iters: Optional[int], save_calibration: Optional[str], as_json: bool) -> None:
         """Capacity estimate for a job before running it: tiles, bytes on disk, memory per
         worker, flops and time per stage, calibrated by a few seconds of measurement on this
@@ -94,10 +97,18 @@ def register(cli: click.Group) -> None:
 
         cfg = _load(job, None)
         sizes: dict = {}
-        if n is None or d is None:
+        selected: Optional[dict] = None
+        select_now = ridge is None and ridge_step and isinstance(cfg.solver["ridge"], str)
+        if n is None or d is None or select_now:
             from ..data import load_dataset
 
             data = load_dataset(cfg.data, seed=cfg.job["seed"])
+            if select_now:
+                from ..job.model import build_arch as _arch
+                from ..job.plan_ridge import planned_ridge
+
+                selected = planned_ridge(cfg, data, _arch(cfg.model))
+                ridge = selected["ridge_relative"]
             classes = data.classes if data.task == "classification" else None
             sizes = dict(n_test=0 if data.X_test is None else int(data.X_test.shape[0]),
                          n_outputs=int(len(classes)) if classes is not None
@@ -121,6 +132,10 @@ def register(cli: click.Group) -> None:
         if pcg_iters is not None:
             extra["pcg_iters"] = pcg_iters
         p = estimate_from_config(cfg, n=n, d=d, calibration=cal, **sizes, **extra)
+        if selected is not None:
+            p = dataclasses.replace(p, notes=(f"ridge by {selected['rule']} on a {selected['subsample']}-point sub-block, run now: "
+                       f"{selected['ridge_relative']:.4g} x mean diag ({selected['seconds']:.0f} s); the fit "
+                       "is planned with it", *p.notes))
         click.echo(json.dumps(p.to_dict(), indent=2, default=str) if as_json else p.table())
 
 

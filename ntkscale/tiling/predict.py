@@ -48,6 +48,7 @@ def cross_matvec_task(arch: Layer, x: np.ndarray, url: str, build_id: str, V: di
                       storage_options: Optional[dict] = None, device: str = "cpu") -> dict[str, np.ndarray]:
     """``{kind: K_kind(x, X_train) @ V[kind]}`` for one test block x (b, d)."""
     kinds = tuple(V)
+    V = {k: tasks.aligned(v) for k, v in V.items()}  # (a received frame's view: see tasks.aligned)
     out = {k: np.zeros((x.shape[0], V[k].shape[1])) for k in kinds}
     for cols, tiles in _cross_block(arch, x, url, build_id, kinds, storage_options, device):
         for k in kinds:

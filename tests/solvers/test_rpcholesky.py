@@ -169,7 +169,8 @@ def test_column_factor_preconditioner_equals_eigen_form(digits_ntk, dtype, monke
     import ntkscale.solvers.rpcholesky as rpc
 
     K, Y = digits_ntk
-    monkeypatch.setattr(rpc, "_CHUNK_BYTES", 8 * 150 * 7)  # 7 rows per chunk: many partial chunks
+    monkeypatch.setattr(rpc, "_APPLY_CHUNK_BYTES", 8 * 150 * 7)  # 7 rows per chunk: many partial chunks
+    monkeypatch.setattr(rpc, "_GRAM_CHUNK_BYTES", 8 * 150 * 11)
     cf = rpc.rpcholesky_factor(np.diag(K), lambda i: K[:, i], 150, seed=2, factor_dtype=dtype)
     assert cf.F.dtype == dtype and cf.rank == 150 and cf.passes == 0
     ny = cf.to_nystrom()

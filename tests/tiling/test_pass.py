@@ -245,3 +245,44 @@ def test_take_auto_computes_only_when_cheaper(arch, tmp_path):
         assert not op._compute(dense, dense)
     with pytest.raises(ValueError, match="subsets"):
         StoredGram(url, "ntk", subsets="maybe")
+
+
+def _unaligned(a: np.ndarray) -> np.ndarray:
+    """``a``'s values in a read-only view 3 bytes past an aligned address (as a received frame can be)."""
+    raw = np.zeros(a.nbytes + 128, dtype=np.uint8)
+    off = (-raw.ctypes.data) % 64 + 3
+    view = np.frombuffer(raw.data, dtype=a.dtype, count=a.size, offset=off).reshape(a.shape)
+    raw[off:off + a.nbytes] = np.frombuffer(a.tobytes(), dtype=np.uint8)
+    view.flags.writeable = False
+    return view
+
+
+def test_aligned_copies_only_what_matmul_would_copy():
+    from ntkscale.tiling.tasks import aligned
+
+    a = np.random.default_rng(0).standard_normal((50, 3))
+    assert aligned(a) is a  # C-ordered, aligned, writeable: used as is
+    u = _unaligned(a)
+    assert not u.flags.aligned and not u.flags.writeable
+    b = aligned(u)
+    assert b.flags.aligned and b.flags.c_contiguous and b.flags.writeable and b.dtype == a.dtype
+    np.testing.assert_array_equal(b, a)
+
+
+def test_matvec_task_with_an_unaligned_block_equals_dense(arch, tmp_path):
+    """What a worker receives: V unaligned and read-only. Same products as the aligned V."""
+    from ntkscale.storage import GramStore
+    from ntkscale.tiling import tasks
+
+    n, url = 150, str(tmp_path / "g.zarr")
+    build_gram(arch, data(n), url, get="ntk", tile=64, dtype=np.float32, client="sync")
+    V = np.random.default_rng(2).standard_normal((n, 5))
+    build_id = GramStore.open(url).meta["build_id"]
+    with StoredGram(url, "ntk") as op:
+        tiles = [t for group in op._task_tiles() for t in group]
+        want = op.to_numpy().astype(np.float64) @ V
+    parts = tasks.matvec_task(url, build_id, "ntk", tiles, _unaligned(V), io="direct")
+    got = np.zeros_like(want)
+    for block, part in parts.items():
+        got[block * 64: block * 64 + part.shape[0]] += part
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12 * np.abs(want).max())
