@@ -211,6 +211,28 @@ def test_a_stage_whose_input_no_stage_makes_is_refused_before_any_work(tmp_path)
     assert not (tmp_path / "run").exists()
 
 
+def test_forecast_sizes_by_default_and_refused_before_any_work(tmp_path):
+    """The default sub-block sizes give the law its 3+ points at any n (at n = 120 000 they were
+    all 4096, and the headline job failed after its 27 minutes of fit and spectrum); sizes that
+    leave fewer than 3 below n are refused by the pre-flight, before the run directory exists."""
+    from ntkscale._config import ConfigError
+    from ntkscale.job.forecast import forecast_sizes
+
+    c = {"sizes": []}
+    assert forecast_sizes(c, 120_000) == [512, 1024, 2048, 4096]
+    assert forecast_sizes(c, 400) == [25, 50, 100, 200]
+    assert forecast_sizes({"sizes": [16, 32, 64, 999]}, 100) == [16, 32, 64]
+    with pytest.raises(ConfigError, match=r"3 sub-block sizes below n = 50, got \[16, 32\].*\[forecast\] sizes"):
+        forecast_sizes({"sizes": [16, 32, 64]}, 50)
+    doc = {**DOC, "data": {"source": "sphere", "n_train": 50, "n_test": 10, "n": 60, "d": 4},
+           "job": {"out": str(tmp_path / "run"), "stages": ["gram", "fit", "spectrum", "forecast"]},
+           "kernel": {"store": str(tmp_path / "g.zarr")}, "forecast": {"sizes": [16, 32, 64]}}
+    cfg = parse_job(doc, environ={})
+    with pytest.raises(ConfigError, match="below n = 50"):
+        run_stages(cfg, registry.active_stages(cfg))
+    assert not (tmp_path / "run").exists() and not (tmp_path / "g.zarr").exists()
+
+
 def test_forecast_after_real_stages(tmp_path):
     """gram → fit → predict → spectrum → forecast on a small synthetic job: the full-n GCV
     forecast from the top-k pairs is near the exact GCV of all n pairs (both from the stored

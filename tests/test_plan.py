@@ -207,6 +207,9 @@ def test_rpcholesky_plan_skips_the_sketch_and_advises_a_rank_within_memory():
     rpc = estimate(120_000, 784, ARCH, pcg_rank=1000, preconditioner="rpcholesky", **kw).stage("fit")
     assert rpc.seconds < ny.seconds and rpc.passes == ny.passes - 1
     assert "RPCholesky-PCG, rank 1000" in rpc.method and any("kernel columns" in x for x in rpc.notes)
+    auto = estimate(120_000, 784, ARCH, pcg_rank=1000, preconditioner="rpcholesky",
+                    **{**kw, "solver": "auto"}).stage("fit")
+    assert any(x.startswith("auto: ") and "RPCholesky-PCG" in x and "Nyström" not in x for x in auto.notes)
     big = estimate(120_000, 784, ARCH, pcg_rank=8000, preconditioner="rpcholesky", **kw).stage("fit")
     # F float32 (n r 4) + 3 r² 8 + two (n, 100) float64 blocks, over the client baseline
     assert big.client_peak_bytes >= 120_000 * 8000 * 4 + 3 * 8 * 8000**2

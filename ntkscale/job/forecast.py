@@ -4,8 +4,8 @@ Section (defaults shown)::
 
     [forecast]
     enabled = false               # true: add "forecast" to job.stages (or list it there)
-    sizes = []                    # sub-block sizes for the scaling law (default: n/16, n/8, n/4,
-                                  # n/2, each at most 4096)
+    sizes = []                    # sub-block sizes for the scaling law (default: m/8, m/4, m/2,
+                                  # m with m = min(n/2, 4096))
     trials = 3                    # random sub-blocks per size
     horizon = 10.0                # forecast out to horizon × n
 
@@ -44,6 +44,29 @@ def _parse(t: Mapping[str, Any]) -> dict:
     return {"enabled": get(t, "enabled", bool, False, path="forecast"), "sizes": sorted(set(sizes)),
             "trials": get(t, "trials", int, 3, path="forecast", min=2),
             "horizon": get(t, "horizon", float, 10.0, path="forecast", min=1.0)}
+
+
+def forecast_sizes(c: Mapping[str, Any], n: int) -> list[int]:
+    """The scaling law's sub-block sizes below ``n``: ``[forecast] sizes``, or by default
+    ``m/8, m/4, m/2, m`` with ``m = min(n // 2, MAX_SUB)`` (at n = 120 000: 512 … 4096).
+
+    Raises
+    ------
+    ConfigError
+        Fewer than 3 sizes below n (the law has 3 parameters), naming the setting.
+    """
+    m = min(n // 2, MAX_SUB)
+    sizes = [v for v in (c["sizes"] or sorted({max(8, m >> k) for k in (3, 2, 1, 0)})) if v < n]
+    if len(sizes) < 3:
+        raise ConfigError(f"the forecast's scaling law needs 3 sub-block sizes below n = {n}, got {sizes}: "
+                          "set [forecast] sizes to 3 or more sizes below n, or switch it off "
+                          "([forecast] enabled = false)")
+    return sizes
+
+
+def _check(ctx: JobContext) -> None:
+    """Pre-flight: the sub-block sizes for this job's n (before any stage runs)."""
+    forecast_sizes(ctx.cfg.sections["forecast"], int(ctx.data.X_train.shape[0]))
 
 
 def _ridge(ctx: JobContext, op: Any, Y: np.ndarray) -> float:
@@ -91,11 +114,7 @@ def stage_forecast(ctx: JobContext) -> dict:
     if evals.size >= n:
         raise ValueError(f"spectrum.npz holds all {n} eigenpairs: the forecast expects a top-k spectrum")
     full = full_n_forecast(evals / n, (evecs.T @ Y) ** 2 / n, trace / n, np.sum(Y * Y, axis=0) / n, n, lam)
-    sizes = c["sizes"] or sorted({min(MAX_SUB, max(8, n // f)) for f in (16, 8, 4, 2)})
-    sizes = [m for m in sizes if m < n]
-    if len(sizes) < 3:
-        raise ConfigError(f"the scaling law needs 3 sub-block sizes below n = {n}, got {sizes}; "
-                          "set 'forecast.sizes'")
+    sizes = forecast_sizes(c, n)
     pts = [_sub_gcv(op, Y, m, lam, c["trials"], ctx.cfg.job["seed"] + i) for i, m in enumerate(sizes)]
     p = sizes + [n]
     E = [v for v, _ in pts] + [full.gcv]
@@ -137,5 +156,5 @@ def _line(v: dict) -> str:
 
 
 register(Stage("forecast", stage_forecast, _line, section="forecast", parse=_parse, store="reads",
-               needs=(("spectrum", "spectrum.npz"),),
+               needs=(("spectrum", "spectrum.npz"),), check=_check,
                description="Full-n test-error forecast (GCV of the completed spectrum) and a scaling law."))

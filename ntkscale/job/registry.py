@@ -90,6 +90,10 @@ class Stage:
         Files of the run directory the stage reads, and the stage that writes each: the
         pre-flight check refuses a run where such a stage is neither run before it nor has
         left its file (e.g. ``forecast`` needs ``spectrum``'s ``spectrum.npz``).
+    check : callable, optional
+        ``check(ctx: JobContext) -> None``: what the stage can verify once the data are loaded
+        (their size, say), run by the pre-flight before anything is written or computed; raises
+        :class:`ntkscale._config.ConfigError` naming the setting.
     """
 
     name: str
@@ -102,6 +106,7 @@ class Stage:
     description: str = ""
     store: str = "none"
     needs: tuple = ()
+    check: Optional[Callable[["JobContext"], None]] = None
 
     def __post_init__(self) -> None:
         if self.store not in ("reads", "builds", "none"):

@@ -100,7 +100,7 @@ def preflight(ctx: JobContext, stages: Sequence[str]) -> None:
     contain one another; the data are loaded and validated; a stage that builds the Gram
     store is asked whether the build would be refused (a store of other data or settings,
     unless ``[kernel] overwrite``), a stage that reads it whether a finished store of this
-    job's data and model is there.
+    job's data and model is there; each stage's ``check`` runs on the loaded data.
 
     Raises
     ------
@@ -114,6 +114,10 @@ def preflight(ctx: JobContext, stages: Sequence[str]) -> None:
     _check_nesting(cfg)
     _check_needs(cfg, stages)
     data = ctx.data  # loaded and validated before anything is written
+    for name in stages:  # each stage's own checks on the loaded data (Stage.check)
+        check = registry.get_stage(name).check
+        if check is not None:
+            check(ctx)
     roles = {registry.get_stage(s).store for s in stages}
     k = cfg.kernel
     if "builds" in roles:

@@ -94,6 +94,8 @@ def fit_stage(n: int, T: int, itemsize: int, n_outputs: int, res: Resources, *, 
     if solver == "auto":
         chosen, why, dense = auto_method(n, ridge_relative, limit)
         method = {("eigh", True): "eigh", ("cholesky", True): "dense-cholesky"}.get((chosen, dense), chosen)
+        if preconditioner == "rpcholesky":  # as solve(auto) words it (solvers.api)
+            why = why.replace("Nyström-PCG", "RPCholesky-PCG")
         notes.append(f"auto: {why} (client memory {res.client_memory / 2**30:.1f} GiB)")
     read_s, read_b = dense_read(n, T, itemsize, res)
     base, wbase = res.client_baseline, res.worker_baseline
