@@ -45,6 +45,9 @@ def _median_time(fn, reps: int) -> tuple[float, list[float], object]:
     return statistics.median(times), times, out
 
 
+from ntkscale._blas import POTRF_THREADED_MAX, potrf_threads  # noqa: E402
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=20000)
@@ -88,7 +91,8 @@ def main() -> None:
     tile = args.tile or choose_tile(n, n, args.d, memory_per_task=4 * 2**30, n_kinds=1, parallel_tasks=2,
                                     symmetric=True)
     res: dict = {"n": n, "d": args.d, "tile": tile, "reps": args.reps, "cores": os.cpu_count(),
-                 "gram_store_dtype": "float64", "ridge_relative": args.ridge}
+                 "gram_store_dtype": "float64", "ridge_relative": args.ridge,
+                 "scipy_blas_threads": 1 if n > POTRF_THREADED_MAX else "default"}
     try:
         from distributed import LocalCluster
 
@@ -114,7 +118,10 @@ def main() -> None:
             def dense() -> tuple[float, Any]:
                 B = np.array(A, order="F")  # LAPACK's layout, so overwrite_a works in place (no hidden copy)
                 t = time.perf_counter()
-                c = sla.cho_factor(B, lower=False, overwrite_a=True, check_finite=False)
+                # one BLAS thread above POTRF_THREADED_MAX: OpenBLAS's threaded potrf segfaults there
+                # on the AVX-512 VM (ntkscale._blas); the JSON records the threads scipy had
+                with potrf_threads(n):
+                    c = sla.cho_factor(B, lower=False, overwrite_a=True, check_finite=False)
                 return time.perf_counter() - t, c
 
             # float64: the first tiled run before the dense matrix is loaded (client memory of the

@@ -24,6 +24,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import scipy.linalg
 
+from .._blas import potrf_threads
 from ..solvers import dense_limit, lanczos_matfuncs, solve as solve_op
 from ._args import is_operator, to_numpy
 
@@ -114,7 +115,8 @@ class TrainKernel:
             return np.asarray(res.x, dtype=np.float64).reshape(B.shape)
         if self._cho is None:
             try:
-                self._cho = scipy.linalg.cho_factor(self.K + self.ridge * np.eye(self.n), lower=False)
+                with potrf_threads(self.n):  # (OpenBLAS's threaded potrf crashes at n >= 16 384)
+                    self._cho = scipy.linalg.cho_factor(self.K + self.ridge * np.eye(self.n), lower=False)
                 self.info.append({"method": "lapack-cholesky", "n": self.n, "ridge": self.ridge})
             except np.linalg.LinAlgError:
                 self._cho = False  # singular K + ridge I: the minimum-norm solution (t -> inf)

@@ -22,6 +22,7 @@ from scipy.linalg.lapack import get_lapack_funcs
 from ..errors import ConvergenceWarning, JitterWarning, NotPositiveDefiniteError
 from .regularization import cholesky_info
 from .result import SolveResult
+from .._blas import potrf_threads
 from ..linop import can_factorize, check_ridge, dense_array, jitter_schedule
 from .validate import check_rhs
 
@@ -82,7 +83,8 @@ def _dense(K: np.ndarray, y: np.ndarray, ridge: float, jitter: Any, refine: bool
         lam = ridge + rel * mean_diag
         A = np.array(K, order="F")  # LAPACK's layout: potrf works in place (16 n² bytes in all)
         A.flat[::len(K) + 1] += lam
-        c, info = potrf(A, lower=0, clean=1, overwrite_a=1)
+        with potrf_threads(A.shape[0]):  # (OpenBLAS's threaded potrf crashes at n >= 16 384)
+            c, info = potrf(A, lower=0, clean=1, overwrite_a=1)
         if info == 0:
             break
         if info < 0:  # pragma: no cover

@@ -32,6 +32,7 @@ import numpy as np
 import scipy.linalg as sla
 
 from ..linop import check_ridge
+from .._blas import potrf_threads
 from .validate import check_nonneg
 from .spectrum import empirical_spectrum
 from .subsets import gather, pinv_weights, subsample_trials
@@ -144,7 +145,8 @@ def _leading_factor(K: np.ndarray, lam: float) -> Optional[np.ndarray]:
     A = np.array(K, dtype=np.float64, order="F")
     A[np.diag_indices_from(A)] += lam
     try:
-        return sla.cholesky(A, lower=True, overwrite_a=True, check_finite=False)
+        with potrf_threads(A.shape[0]):  # (OpenBLAS's threaded potrf crashes at n >= 16 384)
+            return sla.cholesky(A, lower=True, overwrite_a=True, check_finite=False)
     except np.linalg.LinAlgError:
         return None
 
