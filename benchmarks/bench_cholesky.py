@@ -3,7 +3,9 @@
 Builds a depth-3 ReLU NTK Gram (W_std=sqrt2, b_std=0.1) of n Gaussian points, d=784, stored
 float64, then measures (medians over --reps):
   * tiled float64 factorization on a 2-worker local cluster (single-threaded workers)
-    vs scipy.linalg.cho_factor on the same matrix in memory (this process, all cores);
+    vs scipy.linalg.cho_factor on the same matrix in memory (this process, all cores; one BLAS
+    thread above n = 12288, where OpenBLAS's threaded potrf segfaults on the AVX-512 VM:
+    compare at n <= 12288);
   * the float32 factor + float64 iterative refinement path vs the float64 path
     (factor time, solve/refinement time, steps, final relative residual);
   * the peer: scikit-learn ``KernelRidge(alpha=ridge, kernel='precomputed').fit(K, y)`` on the same
@@ -196,7 +198,8 @@ def main() -> None:
     print(f"n={n} d={args.d} Gram tile={tile} ({res['n_tiles']} tiles), factor tile={res['factor_tile']} "
           f"({res['factor_tiles']} tiles), ridge={args.ridge:g} x mean diag (medians of {args.reps}); "
           f"Gram build {res['build_s']:.1f} s")
-    print(f"  scipy cho_factor in memory (all cores)   {res['scipy_cho_factor_s']:8.2f} s "
+    where = "all cores" if res["scipy_blas_threads"] == "default" else "1 thread: n > POTRF_THREADED_MAX"
+    print(f"  scipy cho_factor in memory ({where})   {res['scipy_cho_factor_s']:8.2f} s "
           f"{flops / res['scipy_cho_factor_s'] / 1e9:6.1f} GFLOP/s")
     for name in ("f64", "f32"):
         print(f"  tiled {name} factor, {args.workers}w x {args.blas_threads} thr, {args.placement:6s}  {res[f'tiled_{name}_factor_s']:8.2f} s "
