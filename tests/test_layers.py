@@ -16,7 +16,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1] / "ntkscale"
 
 # lowest first; a unit may import units of its own layer or below
 LAYERS = [
-    {"errors", "linop", "_config", "kernels", "empirical", "stax", "testing", "__version__"},  # 0 contracts, pure math
+    {"errors", "linop", "_config", "_blas", "kernels", "empirical", "stax", "testing",
+     "__version__"},                              # 0 contracts, pure math, the BLAS-thread guard
     {"storage", "runner"},                        # 1 zarr stores; the dask runner
     {"tiling", "data"},                           # 2 tiles as tasks; datasets
     {"operator", "_blocks"},                      # 3 the stored operator
@@ -31,7 +32,7 @@ LAYERS = [
 RANK = {unit: i for i, units in enumerate(LAYERS) for unit in units}
 PURE = {"kernels", "empirical", "spectral", "solvers"}
 PURE_MAY_IMPORT = {"errors", "linop", "kernels", "empirical", "stax", "spectral", "solvers", "_config",
-                   "testing"}
+                   "testing", "_blas"}
 HEAVY = {"dask", "distributed", "zarr", "fsspec", "numcodecs"}
 # known exceptions, each with its reason (issue 13 lists them; remove an entry when fixed)
 ALLOWED: dict[tuple[str, str], str] = {}
