@@ -47,7 +47,7 @@ def planned_ridge(cfg: Any, data: Any, arch: Any) -> dict:
     """
     from ..kernels import diag_stats, kernel_tile
     from ..pipeline import encode_targets, resolve_ridge
-    from ..solvers.ridge import AUTO_SUBSAMPLE, AUTO_SUBSAMPLE_ABOVE
+    from ..solvers.ridge import selection_points
 
     s = cfg.solver
     if not isinstance(s["ridge"], str):
@@ -57,10 +57,8 @@ def planned_ridge(cfg: Any, data: Any, arch: Any) -> dict:
     n = X.shape[0]
     classes = np.unique(data.y_train) if data.task == "classification" else None
     Y = encode_targets(data.y_train, classes)
-    want = s["ridge_subsample"] or None
-    m = min(n, (n if n <= AUTO_SUBSAMPLE_ABOVE else AUTO_SUBSAMPLE) if want is None else int(want))
-    # the points choose_ridge draws for the stored Gram (same seed, same rule)
-    idx = np.arange(n) if m >= n else np.sort(np.random.default_rng(cfg.job["seed"]).choice(n, size=m, replace=False))
+    idx = selection_points(n, s["ridge_subsample"] or None, cfg.job["seed"])  # the fit's points
+    m = idx.size
     x, kind = X[idx], cfg.kernel["kind"]
     K = kernel_tile(arch, x, None, diag_stats(arch, x, dtype=np.float64), None, (kind,), dtype=np.float64,
                     out_dtype=np.dtype(cfg.kernel["dtype"]))[kind]

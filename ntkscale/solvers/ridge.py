@@ -9,11 +9,23 @@ import numpy as np
 
 from .api import dense_limit
 
-__all__ = ["choose_ridge", "AUTO_SUBSAMPLE_ABOVE", "AUTO_SUBSAMPLE"]
+__all__ = ["choose_ridge", "selection_points", "AUTO_SUBSAMPLE_ABOVE", "AUTO_SUBSAMPLE"]
 
 DEFAULT_GRID = np.logspace(-6, 1, 22)  # relative to mean(diag K)
 AUTO_SUBSAMPLE_ABOVE = 12000  # n beyond which subsample=None selects on AUTO_SUBSAMPLE points
 AUTO_SUBSAMPLE = 8192
+
+
+def selection_points(n: int, subsample: Optional[int] = None, seed: int = 0) -> np.ndarray:
+    """The sorted points (m,) whose principal sub-block :func:`choose_ridge` evaluates: all n, or
+    ``subsample`` of them (default ``AUTO_SUBSAMPLE`` above ``AUTO_SUBSAMPLE_ABOVE``) drawn
+    without replacement with ``seed``. ``ntkscale plan`` draws the same ones
+    (:mod:`ntkscale.job.plan_ridge`)."""
+    m = (n if n <= AUTO_SUBSAMPLE_ABOVE else AUTO_SUBSAMPLE) if subsample is None else int(subsample)
+    if m < 2:
+        raise ValueError(f"subsample must be >= 2 points, got {subsample!r}")
+    m = min(m, n)
+    return np.arange(n) if m >= n else np.sort(np.random.default_rng(seed).choice(n, size=m, replace=False))
 
 
 def choose_ridge(op: Any, Y: np.ndarray, rule: str, grid: Optional[Any] = None,
@@ -58,17 +70,14 @@ def choose_ridge(op: Any, Y: np.ndarray, rule: str, grid: Optional[Any] = None,
     from ..spectral.selection import select_ridge
 
     n = op.shape[0]
-    m = (n if n <= AUTO_SUBSAMPLE_ABOVE else AUTO_SUBSAMPLE) if subsample is None else int(subsample)
-    if m < 2:
-        raise ValueError(f"subsample must be >= 2 points, got {subsample!r}")
-    m = min(m, n)
+    idx = selection_points(n, subsample, seed)
+    m = idx.size
     if m > dense_limit():
         raise MemoryError(f"ridge={rule!r} needs an eigendecomposition of a {m}x{m} Gram, which "
                           "does not fit in memory here; pass a smaller subsample or a numeric ridge")
     if m < n:
         from ..spectral.curves import gather
 
-        idx = np.sort(np.random.default_rng(seed).choice(n, size=m, replace=False))
         K = gather(op, idx, idx)
         Y = np.asarray(Y)[idx]
     else:

@@ -50,8 +50,13 @@ def direct_buffer(T: int, dtype: Any) -> np.ndarray:
     """A buffer for :func:`read_chunk_direct`: uint8, starting at a 4096-byte boundary, the
     chunk's size (``T*T*itemsize + 4``) rounded up to whole 4096-byte blocks (``O_DIRECT``
     reads whole blocks); the chunk is its first ``T*T*itemsize + 4`` bytes."""
-    n = T * T * np.dtype(dtype).itemsize + 4
-    padded = -(-n // _ALIGN) * _ALIGN
+    return aligned_buffer(T * T * np.dtype(dtype).itemsize + 4)
+
+
+def aligned_buffer(nbytes: int) -> np.ndarray:
+    """uint8 buffer for ``O_DIRECT`` reads of up to ``nbytes``: starts at a 4096-byte boundary,
+    ``nbytes`` rounded up to whole 4096-byte blocks."""
+    padded = max(_ALIGN, -(-int(nbytes) // _ALIGN) * _ALIGN)
     raw = np.empty(padded + _ALIGN, dtype=np.uint8)
     off = (-raw.ctypes.data) % _ALIGN
     return raw[off: off + padded]
@@ -150,12 +155,27 @@ def read_chunk_direct(store: Any, key: str, buf: np.ndarray, nbytes: int) -> Opt
     ValueError
         If the stored chunk does not have ``nbytes`` bytes.
     """
-    flag = getattr(os, "O_DIRECT", 0)
-    if not isinstance(store, LocalStore) or not flag or buf.ctypes.data % _ALIGN or buf.nbytes % _ALIGN \
-            or buf.nbytes < nbytes:
+    if not isinstance(store, LocalStore):
         return None
+    return read_path_direct(store.root / key, buf, nbytes)
+
+
+def read_path_direct(path: Any, buf: np.ndarray, nbytes: int) -> Optional[bool]:
+    """:func:`read_chunk_direct` for a file path: ``nbytes`` of ``path`` into ``buf[:nbytes]``
+    with ``O_DIRECT`` (True), False when the file is missing, None when direct I/O is not possible
+    (no ``O_DIRECT``, ``buf`` not block-aligned or too small, a filesystem that refuses it).
+
+    Raises
+    ------
+    ValueError
+        If the file does not have ``nbytes`` bytes.
+    """
+    flag = getattr(os, "O_DIRECT", 0)
+    if not flag or buf.ctypes.data % _ALIGN or buf.nbytes % _ALIGN or buf.nbytes < -(-nbytes // _ALIGN) * _ALIGN:
+        return None
+    key = str(path)
     try:
-        fd = os.open(store.root / key, os.O_RDONLY | flag)
+        fd = os.open(path, os.O_RDONLY | flag)
     except FileNotFoundError:
         return False
     except OSError:  # EINVAL: the filesystem does not do O_DIRECT
