@@ -7,14 +7,19 @@ and writing whole chunks here, instead of through zarr's array indexing, skips z
 copies (it decodes into a new buffer, then copies the selection out, and encodes into
 another buffer on writes), which at tile sizes of 10^7-10^8 bytes cost as much as the
 read itself. On a local directory store a chunk is read straight into the caller's
-buffer; a written chunk goes through the store's ``set`` (atomic on ``LocalStore``).
+buffer; a written chunk goes through the store's ``set`` (atomic on ``LocalStore``), or, from
+a block-aligned buffer on a local directory, is written with ``O_DIRECT`` to a temporary file
+renamed into place (as ``LocalStore`` does): a buffered write of a fresh 32 MB chunk cost
+~100 ms of CPU on the 2-core VM (page-cache copy and allocation), the direct one ~5 ms.
 """
 
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import mmap
 import os
+import uuid
 from typing import Any, Optional
 
 import google_crc32c
@@ -25,7 +30,7 @@ from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
 __all__ = ["raw_dtype", "chunk_key", "tile_buffer", "read_chunks", "read_chunk_into", "map_chunk",
-           "prefetch_chunk", "direct_buffer", "read_chunk_direct", "write_chunk", "crc_ok"]
+           "prefetch_chunk", "direct_buffer", "read_chunk_direct", "write_chunk", "write_path_direct", "crc_ok"]
 
 
 def raw_dtype(array: zarr.Array) -> Optional[np.dtype]:
@@ -63,9 +68,11 @@ def aligned_buffer(nbytes: int) -> np.ndarray:
 
 
 def tile_buffer(T: int, dtype: Any) -> tuple[np.ndarray, np.ndarray]:
-    """A chunk-sized byte buffer and its C-ordered ``(T, T)`` data view (4 spare bytes for the CRC)."""
+    """A chunk-sized byte buffer and its C-ordered ``(T, T)`` data view (4 spare bytes for the
+    CRC); the buffer starts at a 4096-byte boundary, so :func:`write_chunk` can write it with
+    ``O_DIRECT``."""
     dt = np.dtype(dtype)
-    flat = np.empty(T * T * dt.itemsize + 4, dtype=np.uint8)
+    flat = aligned_buffer(T * T * dt.itemsize + 4)[: T * T * dt.itemsize + 4]
     return flat, flat[:-4].view(dt).reshape(T, T)
 
 
@@ -212,7 +219,56 @@ def prefetch_chunk(store: Any, key: str) -> None:
 
 def write_chunk(store: Any, key: str, flat: np.ndarray) -> None:
     """Write the uint8 buffer ``flat`` (data + 4 spare bytes) as chunk ``key``, its CRC32C
-    filled in first. The store writes from ``flat`` itself (no copy on ``LocalStore``)."""
+    filled in first. The store writes from ``flat`` itself (no copy on ``LocalStore``); from a
+    4096-byte aligned ``flat`` (:func:`tile_buffer`) a local chunk is written with ``O_DIRECT``
+    (:func:`write_path_direct`)."""
     flat[-4:] = np.frombuffer(np.uint32(google_crc32c.value(flat[:-4])).astype("<u4").tobytes(), np.uint8)
+    if isinstance(store, LocalStore) and write_path_direct(store.root / key, flat):
+        return
     buf = default_buffer_prototype().buffer.from_array_like(flat)
     sync(store.set(key, buf))
+
+
+def write_path_direct(path: Any, flat: np.ndarray) -> bool:
+    """Write ``flat`` as the file ``path``, atomically: into ``<path>.<hex>.partial`` (the name
+    zarr's ``LocalStore`` gives its temporary files, which :func:`~.writer.remove_partials`
+    cleans up after a crash), its whole 4096-byte blocks with ``O_DIRECT`` (no page-cache copy),
+    the rest plainly, then renamed over ``path``. False, having written nothing, when direct I/O
+    is not possible (no ``O_DIRECT``, ``flat`` not block-aligned, a filesystem that refuses it).
+
+    Raises
+    ------
+    OSError
+        A failed write (e.g. ``ENOSPC``); the temporary file is removed.
+    """
+    flag = getattr(os, "O_DIRECT", 0)
+    if not flag or flat.ctypes.data % _ALIGN or not flat.flags.c_contiguous:
+        return False
+    path = os.fspath(path)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.{uuid.uuid4().hex}.partial"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | flag, 0o644)
+    except OSError as e:
+        if e.errno == 22:  # EINVAL: the filesystem does not do O_DIRECT
+            return False
+        raise
+    view, whole = memoryview(flat).cast("B"), flat.nbytes - flat.nbytes % _ALIGN
+    try:
+        try:
+            done = 0
+            while done < whole:
+                done += os.pwrite(fd, view[done:whole], done)
+            fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~flag)  # the tail: plain
+            while done < flat.nbytes:
+                done += os.pwrite(fd, view[done:], done)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    return True

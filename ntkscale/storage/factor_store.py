@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict, deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Iterator, Optional
 
 import numpy as np
@@ -32,7 +32,7 @@ from . import chunks
 from .tiled_store import CorruptTileError, TiledStore, codecs
 from .url import StoreAccessError
 
-__all__ = ["FactorStore", "MissingTileError", "FACTOR_FORMAT", "clear_tile_cache"]
+__all__ = ["FactorStore", "MissingTileError", "FACTOR_FORMAT", "clear_tile_cache", "flush_writes"]
 
 FACTOR_FORMAT = 1
 _ATTR = "ntkscale_factor"
@@ -55,6 +55,44 @@ def clear_tile_cache() -> None:
     """Drop this process's cached factor tiles."""
     with _CACHE_LOCK:
         _CACHE.clear()
+
+
+# Write-behind: chunk writes queued on one writer thread of this process, by (url, tile).
+_PENDING: "dict[tuple, Future]" = {}
+_PENDING_LOCK = threading.Lock()
+_WRITER: list = []  # the process's writer thread pool, made on first use
+
+
+def _writer() -> ThreadPoolExecutor:
+    with _PENDING_LOCK:
+        if not _WRITER:
+            _WRITER.append(ThreadPoolExecutor(1, thread_name_prefix="ntkscale-factor-writer"))
+        return _WRITER[0]
+
+
+def _await(keys: list) -> None:
+    """Wait for the pending writes ``keys`` (done ones are dropped); raise the first write's error."""
+    error = None
+    for key in keys:
+        with _PENDING_LOCK:
+            fut = _PENDING.get(key)
+        if fut is None:
+            continue
+        exc = fut.exception()  # waits
+        with _PENDING_LOCK:
+            if _PENDING.get(key) is fut:
+                del _PENDING[key]
+        error = error or exc
+    if error is not None:
+        raise error
+
+
+def flush_writes(url: Optional[str] = None) -> None:
+    """Wait until this process's queued factor-tile writes (of store ``url``, or all) are on the
+    store; raise the first failed write's error (e.g. a full disk)."""
+    with _PENDING_LOCK:
+        keys = [k for k in _PENDING if url is None or k[0] == url]
+    _await(keys)
 
 
 class MissingTileError(StoreAccessError):
@@ -144,6 +182,7 @@ class FactorStore(TiledStore):
             for t in found:
                 _CACHE.move_to_end((self.url, fid, t))
         todo = [t for t in tiles if t not in found]
+        _await([(self.url, t) for t in todo])  # a tile still being written by this process
         for t, tile in zip(todo, self._read_raw(todo) if todo else []):
             found[t] = tile
             if cache_bytes:
@@ -209,6 +248,18 @@ class FactorStore(TiledStore):
         """Write a whole chunk from a :func:`~ntkscale.storage.chunks.tile_buffer` (padding included;
         its CRC is filled in here) without copying it."""
         chunks.write_chunk(self.group.store, self._key(i, j), flat)
+
+    def write_buffer_behind(self, i: int, j: int, flat: np.ndarray) -> None:
+        """:meth:`write_buffer` on this process's writer thread: returns at once, after the writes
+        queued before (of any store) are done; their error, if any, is raised here. Reads of the
+        tile in this process (:meth:`read_tiles`) wait for its write; :func:`flush_writes` waits
+        for all. ``flat`` must not change afterwards. Other processes see the tile only once it
+        is written: use it only where the tile's readers run in this process or after a flush."""
+        flush_writes()
+        key = (self.url, (i, j))
+        fut = _writer().submit(self.write_buffer, i, j, flat)
+        with _PENDING_LOCK:
+            _PENDING[key] = fut
 
     def remember(self, i: int, j: int, tile: np.ndarray, cache_bytes: int) -> None:
         """Put tile ``(i, j)`` (read-only from now on) in this process's tile cache."""

@@ -26,12 +26,12 @@ from scipy.linalg.blas import get_blas_funcs
 from scipy.linalg.lapack import get_lapack_funcs
 
 from ..storage import chunks
-from ..storage.factor_store import FactorStore
+from ..storage.factor_store import FactorStore, clear_tile_cache, flush_writes
 from ..storage.gram_store import GramStore
 from ..storage.url import options_from_key
 from . import tasks
 
-__all__ = ["factor_tile_task", "TileBreakdown"]
+__all__ = ["factor_tile_task", "flush_task", "release_buffers", "TileBreakdown"]
 
 _GROUP_BYTES = 64 * 2**20  # factor tiles a task reads at once
 _HOST_LOCK = threading.Lock()  # 'host' placement: one tile task computes at a time in a process
@@ -51,6 +51,8 @@ class _Ctx:
 
     ``threads``: ``((worker address, BLAS threads), ...)`` under 'host' placement (the task
     takes the process's host lock and that many BLAS threads); empty: as the worker is set.
+    ``write_behind``: tasks queue their tile's write on the process's writer thread and return
+    (only where every task runs in one process; the run flushes the writes at its end).
     """
 
     gram_url: str
@@ -65,6 +67,7 @@ class _Ctx:
     gram_opts: Optional[tuple] = None
     factor_opts: Optional[tuple] = None
     threads: tuple = ()
+    write_behind: bool = False
 
 
 @lru_cache(maxsize=8)
@@ -106,14 +109,13 @@ def _gram_block(gs: GramStore, kind: str, rows: slice, cols: slice, T: int,
     if gdt is None:  # pragma: no cover - a store written with other codecs
         block = np.asarray(gs.read(kind, rows, cols))
     elif full_tile and Tg == T and gdt == dtype:  # the chunk is read into the output buffer itself
-        flat, _ = chunks.tile_buffer(T, dtype)
-        S = gs.read_tile_into(kind, gi, gj, flat)
+        buf = chunks.direct_buffer(T, dtype)  # (O_DIRECT: no page-cache copy, in or out)
+        S = gs.read_tile_into(kind, gi, gj, buf, direct=True)
         if garbage:
             _mirror_upper(S)
-        return S, flat
+        return S, buf[: T * T * dtype.itemsize + 4]
     else:
-        gflat, _ = chunks.tile_buffer(Tg, gdt)
-        block = gs.read_tile_into(kind, gi, gj, gflat)[r0:r0 + ri, c0:c0 + ci]
+        block = gs.read_tile_into(kind, gi, gj, chunks.direct_buffer(Tg, gdt), direct=True)[r0:r0 + ri, c0:c0 + ci]
         if garbage:
             _mirror_upper(block)
     if not full_tile:
@@ -151,6 +153,35 @@ def factor_tile_task(ctx: _Ctx, i: int, j: int, deps: Any = None) -> tuple[int, 
     return i, j, time.perf_counter() - t0, os.getpid(), True
 
 
+_ACC: dict = {}  # this process's update buffer, reused by its tasks (fresh pages cost ~1/3 of a GEMM)
+
+
+def _accumulator(shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
+    """A Fortran-ordered scratch array of ``shape`` and ``dtype`` (contents undefined), the same
+    memory for every task of this process ('host' placement runs one task at a time here;
+    other placements run one task per worker thread, so the buffer is per thread)."""
+    key = (threading.get_ident(), shape, np.dtype(dtype).str)
+    if key not in _ACC:
+        for k in [k for k in _ACC if k[0] == key[0]]:  # one buffer per thread
+            del _ACC[k]
+        _ACC[key] = np.empty(shape, dtype, order="F")
+    return _ACC[key]
+
+
+def release_buffers() -> None:
+    """Drop the tasks' scratch buffers and this process's cached factor tiles."""
+    _ACC.clear()
+    clear_tile_cache()
+
+
+def flush_task(deps: Any = None) -> tuple[int, int, float, int, bool]:
+    """Wait until the tiles this process queued for writing are on the store (a failed write's
+    error is raised here); ``deps`` (the tile tasks) only orders the task."""
+    t0 = time.perf_counter()
+    flush_writes()
+    return -1, -1, time.perf_counter() - t0, os.getpid(), False
+
+
 class _HostGuard:
     """The process's host lock, then ``threads`` BLAS threads, for the duration of a task."""
 
@@ -184,17 +215,24 @@ def _mirror_upper(R: np.ndarray, b: int = 512) -> None:
             R[p0:p0 + b, q0:q1] = R[q0:q1, p0:p0 + b].T
 
 
+def _subtract_upper(R: np.ndarray, C: np.ndarray, b: int = 512) -> None:
+    """``R -= C`` on and above the diagonal of the square ``R`` only, in place, in blocks."""
+    n = R.shape[0]
+    for q0 in range(0, n, b):
+        q1 = min(n, q0 + b)
+        R[:q0, q0:q1] -= C[:q0, q0:q1]
+        up = np.triu_indices(q1 - q0)
+        R[q0:q1, q0:q1][up] -= C[q0:q1, q0:q1][up]
+
+
 def _compute_tile(ctx: _Ctx, fs: FactorStore, i: int, j: int) -> None:
     gs = tasks.open_cached(ctx.gram_url, ctx.gram_build_id, "r", options_from_key(ctx.gram_opts))
     dt, T = np.dtype(ctx.dtype), fs.tile
     rows, cols = fs.tile_bounds(i, j)  # inside one stored Gram tile: factor tiles divide Gram tiles
-    S, flat = _gram_block(gs, ctx.kind, rows, cols, T, dt)  # shape: (ri, ci), C order
-    R = S.T  # shape: (ci, ri), Fortran order: the transposed problem, in S's memory
-    gemm, syrk, trsm = get_blas_funcs(("gemm", "syrk", "trsm"), (R,))
-    if i == j:
-        R[np.diag_indices_from(R)] += dt.type(ctx.ridge)
     # U[m, i], U[m, j] (C order: A.T is A^T in Fortran order) read a group at a time through
-    # this process's tile cache, the next group (then U[i, i]) read while this one's GEMMs run.
+    # this process's tile cache, the next group (then U[i, i]) read while this one's GEMMs run;
+    # the Gram block is read meanwhile on a second thread, so the update sum_m U_mi^T U_mj goes
+    # to a buffer C of its own and is subtracted once at the end.
     step = max(1, _GROUP_BYTES // (T * T * dt.itemsize))
     groups = [range(m0, min(i, m0 + step)) for m0 in range(0, i, step)]
 
@@ -205,9 +243,15 @@ def _compute_tile(ctx: _Ctx, fs: FactorStore, i: int, j: int) -> None:
     def diag() -> np.ndarray:
         return fs.read_tiles([(i, i)], ctx.cache_bytes)[0]
 
-    with ThreadPoolExecutor(1, thread_name_prefix="ntkscale-prefetch") as reader:
+    C = None  # shape: (ci, ri), Fortran order, like R below
+    with ThreadPoolExecutor(2, thread_name_prefix="ntkscale-prefetch") as reader:
+        gram = reader.submit(_gram_block, gs, ctx.kind, rows, cols, T, dt)  # shape: (ri, ci), C order
         ahead = [reader.submit(fetch, ms) for ms in groups[:1]]
         uii = None if i == j or groups else reader.submit(diag)
+        if groups:
+            C = _accumulator((cols.stop - cols.start, rows.stop - rows.start), dt)
+            gemm, syrk = get_blas_funcs(("gemm", "syrk"), (C,))
+        beta = 0.0  # the first product overwrites C (SYRK: its upper triangle only)
         for g in range(len(groups)):
             col_i, col_j = ahead.pop().result()
             if g + 1 < len(groups):
@@ -217,12 +261,23 @@ def _compute_tile(ctx: _Ctx, fs: FactorStore, i: int, j: int) -> None:
             for A, B in zip(col_i, col_j):
                 A, B = A.astype(dt, copy=False), B.astype(dt, copy=False)
                 if i == j:  # (OpenBLAS's 'N'/upper SYRK runs ~1.2x its 'N'/lower one)
-                    R = syrk(-1.0, A.T, beta=1.0, c=R, trans=0, lower=0, overwrite_c=1)  # R -= A^T A (upper)
+                    C = syrk(1.0, A.T, beta=beta, c=C, trans=0, lower=0, overwrite_c=1)  # C += A^T A (upper)
                 else:
-                    R = gemm(-1.0, B.T, A.T, beta=1.0, c=R, trans_b=1, overwrite_c=1)  # R -= B^T A
+                    C = gemm(1.0, B.T, A.T, beta=beta, c=C, trans_b=1, overwrite_c=1)  # C += B^T A
+                beta = 1.0
             del col_i, col_j, A, B
+        S, flat = gram.result()
         Uii = None if uii is None else uii.result().astype(dt, copy=False)  # Uii.T = L, lower
+    R = S.T  # shape: (ci, ri), Fortran order: the transposed problem, in S's memory
+    if C is None:
+        pass
+    elif i == j:  # SYRK wrote C's upper triangle only (its lower one is stale)
+        _subtract_upper(R, C)
+    else:
+        R -= C
+    del C
     if i == j:
+        R[np.diag_indices_from(R)] += dt.type(ctx.ridge)
         if i > 0:
             _mirror_upper(R)
         potrf = get_lapack_funcs("potrf", (R,))
@@ -232,11 +287,15 @@ def _compute_tile(ctx: _Ctx, fs: FactorStore, i: int, j: int) -> None:
         if info < 0:  # pragma: no cover - argument error
             raise RuntimeError(f"potrf: illegal argument {-info}")
     else:
+        trsm = get_blas_funcs("trsm", (R,))
         R = trsm(1.0, Uii.T, R, side=1, lower=1, trans_a=1, overwrite_b=1)  # R <- R L^-T = R U^-1
     U = R.T  # shape: (ri, ci), C order
     if flat is not None and np.may_share_memory(U, flat):
-        fs.write_buffer(i, j, flat)
         if ctx.cache_bytes:
             fs.remember(i, j, U, ctx.cache_bytes)
+        if ctx.write_behind:  # written while the next task computes; this process's reads wait for it
+            fs.write_buffer_behind(i, j, flat)
+        else:
+            fs.write_buffer(i, j, flat)
     else:  # an edge tile (or BLAS returned a copy): written through a padded buffer
         fs.write_tile(i, j, U, ctx.cache_bytes)

@@ -122,3 +122,70 @@ def test_factor_chunks_are_raw_bytes_and_crc(tmp_path):
         f.read_tile(1, 2)
     f.delete_tile(1, 2)
     assert not f.has_tile(1, 2) and (1, 2) not in f.done_tiles()
+
+
+def test_write_behind_is_read_back_in_order_and_raises_a_failed_write(tmp_path, monkeypatch):
+    """A tile queued by write_buffer_behind is read back (the read waits for the write), the
+    queue holds one write at a time, and a write that failed is raised by the next queued
+    write and by flush_writes, never lost."""
+    import threading
+
+    from ntkscale.storage import chunks
+    from ntkscale.storage.factor_store import flush_writes
+
+    f, U = _factor(tmp_path / "f"), np.triu(_sym(2))
+    gate, real = threading.Event(), FactorStore.write_buffer
+
+    def slow(self, i, j, flat):  # the first write waits until the test lets it go
+        gate.wait(5)
+        real(self, i, j, flat)
+
+    monkeypatch.setattr(FactorStore, "write_buffer", slow)
+    flat, full = chunks.tile_buffer(T, np.float64)
+    full[:] = U[:T, :T]
+    f.write_buffer_behind(0, 0, flat)
+    assert not f.has_tile(0, 0)  # still queued
+    threading.Timer(0.2, gate.set).start()
+    np.testing.assert_array_equal(f.read_tile(0, 0), U[:T, :T])  # waited for the write
+    flush_writes()
+
+    def full_disk(self, i, j, flat):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(FactorStore, "write_buffer", full_disk)
+    f.write_buffer_behind(0, 1, chunks.tile_buffer(T, np.float64)[0])
+    with pytest.raises(OSError, match="No space left"):
+        f.write_buffer_behind(1, 1, chunks.tile_buffer(T, np.float64)[0])  # the earlier error
+    assert not f.has_tile(1, 1)
+    f.write_buffer_behind(1, 1, chunks.tile_buffer(T, np.float64)[0])
+    with pytest.raises(OSError, match="No space left"):
+        flush_writes()
+    flush_writes()  # nothing left queued
+    assert f.done_tiles() == {(0, 0)}
+
+
+def test_direct_chunk_write_is_exact_atomic_and_cleans_up(tmp_path, monkeypatch):
+    """write_path_direct: the file holds exactly the buffer (whole blocks direct, the tail plain);
+    an unaligned buffer is declined (nothing written); a failed write leaves no partial file and
+    the old chunk untouched."""
+    from ntkscale.storage import chunks
+
+    flat, full = chunks.tile_buffer(33, np.float64)  # 8716 bytes: 2 whole blocks and a tail
+    assert flat.ctypes.data % 4096 == 0
+    full[:] = np.arange(33 * 33).reshape(33, 33)
+    flat[-4:] = 7
+    target = tmp_path / "U" / "c" / "0" / "1"
+    if not chunks.write_path_direct(target, flat):
+        pytest.skip("this filesystem does not do O_DIRECT")
+    assert target.read_bytes() == flat.tobytes()
+    assert not chunks.write_path_direct(tmp_path / "x", np.ones(10, np.uint8)[1:])  # unaligned
+    assert not (tmp_path / "x").exists()
+
+    def enospc(*a):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(chunks.os, "pwrite", enospc)
+    with pytest.raises(OSError, match="No space left"):
+        chunks.write_path_direct(target, chunks.tile_buffer(33, np.float64)[0])
+    assert target.read_bytes() == flat.tobytes()
+    assert not list(tmp_path.rglob("*.partial"))
