@@ -39,7 +39,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def _chunks(factor: str) -> list[str]:
-    return sorted(p for p in glob.glob(os.path.join(factor, "U", "c", "*", "*")) if os.path.isfile(p))
+    return sorted(p for p in glob.glob(os.path.join(factor, "U", "c", "*", "*"))
+                  if os.path.isfile(p) and not p.endswith(".partial"))  # (a write under way)
 
 
 def _digest(factor: str) -> dict[str, str]:
@@ -178,12 +179,18 @@ def main() -> None:
         for name in ("worker-kill", "client-kill"):
             r = res["runs"][name]
             r["factor_bit_identical"] = r["digest"] == clean["digest"]
-            r["metrics_equal"] = r["metrics"] == {**clean["metrics"], "fit_seconds": r["metrics"]["fit_seconds"]}
-            p0, p1 = (os.path.join(work, n, "predictions.npz") for n in ("clean", name))
-            if os.path.exists(p0) and os.path.exists(p1):
-                r["predictions_equal"] = bool(np.array_equal(np.load(p0)["prediction"], np.load(p1)["prediction"]))
+            # the factor is bit-identical; the float64 refinement and the predictions sum tile products
+            # in the order the workers return them, so they agree to rounding, not bit for bit
+            # (the interpolation residual is ~1e-11 either way: rounding, compared with the job's tol 1e-8)
+            r["metrics_close"] = all(np.isclose(r["metrics"][k], clean["metrics"][k], rtol=1e-9, atol=0)
+                                     for k in ("test_accuracy", "test_mse", "jitter")) and \
+                max(r["metrics"]["residual"], clean["metrics"]["residual"]) < 1e-8
+            p0, p1 = (np.load(os.path.join(work, n, "predictions.npz"))["prediction"] for n in ("clean", name))
+            r["predictions_max_reldiff"] = float(np.abs(p1 - p0).max() / np.abs(p0).max())
+            r["same_labels"] = bool(np.array_equal(p0.argmax(1), p1.argmax(1)))
             print(f"{name:12s} factor chunks {r['tiles']} bit-identical to clean: {r['factor_bit_identical']}; "
-                  f"metrics equal: {r['metrics_equal']}; predictions equal: {r.get('predictions_equal')}; resumed by itself: {r['resumed_by_itself']}; "
+                  f"accuracy, MSE, jitter within 1e-9 and residuals < 1e-8: {r['metrics_close']}; predictions max rel. diff "
+                  f"{r['predictions_max_reldiff']:.1e}, same labels: {r['same_labels']}; resumed by itself: {r['resumed_by_itself']}; "
                   f"stale lock taken over: {r['stale_lock_taken_over']}; metrics {r['metrics']}")
         for r in res["runs"].values():
             r.pop("digest")

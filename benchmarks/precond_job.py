@@ -7,7 +7,7 @@ with a fixed relative ridge (default 0.046, what the 120k job's LOO step chose) 
 run solves the same system. One Gram store is built first (stages gram); then, for each
 preconditioner and rank, `ntkscale run` with stages ["fit"] on that store (a fresh run
 directory each time, same local 2-worker cluster). Reports PCG iterations, passes over the
-store, the preconditioner's build seconds and the fit's seconds, and writes JSON.
+store, the preconditioner's build seconds, PCG's seconds and their sum (the fit), and writes JSON.
 
     python benchmarks/precond_job.py [--n-train 15000] [--ranks 1000 2000 4000 8000] [--dir /tmp]
 """
@@ -41,6 +41,7 @@ def main() -> None:
     work = tempfile.mkdtemp(dir=args.dir, prefix="ntkscale-precond-job-")
     store = args.store or os.path.join(work, "gram.zarr")
     common = {"data": {"n_train": args.n_train}, "kernel": {"tile": args.tile, "store": store},
+              "forecast": {"enabled": False},
               "solver": {"ridge": args.ridge, "relative_ridge": True, "method": "pcg"}}
     res: dict = {"n": 2 * args.n_train, "ridge_relative": args.ridge, "runs": []}
     try:
@@ -59,17 +60,21 @@ def main() -> None:
                     **common, "job": {"name": name, "out": out, "stages": ["fit"]},
                     "solver": {**common["solver"], "preconditioner": kind, "pcg_rank": rank}})
                 t = time.perf_counter()
-                subprocess.run(cli() + [job], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                run = subprocess.run(cli() + [job], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
                 wall = time.perf_counter() - t
+                if run.returncode:
+                    raise SystemExit(f"{name} failed:\n{run.stdout[-3000:]}")
                 f = stage_metrics(out)["fit"]
                 row = {"kind": kind, "rank": rank, "iterations": f["iterations"], "passes": f["passes"],
                        "precond_seconds": f.get("precond_seconds"), "precond_columns": f.get("precond_columns"),
-                       "precond_passes": f.get("precond_passes"), "fit_seconds": f["solve_seconds"],
+                       "precond_passes": f.get("precond_passes"), "pcg_seconds": f["solve_seconds"],
+                       "fit_seconds": (f.get("precond_seconds") or 0.0) + f["solve_seconds"],
                        "run_seconds": wall, "residual": f["relative_residual"],
                        "train_accuracy": f.get("train_accuracy")}
                 res["runs"].append(row)
                 print(f"{kind:10s} rank {rank:5d}: {row['iterations']:4d} iterations, {row['passes']:4d} passes, "
-                      f"preconditioner {row['precond_seconds'] or 0:7.1f} s, fit {row['fit_seconds']:7.1f} s, "
+                      f"preconditioner {row['precond_seconds'] or 0:7.1f} s + PCG {row['pcg_seconds']:7.1f} s = fit "
+                      f"{row['fit_seconds']:7.1f} s, "
                       f"residual {row['residual']:.1e}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)

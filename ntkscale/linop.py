@@ -267,6 +267,8 @@ class DenseGram:
         rows, cols = check_indices(rows, cols, self.shape)
         return np.asarray(self.K[np.ix_(rows, cols)], dtype=np.float64)
 
+    computes_columns = True  # a column is a copy out of memory: no pass (see cheap_columns)
+
     def columns(self, idx: Any) -> np.ndarray:
         """``K[:, idx]`` (float64), shape (n, len(idx))."""
         idx = np.asarray(idx, dtype=np.int64).reshape(-1)
@@ -296,6 +298,13 @@ def operator_columns(op: Any) -> Any:
         return out
 
     return columns
+
+
+def cheap_columns(op: Any) -> bool:
+    """Whether ``op`` serves kernel columns without a pass over the Gram: an in-memory Gram,
+    or an operator whose ``computes_columns`` says so (a stored Gram that computes its
+    columns from its stored inputs, :attr:`ntkscale.operator.StoredGram.computes_columns`)."""
+    return isinstance(op, np.ndarray) or bool(getattr(op, "computes_columns", False))
 
 
 def as_operator(K: Any) -> Any:

@@ -327,6 +327,15 @@ class StoredGram:
         options.setdefault("overwrite", self.overwrite_factor)
         return factor_tiles(self, ridge, dtype=dtype, jitter=jitter, tile=tile, progress=progress, **options)
 
+    @property
+    def computes_columns(self) -> bool:
+        """Whether :meth:`columns` computes columns from the stored inputs (a symmetric store
+        whose architecture can be rebuilt, ``subsets`` not 'read'): no pass over the tiles."""
+        if "computes_columns" not in self.__dict__:
+            self.__dict__["computes_columns"] = (self.symmetric and self.subsets != "read"
+                                                 and self._arch() is not None)
+        return self.__dict__["computes_columns"]
+
     def _arch(self) -> Any:
         """The store's architecture, or None when its spec cannot be rebuilt (user layers)."""
         import json

@@ -190,7 +190,7 @@ def test_defaults_and_env_override(tmp_path):
                                  "NTKSCALE_CLUSTER_ADDRESS": "tcp://10.0.0.1:8786"})
     assert cfg.cluster.kind == "address" and cfg.cluster.address == "tcp://10.0.0.1:8786"
     assert cfg.solver["relative_ridge"] is True and cfg.kernel["kind"] == "ntk"
-    assert cfg.solver["preconditioner"] == "nystrom"  # the default is unchanged
+    assert cfg.solver["preconditioner"] == "auto"  # RPCholesky on the job's stores (columns from inputs)
     assert cfg.store == os.path.join(str(tmp_path / "run"), "gram.zarr")
 
 

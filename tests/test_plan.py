@@ -150,7 +150,7 @@ def test_auto_solver_choice_matches_the_library(n, rel):
     p = estimate(n, 784, ARCH, ridge_relative=rel, **dict(PLAN_KW, client_memory=mem))
     method = p.stage("fit").method
     expect = {("cholesky", True): "LAPACK Cholesky", ("eigh", True): "LAPACK eigh",
-              ("pcg", False): "Nyström-PCG", ("cholesky", False): "tiled Cholesky"}[(solver, densify)]
+              ("pcg", False): "RPCholesky-PCG", ("cholesky", False): "tiled Cholesky"}[(solver, densify)]
     assert expect in method
 
 
@@ -203,10 +203,13 @@ def test_rpcholesky_plan_skips_the_sketch_and_advises_a_rank_within_memory():
     from ntkscale.plan.solve_costs import best_pcg_rank
 
     kw = dict(n_outputs=10, solver="pcg", ridge_relative=0.046, tol=1e-6, **PLAN_KW)
-    ny = estimate(120_000, 784, ARCH, pcg_rank=1000, **kw).stage("fit")
+    ny = estimate(120_000, 784, ARCH, pcg_rank=1000, preconditioner="nystrom", **kw).stage("fit")
     rpc = estimate(120_000, 784, ARCH, pcg_rank=1000, preconditioner="rpcholesky", **kw).stage("fit")
     assert rpc.seconds < ny.seconds and rpc.passes == ny.passes - 1
     assert "RPCholesky-PCG, rank 1000" in rpc.method and any("kernel columns" in x for x in rpc.notes)
+    assert "Nyström-PCG, rank 1000" in ny.method
+    default = estimate(120_000, 784, ARCH, pcg_rank=1000, **kw).stage("fit")  # 'auto': RPCholesky
+    assert default.method == rpc.method and default.seconds == rpc.seconds
     auto = estimate(120_000, 784, ARCH, pcg_rank=1000, preconditioner="rpcholesky",
                     **{**kw, "solver": "auto"}).stage("fit")
     assert any(x.startswith("auto: ") and "RPCholesky-PCG" in x and "Nyström" not in x for x in auto.notes)

@@ -51,7 +51,9 @@ Schema (every key optional unless marked; defaults shown)::
     tol = 1e-8
     maxiter = 1000
     pcg_rank = 1000
-    preconditioner = "nystrom"    # PCG's: nystrom (sketch, 1 pass over the Gram) | rpcholesky
+    preconditioner = "auto"       # PCG's: auto (rpcholesky where the store computes columns
+                                  # from its inputs, as the job's stores do; else nystrom) |
+                                  # nystrom (sketch, 1 pass over the Gram) | rpcholesky
                                   # (randomly pivoted Cholesky from ~pcg_rank kernel columns
                                   # computed from the inputs, no pass)
     jitter = false
@@ -258,7 +260,7 @@ def _solver(t: dict) -> dict:
             "tol": get(t, "tol", float, 1e-8, path="solver", min=0, min_exclusive=True, max=1),
             "maxiter": get(t, "maxiter", int, 1000, path="solver", min=1),
             "pcg_rank": get(t, "pcg_rank", int, 1000, path="solver", min=1),
-            "preconditioner": get(t, "preconditioner", str, "nystrom", path="solver",
+            "preconditioner": get(t, "preconditioner", str, "auto", path="solver",
                                   choices=PRECONDITIONERS),
             "jitter": get(t, "jitter", bool, False, path="solver"),
             "ridge_grid": grid,

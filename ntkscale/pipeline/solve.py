@@ -131,7 +131,7 @@ class FitResult:
 
 def fit(op: Any, Y: np.ndarray, ridge: float, *, solver: str = "auto", tol: float = 1e-8,
         maxiter: Optional[int] = None, pcg_rank: int = 1000, jitter: bool | float = False,
-        seed: int = 0, preconditioner: str = "nystrom",
+        seed: int = 0, preconditioner: str = "auto",
         columns: Optional[Callable[[np.ndarray], np.ndarray]] = None) -> FitResult:
     """Solve ``(K + ridge I) α = Y`` with :func:`ntkscale.solvers.solve`.
 
@@ -145,9 +145,11 @@ def fit(op: Any, Y: np.ndarray, ridge: float, *, solver: str = "auto", tol: floa
         As :func:`ntkscale.solvers.solve` takes them.
     pcg_rank : int
         PCG preconditioner rank, capped at n.
-    preconditioner : {'nystrom', 'rpcholesky'}
+    preconditioner : {'auto', 'nystrom', 'rpcholesky'}
         PCG's preconditioner (:data:`ntkscale.solvers.api.PRECONDITIONERS`): the randomized
-        sketch (passes over the Gram) or randomly pivoted Cholesky from kernel columns.
+        sketch (passes over the Gram) or randomly pivoted Cholesky from kernel columns;
+        'auto' (default) takes RPCholesky where columns cost no pass
+        (:func:`ntkscale.solvers.api.resolve_preconditioner`).
     columns : callable, optional
         ``columns(idx) -> K[:, idx]`` for 'rpcholesky'; default
         :func:`ntkscale.linop.operator_columns` of ``op`` (a stored Gram computes its columns
@@ -160,7 +162,9 @@ def fit(op: Any, Y: np.ndarray, ridge: float, *, solver: str = "auto", tol: floa
     """
     from ..linop import operator_columns
     from ..solvers import solve
+    from ..solvers.api import resolve_preconditioner
 
+    preconditioner = resolve_preconditioner(op, preconditioner, columns)
     if preconditioner == "rpcholesky" and columns is None:
         columns = operator_columns(op)
     res = solve(op, Y, ridge, solver=solver, tol=tol, maxiter=maxiter,

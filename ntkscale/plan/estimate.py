@@ -54,7 +54,7 @@ def estimate(n: int, d: int, arch: Layer, *, n_test: int = 0, kinds: Sequence[st
              ridge_selection: bool = False, ridge_subsample: Optional[int] = None,
              client_memory: Optional[float] = None, page_cache: Optional[float] = None,
              client_threads: Optional[int] = None, efficiency: Optional[float] = None,
-             fresh_workers: bool = True, dynamics_times: int = 0, preconditioner: str = "nystrom") -> Plan:
+             fresh_workers: bool = True, dynamics_times: int = 0, preconditioner: str = "auto") -> Plan:
     """Estimate time, disk and memory of a job's stages, scaled by a calibration.
 
     Stages (as ``ntkscale run`` runs them, :mod:`ntkscale.job.stages`): ``gram`` (train
@@ -86,8 +86,9 @@ def estimate(n: int, d: int, arch: Layer, *, n_test: int = 0, kinds: Sequence[st
     solver, ridge_relative, pcg_rank, pcg_iters, tol, maxiter
         As ``solve`` (ridge relative to the mean diagonal). ``pcg_iters``: iterations to
         assume (default: :func:`~ntkscale.plan.solve_costs.pcg_iterations`, a heuristic).
-    preconditioner : {'nystrom', 'rpcholesky'}
-        PCG's preconditioner as ``solve`` takes it (the sketch's pass, or RPCholesky's columns).
+    preconditioner : {'auto', 'nystrom', 'rpcholesky'}
+        PCG's preconditioner as ``solve`` takes it (the sketch's pass, or RPCholesky's columns);
+        'auto' is planned as RPCholesky (a job's store computes its columns from its inputs).
     spectrum_k, power_iters : int
         Eigenpairs and power steps of the spectrum stage (0: no stage).
     curve_points : int or sequence of int

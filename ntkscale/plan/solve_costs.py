@@ -76,7 +76,7 @@ def fit_stage(n: int, T: int, itemsize: int, n_outputs: int, res: Resources, *, 
               ridge_relative: float, pcg_rank: int, pcg_iters: Optional[int], tol: float,
               maxiter: int, ridge_selection: bool = False,
               ridge_subsample: Optional[int] = None, d: int = 0,
-              preconditioner: str = "nystrom") -> StageEstimate:
+              preconditioner: str = "auto") -> StageEstimate:
     """``solve(StoredGram, Y, ridge, solver=...)`` with ``solver='auto'`` resolved as
     :func:`ntkscale.solvers.api._choose` does (dense limit from ``client_memory``).
 
@@ -94,7 +94,7 @@ def fit_stage(n: int, T: int, itemsize: int, n_outputs: int, res: Resources, *, 
     if solver == "auto":
         chosen, why, dense = auto_method(n, ridge_relative, limit)
         method = {("eigh", True): "eigh", ("cholesky", True): "dense-cholesky"}.get((chosen, dense), chosen)
-        if preconditioner == "rpcholesky":  # as solve(auto) words it (solvers.api)
+        if preconditioner in ("rpcholesky", "auto"):  # as solve(auto) words it (solvers.api)
             why = why.replace("Nyström-PCG", "RPCholesky-PCG")
         notes.append(f"auto: {why} (client memory {res.client_memory / 2**30:.1f} GiB)")
     read_s, read_b = dense_read(n, T, itemsize, res)
@@ -142,7 +142,7 @@ def fit_stage(n: int, T: int, itemsize: int, n_outputs: int, res: Resources, *, 
             pcg_iterations(ridge_relative, tol, maxiter, n=n, rank=r) if method == "pcg" else maxiter)
         notes.append(f"{it} iterations ({'given' if pcg_iters is not None else 'heuristic'}"
                      f"{', upper bound: maxiter' if method == 'cg' and pcg_iters is None else ''})")
-        rpc = bool(r) and preconditioner == "rpcholesky"
+        rpc = bool(r) and preconditioner in ("rpcholesky", "auto")
         s, pre_mem, sketch, step, passes = _pcg_costs(n, T, itemsize, C, res, r, it, rpc, d)
         if rpc:
             notes.append(f"RPCholesky preconditioner from ~{int(RPC_COLUMNS_PER_RANK * r)} kernel columns, no pass")

@@ -5,7 +5,8 @@ What ``solver='auto'`` does (and says, in ``SolveResult.info['auto']`` and the l
 * fits in memory (a float64 copy of K and its factor use at most half the free RAM):
   LAPACK — Cholesky of K + λI, or for λ = 0 the eigendecomposition pseudo-inverse;
 * larger, ridge relative to the mean diagonal >= ``pcg_min_relative_ridge``:
-  Nyström-preconditioned CG (rank ``pcg_rank``);
+  preconditioned CG (rank ``pcg_rank``; RPCholesky where kernel columns cost no pass, else
+  the Nyström sketch: :func:`resolve_preconditioner`);
 * larger, smaller ridge: the out-of-core tiled Cholesky (for λ = 0 with a jitter
   retry, reported). Measurements behind the threshold: benchmarks/bench_solve.py —
   on NTK Grams of real data the spectrum decays like 1/k, so a fixed-rank
@@ -20,7 +21,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from ..linop import as_operator, operator_columns
+from ..linop import as_operator, cheap_columns, operator_columns
 from .cholesky import cholesky_solve
 from .nystrom import NystromApprox, nystrom
 from .pcg import pcg
@@ -29,14 +30,28 @@ from .result import SolveResult
 from .ridgeless import minnorm_cg, minnorm_eigh
 from .validate import check_rhs, check_ridge
 
-__all__ = ["solve", "dense_limit", "SOLVERS", "PRECONDITIONERS", "build_preconditioner"]
+__all__ = ["solve", "dense_limit", "SOLVERS", "PRECONDITIONERS", "build_preconditioner", "resolve_preconditioner"]
 
 log = logging.getLogger("ntkscale")
 
 SOLVERS = ("auto", "cholesky", "cholesky-f32", "pcg", "eigh", "cg")
 # PCG's preconditioners: 'nystrom' = randomized sketch Y = KΩ (1 + power_iters passes over the
-# Gram); 'rpcholesky' = randomly pivoted Cholesky from ~rank kernel columns (no pass).
-PRECONDITIONERS = ("nystrom", "rpcholesky")
+# Gram); 'rpcholesky' = randomly pivoted Cholesky from ~rank kernel columns (no pass); 'auto' =
+# 'rpcholesky' where columns cost no pass (resolve_preconditioner), else 'nystrom'.
+PRECONDITIONERS = ("auto", "nystrom", "rpcholesky")
+
+
+def resolve_preconditioner(op: Any, kind: str, columns: Optional[Columns] = None) -> str:
+    """The preconditioner ``kind`` stands for: 'auto' is 'rpcholesky' when kernel columns cost
+    no pass over the Gram (``columns`` given, or :func:`ntkscale.linop.cheap_columns` of ``op``),
+    else 'nystrom'. Measured: at equal rank both need the same PCG iterations (within 0-2 at
+    n = 10 000 and 30 000), and RPCholesky builds 4-5x faster on a stored 30k Gram
+    (benchmarks/RESULTS.md §7 and §00000e)."""
+    if kind not in PRECONDITIONERS:
+        raise ValueError(f"preconditioner must be one of {PRECONDITIONERS}, got {kind!r}")
+    if kind != "auto":
+        return kind
+    return "rpcholesky" if columns is not None or cheap_columns(op) else "nystrom"
 
 
 # RPCholesky's factor F (n, rank) is stored in float32 beyond this many float64 bytes
@@ -54,8 +69,7 @@ def build_preconditioner(op: Any, rank: int, kind: str = "nystrom", *, power_ite
     ``RPC_FLOAT64_MAX_BYTES``: 3.8 GB at n = 120 000, rank 8000). ``info`` gains ``kind``,
     ``rank``, ``columns`` (kernel columns computed), ``passes``, ``seconds``.
     """
-    if kind not in PRECONDITIONERS:
-        raise ValueError(f"preconditioner must be one of {PRECONDITIONERS}, got {kind!r}")
+    kind = resolve_preconditioner(op, kind, columns)
     t = time.perf_counter()
     if kind == "nystrom":
         pre = nystrom(op, rank, power_iters=power_iters, seed=seed, precision="auto")
@@ -138,7 +152,7 @@ def solve(op: Any, y: Any, ridge: float = 0.0, *, solver: str = "auto", tol: flo
           pcg_min_relative_ridge: float = PCG_MIN_RELATIVE_RIDGE, pcg_min_n: int = PCG_MIN_N,
           n_dense: Optional[int] = None,
           jitter: bool | float = False, seed: int = 0,
-          x0: Optional[Any] = None, preconditioner: str = "nystrom",
+          x0: Optional[Any] = None, preconditioner: str = "auto",
           columns: Optional[Columns] = None) -> SolveResult:
     """Solve ``(K + ridge I) x = y`` (``ridge = 0``: the minimum-norm interpolant ``K⁺y``).
 
@@ -154,7 +168,10 @@ def solve(op: Any, y: Any, ridge: float = 0.0, *, solver: str = "auto", tol: flo
         'eigh' and 'cg' are the ridgeless methods.
     tol, maxiter, x0 : iterative solvers' tolerance, cap and warm start.
     pcg_rank, power_iters, seed : PCG's preconditioner (rank 0: none).
-    preconditioner : {'nystrom', 'rpcholesky'}
+    preconditioner : {'auto', 'nystrom', 'rpcholesky'}
+        'auto' (default): 'rpcholesky' where kernel columns cost no pass (an in-memory Gram, a
+        stored Gram that computes columns from its inputs, ``columns`` given), else 'nystrom'
+        (:func:`resolve_preconditioner`);
         'nystrom': randomized sketch ``Y = KΩ``, ``1 + power_iters`` passes over the Gram;
         'rpcholesky': randomly pivoted Cholesky from about ``pcg_rank`` kernel columns
         (``columns``, default :func:`ntkscale.linop.operator_columns`), no pass. The sketch
@@ -185,6 +202,7 @@ def solve(op: Any, y: Any, ridge: float = 0.0, *, solver: str = "auto", tol: flo
     if preconditioner not in PRECONDITIONERS:
         raise ValueError(f"preconditioner must be one of {PRECONDITIONERS}, got {preconditioner!r}")
     op = as_operator(op)  # an ndarray is a DenseGram from here on
+    preconditioner = resolve_preconditioner(op, preconditioner, columns)
     n = op.shape[0]
     check_rhs(y, n)
     ridge = check_ridge(ridge)

@@ -92,7 +92,7 @@ def _run(tmp_path, cluster: str):
 @pytest.mark.cluster
 def test_local_run_records_a_worker_killed_during_fit_and_its_restart(tmp_path, monkeypatch):
     trigger = tmp_path / "kill"
-    trigger.touch()  # the first Gram pass (the fit's Nyström sketch) kills its worker
+    trigger.touch()  # the first Gram pass (the fit's first PCG iteration) kills its worker
     monkeypatch.setattr(tasks, "matvec_task", dying(tasks.matvec_task, str(trigger)))
     m, report, _ = _run(tmp_path, 'kind = "local"\nworkers = 2\nmemory_limit = "1GiB"\ndashboard = false')
     c = m["cluster"]

@@ -60,7 +60,7 @@ def test_pcg_survives_a_worker_killed_mid_pass(op, client, tmp_path, monkeypatch
     pids = set(client.run(os.getpid).values())
     trigger = str(tmp_path / "kill")
     monkeypatch.setattr(tasks, "matvec_task", dying(tasks.matvec_task, trigger))
-    calls = _arm_on_pass(op, trigger, 4)  # pass 1 is the Nyström sketch: kill in PCG's 3rd iteration
+    calls = _arm_on_pass(op, trigger, 4)  # RPCholesky (preconditioner "auto") makes no pass: kill in PCG's 4th iteration
     got = solve(op, Y, lam, **kw)
     assert fired_pid(trigger) in pids and len(calls) > 4
     assert got.converged and got.iterations == ref.iterations and got.passes == ref.passes

@@ -139,7 +139,12 @@ def test_auto_picks_pcg_for_large_ridge(problem, tmp_path):
     with StoredGram(tmp_path / "g", "ntk", client="sync") as op:
         ridge = 0.1 * np.mean(np.diag(K))
         res = solve(op, Y, ridge, n_dense=100, pcg_min_n=200, pcg_rank=30, tol=1e-10)
-        assert res.info["solver"] == "pcg" and "Nyström-PCG" in res.info["auto"]
+        # the store computes its columns from its inputs: preconditioner 'auto' is RPCholesky, no pass
+        assert res.info["solver"] == "pcg" and "RPCholesky-PCG" in res.info["auto"]
+        assert res.info["preconditioner"]["kind"] == "rpcholesky" and res.info["sketch_passes"] == 0
+        sk = solve(op, Y, ridge, n_dense=100, pcg_min_n=200, pcg_rank=30, tol=1e-10, preconditioner="nystrom")
+        assert "Nyström-PCG" in sk.info["auto"] and sk.info["sketch_passes"] == 1
+        np.testing.assert_allclose(sk.x, res.x, atol=1e-7)
         mid = solve(op, Y, ridge, n_dense=100, tol=1e-10)  # n < PCG_MIN_N: tiled Cholesky
         assert mid.info["solver"] == "cholesky" and "tiled Cholesky" in mid.info["auto"]
         np.testing.assert_allclose(mid.x, res.x, atol=1e-7)
@@ -166,3 +171,27 @@ def test_bad_input(problem, y, ridge, match):
 def test_unknown_solver(problem):
     with pytest.raises(ValueError, match="solver must be one of"):
         solve(DenseGram(problem[1]), problem[2], 1.0, solver="qr")
+
+
+def test_auto_preconditioner_takes_rpcholesky_only_where_columns_cost_no_pass(problem, tmp_path):
+    """'auto' resolves to RPCholesky for in-memory Grams, given columns, and stores that compute
+    their columns from their inputs; to the sketch for a store whose columns would be read
+    (subsets='read': every column block would read the tiles)."""
+    from ntkscale.solvers.api import resolve_preconditioner
+
+    X, K, Y = problem
+    assert resolve_preconditioner(DenseGram(K), "auto") == "rpcholesky"
+    assert resolve_preconditioner(K, "auto") == "rpcholesky"
+    assert resolve_preconditioner(object(), "auto") == "nystrom"
+    assert resolve_preconditioner(object(), "auto", columns=lambda idx: None) == "rpcholesky"
+    assert resolve_preconditioner(DenseGram(K), "nystrom") == "nystrom"
+    with pytest.raises(ValueError, match="preconditioner must be one of"):
+        resolve_preconditioner(DenseGram(K), "jacobi")
+    build_gram(ARCH, X, tmp_path / "g", tile=128, dtype=np.float64, client="sync")
+    with StoredGram(tmp_path / "g", "ntk", client="sync") as op:
+        assert op.computes_columns and resolve_preconditioner(op, "auto") == "rpcholesky"
+    with StoredGram(tmp_path / "g", "ntk", client="sync", subsets="read") as op:
+        assert not op.computes_columns and resolve_preconditioner(op, "auto") == "nystrom"
+        ridge = 0.1 * np.mean(np.diag(K))
+        res = solve(op, Y, ridge, solver="pcg", pcg_rank=30, tol=1e-10)
+        assert res.info["preconditioner"]["kind"] == "nystrom" and res.info["sketch_passes"] == 1
