@@ -14,6 +14,8 @@ Depth-3 ReLU NTK (W_std = sqrt 2, b_std = 0.1, as jobs/fashion-mnist-120k.toml),
 preprocessing, one-hot targets minus 1/10, float64, ridge ``--ridge`` × mean diagonal.
 
     python benchmarks/bench_forecast.py --n0 3000 --k 500 --ridge 0.046
+    python benchmarks/bench_forecast.py --n0 15000 --factors 2,4 --extrapolate-only \
+        --measured 30000:0.19,60000:0.17   # fits too large for memory, measured by jobs
 """
 
 from __future__ import annotations
@@ -125,14 +127,26 @@ def main():
     ap.add_argument("--ridge", type=float, default=0.046)
     ap.add_argument("--trials", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--extrapolate-only", action="store_true",
+                    help="only the extrapolation from the n0 pool (the larger fits measured elsewhere)")
+    ap.add_argument("--measured", default="", help="n:test_mse,... measured fits to check the extrapolation on")
     ap.add_argument("--out", default="benchmarks/runs/forecast.json")
     a = ap.parse_args()
     factors = [int(f) for f in a.factors.split(",")]
     sizes = [a.n0] + [f * a.n0 for f in factors]
     kf = _kernel_fn()
-    X, lab, Xh, labh, Xt, labt = _data(max(sizes), 5000, a.seed)
+    X, lab, Xh, labh, Xt, labt = _data(a.n0 if a.extrapolate_only else max(sizes), 5000, a.seed)
     ext = extrapolate(kf, X, lab, a.n0, a.ridge, a.trials, factors + [10])
-    full = full_forecasts(kf, X, lab, Xh, labh, Xt, labt, sizes, a.k, a.ridge)
+    if a.measured:  # forecast / measured, and whether the measured point lies in the band
+        meas = {int(k): float(v) for k, v in (x.split(":") for x in a.measured.split(","))}
+        ext["check"] = []
+        for q, mid, lo, hi in zip(ext["forecast_p"], ext["forecast"], ext["low"], ext["high"]):
+            if q in meas:
+                m = meas[q]
+                ext["check"].append({"n": q, "forecast": mid, "band": [lo, hi], "measured": m,
+                                     "ratio": mid / m, "inside": bool(min(lo, hi) <= m <= max(lo, hi))})
+                print(json.dumps(ext["check"][-1]), flush=True)
+    full = [] if a.extrapolate_only else full_forecasts(kf, X, lab, Xh, labh, Xt, labt, sizes, a.k, a.ridge)
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as f:
         json.dump({"args": vars(a), "extrapolate": ext, "full": full}, f, indent=1)
