@@ -36,3 +36,11 @@ def stage_metrics(out: str) -> dict:
     """``metrics.json``'s per-stage metrics of the run directory ``out``."""
     with open(os.path.join(out, "metrics.json")) as fh:
         return json.load(fh)["stages"]
+
+
+def write_json(path: str, record: dict) -> None:
+    """Write a benchmark's JSON record (its folder made first) and say where."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as fh:
+        json.dump(record, fh, indent=2)
+    print(f"wrote {path}")

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import glob
 import hashlib
-import json
 import os
 import shutil
 import signal
@@ -33,7 +32,7 @@ import time
 
 import numpy as np
 
-from _jobs import cli, stage_metrics, write_job
+from _jobs import cli, stage_metrics, write_job, write_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -200,10 +199,7 @@ def main() -> None:
             shutil.rmtree(work, ignore_errors=True)
         else:
             print(f"kept {work}")
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump(res, fh, indent=2)
-    print(f"wrote {args.out}")
+    write_json(args.out, res)
 
 
 if __name__ == "__main__":

@@ -15,14 +15,13 @@ store, the preconditioner's build seconds, PCG's seconds and their sum (the fit)
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import subprocess
 import tempfile
 import time
 
-from _jobs import cli, stage_metrics, write_job
+from _jobs import cli, stage_metrics, write_job, write_json
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -78,10 +77,7 @@ def main() -> None:
                       f"residual {row['residual']:.1e}", flush=True)
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    os.makedirs(os.path.dirname(args.out), exist_ok=True)
-    with open(args.out, "w") as fh:
-        json.dump(res, fh, indent=2)
-    print(f"wrote {args.out}")
+    write_json(args.out, res)
 
 
 if __name__ == "__main__":
