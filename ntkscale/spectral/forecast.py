@@ -185,22 +185,47 @@ class ScalingLaw:
         """``(γ, standard error of γ)``."""
         return float(self.params[1]), float(np.sqrt(max(self.cov[1, 1], 0.0)))
 
-    def predict(self, p: Any, *, level: float = 0.9, draws: int = 4000,
+    def predict(self, p: Any, *, level: float = 0.9, draws: int = 400,
                 seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Forecast at sizes ``p`` (shape (Q,)): ``(E, low, high)``, each shape (Q,).
 
-        The band is the central ``level`` interval of ``E(p)`` over parameter draws from the
-        fit's normal law (``c`` clipped at 0: a risk is non-negative).
+        The band is the central ``level`` interval of ``E(p)`` over ``draws`` refits of the law
+        to the points moved by their errors (parametric bootstrap, ``E_i + sem_i z``): it keeps
+        the fit's bounds (``c >= 0``, ``γ > 0``), where normal draws from the covariance would
+        not, e.g. when the fit ends on ``c = 0`` (then the covariance's draws of ``c`` were
+        clipped and of ``γ`` crossed zero: a band that missed its own forecast). Without errors
+        (``sem`` all 0) the draws come from the covariance, ``c`` clipped at 0.
         """
         q = np.asarray(p, dtype=np.float64).reshape(-1)
         mid = _law(q, *self.params)
         rng = np.random.default_rng(seed)
-        cov = 0.5 * (self.cov + self.cov.T)
-        th = rng.multivariate_normal(self.params, cov, size=draws, check_valid="ignore")
-        th[:, 2] = np.clip(th[:, 2], 0.0, None)
-        vals = th[:, 2:3] + np.exp(th[:, 0:1]) * q[None, :] ** (-th[:, 1:2])
+        if np.any(self.sem > 0):
+            vals = []
+            for _ in range(draws):
+                Eb = np.clip(self.E + self.sem * rng.standard_normal(self.E.size), 1e-12, None)
+                try:
+                    vals.append(_law(q, *_fit(self.p, Eb, self.sem)[0]))
+                except RuntimeError:  # (curve_fit found no optimum for this draw)
+                    continue
+            vals = np.asarray(vals)
+        else:
+            cov = 0.5 * (self.cov + self.cov.T)
+            th = rng.multivariate_normal(self.params, cov, size=draws, check_valid="ignore")
+            th[:, 2] = np.clip(th[:, 2], 0.0, None)
+            vals = th[:, 2:3] + np.exp(th[:, 0:1]) * q[None, :] ** (-th[:, 1:2])
         lo, hi = np.quantile(vals, [(1 - level) / 2, (1 + level) / 2], axis=0)
-        return mid, lo, hi
+        return mid, np.minimum(lo, mid), np.maximum(hi, mid)
+
+
+def _fit(ps: np.ndarray, Es: np.ndarray, s: Optional[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted least squares ``(params, cov)`` of :func:`_law` within its bounds."""
+    # start: a pure power law through the two ends, c at a fraction of the smallest risk
+    g0 = float(np.clip(np.log(Es[0] / Es[-1]) / np.log(ps[-1] / ps[0]), 0.05, 2.0))
+    x0 = [float(np.log(Es[0] * ps[0] ** g0)), g0, 0.1 * float(Es.min())]
+    bounds = ([-np.inf, 1e-3, 0.0], [np.inf, 4.0, float(Es.max())])
+    params, cov = curve_fit(_law, ps, Es, p0=x0, sigma=s, absolute_sigma=s is not None,
+                            bounds=bounds, maxfev=20000)
+    return np.asarray(params), np.asarray(cov)
 
 
 def fit_scaling_law(p: Any, E: Any, sem: Optional[Any] = None) -> ScalingLaw:
@@ -226,12 +251,7 @@ def fit_scaling_law(p: Any, E: Any, sem: Optional[Any] = None) -> ScalingLaw:
         raise ValueError(f"fit_scaling_law needs >= 4 distinct sizes p > 0 and risks E > 0 of the same "
                          f"length, got p {ps.shape}, E {Es.shape}")
     s = None if sem is None else np.clip(np.asarray(sem, dtype=np.float64).reshape(-1), 1e-12, None)
-    # start: a pure power law through the two ends, c at a fraction of the smallest risk
-    g0 = float(np.clip(np.log(Es[0] / Es[-1]) / np.log(ps[-1] / ps[0]), 0.05, 2.0))
-    x0 = [float(np.log(Es[0] * ps[0] ** g0)), g0, 0.1 * float(Es.min())]
-    bounds = ([-np.inf, 1e-3, 0.0], [np.inf, 4.0, float(Es.max())])
-    params, cov = curve_fit(_law, ps, Es, p0=x0, sigma=s, absolute_sigma=s is not None,
-                            bounds=bounds, maxfev=20000)
+    params, cov = _fit(ps, Es, s)
     if not np.all(np.isfinite(cov)):
         cov = np.where(np.isfinite(cov), cov, 0.0)
     return ScalingLaw(params=np.asarray(params), cov=np.asarray(cov), p=ps, E=Es,

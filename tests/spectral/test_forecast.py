@@ -101,3 +101,17 @@ def test_scaling_law_recovers_known_parameters():
 def test_scaling_law_rejects_too_few_points():
     with pytest.raises(ValueError, match=">= 4 distinct sizes"):
         fit_scaling_law([1, 2, 3], [3.0, 2.0, 1.0])
+
+
+def test_scaling_law_band_holds_its_forecast_when_the_fit_ends_on_a_bound():
+    """The 15k Fashion-MNIST GCV points (benchmarks/RESULTS.md §00000e.4) end the fit on c = 0;
+    normal draws from the covariance then gave a band [0.151, 0.97] around a forecast of 0.149
+    at 30k. The bootstrap band brackets the forecast and stays finite and narrow."""
+    p = [1875, 3750, 7500, 15000]
+    E = [0.2322, 0.2120, 0.1869, 0.1671]
+    sem = [0.00562, 0.00197, 0.00147, 0.00104]
+    law = fit_scaling_law(p, E, sem)
+    assert law.params[2] < 1e-6  # c on its bound
+    mid, lo, hi = law.predict([30000, 60000])
+    assert np.all(lo <= mid) and np.all(mid <= hi)
+    assert np.all(hi < 0.2) and np.all(lo > 0.05)  # not the [0.15, 0.97] of the covariance draws
