@@ -21,7 +21,9 @@ I/O off the critical path. A task reads its Gram block (``O_DIRECT``) on a secon
 its GEMMs run into a scratch buffer; with one leader, a finished tile is kept in the tile cache
 and its chunk written (``O_DIRECT``) on a writer thread while the next task computes, and a last
 task flushes the queued writes. Buffered chunk I/O costs CPU that the BLAS threads need (~100 ms
-per fresh 32 MB chunk written on the 2-core VM): together 8 % at n = 12288 (RESULTS §00000e).
+per fresh 32 MB chunk written on the 2-core VM): float64 -14 %, float32 -2 % at n = 12288
+(RESULTS §00000e.1). A failing task, and a failing run, first wait for the queued writes, so
+none lands in a store that a jitter retry has recreated.
 
 References
 ----------
@@ -49,7 +51,7 @@ from ..storage.ownership import check_dir
 from ..storage.writer import StoreLock
 from ..storage.url import options_key
 from .cholesky_dag import _dependencies, _priorities, factor_tile_size
-from .cholesky_tasks import TileBreakdown, _Ctx, factor_tile_task, flush_task, release_buffers
+from .cholesky_tasks import TileBreakdown, _Ctx, _quiet_flush, factor_tile_task, flush_task, release_buffers
 from .executor import await_workers, worker_info
 from .factor import TiledFactor
 
@@ -234,6 +236,11 @@ def _run_distributed(client: Any, fs: FactorStore, ctx: _Ctx, todo: list[tuple[i
         every = list(futures.values()) + ([flush] if flush is not None else [])
         _drain(client, every)
         client.cancel(every)
+        if flush is not None:  # no queued write may land after this (a retry recreates the store)
+            try:
+                client.run(_quiet_flush, workers=leaders)
+            except Exception:  # noqa: BLE001 - a leader that left took its queue with it
+                pass
         raise
     finally:
         try:

@@ -148,8 +148,13 @@ def factor_tile_task(ctx: _Ctx, i: int, j: int, deps: Any = None) -> tuple[int, 
         from threadpoolctl import threadpool_limits
 
         guard = _HostGuard(threadpool_limits, threads)
-    with guard:
-        _compute_tile(ctx, fs, i, j)
+    try:
+        with guard:
+            _compute_tile(ctx, fs, i, j)
+    except BaseException:  # (a breakdown): the tiles queued before are written before the error
+        if ctx.write_behind:  # reaches the client, which may then recreate the store (jitter)
+            _quiet_flush()
+        raise
     return i, j, time.perf_counter() - t0, os.getpid(), True
 
 
@@ -172,6 +177,14 @@ def release_buffers() -> None:
     """Drop the tasks' scratch buffers and this process's cached factor tiles."""
     _ACC.clear()
     clear_tile_cache()
+
+
+def _quiet_flush() -> None:
+    """Wait for this process's queued tile writes; their errors are not this caller's to raise."""
+    try:
+        flush_writes()
+    except Exception:  # noqa: BLE001 - a failed write leaves its tile missing: a rerun computes it
+        pass
 
 
 def flush_task(deps: Any = None) -> tuple[int, int, float, int, bool]:

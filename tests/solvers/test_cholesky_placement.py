@@ -142,3 +142,35 @@ def test_kept_tiles_serve_repeated_solves(gram300, tmp_path, monkeypatch):
     X_ref = sla.cho_solve((U_ref, False), Y)
     err = np.abs(x - X_ref).max() / np.abs(X_ref).max()
     assert 1e-9 < err < 1e-3  # float32 accuracy (cond ~ 2e3 x 2^-24), not float64
+
+
+def test_a_failing_task_lets_the_queued_writes_land_first(tmp_path, monkeypatch):
+    """Write-behind: a task that fails (a POTRF breakdown) waits for the tile writes queued
+    before it, so none lands after the error, in a store that a jitter retry has recreated."""
+    import threading
+
+    from ntkscale.storage import chunks
+    from ntkscale.storage.factor_store import FactorStore, flush_writes
+    from ntkscale.tiling import cholesky_tasks as ct
+
+    fs = FactorStore.create(str(tmp_path / "f"), {"n": 8, "tile": 4, "dtype": "float64", "kind": "ntk",
+                                                  "factor_id": "fid"})
+    real, started = FactorStore.write_buffer, threading.Event()
+
+    def slow(self, i, j, flat):
+        started.set()
+        threading.Event().wait(0.5)
+        real(self, i, j, flat)
+
+    def breakdown(ctx, fs_, i, j):
+        raise ct.TileBreakdown(i, 0)
+
+    monkeypatch.setattr(FactorStore, "write_buffer", slow)
+    monkeypatch.setattr(ct, "_compute_tile", breakdown)
+    fs.write_buffer_behind(0, 0, chunks.tile_buffer(4, np.float64)[0])
+    started.wait(5)
+    ctx = ct._Ctx("g", "b", "ntk", fs.url, "fid", 0.0, "float64", "run", write_behind=True)
+    with pytest.raises(ct.TileBreakdown):
+        ct.factor_tile_task(ctx, 1, 1)
+    assert fs.has_tile(0, 0)  # written before the error left the task
+    flush_writes()
