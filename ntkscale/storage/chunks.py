@@ -16,6 +16,7 @@ renamed into place (as ``LocalStore`` does): a buffered write of a fresh 32 MB c
 from __future__ import annotations
 
 import asyncio
+import errno
 import fcntl
 import mmap
 import os
@@ -250,7 +251,7 @@ def write_path_direct(path: Any, flat: np.ndarray) -> bool:
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | flag, 0o644)
     except OSError as e:
-        if e.errno == 22:  # EINVAL: the filesystem does not do O_DIRECT
+        if e.errno == errno.EINVAL:  # the filesystem does not do O_DIRECT
             return False
         raise
     view, whole = memoryview(flat).cast("B"), flat.nbytes - flat.nbytes % _ALIGN
@@ -258,12 +259,21 @@ def write_path_direct(path: Any, flat: np.ndarray) -> bool:
         try:
             done = 0
             while done < whole:
-                done += os.pwrite(fd, view[done:whole], done)
+                try:
+                    done += os.pwrite(fd, view[done:whole], done)
+                except OSError as e:  # EINVAL on the first block: direct writes refused here
+                    if e.errno != errno.EINVAL or done:
+                        raise
+                    os.close(fd)
+                    fd = -1
+                    os.unlink(tmp)
+                    return False
             fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~flag)  # the tail: plain
             while done < flat.nbytes:
                 done += os.pwrite(fd, view[done:], done)
         finally:
-            os.close(fd)
+            if fd >= 0:
+                os.close(fd)
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -181,6 +181,13 @@ def test_direct_chunk_write_is_exact_atomic_and_cleans_up(tmp_path, monkeypatch)
     assert not chunks.write_path_direct(tmp_path / "x", np.ones(10, np.uint8)[1:])  # unaligned
     assert not (tmp_path / "x").exists()
 
+    def einval(*a):
+        raise OSError(22, "Invalid argument")
+
+    monkeypatch.setattr(chunks.os, "pwrite", einval)  # a filesystem that refuses direct writes
+    assert not chunks.write_path_direct(tmp_path / "y", chunks.tile_buffer(33, np.float64)[0])
+    assert not (tmp_path / "y").exists() and not list(tmp_path.rglob("*.partial"))
+
     def enospc(*a):
         raise OSError(28, "No space left on device")
 
