@@ -119,10 +119,7 @@ class ColumnFactor:
         43 on the digits NTK at rank 200.) Applies to R of shape (n, C).
         """
         mu = float(ridge)
-        if "_eig" not in self.__dict__:  # Fᵀ F's eigh, computed once for every ridge (pcg_path)
-            s2, W = np.linalg.eigh(_gram64(self.F))  # ascending
-            self.__dict__["_eig"] = (np.maximum(s2, 0.0), W)
-        s2, W = self.__dict__["_eig"]
+        s2, W = self.setup()
         lam_r = float(s2[0])
         if lam_r + mu <= 0:
             raise ValueError("the RPCholesky preconditioner needs ridge > 0 or a full-rank factor")
@@ -134,6 +131,14 @@ class ColumnFactor:
             return R - _mul64(F, S)
 
         return apply
+
+    def setup(self) -> tuple[np.ndarray, np.ndarray]:
+        """``Fᵀ F = W diag(σ²) Wᵀ``: ``(σ², W)`` (σ² ascending, clipped at 0), computed once
+        (``n k²`` + a (k, k) eigh) and kept for every ridge (:meth:`preconditioner`, ``pcg_path``)."""
+        if "_eig" not in self.__dict__:
+            s2, W = np.linalg.eigh(_gram64(self.F))  # ascending
+            self.__dict__["_eig"] = (np.maximum(s2, 0.0), W)
+        return self.__dict__["_eig"]
 
     def matvec(self, V: np.ndarray) -> np.ndarray:
         """``F Fᵀ V`` (n, C)."""

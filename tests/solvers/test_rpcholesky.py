@@ -148,6 +148,7 @@ def test_pcg_with_rpcholesky_on_ntk(digits_ntk):
         its[kind] = res.iterations
         if kind == "rpcholesky":
             assert pre.passes == 0 and pre.info["columns"] >= 200
+            assert "_eig" in pre.__dict__  # the ridge-free set-up is the build's, not PCG's
     # measured (seeds 0-2): none 178; rank 100/200/400: sketch 58-59/43/32, RPCholesky
     # 57-58/43-44/33 iterations: the same count within one iteration, without the sketch's
     # pass over the Gram. Checked: fewer than a third of none's, at most the sketch's + 2.
