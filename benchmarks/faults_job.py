@@ -93,9 +93,11 @@ def _run(cmd: list[str], log: str, factor: str, kill: str = "", kill_at: int = 0
     with open(log, "ab") as fh:
         proc = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, start_new_session=True)
     rec: dict = {"cmd": " ".join(cmd), "log": log}
+    family: list[int] = []
     while kill and proc.poll() is None:
         if len(_chunks(factor)) >= kill_at:
             victim = _busiest_child(proc.pid) if kill == "worker" else proc.pid
+            family = _children(proc.pid)  # a killed client's workers: orphaned, or gone with it
             rec.update(killed=kill, killed_pid=victim, tiles_at_kill=len(_chunks(factor)),
                        killed_at_s=time.perf_counter() - t0)
             os.kill(victim, signal.SIGKILL)
@@ -103,31 +105,24 @@ def _run(cmd: list[str], log: str, factor: str, kill: str = "", kill_at: int = 0
         time.sleep(0.1)
     rc = proc.wait()
     rec.update(rc=rc, seconds=time.perf_counter() - t0)
-    if kill == "client":  # its workers: orphaned or gone; wait until none is left computing
+    if kill == "client":  # its workers: wait until none is left computing (or say which are)
         deadline = time.monotonic() + 120
-        while _orphans(factor) and time.monotonic() < deadline:
+        while _alive(family) and time.monotonic() < deadline:
             time.sleep(0.5)
-        rec["orphans_left"] = _orphans(factor)
+        rec["orphans_left"] = _alive(family)
     return rec
 
 
-def _orphans(tag: str) -> list[int]:
-    """Processes still running from a killed client: dask workers whose command line or open
-    files are under this benchmark's directory cannot be told apart cheaply, so: any process
-    whose parent is init and that runs `distributed`'s spawn entry point."""
+def _alive(pids: list[int]) -> list[int]:
+    """Those of ``pids`` still running (zombies count as gone)."""
     out = []
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
+    for p in pids:
         try:
-            with open(f"/proc/{d}/cmdline", "rb") as fh:
-                cmd = fh.read().replace(b"\0", b" ")
-            with open(f"/proc/{d}/stat") as fh:
-                ppid = int(fh.read().rsplit(")", 1)[1].split()[1])
+            with open(f"/proc/{p}/stat") as fh:
+                if fh.read().rsplit(")", 1)[1].split()[0] != "Z":
+                    out.append(p)
         except OSError:
-            continue
-        if ppid == 1 and b"multiprocessing" in cmd and b"spawn" in cmd:
-            out.append(int(d))
+            pass
     return out
 
 

@@ -160,13 +160,8 @@ def fit(op: Any, Y: np.ndarray, ridge: float, *, solver: str = "auto", tol: floa
     -------
     FitResult
     """
-    from ..linop import operator_columns
     from ..solvers import solve
-    from ..solvers.api import resolve_preconditioner
 
-    preconditioner = resolve_preconditioner(op, preconditioner, columns)
-    if preconditioner == "rpcholesky" and columns is None:
-        columns = operator_columns(op)
     res = solve(op, Y, ridge, solver=solver, tol=tol, maxiter=maxiter,
                 pcg_rank=min(pcg_rank, op.shape[0]), jitter=jitter, seed=seed,
                 preconditioner=preconditioner, columns=columns)

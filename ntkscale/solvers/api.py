@@ -45,7 +45,7 @@ def resolve_preconditioner(op: Any, kind: str, columns: Optional[Columns] = None
     """The preconditioner ``kind`` stands for: 'auto' is 'rpcholesky' when kernel columns cost
     no pass over the Gram (``columns`` given, or :func:`ntkscale.linop.cheap_columns` of ``op``),
     else 'nystrom'. Measured: at equal rank both need the same PCG iterations (within 0-2 at
-    n = 10 000 and 30 000), and RPCholesky builds 4-5x faster on a stored 30k Gram
+    n = 10 000 and 30 000), and RPCholesky builds 3.9-5.4x faster on a stored 30k Gram
     (benchmarks/RESULTS.md §7 and §00000e)."""
     if kind not in PRECONDITIONERS:
         raise ValueError(f"preconditioner must be one of {PRECONDITIONERS}, got {kind!r}")
@@ -200,10 +200,8 @@ def solve(op: Any, y: Any, ridge: float = 0.0, *, solver: str = "auto", tol: flo
     """
     if solver not in SOLVERS:
         raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
-    if preconditioner not in PRECONDITIONERS:
-        raise ValueError(f"preconditioner must be one of {PRECONDITIONERS}, got {preconditioner!r}")
     op = as_operator(op)  # an ndarray is a DenseGram from here on
-    preconditioner = resolve_preconditioner(op, preconditioner, columns)
+    preconditioner = resolve_preconditioner(op, preconditioner, columns)  # (refuses unknown names)
     n = op.shape[0]
     check_rhs(y, n)
     ridge = check_ridge(ridge)

@@ -214,7 +214,7 @@ class ScalingLaw:
             th[:, 2] = np.clip(th[:, 2], 0.0, None)
             vals = th[:, 2:3] + np.exp(th[:, 0:1]) * q[None, :] ** (-th[:, 1:2])
         lo, hi = np.quantile(vals, [(1 - level) / 2, (1 + level) / 2], axis=0)
-        return mid, np.minimum(lo, mid), np.maximum(hi, mid)
+        return mid, lo, hi
 
 
 def _fit(ps: np.ndarray, Es: np.ndarray, s: Optional[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -158,24 +158,27 @@ def factor_tile_task(ctx: _Ctx, i: int, j: int, deps: Any = None) -> tuple[int, 
     return i, j, time.perf_counter() - t0, os.getpid(), True
 
 
-_ACC: dict = {}  # this process's update buffer, reused by its tasks (fresh pages cost ~1/3 of a GEMM)
+_ACC: dict = {}  # thread id -> its update buffer, reused by its tasks (fresh pages cost ~1/3 of a GEMM)
+_ACC_LOCK = threading.Lock()
 
 
 def _accumulator(shape: tuple[int, int], dtype: np.dtype) -> np.ndarray:
     """A Fortran-ordered scratch array of ``shape`` and ``dtype`` (contents undefined), the same
-    memory for every task of this process ('host' placement runs one task at a time here;
-    other placements run one task per worker thread, so the buffer is per thread)."""
-    key = (threading.get_ident(), shape, np.dtype(dtype).str)
-    if key not in _ACC:
-        for k in [k for k in _ACC if k[0] == key[0]]:  # one buffer per thread
-            del _ACC[k]
-        _ACC[key] = np.empty(shape, dtype, order="F")
-    return _ACC[key]
+    memory for every task that this thread runs ('host' placement: one task at a time)."""
+    me = threading.get_ident()
+    with _ACC_LOCK:
+        buf = _ACC.pop(me, None)
+        if buf is None or buf.shape != shape or buf.dtype != dtype:
+            buf = None  # (the old one freed before the new one is made)
+            buf = np.empty(shape, dtype, order="F")
+        _ACC[me] = buf
+    return buf
 
 
 def release_buffers() -> None:
     """Drop the tasks' scratch buffers and this process's cached factor tiles."""
-    _ACC.clear()
+    with _ACC_LOCK:
+        _ACC.clear()
     clear_tile_cache()
 
 
@@ -282,11 +285,9 @@ def _compute_tile(ctx: _Ctx, fs: FactorStore, i: int, j: int) -> None:
         S, flat = gram.result()
         Uii = None if uii is None else uii.result().astype(dt, copy=False)  # Uii.T = L, lower
     R = S.T  # shape: (ci, ri), Fortran order: the transposed problem, in S's memory
-    if C is None:
-        pass
-    elif i == j:  # SYRK wrote C's upper triangle only (its lower one is stale)
+    if C is not None and i == j:  # SYRK wrote C's upper triangle only (its lower one is stale)
         _subtract_upper(R, C)
-    else:
+    elif C is not None:
         R -= C
     del C
     if i == j:
