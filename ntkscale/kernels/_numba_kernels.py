@@ -67,6 +67,32 @@ def _layers(q, t, i, j0, kinds, params, slot, f1, g1, f2, g2):
                 dot = half - fac * theta
                 t[j] = t[j] * dot
                 q[j] = fac * root + dot * q[j]
+        elif k == 3:  # Exp(a, b): q <- a^2 exp(b^2 ((vi + vj)/2 + q)) ; t <- t b^2 q
+            a = params[l, 0]; b2 = params[l, 1] * params[l, 1]
+            s = slot[l]
+            hv = 0.5 * f1[s, i]
+            for j in range(m):
+                qn = a * a * math.exp(b2 * (hv + 0.5 * f2[s, j0 + j] + q[j]))
+                t[j] = t[j] * b2 * qn
+                q[j] = qn
+        elif k == 4:  # Gaussian(a, b): det = sqrt((1-2b vi)(1-2b vj) - 4 b^2 q^2)
+            a2 = params[l, 0] * params[l, 0]; b = params[l, 1]
+            s = slot[l]
+            ui = 1.0 - 2.0 * b * f1[s, i]
+            for j in range(m):
+                qj = q[j]
+                det = math.sqrt(max(ui * (1.0 - 2.0 * b * f2[s, j0 + j]) - 4.0 * b * b * qj * qj, 0.0))
+                inv = 1.0 / det
+                t[j] = t[j] * a2 * 4.0 * b * b * qj * inv * inv * inv
+                q[j] = a2 * inv
+        elif k == 5:  # Rbf(gamma): q <- exp(gamma (2q - vi - vj)) ; t <- t 2 gamma q
+            g = params[l, 0]
+            s = slot[l]
+            vi = f1[s, i]
+            for j in range(m):
+                qn = math.exp(g * (2.0 * q[j] - vi - f2[s, j0 + j]))
+                t[j] = t[j] * 2.0 * g * qn
+                q[j] = qn
         else:  # Erf(a, b, c), Williams' arcsine form
             a = params[l, 0]; b = params[l, 1]; cc = params[l, 2]
             s = slot[l]

@@ -20,7 +20,7 @@ from .base import leaves, provide
 from .conv import spatial_mode
 from .images import check_input_width, check_spatial
 from .combinators import check_gaussian
-from .layers import ABRelu, Erf, Layer, Serial
+from .layers import Layer, Serial
 from .state import DiagStats, KernelState
 from .tile_kernel import TileKernel
 from .validate import check_get, check_inputs, resolve_dtype
@@ -68,7 +68,8 @@ def _program(layer: Layer, ns: Namespace, d: int, path: Path) -> Optional[fused.
         return None
     prog = fused.compile_program(layer.flat(), d)
     if prog is None and path == "fused":
-        raise ValueError("the fused path needs a chain of Dense/ABRelu/Erf/Identity layers")
+        raise ValueError("the fused path needs a chain of Dense/Identity layers and ABRelu/Erf/Exp/"
+                         "Gaussian/Rbf activations")
     return prog
 
 
@@ -105,7 +106,7 @@ def diag_stats(layer: Layer, x: Any, *, dtype: Any = None, path: Path = "auto",
     if prog is not None:
         rows = []
         for leaf in layer.flat():
-            if isinstance(leaf, (ABRelu, Erf)):
+            if isinstance(leaf, fused.FUSED_ACTIVATIONS):
                 rows.append(np.asarray(k.nngp, np.float64))
             k = leaf.kernel(ns, k)
         act_vars = np.stack(rows) if rows else np.zeros((0, x.shape[0]))

@@ -1,4 +1,4 @@
-"""Fused CPU kernel for chains of Dense and ABRelu/Erf layers (NumPy + numba).
+"""Fused CPU kernel for chains of Dense and ABRelu/Erf/Exp/Gaussian/Rbf layers (NumPy + numba).
 
 The plain NumPy recursion makes ~10 passes over n1*n2 temporaries per layer
 and spends ~10x the time of the ``X1 @ X2.T`` product. Here each output row is
@@ -21,11 +21,14 @@ from typing import Optional, Sequence
 
 import numpy as np
 
+from .activations_nt import Exp, Gaussian, Rbf
 from .layers import ABRelu, Dense, Erf, Identity, Layer
 
-__all__ = ["Program", "compile_program", "run_program", "acos_poly"]
+__all__ = ["Program", "compile_program", "run_program", "acos_poly", "FUSED_ACTIVATIONS"]
 
-DENSE, ABRELU, ERF = 0, 1, 2
+DENSE, ABRELU, ERF, EXP, GAUSSIAN, RBF = 0, 1, 2, 3, 4, 5
+#: activations the fused chain runs; each takes the per-row variances entering it (a slot)
+FUSED_ACTIVATIONS = (ABRelu, Erf, Exp, Gaussian, Rbf)
 
 @dataclass(frozen=True)
 class Program:
@@ -43,7 +46,7 @@ class Program:
 
 
 def compile_program(layers: Sequence[Layer], in_width: int) -> Optional[Program]:
-    """Flatten a chain of Dense/ABRelu/Erf/Identity layers; ``None`` if not a chain."""
+    """Flatten a chain of Dense/Identity layers and :data:`FUSED_ACTIVATIONS`; ``None`` if not a chain."""
     kinds, params, slots = [], [], []
     width, n_act = in_width, 0
     for layer in layers:
@@ -64,6 +67,11 @@ def compile_program(layers: Sequence[Layer], in_width: int) -> Optional[Program]
         elif isinstance(layer, Erf):
             kinds.append(ERF); params.append((layer.a, layer.b, layer.c, 0.0)); slots.append(n_act)
             n_act += 1
+        elif isinstance(layer, (Exp, Gaussian, Rbf)):
+            kind, row = ((EXP, (layer.a, layer.b)) if isinstance(layer, Exp) else
+                         (GAUSSIAN, (layer.a, layer.b)) if isinstance(layer, Gaussian) else (RBF, (layer.gamma, 0.0)))
+            kinds.append(kind); params.append((*row, 0.0, 0.0)); slots.append(n_act)
+            n_act += 1
         else:
             return None
     return Program(np.asarray(kinds, np.int64), np.asarray(params, np.float64).reshape(-1, 4),
@@ -75,6 +83,7 @@ def slot_factors(program: Program, act_vars: np.ndarray) -> tuple[np.ndarray, np
 
     ABRelu: ``f = sqrt(var)``, ``g = 1/sqrt(var)`` (0 where var = 0).
     Erf(a, b, c): ``f`` unused, ``g = 1/sqrt(1 + 2 b^2 var)``.
+    Exp, Gaussian, Rbf: ``f = var`` (their closed forms take the variances), ``g`` unused.
     """
     f = np.zeros_like(act_vars)
     g = np.zeros_like(act_vars)
@@ -86,6 +95,8 @@ def slot_factors(program: Program, act_vars: np.ndarray) -> tuple[np.ndarray, np
         if program.kinds[l] == ABRELU:
             f[s] = np.sqrt(v)
             np.divide(1.0, f[s], out=g[s], where=f[s] > 0)
+        elif program.kinds[l] in (EXP, GAUSSIAN, RBF):
+            f[s] = v
         else:
             b = program.params[l, 1]
             g[s] = 1.0 / np.sqrt(1.0 + 2.0 * b * b * v)

@@ -61,11 +61,16 @@ class TrainKernel:
         :func:`ntkscale.solvers.solve` (default :func:`ntkscale.solvers.dense_limit`).
     maxiter : int, optional
         Lanczos steps / CG iterations cap.
+    pcg_rank : int
+        Rank of PCG's preconditioner (:func:`ntkscale.solvers.solve`; RPCholesky columns for a
+        stored Gram that computes them): larger ranks cost memory (n x rank) and save passes.
     """
 
     def __init__(self, k: Any, diag_reg: float, absolute: bool, *, solver: str = "auto",
-                 tol: float = 1e-10, n_dense: Optional[int] = None, maxiter: Optional[int] = None):
+                 tol: float = 1e-10, n_dense: Optional[int] = None, maxiter: Optional[int] = None,
+                 pcg_rank: int = 1000):
         self.solver, self.tol, self.n_dense, self.maxiter = solver, float(tol), n_dense, maxiter
+        self.pcg_rank = int(pcg_rank)
         self.info: list[dict] = []
         self.K: Optional[np.ndarray] = None
         self.op: Any = None
@@ -107,8 +112,8 @@ class TrainKernel:
     def solve(self, B: np.ndarray) -> np.ndarray:
         """``(K + ridge I)^-1 B`` (the pseudo-inverse for a singular ``K`` at ridge 0), B (n, k)."""
         if self.op is not None:
-            res = solve_op(self.op, B, self.ridge, solver=self.solver, tol=min(self.tol, 1e-8),
-                           maxiter=self.maxiter, n_dense=self.n_dense)
+            res = solve_op(self.op, B, self.ridge, solver=self.solver, tol=self.tol,
+                           maxiter=self.maxiter, n_dense=self.n_dense, pcg_rank=self.pcg_rank)
             self.info.append({"method": res.method, "solver": res.info.get("solver"),
                               "auto": res.info.get("auto"), "residual": res.residual,
                               "iterations": res.iterations, "passes": res.passes, "ridge": res.ridge})

@@ -103,7 +103,8 @@ def gradient_descent_mse_ensemble(kernel_fn: Callable, x_train: Any, y_train: An
                                   diag_reg: float = 0.0, diag_reg_absolute_scale: bool = False,
                                   trace_axes: Any = (-1,), *, k_train_train: Any = None, solver: str = "auto",
                                   tol: float = 1e-10, n_dense: Optional[int] = None,
-                                  maxiter: Optional[int] = None, **kernel_fn_train_train_kwargs: Any
+                                  maxiter: Optional[int] = None, pcg_rank: int = 1000,
+                                  **kernel_fn_train_train_kwargs: Any
                                   ) -> Callable[..., Any]:
     """Mean [and covariance] of an infinite ensemble of infinite-width networks trained by gradient
     descent on MSE (NT's ``predict.gradient_descent_mse_ensemble``).
@@ -135,9 +136,9 @@ def gradient_descent_mse_ensemble(kernel_fn: Callable, x_train: Any, y_train: An
         store must be of ``x_train`` (fingerprint) and ``kernel_fn`` must give its diagonal.
         Without it the train kernels are computed by ``kernel_fn`` and decomposed in memory
         (``eigh`` / Cholesky, cached), as NT.
-    solver, tol, n_dense, maxiter
-        Out-of-core controls: :func:`ntkscale.solvers.solve` (``solver``, ``n_dense``) and the
-        Lanczos / PCG tolerance ``tol``.
+    solver, tol, n_dense, maxiter, pcg_rank
+        Out-of-core controls: :func:`ntkscale.solvers.solve` (``solver``, ``n_dense``, PCG's
+        preconditioner rank ``pcg_rank``) and the Lanczos / PCG tolerance ``tol``.
     **kernel_fn_train_train_kwargs
         Passed to ``kernel_fn`` (NT's rule for test-test / test-train overrides).
 
@@ -161,7 +162,7 @@ def gradient_descent_mse_ensemble(kernel_fn: Callable, x_train: Any, y_train: An
     if x_tr.shape[0] != y.n:
         raise ValueError(f"x_train has {x_tr.shape[0]} rows but y_train has {y.n}")
     reg, absolute = check_reg(diag_reg), bool(diag_reg_absolute_scale)
-    opts = _solver_opts(solver, tol, n_dense, maxiter)
+    opts = _solver_opts(solver, tol, n_dense, maxiter, pcg_rank)
     train_kw = dict(kernel_fn_train_train_kwargs)
     lr = float(learning_rate)
     info: list[dict] = []

@@ -67,13 +67,15 @@ class _Trains:
         return out
 
 
-def _solver_opts(solver: str, tol: float, n_dense: Optional[int], maxiter: Optional[int]) -> dict:
-    return {"solver": solver, "tol": tol, "n_dense": n_dense, "maxiter": maxiter}
+def _solver_opts(solver: str, tol: float, n_dense: Optional[int], maxiter: Optional[int],
+                 pcg_rank: int = 1000) -> dict:
+    return {"solver": solver, "tol": tol, "n_dense": n_dense, "maxiter": maxiter, "pcg_rank": pcg_rank}
 
 
 def gp_inference(k_train_train: Any, y_train: Any, diag_reg: float = 0., diag_reg_absolute_scale: bool = False,
                  trace_axes: Any = (-1,), *, solver: str = "auto", tol: float = 1e-10,
-                 n_dense: Optional[int] = None, maxiter: Optional[int] = None) -> Callable[..., Any]:
+                 n_dense: Optional[int] = None, maxiter: Optional[int] = None,
+                 pcg_rank: int = 1000) -> Callable[..., Any]:
     """Posterior mean [and covariance] of the NNGP, the NTK ensemble at infinite time, or NTK-GP.
 
     neural-tangents' ``predict.gp_inference``: ``nngp`` is the exact posterior of an infinitely
@@ -95,8 +97,9 @@ def gp_inference(k_train_train: Any, y_train: Any, diag_reg: float = 0., diag_re
     diag_reg_absolute_scale : bool
     trace_axes : tuple of int
         Must be every axis of ``y_train`` but the first (default ``(-1,)``; ``()`` for 1-d y).
-    solver, tol, n_dense, maxiter
-        Out-of-core controls (keyword-only, not in NT): :func:`ntkscale.solvers.solve`.
+    solver, tol, n_dense, maxiter, pcg_rank
+        Out-of-core controls (keyword-only, not in NT): :func:`ntkscale.solvers.solve`
+        (``tol`` is PCG's relative residual; ``pcg_rank`` its preconditioner's rank).
 
     Returns
     -------
@@ -117,7 +120,7 @@ def gp_inference(k_train_train: Any, y_train: Any, diag_reg: float = 0., diag_re
     """
     y = Targets(y_train, trace_axes)
     train = _Trains(k_train_train, check_reg(diag_reg), bool(diag_reg_absolute_scale),
-                    _solver_opts(solver, tol, n_dense, maxiter))
+                    _solver_opts(solver, tol, n_dense, maxiter, pcg_rank))
     info: list[dict] = []
 
     def predict_fn(get: Any = None, k_test_train: Any = None, k_test_test: Any = None) -> Any:
@@ -213,7 +216,7 @@ def _mse_predictor(train: TrainKernel, y: Targets, time_scale: float, learning_r
 def gradient_descent_mse(k_train_train: Any, y_train: Any, learning_rate: float = 1., diag_reg: float = 0.,
                          diag_reg_absolute_scale: bool = False, trace_axes: Any = (-1,), *,
                          solver: str = "auto", tol: float = 1e-10, n_dense: Optional[int] = None,
-                         maxiter: Optional[int] = None) -> Callable[..., Any]:
+                         maxiter: Optional[int] = None, pcg_rank: int = 1000) -> Callable[..., Any]:
     """Outputs of function-space gradient flow on MSE, in closed form (NT's ``gradient_descent_mse``).
 
     ``f_train(t) = y + exp(-K t/N) (f0 - y)``;
@@ -230,8 +233,8 @@ def gradient_descent_mse(k_train_train: Any, y_train: Any, learning_rate: float 
     y_train : array, shape (n, C) or (n,) (with ``trace_axes=()``)
     learning_rate, diag_reg, diag_reg_absolute_scale, trace_axes
         As NT.
-    solver, tol, n_dense, maxiter
-        Out-of-core controls (keyword-only, not in NT).
+    solver, tol, n_dense, maxiter, pcg_rank
+        Out-of-core controls (keyword-only, not in NT; as :func:`gp_inference`).
 
     Returns
     -------
@@ -250,7 +253,7 @@ def gradient_descent_mse(k_train_train: Any, y_train: Any, learning_rate: float 
     y = Targets(y_train, trace_axes)
     k = _opener(k_train_train)("ntk")
     train = TrainKernel(k, check_reg(diag_reg), bool(diag_reg_absolute_scale),
-                        **_solver_opts(solver, tol, n_dense, maxiter))
+                        **_solver_opts(solver, tol, n_dense, maxiter, pcg_rank))
     if train.n != y.n:
         raise ValueError(f"k_train_train is {train.n} x {train.n} but y_train has {y.n} rows")
     return _mse_predictor(train, y, 1.0, float(learning_rate), [])
@@ -291,7 +294,7 @@ def mse_scale(loss: Any, y: Targets, seed: int = 0) -> Optional[float]:
 def gradient_descent(loss: Any, k_train_train: Any, y_train: Any, learning_rate: float = 1.,
                      momentum: Optional[float] = None, trace_axes: Any = (-1,), *, solver: str = "auto",
                      tol: float = 1e-10, n_dense: Optional[int] = None,
-                     maxiter: Optional[int] = None) -> Callable[..., Any]:
+                     maxiter: Optional[int] = None, pcg_rank: int = 1000) -> Callable[..., Any]:
     """Function-space gradient descent (flow), NT's ``predict.gradient_descent``, for MSE only.
 
     NT integrates an ODE for any ``loss``. Here the loss must be recognizably MSE: ``'mse'``
@@ -330,7 +333,7 @@ def gradient_descent(loss: Any, k_train_train: Any, y_train: Any, learning_rate:
             "for other losses); use ntkscale.predict.gradient_descent_mse for MSE, or neural-tangents' "
             "predict.gradient_descent for other losses")
     k = _opener(k_train_train)("ntk")
-    train = TrainKernel(k, 0.0, True, **_solver_opts(solver, tol, n_dense, maxiter))
+    train = TrainKernel(k, 0.0, True, **_solver_opts(solver, tol, n_dense, maxiter, pcg_rank))
     inner = _mse_predictor(train, y, c, float(learning_rate), [])
 
     def predict_fn(t: Any = None, fx_train_or_state_0: Any = 0., fx_test_0: Any = None,
