@@ -15,11 +15,13 @@ from ntkscale.job.model import build_arch
 from ntkscale.kernels import registry
 from ntkscale.plan._measure import _first_kernels, _worker_kernel, worker_warmup
 
-#: every [model] a job accepts: fc with each registered activation, and the image architectures
+#: every [model] a job accepts: fc with each registered activation, and the image / sequence architectures
 MODELS = ([({"activation": a, "depth": 1}, 5) for a in registry.ACTIVATIONS]
           + [({"architecture": "cntk", "image_shape": [4, 4, 1], "depth": 1, "activation": "gelu"}, 16),
              ({"architecture": "myrtle", "image_shape": [8, 8, 1], "depth": 5}, 64),
-             ({"architecture": "transformer", "sequence_shape": [4, 3], "depth": 1, "heads": 2}, 12)])
+             ({"architecture": "transformer", "sequence_shape": [4, 3], "depth": 1, "heads": 2}, 12),
+             ({"architecture": "cntk", "sequence_shape": [6, 2], "depth": 2, "filter": 3}, 12),
+             ({"architecture": "myrtle", "sequence_shape": [8, 2], "depth": 5}, 16)])
 
 
 @pytest.mark.parametrize("model,d", MODELS, ids=lambda m: str(m.get("architecture", m.get("activation")))

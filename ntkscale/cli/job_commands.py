@@ -93,6 +93,7 @@ def register(cli: click.Group) -> None:
         worker, flops and time per stage, calibrated by a few seconds of measurement on this
         machine (kernel tile, GEMM/Cholesky, Zarr write/read rates, a real pass on the cluster)."""
         from ..job.model import build_arch
+        from ..job.shapes import check_row_width
         from ..plan import calibrate, estimate_from_config
 
         cfg = _load(job, None)
@@ -103,6 +104,7 @@ def register(cli: click.Group) -> None:
             from ..data import load_dataset
 
             data = load_dataset(cfg.data, seed=cfg.job["seed"])
+            check_row_width(cfg.model, int(data.X_train.shape[1]), f"the training data ({data.name})")
             if select_now:
                 from ..job.model import build_arch as _arch
                 from ..job.plan_ridge import planned_ridge
@@ -114,6 +116,7 @@ def register(cli: click.Group) -> None:
                          n_outputs=int(len(classes)) if classes is not None
                          else (1 if data.y_train.ndim == 1 else int(data.y_train.shape[1])))
             n, d = n or int(data.X_train.shape[0]), d or int(data.X_train.shape[1])
+        check_row_width(cfg.model, d, "the planned data")  # before any kernel is timed
         cal = calibration
         if cal is None:
             arch = build_arch(cfg.model)

@@ -14,11 +14,21 @@ Schema (every key optional unless marked; defaults shown)::
 
     [model]                       # network (neural-tangents stax conventions): architecture =
                                   # fc | cntk (conv + Flatten) | myrtle (conv + pooling) |
-                                  # transformer (attention + LayerNorm + MLP residual blocks on
-                                  # sequence_shape = [T, C] or image_shape rows; heads,
-                                  # attention = softmax | identity | abs | relu, readout = pool |
-                                  # flatten; kernels.transformer)
-    depth = 3                     # hidden layers
+                                  # transformer (attention + LayerNorm + MLP residual blocks;
+                                  # heads, attention = softmax | identity | abs | relu,
+                                  # readout = pool | flatten; kernels.transformer)
+    image_shape = []              # cntk | myrtle | transformer: exactly one of the two shapes.
+    sequence_shape = []           # [H, W, C]: rows are flattened NHWC images, 2-d windows;
+                                  # [T, C]: rows are flattened sequences (T positions x C
+                                  # channels, position-major), 1-d windows (Unflatten(1, T, C)).
+                                  # Row width must be H*W*C or T*C (checked on the loaded data,
+                                  # before any work; job/shapes.py)
+    filter = 3                    # cntk: window (filter x filter on images, filter taps on
+                                  # sequences); myrtle: always 3 (x 3), pooling 2 (x 2), stride 2
+    padding = "SAME"              # cntk: SAME | VALID | CIRCULAR (VALID must keep a position:
+                                  # depth x (filter - 1) < each length); myrtle: always SAME
+    depth = 3                     # hidden layers (cntk: conv layers, default 2; myrtle: 5 | 7 |
+                                  # 10; transformer: blocks, default 2)
     width = 512                   # finite width (only for finite-network features)
     activation = "relu"           # relu | erf | gelu | abs | leaky_relu | sin | cos | identity
     W_std = 1.4142135623730951
@@ -82,6 +92,7 @@ from ..linop import check_ridge
 from ..pipeline import KINDS as _KINDS, RIDGE_RULES as _RIDGE_RULES
 from ..solvers.api import PRECONDITIONERS, SOLVERS as _SOLVERS
 from . import registry as _stages
+from .shapes import check_windows, parse_shapes
 
 __all__ = ["JobConfig", "load_job", "parse_job", "STAGES", "ACTIVATIONS"]
 
@@ -188,42 +199,27 @@ def _model(t: dict) -> dict:
                    "parameterization", "image_shape", "filter", "padding", "sequence_shape", "heads",
                    "attention", "readout"), "model")
     arch = get(t, "architecture", str, "fc", path="model", choices=("fc", "cntk", "myrtle", "transformer"))
-    shape = get(t, "image_shape", list, [], path="model")
-    seq = get(t, "sequence_shape", list, [], path="model")
-    if arch == "transformer":
-        if bool(shape) == bool(seq):
-            raise ConfigError("architecture = 'transformer' reads flattened rows as sequences or images: give "
-                              "'model.sequence_shape' = [length, channels] or 'model.image_shape' = "
-                              "[height, width, channels] (one of them)")
-        if seq and (len(seq) != 2 or not all(isinstance(v, int) and v >= 1 for v in seq)):
-            raise ConfigError(f"'model.sequence_shape' must be [length, channels], got {seq!r}")
-    elif seq:
-        raise ConfigError("'model.sequence_shape' applies to architecture = 'transformer' only")
-    if arch in ("cntk", "myrtle") or (arch == "transformer" and shape):
-        if len(shape) != 3 or not all(isinstance(v, int) and v >= 1 for v in shape):
-            raise ConfigError(f"'model.image_shape' must be [height, width, channels] for "
-                              f"architecture = {arch!r} (rows are flattened NHWC images), got {shape!r}")
-    elif shape:
-        raise ConfigError("'model.image_shape' applies to image architectures only "
-                          "(architecture = 'cntk', 'myrtle' or 'transformer')")
+    shape, seq = parse_shapes(t, arch)
     depth = get(t, "depth", int, {"fc": 3, "cntk": 2, "myrtle": 5, "transformer": 2}[arch], path="model",
                 min=1, max=100)
     if arch == "myrtle" and depth not in (5, 7, 10):
         raise ConfigError(f"'model.depth' = {depth} for architecture = 'myrtle': use 5, 7 or 10")
-    return {"architecture": arch, "image_shape": list(shape), "sequence_shape": list(seq),
-            "filter": get(t, "filter", int, 3, path="model", min=1),
-            "padding": get(t, "padding", str, "SAME", path="model", choices=("SAME", "VALID", "CIRCULAR")),
-            "depth": depth,
-            "width": get(t, "width", int, 512, path="model", min=1),
-            "activation": get(t, "activation", str, "relu", path="model", choices=tuple(_registry.ACTIVATIONS)),
-            "W_std": get(t, "W_std", float, 2 ** 0.5, path="model", min=0, min_exclusive=True),
-            "b_std": get(t, "b_std", float, 0.1, path="model", min=0),
-            "parameterization": get(t, "parameterization", str, "ntk", path="model",
-                                    choices=("ntk", "standard")),
-            "heads": get(t, "heads", int, 1, path="model", min=1, max=64),
-            "attention": get(t, "attention", str, "softmax", path="model",
-                             choices=("softmax", "identity", "abs", "relu")),
-            "readout": get(t, "readout", str, "pool", path="model", choices=("pool", "flatten"))}
+    model = {"architecture": arch, "image_shape": list(shape), "sequence_shape": list(seq),
+              "filter": get(t, "filter", int, 3, path="model", min=1),
+              "padding": get(t, "padding", str, "SAME", path="model", choices=("SAME", "VALID", "CIRCULAR")),
+              "depth": depth,
+              "width": get(t, "width", int, 512, path="model", min=1),
+              "activation": get(t, "activation", str, "relu", path="model", choices=tuple(_registry.ACTIVATIONS)),
+              "W_std": get(t, "W_std", float, 2 ** 0.5, path="model", min=0, min_exclusive=True),
+              "b_std": get(t, "b_std", float, 0.1, path="model", min=0),
+              "parameterization": get(t, "parameterization", str, "ntk", path="model",
+                                      choices=("ntk", "standard")),
+              "heads": get(t, "heads", int, 1, path="model", min=1, max=64),
+              "attention": get(t, "attention", str, "softmax", path="model",
+                               choices=("softmax", "identity", "abs", "relu")),
+              "readout": get(t, "readout", str, "pool", path="model", choices=("pool", "flatten"))}
+    check_windows(model)
+    return model
 
 
 def _kernel(t: dict) -> dict:

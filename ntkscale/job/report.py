@@ -20,7 +20,8 @@ def format_number(x: Any, fmt: str = ".4g") -> str:
 
 
 def _net(mdl: dict) -> str:
-    """``depth-3 relu net`` (fully connected) or ``cntk, 2 conv layers 3x3 SAME, relu, 28x28x1 images``."""
+    """``depth-3 relu net`` (fully connected) or ``cntk, 2 conv layers 3x3 SAME, relu, 28x28x1 images``
+    (``3-tap`` windows and ``8x8 sequences`` for ``sequence_shape``)."""
     kind = mdl.get("architecture", "fc")
     if kind == "fc":
         return f"depth-{mdl['depth']} {mdl['activation']} net"
@@ -30,11 +31,15 @@ def _net(mdl: dict) -> str:
         return (f"transformer, {mdl['depth']} blocks ({mdl.get('heads', 1)}-head {mdl.get('attention')} attention, "
                 f"LayerNorm, {mdl['activation']} MLP), {mdl.get('readout')} readout, "
                 f"{shape} {'sequences' if seq else 'images'}")
-    shape = "x".join(str(v) for v in mdl["image_shape"])
+    seq = mdl.get("sequence_shape") or []
+    shape = "x".join(str(v) for v in (seq or mdl["image_shape"]))
+    what = "sequences" if seq else "images"
     if kind == "cntk":
-        return (f"cntk, {mdl['depth']} conv layers {mdl['filter']}x{mdl['filter']} {mdl['padding']} + "
-                f"{mdl['activation']}, Flatten readout, {shape} images")
-    return f"myrtle-{mdl['depth']} ({mdl['activation']}, 2x2 average pooling), {shape} images"
+        window = f"{mdl['filter']}-tap" if seq else f"{mdl['filter']}x{mdl['filter']}"
+        return (f"cntk, {mdl['depth']} conv layers {window} {mdl['padding']} + "
+                f"{mdl['activation']}, Flatten readout, {shape} {what}")
+    pool = "2-tap" if seq else "2x2"
+    return f"myrtle-{mdl['depth']} ({mdl['activation']}, {pool} average pooling), {shape} {what}"
 
 
 def format_report(cfg: JobConfig, m: dict) -> str:

@@ -31,6 +31,7 @@ from .._config import ConfigError
 from .config import JobConfig, to_plain
 from .context import JobContext
 from .report import write_report
+from .shapes import check_row_width
 from ..storage.ownership import check_dir, claim_dir
 
 log = logging.getLogger("ntkscale.job")
@@ -97,8 +98,9 @@ def preflight(ctx: JobContext, stages: Sequence[str]) -> None:
 
     The run directory and the store locations must be ntkscale's to write
     (:mod:`ntkscale.storage.ownership`: new, empty, or written by ntkscale) and must not
-    contain one another; the data are loaded and validated; a stage that builds the Gram
-    store is asked whether the build would be refused (a store of other data or settings,
+    contain one another; the data are loaded and validated, and their rows must have the
+    width the ``[model]`` shape reads (:func:`ntkscale.job.shapes.check_row_width`); a stage
+    that builds the Gram store is asked whether the build would be refused (a store of other data or settings,
     unless ``[kernel] overwrite``), a stage that reads it whether a finished store of this
     job's data and model is there; each stage's ``check`` runs on the loaded data.
 
@@ -114,6 +116,7 @@ def preflight(ctx: JobContext, stages: Sequence[str]) -> None:
     _check_nesting(cfg)
     _check_needs(cfg, stages)
     data = ctx.data  # loaded and validated before anything is written
+    check_row_width(cfg.model, data.X_train.shape[1], f"the training data ({data.name})")
     for name in stages:  # each stage's own checks on the loaded data (Stage.check)
         check = registry.get_stage(name).check
         if check is not None:

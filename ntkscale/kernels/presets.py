@@ -1,8 +1,10 @@
 """Named architectures: the CNTK (conv stack, Flatten readout), Myrtle kernels and an
 infinite-width transformer (attention + LayerNorm + MLP residual blocks, pooled readout).
 
-Both return ordinary ``serial(...)`` architectures of this package's layers, starting
-with ``Unflatten(H, W, C)`` so they read flattened rows (Gram stores, job files).
+All return ordinary ``serial(...)`` architectures of this package's layers, starting
+with ``Unflatten(H, W, C)`` so they read flattened rows (Gram stores, job files). Given a
+sequence shape ``(T, C)`` instead, the rows are read as sequences (``Unflatten(1, T, C)``)
+and the CNTK and Myrtle windows are 1-d (neural-tangents' ``filter_shape=(f,)``).
 
 References
 ----------
@@ -38,18 +40,33 @@ def _shape(image_shape: Sequence[int]) -> tuple[int, int, int]:
     return shape
 
 
+def _input(input_shape: Sequence[int], what: str) -> tuple[Unflatten, int]:
+    """``Unflatten`` of images ``(H, W, C)`` or sequences ``(T, C)``, and the window rank (2 or 1)."""
+    shape = tuple(int(v) for v in input_shape)
+    if len(shape) == 2 and min(shape) >= 1:
+        return Unflatten(1, *shape), 1
+    if len(shape) != 3 or min(shape) < 1:
+        raise ValueError(f"{what}: input shape must be images (height, width, channels) or sequences "
+                         f"(length, channels), got {input_shape!r}")
+    return Unflatten(*shape), 2
+
+
 def cntk(image_shape: Sequence[int], depth: int = 2, *, filter_size: int = 3,
          padding: str = "SAME", activation: str = "relu", W_std: float = 2 ** 0.5,
          b_std: float = 0.0, channels: int = 1) -> Layer:
     """``depth`` x (Conv(filter_size) + activation), Flatten, Dense(1): the CNTK without
     pooling (Arora et al. 2019's "vanilla" CNTK). Its kernel tracks same-position
     covariances only: ~``H W depth`` work per Gram entry.
+
+    ``image_shape`` ``(H, W, C)``: rows are NHWC images, windows ``(f, f)``; ``(T, C)``: rows
+    are sequences, windows ``(f,)`` (a 1-d CNTK, ~``T depth`` work per entry).
     """
     if int(depth) < 1:
         raise ValueError(f"cntk: depth must be >= 1, got {depth!r}")
-    layers: list[Layer] = [Unflatten(*_shape(image_shape))]
+    unflatten, rank = _input(image_shape, "cntk")
+    layers: list[Layer] = [unflatten]
     for _ in range(int(depth)):
-        layers += [Conv(channels, (filter_size, filter_size), padding=padding, W_std=W_std,
+        layers += [Conv(channels, (filter_size,) * rank, padding=padding, W_std=W_std,
                         b_std=b_std), make_activation(activation)]
     return serial(*layers, Flatten(), Dense(1, W_std=W_std, b_std=b_std))
 
@@ -62,16 +79,20 @@ def myrtle(image_shape: Sequence[int], depth: int = 5, *, activation: str = "rel
     Shankar et al. pool a 32x32 image down to 1x1 with three more 2x2 pools; for other
     sizes this is global average pooling, which is the same at 32x32. Pooling needs all
     pixel-pair covariances: ~``(H W)^2`` work per Gram entry at full resolution.
+
+    Sequences ``(T, C)``: the same stages in 1-d (3-tap convolutions at length ``T``, ``T/2``
+    and ``T/4``, 2-tap average pooling with stride 2, SAME), ~``T^2`` work per entry.
     """
     stages = MYRTLE_STAGES.get(int(depth))
     if stages is None:
         raise ValueError(f"myrtle: depth must be one of {sorted(MYRTLE_STAGES)}, got {depth!r}")
-    layers: list[Layer] = [Unflatten(*_shape(image_shape))]
+    unflatten, rank = _input(image_shape, "myrtle")
+    layers: list[Layer] = [unflatten]
     for s, count in enumerate(stages):
         if s:
-            layers.append(AvgPool((2, 2), (2, 2), padding="SAME"))
+            layers.append(AvgPool((2,) * rank, (2,) * rank, padding="SAME"))
         for _ in range(count):
-            layers += [Conv(channels, (3, 3), padding="SAME", W_std=W_std, b_std=b_std),
+            layers += [Conv(channels, (3,) * rank, padding="SAME", W_std=W_std, b_std=b_std),
                        make_activation(activation)]
     return serial(*layers, GlobalAvgPool(), Dense(1, W_std=W_std, b_std=b_std))
 

@@ -26,6 +26,7 @@ from .._config import ConfigError
 from ..job import registry
 from ..job.config import JobConfig, parse_job
 from ..job.model import build_arch
+from ..job.shapes import check_row_width
 from ..pipeline import stored_kinds
 from .calibrate import Calibration
 from .report import Plan
@@ -141,13 +142,14 @@ def estimate_from_config(cfg: Any, *, n: Optional[int] = None, d: Optional[int] 
     Raises
     ------
     ConfigError
-        An invalid job (the message names the key), or ``n`` / ``d`` unknown (it says which
-        to pass).
+        An invalid job (the message names the key), ``n`` / ``d`` unknown (it says which
+        to pass), or ``d`` not the row width the ``[model]`` shape reads.
     """
     from .estimate import estimate
 
     job = _job(cfg)
     n, d, n_test, n_outputs = _data(job.data, n, d, n_test, n_outputs)
+    check_row_width(job.model, d, "the planned data")  # before any calibration
     sizes = registry.PlanSizes(n=n, d=d, n_test=n_test, n_outputs=n_outputs, arch=build_arch(job.model))
     k = job.kernel
     kw: dict[str, Any] = dict(
