@@ -104,6 +104,8 @@ CASES = {
     "transpose_same_gap": (chain(T, [(3, 3), (2, 2)], GAP, padding="SAME", b_std=0.3), "img"),
     "transpose_stride2_valid_gap": (chain(T, [(3, 2)], GAP, strides=(2, 2), b_std=0.1), "img"),
     "transpose_circular_gap": (chain(T, [(3, 3)], GAP, strides=(2, 1), padding="CIRCULAR"), "img"),
+    "transpose_circular_two_gap": (chain(T, [(3, 2), (2, 3)], GAP, strides=(2, 1), padding="CIRCULAR",
+                                         b_std=0.1), "img_small"),
     "transpose_standard_gap": (chain(T, [(2, 2)], GAP, b_std=0.1, parameterization="standard"), "img"),
     "dense_then_transpose": (dense_then(T, strides=(2, 2)), "img"),
     # mixed with Conv and pooling
