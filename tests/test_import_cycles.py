@@ -191,7 +191,7 @@ KERNELS_STACK = [
                               "elementwise_nt", "_numba_kernels", "_numba_conv", "_numba_pool", "windows"}, 0),
     ("Layer base, registration tables, entry-point hooks", {"base"}, 0),
     ("layer families (never each other)", {"dense", "activations", "activations_nt", "conv", "tile_kernel",
-                                           "refused", "norm", "attention"}, 1),
+                                           "refused", "norm", "attention", "conv_variants"}, 1),
     ("combinators (the base only, like a family)", {"combinators"}, 1),
     ("name lists", {"layers", "registry"}, 4),
     ("entry points", {"fused", "conv_fused", "images", "network", "presets", "api", "batching"}, 5),

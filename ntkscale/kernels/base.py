@@ -21,12 +21,12 @@ import dataclasses
 import math
 from typing import Any, Callable, ClassVar, Iterator, Optional, TypeVar
 
-from . import spatial
+from . import spatial, windows
 from .backend import Namespace
 from .state import KernelState
 
 __all__ = ["Layer", "UnsupportedArchitectureError", "States", "LAYERS", "ACTIVATIONS", "layer_type",
-           "activation", "from_spec", "leaves", "provide", "check_nt_axes", "Activation"]
+           "activation", "from_spec", "leaves", "provide", "check_nt_axes", "check_conv_args", "Activation"]
 
 States = Any  # a KernelState, or a list of them between FanOut and FanInSum
 
@@ -143,6 +143,41 @@ def _check_weighted(layer: Any, size: str) -> str:
         raise ValueError(f"{name}: parameterization must be 'ntk' or 'standard', got "
                          f"{layer.parameterization!r}")
     object.__setattr__(layer, "parameterization", p)
+    return name
+
+
+def check_conv_args(layer: Any, dimension_numbers: Any, s: Any) -> str:
+    """Validate (in place) a convolution's fields, neural-tangents' signature ``(out_chan,
+    filter_shape, strides, padding, W_std, b_std, dimension_numbers, parameterization, s)``
+    (``Conv``, ``ConvLocal``, ``ConvTranspose``): ``filter_shape`` of one (sequences) or two
+    (images) positive ints, ``strides`` None (ones) or as many, ``padding`` a name or a
+    ``Padding`` member; ``dimension_numbers`` channels last and ``s`` ``(1, 1)`` only.
+    Returns the name errors use, e.g. ``Conv(8)``.
+
+    Raises
+    ------
+    ValueError
+        A malformed field.
+    UnsupportedArchitectureError
+        Another ``dimension_numbers`` or ``s`` (with the fix).
+    """
+    kind = type(layer).__name__
+    name = _check_weighted(layer, "out_chan")
+    f = windows.shape_arg(layer.filter_shape, "filter_shape", name)
+    if dimension_numbers is not None and not windows.channels_last(dimension_numbers, len(f)):
+        raise UnsupportedArchitectureError(
+            f"{name}: dimension_numbers={dimension_numbers!r} is not supported by ntkscale "
+            "(only None = channels last, ('NHWC', 'HWIO', 'NHWC') or in 1-d ('NHC', 'HIO', "
+            "'NHC')); transpose your inputs to NHWC (sequences: NTC), e.g. x.transpose(0, 2, "
+            "3, 1) for NCHW")
+    if tuple(s) != (1, 1):
+        raise UnsupportedArchitectureError(
+            f"{name}: s={s!r} is not supported by ntkscale for {kind} (only s=(1, 1)); set the "
+            "width with out_chan instead (Dense supports s)")
+    object.__setattr__(layer, "filter_shape", f)
+    object.__setattr__(layer, "strides", (1,) * len(f) if layer.strides is None
+                       else windows.shape_arg(layer.strides, "strides", name, len(f)))
+    object.__setattr__(layer, "padding", windows.padding_arg(layer.padding, name))
     return name
 
 

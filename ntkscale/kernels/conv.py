@@ -29,7 +29,7 @@ from typing import Any, Callable, Optional
 
 from . import spatial, windows
 from .backend import Namespace
-from .base import Layer, UnsupportedArchitectureError, _check_weighted, check_nt_axes, layer_type, leaves
+from .base import Layer, UnsupportedArchitectureError, check_conv_args, check_nt_axes, layer_type, leaves
 from .state import KernelState
 
 __all__ = ["Conv", "AvgPool", "GlobalAvgPool", "SumPool", "GlobalSumPool", "Flatten", "Unflatten", "spatial_mode",
@@ -81,22 +81,7 @@ class Conv(Layer):
     s: InitVar[tuple[int, int]] = (1, 1)
 
     def __post_init__(self, dimension_numbers: Any, s: Any) -> None:
-        name = _check_weighted(self, "out_chan")
-        f = windows.shape_arg(self.filter_shape, "filter_shape", name)
-        if dimension_numbers is not None and not windows.channels_last(dimension_numbers, len(f)):
-            raise UnsupportedArchitectureError(
-                f"{name}: dimension_numbers={dimension_numbers!r} is not supported by ntkscale "
-                "(only None = channels last, ('NHWC', 'HWIO', 'NHWC') or in 1-d ('NHC', 'HIO', "
-                "'NHC')); transpose your inputs to NHWC (sequences: NTC), e.g. x.transpose(0, 2, "
-                "3, 1) for NCHW")
-        if tuple(s) != (1, 1):
-            raise UnsupportedArchitectureError(
-                f"{name}: s={s!r} is not supported by ntkscale for Conv (only s=(1, 1)); set the "
-                "width with out_chan instead (Dense supports s)")
-        object.__setattr__(self, "filter_shape", f)
-        object.__setattr__(self, "strides", (1,) * len(f) if self.strides is None
-                           else windows.shape_arg(self.strides, "strides", name, len(f)))
-        object.__setattr__(self, "padding", windows.padding_arg(self.padding, name))
+        check_conv_args(self, dimension_numbers, s)
 
     @property
     def filter_2d(self) -> tuple[int, int]:

@@ -231,11 +231,13 @@ def _check_one_d(layer: Layer) -> None:
     Raises
     ------
     UnsupportedArchitectureError
-        A ``Conv``/``AvgPool``/``SumPool`` with a 2-d window on ``(n, T, C)`` inputs.
+        A ``Conv``/``ConvLocal``/``ConvTranspose``/``AvgPool``/``SumPool`` with a 2-d window on
+        ``(n, T, C)`` inputs.
     """
     for leaf in leaves(layer):
-        window = getattr(leaf, "filter_shape", None) if isinstance(leaf, Conv) else \
-            getattr(leaf, "window_shape", None) if isinstance(leaf, AvgPool) else None
+        # Conv, ConvLocal, ConvTranspose: filter_shape; AvgPool, SumPool: window_shape
+        window = getattr(leaf, "window_shape", None) if isinstance(leaf, AvgPool) else \
+            getattr(leaf, "filter_shape", None)
         if window is not None and len(window) != 1:
             raise UnsupportedArchitectureError(
                 f"{type(leaf).__name__} has a 2-d window {tuple(window)} but the inputs are sequences "

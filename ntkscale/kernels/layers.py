@@ -10,7 +10,8 @@ kernel_fn)``::
     init_fn, apply_fn, kernel_fn = serial(Dense(512), Relu(), Dense(1))
 
 This module defines nothing: the base class lives in ``base.py``, the layers in their
-families (``dense.py``, ``activations.py``, ``conv.py``, ``norm.py``, ``attention.py``), the combinators in
+families (``dense.py``, ``activations.py``, ``conv.py``, ``conv_variants.py``, ``norm.py``,
+``attention.py``), the combinators in
 ``combinators.py``. It sits above all of them, so none imports it.
 
 References
@@ -34,6 +35,7 @@ from .combinators import FanInConcat, FanInProd, repeat
 from .conv import GlobalSumPool, SumPool
 from .activations_nt import (Exp, ExpNormalized, Gabor, Gaussian, Hermite, Monomial, Polynomial, Rbf,
                              RectifiedMonomial, Sigmoid_like)
+from .conv_variants import ConvLocal, ConvTranspose
 
 __all__ = [
     "Layer", "Dense", "ABRelu", "Relu", "LeakyRelu", "Abs", "Identity", "Erf", "Gelu",
@@ -44,4 +46,5 @@ __all__ = [
     "Exp", "Gaussian", "Rbf", "ExpNormalized", "Gabor", "Monomial", "RectifiedMonomial", "Polynomial",
     "Hermite", "Sigmoid_like",
     "LayerNorm", "GlobalSelfAttention", "AttentionMechanism", "PositionalEmbedding",
+    "ConvLocal", "ConvTranspose",
 ]

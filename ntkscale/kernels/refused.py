@@ -14,8 +14,8 @@ from typing import Any, Callable, NoReturn, Optional
 
 from .base import UnsupportedArchitectureError
 
-__all__ = ["Padding", "AggregateImplementation", "Bool", "Aggregate", "ConvLocal", "ConvTranspose",
-           "DotGeneral", "Dropout", "ElementwiseNumerical", "ImageResize", "Index", "Slice",
+__all__ = ["Padding", "AggregateImplementation", "Bool", "Aggregate", "DotGeneral", "Dropout",
+           "ElementwiseNumerical", "ImageResize", "Index", "Slice",
            "Diagonal", "MaskedArray", "layer", "requires", "supports_masking", "unmask_fn", "REFUSED"]
 
 
@@ -45,8 +45,6 @@ class Bool(enum.Enum):
 #: export -> what to use instead (the refusal's second half; README table's note)
 REFUSED = {
     "Aggregate": "graph aggregation has no ntkscale kernel; build the graph kernel outside ntkscale",
-    "ConvLocal": "use Conv (shared weights); locally connected kernels are not implemented",
-    "ConvTranspose": "use Conv; transposed convolutions are not implemented",
     "DotGeneral": "multiply inputs by a fixed matrix before calling kernel_fn",
     "Dropout": "kernels are those of the network at test time (mode='test'): remove the layer",
     "ElementwiseNumerical": "use Elementwise(fn, nngp_fn) with a closed-form nngp_fn, or a built-in "
@@ -74,20 +72,6 @@ def Aggregate(aggregate_axis: Any = None, batch_axis: int = 0, channel_axis: int
               implementation: str = "DENSE") -> NoReturn:
     """Refused (graph aggregation): raises :class:`UnsupportedArchitectureError`."""
     _refuse("Aggregate")
-
-
-def ConvLocal(out_chan: int, filter_shape: Any, strides: Any = None, padding: str = "VALID",
-              W_std: float = 1.0, b_std: Optional[float] = None, dimension_numbers: Any = None,
-              parameterization: str = "ntk", s: tuple[int, int] = (1, 1)) -> NoReturn:
-    """Refused (locally connected convolution): raises :class:`UnsupportedArchitectureError`."""
-    _refuse("ConvLocal")
-
-
-def ConvTranspose(out_chan: int, filter_shape: Any, strides: Any = None, padding: str = "VALID",
-                  W_std: float = 1.0, b_std: Optional[float] = None, dimension_numbers: Any = None,
-                  parameterization: str = "ntk", s: tuple[int, int] = (1, 1)) -> NoReturn:
-    """Refused (transposed convolution): raises :class:`UnsupportedArchitectureError`."""
-    _refuse("ConvTranspose")
 
 
 def DotGeneral(*, lhs: Any = None, rhs: Any = None,

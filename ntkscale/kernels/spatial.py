@@ -31,7 +31,9 @@ from typing import Any, Optional, Sequence
 from .backend import Namespace
 
 __all__ = ["PADDINGS", "out_size", "pads", "positional", "self_vars", "pair_vars",
-           "window_mean", "diag_mean", "full_mean", "input_covariances", "self_covariance", "entry_floats"]
+           "window_mean", "diag_mean", "full_mean", "input_covariances", "self_covariance", "entry_floats",
+           "transpose_out_size", "transpose_pads", "dilate", "wrap_sum", "transpose_window_mean",
+           "diagonal_full"]
 
 PADDINGS = ("VALID", "SAME", "CIRCULAR")
 
@@ -92,6 +94,82 @@ def window_mean(ns: Namespace, a: Any, axes: Sequence[int], window: int, stride:
     for k in range(1, window):
         out = out + _take(p, axes, k, n_out, stride)
     return out * (1.0 / window)
+
+
+def transpose_out_size(size: int, window: int, stride: int, padding: str) -> int:
+    """Output length of a transposed window (``lax.conv_transpose``) along an axis of ``size``:
+    ``size stride`` (``SAME``, ``CIRCULAR``), ``size stride + max(window - stride, 0)`` (``VALID``)."""
+    return size * stride + (max(window - stride, 0) if padding == "VALID" else 0)
+
+
+def transpose_pads(window: int, stride: int, padding: str) -> tuple[int, int]:
+    """``(low, high)`` zero padding of the stride-dilated axis before a transposed window
+    (JAX's ``lax.conv_transpose`` rule, ``'SAME'`` or ``'VALID'``)."""
+    if padding == "SAME":
+        total = window + stride - 2
+        lo = window - 1 if stride > window - 1 else -(-total // 2)
+    else:
+        total = window + stride - 2 + max(window - stride, 0)
+        lo = window - 1
+    return lo, total - lo
+
+
+def dilate(ns: Namespace, a: Any, axis: int, stride: int) -> Any:
+    """``stride - 1`` zeros between neighbours along ``axis``: length ``(size - 1) stride + 1``."""
+    if stride == 1:
+        return a
+    a = ns.moveaxis(a, axis, -1)
+    size = a.shape[-1]
+    z = ns.zeros((*a.shape, stride - 1), dtype=a.dtype)
+    b = ns.concatenate([a[..., None], z], axis=-1).reshape(*a.shape[:-1], size * stride)
+    return ns.moveaxis(b[..., : (size - 1) * stride + 1], -1, axis)
+
+
+def wrap_sum(ns: Namespace, a: Any, axis: int, length: int) -> Any:
+    """Fold ``axis`` (size ``X``) onto ``length`` positions, centred: ``out[o] = sum_m a[o +
+    (X - length) // 2 + m length]`` (neural-tangents' ``_same_pad_for_filter_shape_transpose``,
+    the transpose of wrap-around padding: a ``CIRCULAR`` transposed window)."""
+    size = a.shape[axis]
+    lo = (size - length) // 2
+    front = (length - lo % length) % length  # index a + front == a - lo (mod length)
+    back = -(size + front) % length
+    widths = [(0, 0)] * a.ndim
+    widths[axis] = (front, back)
+    p = ns.pad(a, widths) if front or back else a
+    out = None
+    for start in range(0, p.shape[axis], length):
+        idx = [slice(None)] * a.ndim
+        idx[axis] = slice(start, start + length)
+        out = p[tuple(idx)] if out is None else out + p[tuple(idx)]
+    return out
+
+
+def transpose_window_mean(ns: Namespace, a: Any, axes: Sequence[int], window: int, stride: int,
+                          padding: str) -> Any:
+    """The transpose of :func:`window_mean`: covariances after a transposed convolution.
+
+    Each axis in ``axes`` (one: same-position covariances; two: both sides of a pair) is
+    dilated by ``stride``, zero padded by :func:`transpose_pads`, and averaged over a window
+    shifted jointly on all of them (stride 1); ``CIRCULAR`` is ``VALID`` folded onto ``size
+    stride`` positions per axis (:func:`wrap_sum`), as neural-tangents' ``ConvTranspose``.
+    """
+    size = a.shape[axes[0]]
+    lo, hi = transpose_pads(window, stride, "VALID" if padding == "CIRCULAR" else padding)
+    for ax in axes:
+        a = dilate(ns, a, ax, stride)
+    out = window_mean(ns, _pad(ns, a, axes, lo, hi, "SAME"), axes, window, 1, "VALID")
+    if padding == "CIRCULAR":
+        for ax in axes:
+            out = wrap_sum(ns, out, ax, size * stride)
+    return out
+
+
+def diagonal_full(ns: Namespace, d: Any) -> Any:
+    """Same-position covariances ``d`` (.., H, W) as a ``"full"`` layout (.., H, W, H, W),
+    zero between distinct positions (an unshared convolution's outputs)."""
+    h, w = d.shape[-2:]
+    eye = ns.reshape(ns.eye(h * w, dtype=d.dtype), (h, w, h, w))
+    return d[..., :, :, None, None] * eye
 
 
 def positional(ns: Namespace, c: Any, mode: str) -> Any:

@@ -18,8 +18,8 @@ from typing import Any, Callable, Optional
 from . import spatial
 from .state import KernelState
 
-__all__ = ["shape_arg", "padding_arg", "channels_last", "as_2d", "window_out_shape", "map_state", "height",
-           "circular_pad", "finite_pool"]
+__all__ = ["shape_arg", "padding_arg", "channels_last", "as_2d", "window_out_shape", "transpose_out_shape",
+           "map_state", "height", "circular_pad", "finite_pool"]
 
 
 def shape_arg(value: Any, name: str, layer: str, rank: Optional[int] = None) -> tuple[int, ...]:
@@ -76,6 +76,16 @@ def window_out_shape(shape: tuple, window: tuple[int, ...], strides: tuple[int, 
     sizes = tuple(spatial.out_size(s, w, st, padding) for s, w, st in
                   zip(shape[-1 - k:-1], window, strides))
     return (*shape[:-1 - k], *sizes, shape[-1] if channels is None else channels)
+
+
+def transpose_out_shape(shape: tuple, window: tuple[int, ...], strides: tuple[int, ...],
+                        padding: str, channels: int) -> tuple:
+    """Finite-network output shape of a transposed window (``lax.conv_transpose``; ``CIRCULAR``
+    as ``SAME``) over the trailing spatial axes of ``shape``, like :func:`window_out_shape`."""
+    k = len(window)
+    sizes = tuple(spatial.transpose_out_size(s, w, st, padding) for s, w, st in
+                  zip(shape[-1 - k:-1], window, strides))
+    return (*shape[:-1 - k], *sizes, channels)
 
 
 def map_state(k: KernelState, fn: Callable[[Any], Any]) -> dict:

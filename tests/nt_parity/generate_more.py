@@ -1,10 +1,12 @@
 """Record neural-tangents 0.6.5's values for :mod:`cases_more` or, with ``seq1d``, :mod:`cases_seq1d`
-(1-d convolutions and pooling on sequences); run in NT's own venv (``make_venv.sh``).
+(1-d convolutions and pooling on sequences), or with ``convlt``, :mod:`cases_convlt` (``ConvLocal``,
+``ConvTranspose``); run in NT's own venv (``make_venv.sh``).
 
     /tmp/nt-venv/bin/python tests/nt_parity/generate_more.py          # -> nt065_more.npz
     /tmp/nt-venv/bin/python tests/nt_parity/generate_more.py seq1d    # -> nt065_seq1d.npz
+    /tmp/nt-venv/bin/python tests/nt_parity/generate_more.py convlt   # -> nt065_convlt.npz
 
-Writes ``nt065_<more|seq1d>.npz`` next to this file: for every case, NT's ``kernel_fn`` in float64
+Writes ``nt065_<more|seq1d|convlt>.npz`` next to this file: for every case, NT's ``kernel_fn`` in float64
 (``jax_enable_x64``), symmetric (``x2=None``) and cross: ``<case>/<nngp|ntk>/<sym|cross>``,
 the ``get=None`` Kernel's ``<case>/cov1/<sym|cross>`` and ``<case>/cov2/cross`` (NT's
 ``cov2`` is None for ``x2=None``), and ``<case>/is_gaussian``. A case NT refuses is stored
