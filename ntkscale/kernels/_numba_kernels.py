@@ -124,15 +124,14 @@ def chain_kernel(G, inv_d, kinds, params, slot, f1, g1, f2, g2, out_q, out_t):
 
 
 @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
-def chain_kernel_sym(G, inv_d, kinds, params, slot, f, g, out_q, out_t):
-    """Symmetric tile: compute the blocks on and above the diagonal only and write
-    each one and its transpose while it is in cache (no separate mirror pass).
+def chain_kernel_sym(G, inv_d, kinds, params, slot, f, g, out_q, out_t, bs):
+    """Symmetric tile: compute the ``bs`` x ``bs`` blocks on and above the diagonal only and
+    write each one and its transpose while it is in cache (no separate mirror pass).
 
     ``out_q`` may be ``G`` itself: a block reads only G[I, J] (I <= J) before any
     write, and writes go to G[I, J] and G[J, I], which no later block reads.
     """
     n = G.shape[0]
-    bs = 256
     nblk = (n + bs - 1) // bs
     npairs = nblk * (nblk + 1) // 2
     pair_i = np.empty(npairs, np.int64)

@@ -29,6 +29,8 @@ __all__ = ["Program", "compile_program", "run_program", "acos_poly", "FUSED_ACTI
 DENSE, ABRELU, ERF, EXP, GAUSSIAN, RBF = 0, 1, 2, 3, 4, 5
 #: activations the fused chain runs; each takes the per-row variances entering it (a slot)
 FUSED_ACTIVATIONS = (ABRelu, Erf, Exp, Gaussian, Rbf)
+#: block edge of the symmetric kernel (its two float64 blocks stay in a core's L2)
+SYM_BLOCK = 256
 
 @dataclass(frozen=True)
 class Program:
@@ -144,7 +146,7 @@ def run_program(program: Program, G: np.ndarray, in_width: int,
     out_t = np.empty((n1, n2), out_dtype)
     if n1 and n2 and symmetric:
         nk.chain_kernel_sym(G, 1.0 / in_width, program.kinds, program.params, program.slot,
-                            f1, g1, out_q, out_t)
+                            f1, g1, out_q, out_t, SYM_BLOCK)
     elif n1 and n2:
         nk.chain_kernel(G, 1.0 / in_width, program.kinds, program.params, program.slot,
                         f1, g1, f2, g2, out_q, out_t)

@@ -105,9 +105,26 @@ def image_chunk(layer: Layer, work_bytes: Optional[int] = None, itemsize: int = 
     """Pairs of rows an image-kernel chunk holds: ~6 live covariance arrays per pair in
     ``work_bytes`` (default :data:`WORK_BYTES`)."""
     work_bytes = WORK_BYTES if work_bytes is None else work_bytes
-    mode, shape = spatial_mode(layer), image_shape(layer)
-    per_pair = 6 * itemsize * spatial.entry_floats(mode, shape[0], shape[1])
+    mode = spatial_mode(layer)
+    height, width = largest_plane(layer)
+    per_pair = 6 * itemsize * spatial.entry_floats(mode, height, width)
     return max(1, int(work_bytes // per_pair))
+
+
+def largest_plane(layer: Layer) -> tuple[int, int]:
+    """``(H, W)`` of the largest feature map in the network (a strided ``ConvTranspose``
+    grows the input's); the input's when the shapes cannot be followed."""
+    shape = image_shape(layer)
+    best = (int(shape[0]), int(shape[1]))
+    try:
+        s: tuple = (1, int(np.prod(shape)))
+        for leaf in layer.flat():
+            s = tuple(leaf.out_shape(s))
+            if len(s) == 4 and s[1] * s[2] > best[0] * best[1]:
+                best = (int(s[1]), int(s[2]))
+    except Exception:  # noqa: BLE001 - a layer without shape rules: the input's size
+        pass
+    return best
 
 def _images(layer: Layer, x: Any) -> Any:
     return None if x is None else x.reshape(x.shape[0], *image_shape(layer))

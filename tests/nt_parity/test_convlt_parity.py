@@ -251,3 +251,20 @@ def test_finite_network_covariance_is_the_nngp(kind, param):
                        (np.asarray(apply(k)) for k in jax.random.split(jax.random.PRNGKey(1), nets))], axis=0)
     ref = arch[2](x, None, "nngp")
     assert np.abs(emp - ref).max() < 0.05 * np.abs(ref).max()
+
+
+def test_image_chunks_are_sized_for_the_largest_feature_map():
+    """A strided ConvTranspose grows the feature maps (here 8x8 -> 16x16): the pairs an image
+    chunk holds shrink by (16*16 / 8*8)^2 = 16 with a pooled readout (all pixel pairs), so a tile
+    task stays within its working memory."""
+    from ntkscale.kernels.images import image_chunk, largest_plane
+
+    up = stax.serial(stax.Unflatten(8, 8, 3), stax.ConvTranspose(4, (3, 3), strides=(2, 2), padding="SAME"),
+                     stax.Relu(), stax.GlobalAvgPool(), stax.Dense(1))
+    same = stax.serial(stax.Unflatten(8, 8, 3), stax.Conv(4, (3, 3), padding="SAME"), stax.Relu(),
+                       stax.GlobalAvgPool(), stax.Dense(1))
+    assert largest_plane(up) == (16, 16) and largest_plane(same) == (8, 8)
+    assert image_chunk(same) // image_chunk(up) in (15, 16, 17)
+    seq = stax.serial(stax.Unflatten(1, 10, 2), stax.ConvTranspose(4, (3,), strides=(3,)), stax.Relu(),
+                      stax.Flatten(), stax.Dense(1))
+    assert largest_plane(seq) == (1, 30)
