@@ -128,6 +128,8 @@ def chain_kernel_sym(G, inv_d, kinds, params, slot, f, g, out_q, out_t, bs):
     """Symmetric tile: compute the ``bs`` x ``bs`` blocks on and above the diagonal only and
     write each one and its transpose while it is in cache (no separate mirror pass).
 
+    Only ``G``'s upper triangle needs to hold ``x x^T`` (``fused.gram_upper``): a diagonal
+    block also runs its lower entries through the layers but keeps only its upper half.
     ``out_q`` may be ``G`` itself: a block reads only G[I, J] (I <= J) before any
     write, and writes go to G[I, J] and G[J, I], which no later block reads.
     """

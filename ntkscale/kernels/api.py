@@ -146,7 +146,7 @@ def kernel_tile(layer: Layer, x1: Any, x2: Optional[Any], stats1: DiagStats,
     d = x1.shape[1]
     prog = _program(layer, ns, d, path)
     if prog is not None and stats1.act_vars is not None and s2.act_vars is not None:
-        G = x1 @ (x1 if x2 is None else x2).T
+        G = fused.gram_upper(x1) if x2 is None else x1 @ x2.T
         q, t = fused.run_program(prog, G, d, stats1.act_vars, s2.act_vars, odt, symmetric=x2 is None)
         out = {"nngp": q, "ntk": t}
     elif spatial_mode(layer) is not None:

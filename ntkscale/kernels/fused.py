@@ -24,7 +24,7 @@ import numpy as np
 from .activations_nt import Exp, Gaussian, Rbf
 from .layers import ABRelu, Dense, Erf, Identity, Layer
 
-__all__ = ["Program", "compile_program", "run_program", "acos_poly", "FUSED_ACTIVATIONS"]
+__all__ = ["Program", "compile_program", "run_program", "gram_upper", "acos_poly", "FUSED_ACTIVATIONS"]
 
 DENSE, ABRELU, ERF, EXP, GAUSSIAN, RBF = 0, 1, 2, 3, 4, 5
 #: activations the fused chain runs; each takes the per-row variances entering it (a slot)
@@ -115,6 +115,22 @@ def acos_poly(x: np.ndarray) -> np.ndarray:
     return out
 
 
+def gram_upper(x: np.ndarray) -> np.ndarray:
+    """``x x^T`` with only its upper triangle computed (BLAS ``syrk``: half the flops of
+    ``x @ x.T``, which NumPy runs as a full GEMM), shape (n, n), C order, same dtype as ``x``
+    (float32 or float64). The strict lower triangle holds zeros; :func:`run_program` with
+    ``symmetric=True`` reads only the upper one."""
+    from scipy.linalg import blas
+
+    if x.shape[0] == 0:  # (BLAS refuses a 0 x 0 output's leading dimension)
+        return np.zeros((0, 0), x.dtype)
+    syrk = blas.dsyrk if x.dtype == np.float64 else blas.ssyrk
+    xt = np.ascontiguousarray(x).T  # (d, n) in Fortran order: no copy into BLAS
+    # Fortran C = xt^T xt with its lower triangle set is, read back in C order (the transpose
+    # view), the upper triangle of x x^T
+    return syrk(1.0, xt, trans=1, lower=1).T
+
+
 def run_program(program: Program, G: np.ndarray, in_width: int,
                 act1: np.ndarray, act2: np.ndarray, out_dtype: np.dtype,
                 symmetric: bool = False) -> tuple[np.ndarray, np.ndarray]:
@@ -129,7 +145,8 @@ def run_program(program: Program, G: np.ndarray, in_width: int,
         Variances entering each activation (from the diagonal statistics).
     symmetric : bool
         ``G`` is ``x x^T`` of one block: compute the blocks on and above the
-        diagonal and write their transposes (half the elementwise work).
+        diagonal and write their transposes (half the elementwise work). Only the upper
+        triangle of ``G`` is read (:func:`gram_upper` computes just that).
 
     Returns
     -------

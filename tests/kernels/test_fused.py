@@ -130,3 +130,16 @@ def test_acos_poly_shape_and_symmetry():
     assert y.shape == x.shape
     # arccos(-x) = π - arccos(x): to rounding of the subtraction
     np.testing.assert_allclose(acos_poly(-x), math.pi - y, rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("n,d,dtype", [(0, 4, np.float64), (1, 3, np.float64), (5, 1, np.float32),
+                                       (300, 7, np.float32), (513, 40, np.float64)])
+def test_gram_upper_is_the_upper_triangle_of_x_xT(n, d, dtype):
+    from ntkscale.kernels.fused import gram_upper
+
+    x = _x(n, 2 * d, n)[:, ::2].astype(dtype)  # also a non-contiguous view
+    G = gram_upper(x)
+    assert G.shape == (n, n) and G.dtype == dtype and G.flags.c_contiguous
+    rtol = 1e-5 if dtype == np.float32 else 1e-13
+    np.testing.assert_allclose(np.triu(G), np.triu(x @ x.T), rtol=rtol, atol=rtol * max(1.0, np.abs(G).max(initial=0)))
+    assert not np.tril(G, -1).any()  # what the symmetric chain never reads
