@@ -6,7 +6,10 @@ a transformer block on sequences), times NNGP + NTK of an n×n symmetric Gram:
 * ``ntkscale``: ``kernel_fn(x, None, ('nngp', 'ntk'))`` in this process (float64);
 * ``neural_tangents``: the same architecture's jitted ``kernel_fn`` in NT's own venv, a timing
   server (``nt_peer.py``) kept running, compiled first, asked for one call per round;
-* ``gemm``: ``x @ x.T`` (flattened inputs), the floor of one inner product per entry.
+* ``gemm``: ``x @ x.T`` (flattened inputs), the floor of one inner product per entry
+  (NumPy runs it as a full GEMM);
+* ``syrk``: BLAS ``syrk`` of the same inputs, the floor of one inner product per entry of the
+  upper triangle (what ntkscale's symmetric fused kernels compute, ``fused.gram_upper``).
 
 Rounds interleave the three (medians over ``--reps``; the paired ratio is the median of
 per-round ratios), so a shared machine's drifts hit them alike; both run on the same cores,
@@ -32,6 +35,7 @@ import time
 import numpy as np
 
 from ntkscale import stax
+from ntkscale.kernels.fused import gram_upper
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -75,7 +79,7 @@ def bench_case(name: str, n: int, reps: int, nt_python: str) -> dict:
         theirs = np.frombuffer(bytes.fromhex(peer.ask("check")), np.float64)
         ours = np.asarray(kernel_fn(x, None, "ntk"))[0]
         diff = float(np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs)))
-        times: dict[str, list[float]] = {"ntkscale": [], "neural_tangents": [], "gemm": []}
+        times: dict[str, list[float]] = {"ntkscale": [], "neural_tangents": [], "gemm": [], "syrk": []}
         for _ in range(reps):
             t0 = time.perf_counter()
             kernel_fn(x, None, ("nngp", "ntk"))
@@ -84,6 +88,9 @@ def bench_case(name: str, n: int, reps: int, nt_python: str) -> dict:
             t0 = time.perf_counter()
             flat @ flat.T
             times["gemm"].append(time.perf_counter() - t0)
+            t0 = time.perf_counter()
+            gram_upper(flat)
+            times["syrk"].append(time.perf_counter() - t0)
     finally:
         peer.close()
     med = {k: statistics.median(v) for k, v in times.items()}
@@ -91,10 +98,12 @@ def bench_case(name: str, n: int, reps: int, nt_python: str) -> dict:
     out = {"n": n, "d": int(flat.shape[1]), "median_s": med, "range_s": {k: [min(v), max(v)] for k, v in times.items()},
            "us_per_entry": {k: 1e6 * v / n / n for k, v in med.items()},
            "speedup_vs_nt": med["neural_tangents"] / med["ntkscale"], "speedup_vs_nt_paired": paired,
-           "ntkscale_over_gemm": med["ntkscale"] / med["gemm"], "ntk_row_rel_diff": diff}
+           "ntkscale_over_gemm": med["ntkscale"] / med["gemm"], "ntkscale_over_syrk": med["ntkscale"] / med["syrk"],
+           "ntk_row_rel_diff": diff}
     print(f"{name:22s} n={n:5d}  ntkscale {1e6 * med['ntkscale'] / n / n:9.4f} us/entry  "
           f"NT {1e6 * med['neural_tangents'] / n / n:9.4f}  speed-up {out['speedup_vs_nt']:6.2f}x "
-          f"(paired {paired:5.2f})  /GEMM {out['ntkscale_over_gemm']:6.2f}  |diff| {diff:.1e}", flush=True)
+          f"(paired {paired:5.2f})  /GEMM {out['ntkscale_over_gemm']:6.2f}  /SYRK {out['ntkscale_over_syrk']:5.2f}  "
+          f"|diff| {diff:.1e}", flush=True)
     return out
 
 

@@ -14,9 +14,13 @@ from __future__ import annotations
 import contextlib
 from typing import Iterator
 
-__all__ = ["POTRF_THREADED_MAX", "potrf_threads"]
+__all__ = ["POTRF_THREADED_MAX", "SYRK_THREADED_MAX", "potrf_threads"]
 
 POTRF_THREADED_MAX = 12288  # largest order factored with the library's BLAS threads
+#: largest ``x x^T`` taken from SciPy's threaded ``dsyrk``/``ssyrk`` (``kernels.fused.gram_upper``):
+#: the same ``dsyrk_thread`` kills the process at n = 24 000 (d = 784; 16 384 and 20 000 ran,
+#: 12 288 ran with d = 10, 784, 3072); larger orders take NumPy's full GEMM ``x @ x.T``
+SYRK_THREADED_MAX = 12288
 
 
 @contextlib.contextmanager

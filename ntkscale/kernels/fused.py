@@ -118,12 +118,18 @@ def acos_poly(x: np.ndarray) -> np.ndarray:
 def gram_upper(x: np.ndarray) -> np.ndarray:
     """``x x^T`` with only its upper triangle computed (BLAS ``syrk``: half the flops of
     ``x @ x.T``, which NumPy runs as a full GEMM), shape (n, n), C order, same dtype as ``x``
-    (float32 or float64). The strict lower triangle holds zeros; :func:`run_program` with
-    ``symmetric=True`` reads only the upper one."""
+    (float32 or float64). The strict lower triangle holds zeros (:func:`run_program` with
+    ``symmetric=True`` reads only the upper one); above
+    :data:`ntkscale._blas.SYRK_THREADED_MAX` rows (OpenBLAS's threaded ``syrk`` crashes
+    there) it is NumPy's full ``x @ x.T``."""
     from scipy.linalg import blas
+
+    from .._blas import SYRK_THREADED_MAX
 
     if x.shape[0] == 0:  # (BLAS refuses a 0 x 0 output's leading dimension)
         return np.zeros((0, 0), x.dtype)
+    if x.shape[0] > SYRK_THREADED_MAX:
+        return x @ x.T
     syrk = blas.dsyrk if x.dtype == np.float64 else blas.ssyrk
     xt = np.ascontiguousarray(x).T  # (d, n) in Fortran order: no copy into BLAS
     # Fortran C = xt^T xt with its lower triangle set is, read back in C order (the transpose

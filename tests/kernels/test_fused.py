@@ -143,3 +143,18 @@ def test_gram_upper_is_the_upper_triangle_of_x_xT(n, d, dtype):
     rtol = 1e-5 if dtype == np.float32 else 1e-13
     np.testing.assert_allclose(np.triu(G), np.triu(x @ x.T), rtol=rtol, atol=rtol * max(1.0, np.abs(G).max(initial=0)))
     assert not np.tril(G, -1).any()  # what the symmetric chain never reads
+
+
+def test_gram_upper_above_the_threaded_syrk_limit_is_the_full_product(monkeypatch):
+    """OpenBLAS's threaded syrk crashes at large orders (ntkscale._blas.SYRK_THREADED_MAX):
+    above the limit the product is NumPy's full x @ x.T (both triangles), and the kernel is
+    unchanged."""
+    import ntkscale._blas as blas
+    from ntkscale.kernels.fused import gram_upper
+
+    x = _x(40, 6, 3)
+    small = ARCHS["relu3_bias"].kernel_fn(x, None, "ntk")
+    monkeypatch.setattr(blas, "SYRK_THREADED_MAX", 10)
+    G = gram_upper(x)
+    np.testing.assert_array_equal(G, x @ x.T)
+    np.testing.assert_allclose(ARCHS["relu3_bias"].kernel_fn(x, None, "ntk"), small, rtol=1e-13, atol=0)
