@@ -6,11 +6,16 @@ their mirror images (n = 2 x ``--n-train``; the 120k job's data at n = 100 000),
 ReLU NTK and NNGP stored as float32 upper tiles by the job's ``gram`` stage. Then, with NT's
 names and signatures (``k_train_train=`` the store is the one keyword NT does not have):
 
+0. the store opened as ``StoredGram(url, kind, client=client)`` on a local Dask cluster (2
+   workers x 1 thread, as the README's example). A URL alone runs the passes in this process
+   (one task at a time, 2 BLAS threads on skinny products, CRC checks on the same 2 cores): a
+   first attempt that way made ~24 passes in ~30 min on a loaded machine, where the job's
+   2-worker passes take ~20 s (not measured side by side);
 1. ``predict.max_learning_rate(store, y_train_size=N)`` (Lanczos on the store);
 2. ``predict.gradient_descent_mse_ensemble(kernel_fn, x_train, y_train, learning_rate=lr,
    diag_reg=0.046, k_train_train=store)``, ``predict_fn(t=None, x_test, 'ntk')`` on the 10 000
    test images (PCG, RPCholesky preconditioner from kernel columns);
-3. the same at finite times ``t`` = 15, 150, 1500 steps of gradient descent at that rate
+3. the same at finite times ``t`` = 15 and 150 steps of gradient descent at that rate
    (Lanczos on ``Theta + ridge``);
 4. ``compute_cov=True`` for ``--cov-points`` test images (NTK ensemble covariance: needs both
    stored kinds).
@@ -51,7 +56,8 @@ def main() -> None:
     ap.add_argument("--ridge", type=float, default=0.046, help="NT's diag_reg (relative to the mean diagonal)")
     ap.add_argument("--pcg-rank", type=int, default=8000)
     ap.add_argument("--tol", type=float, default=1e-6, help="PCG residual and Lanczos tolerance")
-    ap.add_argument("--steps", type=float, nargs="+", default=[15.0, 150.0, 1500.0])
+    ap.add_argument("--steps", type=float, nargs="+", default=[15.0, 150.0])
+    ap.add_argument("--store-dir", default="", help="a folder of an earlier run (kept): reuse its gram.zarr")
     ap.add_argument("--cov-points", type=int, default=8)
     ap.add_argument("--job-check", action="store_true", help="also run the job's fit + predict stages")
     ap.add_argument("--dir", default="/tmp")
@@ -65,21 +71,34 @@ def main() -> None:
     from ntkscale.job.model import build_arch
     from ntkscale.pipeline import encode_targets
 
-    work = os.path.join(args.dir, f"predict-store-{2 * args.n_train}")
-    os.makedirs(work, exist_ok=False)  # never reuse (or delete) a folder this run did not make
+    from distributed import Client
+
+    from ntkscale.operator import StoredGram
+    from ntkscale.runner import local_cluster
+
+    reuse = bool(args.store_dir)
+    work = args.store_dir or os.path.join(args.dir, f"predict-store-{2 * args.n_train}")
+    if not reuse:
+        os.makedirs(work, exist_ok=False)  # never reuse (or delete) a folder this run did not make
     store = os.path.join(work, "gram.zarr")
     common = {"data": {"n_train": args.n_train}, "forecast": {"enabled": False},
               "kernel": {"tile": args.tile, "store": store, "store_nngp": True},
               "solver": {"ridge": args.ridge, "relative_ridge": True, "method": "pcg", "tol": args.tol,
                          "preconditioner": "rpcholesky", "pcg_rank": args.pcg_rank}}
     rec: dict = {"n": 2 * args.n_train, "diag_reg": args.ridge, "tol": args.tol, "pcg_rank": args.pcg_rank}
+    cluster = client = None
     try:
-        job = write_job("fashion-mnist-120k.toml", os.path.join(work, "gram.toml"),
-                        {**common, "job": {"name": "gram", "out": os.path.join(work, "gram"), "stages": ["gram"]}})
-        t0 = time.perf_counter()
-        subprocess.run(cli() + [job], check=True, stdout=subprocess.DEVNULL)
-        rec["gram_seconds"] = time.perf_counter() - t0
-        print(f"gram (ntk + nngp, n = {rec['n']}): {rec['gram_seconds']:.1f} s", flush=True)
+        job = os.path.join(work, "gram.toml")
+        if not reuse:
+            write_job("fashion-mnist-120k.toml", job,
+                      {**common, "job": {"name": "gram", "out": os.path.join(work, "gram"), "stages": ["gram"]}})
+            t0 = time.perf_counter()
+            subprocess.run(cli() + [job], check=True, stdout=subprocess.DEVNULL)
+            rec["gram_seconds"] = time.perf_counter() - t0
+            print(f"gram (ntk + nngp, n = {rec['n']}): {rec['gram_seconds']:.1f} s", flush=True)
+        cluster = local_cluster()
+        client = Client(cluster)
+        grams = {kind: StoredGram(store, kind, client=client) for kind in ("nngp", "ntk")}
 
         cfg = load_job(job)
         d = load_dataset(cfg.data, seed=cfg.job["seed"])
@@ -88,12 +107,12 @@ def main() -> None:
         kernel_fn = build_arch(cfg.model).kernel_fn
 
         t0 = time.perf_counter()
-        lr = nt.predict.max_learning_rate(store, y_train_size=Y.size)
+        lr = nt.predict.max_learning_rate(grams["ntk"], y_train_size=Y.size)
         rec["max_learning_rate"] = {"value": lr, "seconds": time.perf_counter() - t0}
         print(f"max_learning_rate {lr:.4g} ({rec['max_learning_rate']['seconds']:.1f} s)", flush=True)
 
         fn = nt.predict.gradient_descent_mse_ensemble(
-            kernel_fn, d.X_train, Y, learning_rate=lr, diag_reg=args.ridge, k_train_train=store,
+            kernel_fn, d.X_train, Y, learning_rate=lr, diag_reg=args.ridge, k_train_train=grams,
             tol=args.tol, pcg_rank=args.pcg_rank)
         calls = []
         t0 = time.perf_counter()
@@ -136,7 +155,10 @@ def main() -> None:
             print(f"job fit+predict: {rec['job_check']}", flush=True)
         write_json(args.out, rec)
     finally:
-        if not args.keep:
+        if client is not None:
+            client.close()
+            cluster.close()
+        if not (args.keep or reuse):
             shutil.rmtree(work, ignore_errors=True)
 
 
