@@ -93,6 +93,13 @@ def _layers(q, t, i, j0, kinds, params, slot, f1, g1, f2, g2):
                 qn = math.exp(g * (2.0 * q[j] - vi - f2[s, j0 + j]))
                 t[j] = t[j] * 2.0 * g * qn
                 q[j] = qn
+        elif k == 6:  # LayerNorm over the features: both kernels scale by g_i g_j
+            s = slot[l]
+            gi = g1[s, i]
+            for j in range(m):
+                r = gi * g2[s, j0 + j]
+                q[j] = q[j] * r
+                t[j] = t[j] * r
         else:  # Erf(a, b, c), Williams' arcsine form
             a = params[l, 0]; b = params[l, 1]; cc = params[l, 2]
             s = slot[l]

@@ -68,8 +68,8 @@ def _program(layer: Layer, ns: Namespace, d: int, path: Path) -> Optional[fused.
         return None
     prog = fused.compile_program(layer.flat(), d)
     if prog is None and path == "fused":
-        raise ValueError("the fused path needs a chain of Dense/Identity layers and ABRelu/Erf/Exp/"
-                         "Gaussian/Rbf activations")
+        raise ValueError("the fused path needs a chain of Dense/Identity layers, ABRelu/Erf/Exp/"
+                         "Gaussian/Rbf activations and feature LayerNorms")
     return prog
 
 
@@ -106,7 +106,7 @@ def diag_stats(layer: Layer, x: Any, *, dtype: Any = None, path: Path = "auto",
     if prog is not None:
         rows = []
         for leaf in layer.flat():
-            if isinstance(leaf, fused.FUSED_ACTIVATIONS):
+            if isinstance(leaf, fused.VARIANCE_LAYERS):
                 rows.append(np.asarray(k.nngp, np.float64))
             k = leaf.kernel(ns, k)
         act_vars = np.stack(rows) if rows else np.zeros((0, x.shape[0]))

@@ -23,12 +23,14 @@ import numpy as np
 
 from .activations_nt import Exp, Gaussian, Rbf
 from .layers import ABRelu, Dense, Erf, Identity, Layer
+from .norm import LayerNorm
 
-__all__ = ["Program", "compile_program", "run_program", "gram_upper", "acos_poly", "FUSED_ACTIVATIONS"]
+__all__ = ["Program", "compile_program", "run_program", "gram_upper", "acos_poly", "VARIANCE_LAYERS"]
 
-DENSE, ABRELU, ERF, EXP, GAUSSIAN, RBF = 0, 1, 2, 3, 4, 5
-#: activations the fused chain runs; each takes the per-row variances entering it (a slot)
-FUSED_ACTIVATIONS = (ABRelu, Erf, Exp, Gaussian, Rbf)
+DENSE, ABRELU, ERF, EXP, GAUSSIAN, RBF, NORM = 0, 1, 2, 3, 4, 5, 6
+#: layers of the fused chain besides Dense/Identity; each reads the per-row variances entering
+#: it (a slot of the diagonal statistics). LayerNorm only over the features of (n, d) rows.
+VARIANCE_LAYERS = (ABRelu, Erf, Exp, Gaussian, Rbf, LayerNorm)
 #: block edge of the symmetric kernel (its two float64 blocks stay in a core's L2)
 SYM_BLOCK = 256
 
@@ -48,7 +50,7 @@ class Program:
 
 
 def compile_program(layers: Sequence[Layer], in_width: int) -> Optional[Program]:
-    """Flatten a chain of Dense/Identity layers and :data:`FUSED_ACTIVATIONS`; ``None`` if not a chain."""
+    """Flatten a chain of Dense/Identity layers and :data:`VARIANCE_LAYERS`; ``None`` if not a chain."""
     kinds, params, slots = [], [], []
     width, n_act = in_width, 0
     for layer in layers:
@@ -69,6 +71,11 @@ def compile_program(layers: Sequence[Layer], in_width: int) -> Optional[Program]
         elif isinstance(layer, Erf):
             kinds.append(ERF); params.append((layer.a, layer.b, layer.c, 0.0)); slots.append(n_act)
             n_act += 1
+        elif isinstance(layer, LayerNorm):
+            if layer.axis not in (-1, 1):  # other axes: the generic path (and its errors)
+                return None
+            kinds.append(NORM); params.append((layer.eps, 0.0, 0.0, 0.0)); slots.append(n_act)
+            n_act += 1
         elif isinstance(layer, (Exp, Gaussian, Rbf)):
             kind, row = ((EXP, (layer.a, layer.b)) if isinstance(layer, Exp) else
                          (GAUSSIAN, (layer.a, layer.b)) if isinstance(layer, Gaussian) else (RBF, (layer.gamma, 0.0)))
@@ -86,6 +93,7 @@ def slot_factors(program: Program, act_vars: np.ndarray) -> tuple[np.ndarray, np
     ABRelu: ``f = sqrt(var)``, ``g = 1/sqrt(var)`` (0 where var = 0).
     Erf(a, b, c): ``f`` unused, ``g = 1/sqrt(1 + 2 b^2 var)``.
     Exp, Gaussian, Rbf: ``f = var`` (their closed forms take the variances), ``g`` unused.
+    LayerNorm(eps): ``g = 1/sqrt(eps + var)`` (NNGP and NTK scale by ``g_i g_j``).
     """
     f = np.zeros_like(act_vars)
     g = np.zeros_like(act_vars)
@@ -99,6 +107,8 @@ def slot_factors(program: Program, act_vars: np.ndarray) -> tuple[np.ndarray, np
             np.divide(1.0, f[s], out=g[s], where=f[s] > 0)
         elif program.kinds[l] in (EXP, GAUSSIAN, RBF):
             f[s] = v
+        elif program.kinds[l] == NORM:
+            g[s] = 1.0 / np.sqrt(program.params[l, 0] + v)
         else:
             b = program.params[l, 1]
             g[s] = 1.0 / np.sqrt(1.0 + 2.0 * b * b * v)

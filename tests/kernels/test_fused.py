@@ -27,6 +27,9 @@ ARCHS = {
                                     stax.Dense(16, W_std=0.5, b_std=0.1), stax.Gaussian(1.1, -0.7),
                                     stax.Dense(8, W_std=1.3, b_std=0.2), stax.Rbf(0.6),
                                     stax.Dense(4, W_std=0.9), stax.Relu(), stax.Dense(1)),
+    "layernorm_mlp": stax.serial(stax.Dense(32, W_std=1.4, b_std=0.1), stax.LayerNorm(), stax.Relu(),
+                                 stax.Dense(16, W_std=1.2, b_std=0.2), stax.LayerNorm(axis=1, eps=0.3),
+                                 stax.Erf(), stax.Dense(1)),
     "nested_serial": stax.serial(stax.serial(stax.Dense(4, W_std=2.0), stax.ABRelu(-0.4, 1.3)),
                                  stax.serial(stax.Dense(1, W_std=0.7, b_std=0.1))),
 }
