@@ -144,7 +144,28 @@ def gram_upper(x: np.ndarray) -> np.ndarray:
     xt = np.ascontiguousarray(x).T  # (d, n) in Fortran order: no copy into BLAS
     # Fortran C = xt^T xt with its lower triangle set is, read back in C order (the transpose
     # view), the upper triangle of x x^T
-    return syrk(1.0, xt, trans=1, lower=1).T
+    if x.shape[0] ** 2 * x.shape[1] >= SYRK_SMALL:
+        return syrk(1.0, xt, trans=1, lower=1).T
+    with _blas_controller().limit(limits=1, user_api="blas"):
+        return syrk(1.0, xt, trans=1, lower=1).T
+
+
+#: below n^2 d of this, ``syrk`` runs on one BLAS thread: OpenBLAS's idle threads spin
+#: (~0.1 s) after a threaded call and take the cores from the numba chain that follows, which
+#: at n = 2048, d = 64 made the whole kernel 1.7x slower (measured); at n = 4096, d = 784 the
+#: threaded product wins
+SYRK_SMALL = 2 * 10**9
+_CONTROLLER: list = []
+
+
+def _blas_controller() -> object:
+    """A cached ``threadpoolctl.ThreadpoolController`` (its ``limit`` costs ~10 us; a fresh
+    ``threadpool_limits`` scans the loaded libraries, ~0.7 ms)."""
+    if not _CONTROLLER:
+        from threadpoolctl import ThreadpoolController
+
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0]
 
 
 def run_program(program: Program, G: np.ndarray, in_width: int,

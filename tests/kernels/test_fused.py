@@ -161,3 +161,14 @@ def test_gram_upper_above_the_threaded_syrk_limit_is_the_full_product(monkeypatc
     G = gram_upper(x)
     np.testing.assert_array_equal(G, x @ x.T)
     np.testing.assert_allclose(ARCHS["relu3_bias"].kernel_fn(x, None, "ntk"), small, rtol=1e-13, atol=0)
+
+
+@pytest.mark.parametrize("small", [0, 10**18])
+def test_gram_upper_threaded_and_single_thread_branches_agree(monkeypatch, small):
+    """Below fused.SYRK_SMALL the product runs on one BLAS thread (no spinning OpenBLAS threads
+    left to compete with the numba chain); both branches give the same upper triangle."""
+    from ntkscale.kernels import fused
+
+    x = _x(300, 20, 5)
+    monkeypatch.setattr(fused, "SYRK_SMALL", small)
+    np.testing.assert_allclose(np.triu(fused.gram_upper(x)), np.triu(x @ x.T), rtol=1e-13, atol=1e-12)
