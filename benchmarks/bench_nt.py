@@ -11,9 +11,11 @@ a transformer block on sequences), times NNGP + NTK of an n×n symmetric Gram:
 * ``syrk``: BLAS ``syrk`` of the same inputs, the floor of one inner product per entry of the
   upper triangle (what ntkscale's symmetric fused kernels compute, ``fused.gram_upper``).
 
-Rounds interleave the three (medians over ``--reps``; the paired ratio is the median of
+Rounds interleave the four (medians over ``--reps``; the paired ratio is the median of
 per-round ratios), so a shared machine's drifts hit them alike; both run on the same cores,
-one at a time. The NTK's first row is compared between the two libraries (relative max diff).
+one at a time. Each timed call starts after ``--gap`` seconds idle (default 0.3): OpenBLAS's
+idle threads spin ~0.1 s after a threaded call and would otherwise take the cores from
+whatever is timed next (measured: it slowed ntkscale's numba chain after the floors' BLAS). The NTK's first row is compared between the two libraries (relative max diff).
 Cost per Gram entry = median seconds / n².
 
     bash tests/nt_parity/make_venv.sh /tmp/nt-venv
@@ -68,7 +70,7 @@ class Peer:
         self.p.wait(timeout=30)
 
 
-def bench_case(name: str, n: int, reps: int, nt_python: str) -> dict:
+def bench_case(name: str, n: int, reps: int, nt_python: str, gap: float = 0.3) -> dict:
     build, make_x = CASES[name]
     _, _, kernel_fn = build(stax)
     x = make_x(n, 0)
@@ -81,13 +83,17 @@ def bench_case(name: str, n: int, reps: int, nt_python: str) -> dict:
         diff = float(np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs)))
         times: dict[str, list[float]] = {"ntkscale": [], "neural_tangents": [], "gemm": [], "syrk": []}
         for _ in range(reps):
+            time.sleep(gap)
             t0 = time.perf_counter()
             kernel_fn(x, None, ("nngp", "ntk"))
             times["ntkscale"].append(time.perf_counter() - t0)
+            time.sleep(gap)
             times["neural_tangents"].append(float(peer.ask("run")))
+            time.sleep(gap)
             t0 = time.perf_counter()
             flat @ flat.T
             times["gemm"].append(time.perf_counter() - t0)
+            time.sleep(gap)
             t0 = time.perf_counter()
             gram_upper(flat)
             times["syrk"].append(time.perf_counter() - t0)
@@ -95,7 +101,7 @@ def bench_case(name: str, n: int, reps: int, nt_python: str) -> dict:
         peer.close()
     med = {k: statistics.median(v) for k, v in times.items()}
     paired = statistics.median(b / a for a, b in zip(times["ntkscale"], times["neural_tangents"]))
-    out = {"n": n, "d": int(flat.shape[1]), "median_s": med, "range_s": {k: [min(v), max(v)] for k, v in times.items()},
+    out = {"n": n, "d": int(flat.shape[1]), "gap_s": gap, "median_s": med, "range_s": {k: [min(v), max(v)] for k, v in times.items()},
            "us_per_entry": {k: 1e6 * v / n / n for k, v in med.items()},
            "speedup_vs_nt": med["neural_tangents"] / med["ntkscale"], "speedup_vs_nt_paired": paired,
            "ntkscale_over_gemm": med["ntkscale"] / med["gemm"], "ntkscale_over_syrk": med["ntkscale"] / med["syrk"],
@@ -113,11 +119,12 @@ def main() -> None:
     ap.add_argument("--cases", default=",".join(CASES))
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--n", type=int, default=0, help="one n for every case (default: per case)")
+    ap.add_argument("--gap", type=float, default=0.3, help="idle seconds before each timed call")
     ap.add_argument("--out", default=os.path.join(HERE, "results", "nt.json"))
     args = ap.parse_args()
     if not os.path.exists(args.nt_python):
         sys.exit(f"no neural-tangents python at {args.nt_python}: bash tests/nt_parity/make_venv.sh first")
-    res = {name: bench_case(name, args.n or DEFAULT_N[name], args.reps, args.nt_python)
+    res = {name: bench_case(name, args.n or DEFAULT_N[name], args.reps, args.nt_python, args.gap)
            for name in args.cases.split(",")}
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
