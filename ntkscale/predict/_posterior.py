@@ -37,7 +37,15 @@ def posterior(g: str, train: Callable[[str], TrainKernel], y: Targets, cross: Ca
     ktd = cross(k)
     T = 1 if ts is None else ts.size
     scale = 1.0 / y.y.size
-    if ts is None:
+    g_init = "ntk" if g == "ntkgp" else "nngp"
+    if k_tt is not None:
+        kx = ktd.dense()  # shape: (m, n)
+        kx_init = cross(g_init).dense()  # shape: (m, n)
+    solved = None  # infinite time with a covariance: one solve for y and the test columns
+    if ts is None and k_tt is not None:  # (one set of passes over a stored Gram, not two)
+        solved = tr.solve(np.concatenate([y.y2, (kx_init if g in ("nngp", "ntkgp") else kx).T], axis=1))
+        phi_y = solved[None, :, :y.C]  # shape: (1, n, C)
+    elif ts is None:
         phi_y = tr.solve(y.y2)[None]  # shape: (1, n, C)
     else:
         phi_y = tr.funcs(y.y2, flow_fns(ts, scale, ("phi",)))  # shape: (T, n, C)
@@ -46,19 +54,16 @@ def posterior(g: str, train: Callable[[str], TrainKernel], y: Targets, cross: Ca
     mean = mean.reshape(m, T, y.C).transpose(1, 0, 2).reshape(y.shape(lead, m))
     if k_tt is None:
         return mean
-    g_init = "ntk" if g == "ntkgp" else "nngp"
     kxx = k_tt(g_init)  # shape: (m, m)
-    kx = ktd.dense()  # shape: (m, n)
-    kx_init = cross(g_init).dense()  # shape: (m, n)
     if g in ("nngp", "ntkgp"):
         if ts is None:
-            S = tr.solve(kx_init.T)[None]  # shape: (1, n, m)
+            S = solved[None, :, y.C:]  # K^-1 K(X, x), shape: (1, n, m)
         else:
             S = tr.funcs(kx_init.T, flow_fns(ts, scale, ("phi2",)))
         cov = kxx[None] - np.einsum("mj,tjl->tml", kx, S)
     else:
         if ts is None:
-            P = tr.solve(kx.T)[None]  # Theta^-1 Theta(X, x), shape: (1, n, m)
+            P = solved[None, :, y.C:]  # Theta^-1 Theta(X, x), shape: (1, n, m)
         else:
             P = tr.funcs(kx.T, flow_fns(ts, scale, ("phi",)))  # shape: (T, n, m)
         nngp = train("nngp")
