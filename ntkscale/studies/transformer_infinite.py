@@ -29,13 +29,14 @@ Differences from the finite model (``benchmarks/transformer_floor.py``; RESULTS 
   plus a query/key share that does not vanish), for which no closed form is implemented.
   This kernel is neural-tangents' ``linear_scaling=True`` layer (keys and queries tied,
   logits ``k.k/d_h`` -> ``cov(t, s)``, softmax over key positions), with ``W_Q = W_K = W_V =
-  W_O`` std 1. Measured on the test's inputs (d = 64 ... 1024, 24 seeds): the same seeds'
-  ``standard - tied_linear`` NTK difference stays at 1.1-1.7 % of the kernel (its query/key
-  share 0.3-0.5 %), while ``attention='tied_linear'`` and this architecture's own finite
-  network converge to the kernel (0.3 % ± 0.8 % at d = 1024), and ``attention='linear'``
-  (independent, ``1/d``: logits -> 0) to the kernel with ``W_key_std = 0`` (uniform
-  attention). A 3-seed mean adds seed noise of ~2-3 % (per-seed deviations 3-5 % at
-  d = 256-1024). Use ``attention='tied_linear'`` for a finite model with this limit;
+  W_O`` std 1. Measured on the test's inputs (d = 64 ... 1024, 32 seeds): the same seeds'
+  ``standard - tied_linear`` NTK difference stays at 1.1-1.8 % of the kernel (1.8 ± 0.6 % at
+  d = 1024; the share through the logits 1.3-2.0 %, of it W_Q/W_K 0.3-0.5 %), while
+  ``attention='tied_linear'`` (0.2 ± 0.7 % at d = 1024) and this architecture's own finite
+  network (0.8 ± 0.7 %) converge to the kernel, and ``attention='linear'`` (independent,
+  ``1/d``: logits -> 0) to the kernel with ``W_key_std = 0`` (uniform attention). A 3-seed
+  mean adds seed noise of ~2.5-3 % (per-seed deviations 4.5-5 % at d = 256-1024). Use
+  ``attention='tied_linear'`` for a finite model with this limit;
 * GELU: the kernel is exact GELU (``gelu_approximate`` only changes the finite network);
   the study's tanh approximation moves the NTK by ~4e-6 relative (measured): negligible;
 * LayerNorm ``eps = 1e-5`` in both (a per-position norm over channels).
