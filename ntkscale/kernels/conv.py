@@ -53,7 +53,7 @@ _map = windows.map_state
 
 @layer_type()
 @dataclass(frozen=True)
-class Conv(Layer):
+class Conv(windows.FilterGeometry, Layer):
     """Convolution over NHWC images (2-d ``filter_shape``) or sequences ``(n, T, C)`` (1-d),
     ``Conv(out_chan, filter_shape, strides, padding, W_std, b_std, parameterization)``.
 
@@ -82,20 +82,6 @@ class Conv(Layer):
 
     def __post_init__(self, dimension_numbers: Any, s: Any) -> None:
         check_conv_args(self, dimension_numbers, s)
-
-    @property
-    def filter_2d(self) -> tuple[int, int]:
-        """``(fh, fw)`` on the kernel state's axes (``(1, f)`` for a 1-d filter)."""
-        return windows.as_2d(self.filter_shape)
-
-    @property
-    def strides_2d(self) -> tuple[int, int]:
-        return windows.as_2d(self.strides)
-
-    @property
-    def fan(self) -> int:
-        """Positions in a filter: ``fh fw`` (2-d) or ``f`` (1-d)."""
-        return self.filter_2d[0] * self.filter_2d[1]
 
     def window(self, ns: Namespace, a: Any, mode: str) -> Any:
         """The joint filter-window mean ``A`` of covariances ``a`` in layout ``mode``."""

@@ -56,7 +56,7 @@ def _need_images(k: KernelState, layer: str, rank: int) -> None:
 
 
 @dataclass(frozen=True)
-class _WindowLayer(Layer):
+class _WindowLayer(windows.FilterGeometry, Layer):
     """The fields, checks, kernel bookkeeping and spec both layers share with ``Conv``."""
 
     out_chan: int
@@ -73,20 +73,6 @@ class _WindowLayer(Layer):
 
     def __post_init__(self, dimension_numbers: Any, s: Any) -> None:
         check_conv_args(self, dimension_numbers, s)
-
-    @property
-    def filter_2d(self) -> tuple[int, int]:
-        """``(fh, fw)`` on the kernel state's axes (``(1, f)`` for a 1-d filter)."""
-        return windows.as_2d(self.filter_shape)
-
-    @property
-    def strides_2d(self) -> tuple[int, int]:
-        return windows.as_2d(self.strides)
-
-    @property
-    def fan(self) -> int:
-        """Positions in a filter: ``fh fw`` (2-d) or ``f`` (1-d)."""
-        return self.filter_2d[0] * self.filter_2d[1]
 
     def window(self, ns: Namespace, a: Any, mode: str) -> tuple[Any, Any]:
         """``(A(a), I)``: the window rule on covariances ``a`` in layout ``mode``, and the

@@ -18,7 +18,7 @@ from typing import Any, Callable, Optional
 from . import spatial
 from .state import KernelState
 
-__all__ = ["shape_arg", "padding_arg", "channels_last", "as_2d", "window_out_shape", "transpose_out_shape",
+__all__ = ["FilterGeometry", "shape_arg", "padding_arg", "channels_last", "as_2d", "window_out_shape", "transpose_out_shape",
            "map_state", "height", "circular_pad", "finite_pool"]
 
 
@@ -66,6 +66,28 @@ def channels_last(dn: Any, rank: int) -> bool:
 def as_2d(v: tuple[int, ...]) -> tuple[int, int]:
     """A window or strides on the kernel state's ``(H, W)`` axes: ``(f,) -> (1, f)``."""
     return (1, v[0]) if len(v) == 1 else (v[0], v[1])
+
+
+class FilterGeometry:
+    """``filter_2d``, ``strides_2d`` and ``fan`` of a layer with ``filter_shape`` and ``strides``
+    (1-d or 2-d): shared by ``Conv``, ``ConvLocal`` and ``ConvTranspose`` (a mixin; no fields)."""
+
+    filter_shape: tuple[int, ...]
+    strides: Optional[tuple[int, ...]]
+
+    @property
+    def filter_2d(self) -> tuple[int, int]:
+        """``(fh, fw)`` on the kernel state's axes (``(1, f)`` for a 1-d filter)."""
+        return as_2d(self.filter_shape)
+
+    @property
+    def strides_2d(self) -> tuple[int, int]:
+        return as_2d(self.strides)
+
+    @property
+    def fan(self) -> int:
+        """Positions in a filter: ``fh fw`` (2-d) or ``f`` (1-d)."""
+        return self.filter_2d[0] * self.filter_2d[1]
 
 
 def window_out_shape(shape: tuple, window: tuple[int, ...], strides: tuple[int, ...],
