@@ -90,7 +90,9 @@ def gp_inference(k_train_train: Any, y_train: Any, diag_reg: float = 0., diag_re
         :class:`ntkscale.operator.StoredGram` (or a namedtuple of them, or a store URL, opened
         per kind with the in-process scheduler) is solved out of core
         (:func:`ntkscale.solvers.solve`: tiled Cholesky or Nyström-PCG; in-memory Cholesky up
-        to ``n_dense``). The NTK covariance needs both kinds.
+        to ``n_dense``). The NTK covariance needs both kinds. At large n pass
+        ``StoredGram(url, kind, client=client)``: the passes then run on the cluster's workers
+        (a URL's in-process passes run one task at a time; ``benchmarks/predict_store.py``).
     y_train : array, shape (n,) or (n, C) (or (n, *out))
     diag_reg : float
         Ridge ``diag_reg * mean(diag K)`` added to ``K`` (absolute with ``diag_reg_absolute_scale``).
