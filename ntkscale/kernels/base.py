@@ -25,7 +25,7 @@ from . import spatial, windows
 from .backend import Namespace
 from .state import KernelState
 
-__all__ = ["Layer", "UnsupportedArchitectureError", "States", "LAYERS", "ACTIVATIONS", "layer_type",
+__all__ = ["Layer", "UnsupportedArchitectureError", "need_images", "States", "LAYERS", "ACTIVATIONS", "layer_type",
            "activation", "from_spec", "leaves", "provide", "check_nt_axes", "check_conv_args", "Activation"]
 
 States = Any  # a KernelState, or a list of them between FanOut and FanInSum
@@ -144,6 +144,20 @@ def _check_weighted(layer: Any, size: str) -> str:
                          f"{layer.parameterization!r}")
     object.__setattr__(layer, "parameterization", p)
     return name
+
+
+def need_images(k: KernelState, layer: str, rank: int = 2) -> None:
+    """Refuse a windowed layer (``rank``-d window) on feature vectors, and a 1-d window on
+    images taller than 1, with an error that says what to pass instead."""
+    if k.spatial is None:
+        raise UnsupportedArchitectureError(
+            f"{layer} needs images or sequences: pass NHWC inputs (n, H, W, C), sequences (n, T, "
+            "C), or start the architecture with Unflatten(H, W, C), and put it before "
+            "Flatten/GlobalAvgPool")
+    if rank == 1 and windows.height(k) != 1:
+        raise UnsupportedArchitectureError(
+            f"{layer} with a 1-d window acts on sequences (n, T, C) (images of height 1), but the "
+            f"inputs are images of height {windows.height(k)}; give a 2-d window (height, width)")
 
 
 def check_conv_args(layer: Any, dimension_numbers: Any, s: Any) -> str:

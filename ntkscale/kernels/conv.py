@@ -29,23 +29,12 @@ from typing import Any, Callable, Optional
 
 from . import spatial, windows
 from .backend import Namespace
-from .base import Layer, UnsupportedArchitectureError, check_conv_args, check_nt_axes, layer_type, leaves
+from .base import (Layer, UnsupportedArchitectureError, check_conv_args, check_nt_axes, layer_type, leaves,
+                   need_images)
 from .state import KernelState
 
 __all__ = ["Conv", "AvgPool", "GlobalAvgPool", "SumPool", "GlobalSumPool", "Flatten", "Unflatten", "spatial_mode",
            "image_shape", "leaves"]
-
-
-def _need_images(k: KernelState, layer: str, rank: int = 2) -> None:
-    if k.spatial is None:
-        raise UnsupportedArchitectureError(
-            f"{layer} needs images or sequences: pass NHWC inputs (n, H, W, C), sequences (n, T, "
-            "C), or start the architecture with Unflatten(H, W, C), and put it before "
-            "Flatten/GlobalAvgPool")
-    if rank == 1 and windows.height(k) != 1:
-        raise UnsupportedArchitectureError(
-            f"{layer} with a 1-d window acts on sequences (n, T, C) (images of height 1), but the "
-            f"inputs are images of height {windows.height(k)}; give a 2-d window (height, width)")
 
 
 _map = windows.map_state
@@ -91,7 +80,7 @@ class Conv(windows.FilterGeometry, Layer):
         return spatial.window_mean(ns, a, w_axes, fw, sw, self.padding)
 
     def kernel(self, ns: Namespace, k: KernelState) -> KernelState:
-        _need_images(k, "Conv", len(self.filter_shape))
+        need_images(k, "Conv", len(self.filter_shape))
         w2 = self.W_std ** 2
         b2 = 0.0 if self.b_std is None else self.b_std ** 2
         mode = k.spatial
@@ -172,7 +161,7 @@ class AvgPool(Layer):
         return self.window_2d[0] * self.window_2d[1]
 
     def kernel(self, ns: Namespace, k: KernelState) -> KernelState:
-        _need_images(k, type(self).__name__, len(self.window_shape))
+        need_images(k, type(self).__name__, len(self.window_shape))
         if k.spatial != "full":  # spatial_mode() chooses "full" whenever a pool is present
             raise UnsupportedArchitectureError("AvgPool needs the full pixel-pair layout")
         (wh, ww), (sh, sw) = self.window_2d, self.strides_2d
@@ -212,7 +201,7 @@ class GlobalAvgPool(Layer):
         check_nt_axes(type(self).__name__, batch_axis=batch_axis, channel_axis=channel_axis)
 
     def kernel(self, ns: Namespace, k: KernelState) -> KernelState:
-        _need_images(k, "GlobalAvgPool")
+        need_images(k, "GlobalAvgPool")
         if k.spatial != "full":
             raise UnsupportedArchitectureError("GlobalAvgPool needs the full pixel-pair layout")
         return k.replace(**_map(k, lambda a: spatial.full_mean(ns, a, pairs=True)), spatial=None)
@@ -295,7 +284,7 @@ class GlobalSumPool(GlobalAvgPool):
     (neural-tangents): ``GlobalAvgPool`` times ``H W``, kernels times ``(H W)^2``."""
 
     def kernel(self, ns: Namespace, k: KernelState) -> KernelState:
-        _need_images(k, "GlobalSumPool")
+        need_images(k, "GlobalSumPool")
         scale = float(k.nngp.shape[-1] * k.nngp.shape[-2]) ** 2  # full layout: (..., H, W, H, W)
         k = GlobalAvgPool.kernel(self, ns, k)
         return k.replace(**_map(k, lambda a: scale * a))

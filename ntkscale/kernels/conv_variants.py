@@ -35,24 +35,12 @@ from typing import Any, Optional
 
 from . import spatial, windows
 from .backend import Namespace
-from .base import Layer, UnsupportedArchitectureError, check_conv_args, layer_type
+from .base import Layer, UnsupportedArchitectureError, check_conv_args, need_images, layer_type
 from .state import KernelState
 
 __all__ = ["ConvLocal", "ConvTranspose"]
 
 _DN = {1: ("NHC", "HIO", "NHC"), 2: ("NHWC", "HWIO", "NHWC")}
-
-
-def _need_images(k: KernelState, layer: str, rank: int) -> None:
-    if k.spatial is None:
-        raise UnsupportedArchitectureError(
-            f"{layer} needs images or sequences: pass NHWC inputs (n, H, W, C), sequences (n, T, "
-            "C), or start the architecture with Unflatten(H, W, C), and put it before "
-            "Flatten/GlobalAvgPool")
-    if rank == 1 and windows.height(k) != 1:
-        raise UnsupportedArchitectureError(
-            f"{layer} with a 1-d window acts on sequences (n, T, C) (images of height 1), but the "
-            f"inputs are images of height {windows.height(k)}; give a 2-d window (height, width)")
 
 
 @dataclass(frozen=True)
@@ -80,7 +68,7 @@ class _WindowLayer(windows.FilterGeometry, Layer):
         raise NotImplementedError  # pragma: no cover
 
     def kernel(self, ns: Namespace, k: KernelState) -> KernelState:
-        _need_images(k, type(self).__name__, len(self.filter_shape))
+        need_images(k, type(self).__name__, len(self.filter_shape))
         w2 = self.W_std ** 2
         b2 = 0.0 if self.b_std is None else self.b_std ** 2
         one: Any = 1.0
