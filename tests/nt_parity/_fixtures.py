@@ -36,3 +36,25 @@ def assert_kernel_close(got, want, what: str, diag_rtol: Optional[float] = None)
         off = ~np.eye(len(got), dtype=bool)
         got, want = got[off], want[off]
     np.testing.assert_allclose(got, want, rtol=RTOL, atol=RTOL * scale, err_msg=what)
+
+
+def check_case(nt: dict, name: str, kernel_fn, x1, x2, diag_rtol: dict,
+               fields: tuple[str, ...] = ("nngp", "ntk", "cov1", "cov2")) -> None:
+    """A case's ``kernel_fn`` against NT's fixture arrays ``nt[f"{name}/{field}/{sym|cross}"]``
+    (symmetric ``x2=None`` and cross): every field to 1e-12 relative (the symmetric NTK's
+    diagonal to ``diag_rtol[name]`` where NT rounds it), a field NT leaves out is None here, and
+    ``is_gaussian`` agrees."""
+    import warnings
+
+    for which, (a, b) in {"sym": (x1, None), "cross": (x1, x2)}.items():
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            k = kernel_fn(a, b)
+        for f in fields:
+            key = f"{name}/{f}/{which}"
+            if key not in nt:  # NT's cov2 is None for x2=None
+                assert getattr(k, f) is None, key
+                continue
+            assert_kernel_close(getattr(k, f), nt[key], key,
+                                diag_rtol.get(name) if (f, which) == ("ntk", "sym") else None)
+        assert bool(k.is_gaussian) == bool(nt[f"{name}/is_gaussian"]), name

@@ -22,7 +22,7 @@ import pytest
 from ntkscale import stax
 from ntkscale.kernels import UnsupportedArchitectureError, from_spec, spec_json
 
-from ._fixtures import assert_kernel_close, load
+from ._fixtures import assert_kernel_close, check_case, load
 from .cases_convlt import CASES, inputs
 
 #: case -> tolerance on the diagonal of the symmetric NTK only (as ``test_seq1d_parity.DIAG_RTOL``):
@@ -45,18 +45,7 @@ def nt():
 
 
 def _check(nt, name, kernel_fn, x1, x2, fields=("nngp", "ntk", "cov1", "cov2")):
-    for which, (a, b) in {"sym": (x1, None), "cross": (x1, x2)}.items():
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            k = kernel_fn(a, b)
-        for f in fields:
-            key = f"{name}/{f}/{which}"
-            if key not in nt:  # NT's cov2 is None for x2=None
-                assert getattr(k, f) is None, key
-                continue
-            assert_kernel_close(getattr(k, f), nt[key], key,
-                                DIAG_RTOL.get(name) if (f, which) == ("ntk", "sym") else None)
-        assert bool(k.is_gaussian) == bool(nt[f"{name}/is_gaussian"]), name
+    check_case(nt, name, kernel_fn, x1, x2, DIAG_RTOL, fields)
 
 
 def test_fixture_covers_every_case(nt):
