@@ -137,15 +137,26 @@ class WorkerLedger:
         self._gpus: dict[str, list[str]] = {}
         try:
             client.register_plugin(LedgerPlugin(self.name), name=self.name)
-            before = time.time()  # the clock offset, from a quick round trip (the first one may import)
-            now = client.run_on_scheduler(_plugin_state, self.name)["now"]
-            after = time.time()
-            self._shift = (before + after) / 2 - self.t0 - now
+            self._shift = self._clock_shift()
         except Exception as e:  # noqa: BLE001 - a scheduler without ntkscale: poll instead
             self.source, self.error = "polled", f"{type(e).__name__}: {e}"
             log.warning("the worker ledger's scheduler plugin could not be registered (%s); the run "
                         "record polls the workers at stage ends instead", self.error)
             self.poll()
+
+    def _clock_shift(self, trips: int = 3) -> float:
+        """Client-relative time minus scheduler time, from the quickest of a few round trips
+        (the first may import ntkscale on the scheduler and take seconds: half of a slow trip's
+        time is the error of its estimate, enough to move a worker that joined just after the
+        start to before it)."""
+        best = None
+        for _ in range(trips):
+            before = time.time()
+            now = self.client.run_on_scheduler(_plugin_state, self.name)["now"]
+            after = time.time()
+            if best is None or after - before < best[0]:
+                best = (after - before, (before + after) / 2 - self.t0 - now)
+        return best[1]
 
     def now(self) -> float:
         return time.time() - self.t0

@@ -173,6 +173,7 @@ def test_slurm_and_kubernetes_record_workers_that_arrive_after_the_start(kind, m
     with start_cluster(validate_cluster(table, environ={}), timeout=30) as h:
         h.start_ledger(time.time())
         assert h.record()["workers_joined"] == []  # nothing yet: the record says so
+        time.sleep(0.3)  # "after the start" by more than the clock offset's error
         made[0].scale(2)
         h.client.wait_for_workers(2, timeout=30)
         rec = h.record({"gram": [0.0, 1000.0]})
@@ -225,3 +226,27 @@ def test_plugin_seeds_present_workers_with_their_event_time():
     (r,) = p.state()["records"]
     assert p.t_start - r["joined"] == pytest.approx(5, abs=1) and r["memory_limit"] is None
     assert r["reason"] == "handle-worker-cleanup" and r["left"] >= p.t_start
+
+
+def test_the_clock_offset_ignores_a_slow_first_round_trip():
+    """The first call to the scheduler may import ntkscale there (seconds on a loaded CI
+    machine): its half round trip must not become the offset's error, or a worker that joined
+    just after the start is dated before it (CI failure of 2026-12-07: joined_late empty)."""
+    from ntkscale.clusters.ledger import WorkerLedger
+
+    class Slow:
+        calls = 0
+
+        def register_plugin(self, plugin, name=None):
+            pass
+
+        def run_on_scheduler(self, fn, name):
+            Slow.calls += 1
+            now = time.time()  # same clock as the client: the true offset is 0
+            if Slow.calls == 1:
+                time.sleep(1.0)  # stamped early, answered late
+            return {"now": now, "records": []}
+
+    led = WorkerLedger(Slow(), t0=time.time())
+    assert Slow.calls >= 3
+    assert abs(led._shift + led.t0) < 0.05, led._shift + led.t0  # shift = -t0 when clocks agree
