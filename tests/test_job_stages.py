@@ -219,7 +219,8 @@ def test_forecast_sizes_by_default_and_refused_before_any_work(tmp_path):
     from ntkscale.job.forecast import forecast_sizes
 
     c = {"sizes": []}
-    assert forecast_sizes(c, 120_000) == [512, 1024, 2048, 4096]
+    assert forecast_sizes(c, 120_000) == [1024, 2048, 4096, 8192]  # held-out errors
+    assert forecast_sizes({"sizes": [], "risk": "gcv"}, 120_000) == [512, 1024, 2048, 4096]
     assert forecast_sizes(c, 400) == [25, 50, 100, 200]
     assert forecast_sizes({"sizes": [16, 32, 64, 999]}, 100) == [16, 32, 64]
     with pytest.raises(ConfigError, match=r"3 sub-block sizes below n = 50, got \[16, 32\].*\[forecast\] sizes"):
@@ -249,7 +250,9 @@ def test_forecast_after_real_stages(tmp_path):
     assert registry.active_stages(cfg)[-1] == "forecast"
     m = run_stages(cfg, registry.active_stages(cfg))
     f = m["stages"]["forecast"]
-    assert f["sizes"] == [25, 50, 100, 200, 400] and len(f["gcv_points"]) == 5
+    assert f["risk"] == "heldout" and f["sizes"] == [25, 50, 100, 200] and len(f["points"]) == 4
+    assert f["n_test"] == 200 and f["grouped"] is False
+    assert f["forecast_low"][0] <= f["forecast"][0] <= f["forecast_high"][0]
     assert f["gcv_band"][0] <= f["gcv"] <= f["gcv_band"][1]
     assert f["measured_test_mse"] == m["stages"]["predict"]["test_mse"]
     assert (tmp_path / "run" / "figures" / "forecast.png").exists()
@@ -265,3 +268,47 @@ def test_forecast_after_real_stages(tmp_path):
     assert f["gcv"] == pytest.approx(exact, rel=0.05)
     assert f["tail_share"] < 0.1 and "hardly enters" in f["trust"]
     assert "forecast" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_forecast_groups_mirror_twins_and_refuses_a_bad_risk():
+    """With [data] flip a row and its mirror share the source row's index as their group (the
+    held-out rows of the law's sub-block fits then never have a trained twin); without
+    augmentation every row is its own group. A risk other than heldout/gcv is refused."""
+    from types import SimpleNamespace
+
+    from ntkscale.job.forecast import _groups, _parse
+
+    idx = np.array([5, 9, 2])
+    flip = SimpleNamespace(info={"augmentation": {"kind": "horizontal flip (train only)"}},
+                           train_index=np.concatenate([idx, idx]), X_train=np.zeros((6, 4)))
+    np.testing.assert_array_equal(_groups(SimpleNamespace(data=flip)), [5, 9, 2, 5, 9, 2])
+    plain = SimpleNamespace(info={"augmentation": None}, train_index=idx, X_train=np.zeros((3, 4)))
+    assert _groups(SimpleNamespace(data=plain)) is None
+    with pytest.raises(ConfigError, match=r"'forecast.risk' = 'loo': choose one of 'heldout', 'gcv'"):
+        _parse({"risk": "loo"})
+
+
+def test_forecast_gcv_points_still_run(tmp_path):
+    """risk = "gcv": the law goes through sub-block GCVs and the full-n GCV (5 points)."""
+    doc = {**DOC, "data": {"source": "sphere", "n_train": 300, "n_test": 60, "n": 360, "d": 5},
+           "job": {"out": str(tmp_path / "run"), "stages": ["gram", "fit", "spectrum"]},
+           "kernel": {"dtype": "float64"}, "spectrum": {"k": 100},
+           "solver": {"ridge": 1e-2, "relative_ridge": True},
+           "forecast": {"enabled": True, "trials": 2, "risk": "gcv"}}
+    cfg = parse_job(doc, environ={})
+    f = run_stages(cfg, registry.active_stages(cfg))["stages"]["forecast"]
+    assert f["risk"] == "gcv" and f["sizes"][-1] == 300 and f["points"][-1] == f["gcv"]
+    assert "grouped" not in f
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz"),
+                    reason="needs Debian's dataset-fashion-mnist (apt-get install dataset-fashion-mnist)")
+def test_forecast_on_mirrored_fashion_mnist_is_grouped(tmp_path):
+    doc = {**DOC, "data": {"source": "fashion-mnist", "n_train": 300, "flip": True, "n_test": 100},
+           "job": {"out": str(tmp_path / "run"), "stages": ["gram", "fit", "spectrum"]},
+           "kernel": {"dtype": "float64"}, "spectrum": {"k": 100},
+           "solver": {"ridge": 1e-2, "relative_ridge": True},
+           "forecast": {"enabled": True, "trials": 2}}
+    cfg = parse_job(doc, environ={})
+    f = run_stages(cfg, registry.active_stages(cfg))["stages"]["forecast"]
+    assert f["grouped"] is True and f["sizes"] == [18, 37, 75, 150] and f["n_test"] == 225

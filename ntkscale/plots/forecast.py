@@ -13,18 +13,21 @@ __all__ = ["plot_forecast"]
 
 
 def plot_forecast(law: Any, full: Any, *, horizon: float = 10.0, measured: Optional[float] = None,
-                  curve: Optional[dict] = None, path: Optional[PathLike] = None, dpi: int = 120) -> Any:
+                  curve: Optional[dict] = None, points: str = "GCV (sub-blocks)",
+                  path: Optional[PathLike] = None, dpi: int = 120) -> Any:
     """Test MSE vs p on log-log axes.
 
     Parameters
     ----------
     law : ScalingLaw
-        Its fitted points (GCV of sub-blocks and the full-n forecast, ± sem) as markers, the law
-        with its band from the smallest p to ``horizon × n``.
+        Its fitted points (± sem) as markers, the law with its band from the smallest p to
+        ``horizon × n``, and its value at n (diamond).
     full : FullForecast
         The full-n forecast (star) with its tail band (error bar).
     measured : float, optional
         The full-n fit's measured test MSE (cross).
+    points : str
+        What the law's points are (legend), e.g. ``"held-out error (sub-blocks)"``.
     curve : dict, optional
         ``{"p": ..., "mean": ..., "sem": ...}``: held-out errors of the learning-curve stage.
     path, dpi
@@ -39,7 +42,10 @@ def plot_forecast(law: Any, full: Any, *, horizon: float = 10.0, measured: Optio
     mid, lo, hi = law.predict(q)
     ax.fill_between(q, lo, hi, color="C0", alpha=0.2, lw=0, label="scaling law, 90 % band")
     ax.plot(q, mid, color="C0", lw=1.5, label=f"c + a p^-γ, γ = {law.exponent[0]:.2f} ± {law.exponent[1]:.2f}")
-    ax.errorbar(law.p, law.E, yerr=law.sem, fmt="o", color="C0", ms=4, label="GCV (sub-blocks)")
+    ax.errorbar(law.p, law.E, yerr=law.sem, fmt="o", color="C0", ms=4, label=points)
+    m_n, lo_n, hi_n = (float(v[0]) for v in law.predict([full.n]))
+    ax.errorbar([full.n], [m_n], yerr=[[m_n - lo_n], [hi_n - m_n]], fmt="D", ms=6, color="C0",
+                label=f"law at n = {full.n}")
     if curve is not None:
         ax.errorbar(curve["p"], curve["mean"], yerr=curve.get("sem"), fmt="s", color="C2", ms=3,
                     label="held-out (curve stage)")

@@ -154,7 +154,7 @@ def _leading_factor(K: np.ndarray, lam: float) -> Optional[np.ndarray]:
 def empirical_learning_curve(op: Any, y: Any, p_grid: Any, *, ridge: float = 0.0,
                              relative_ridge: bool = False, n_trials: int = 10,
                              n_test: Optional[int] = None, noise_std: float = 0.0, seed: int = 0,
-                             cache_bytes: float = 2**30) -> EmpiricalCurve:
+                             cache_bytes: float = 2**30, groups: Any = None) -> EmpiricalCurve:
     """Test MSE of kernel regression on random subsets of the pool, mean ± SEM per p.
 
     Parameters
@@ -177,6 +177,10 @@ def empirical_learning_curve(op: Any, y: Any, p_grid: Any, *, ridge: float = 0.0
         If the float64 pool Gram (8 M² bytes) fits, it is read once; otherwise each trial
         reads ``K[train ∪ test, train]`` for its largest p by :func:`gather` (for random
         subsets that touches about every tile of the covering range).
+    groups : array_like of int, shape (M,), optional
+        Group of each pool row (e.g. the source image of an image and its mirror): no test row
+        shares a group with a training row (:func:`ntkscale.spectral.subsets.subsample_trials`),
+        so the curve measures the error on new samples.
 
     Returns
     -------
@@ -206,7 +210,7 @@ def empirical_learning_curve(op: Any, y: Any, p_grid: Any, *, ridge: float = 0.0
     lam = check_ridge(ridge) * (_mean_diag(op) if relative_ridge else 1.0)
     errors = np.empty((ps.size, n_trials))
     trials = subsample_trials(op, pmax, nt, Y.shape[1], n_trials, noise_std=sigma, seed=seed,
-                              cache_bytes=cache_bytes)
+                              cache_bytes=cache_bytes, groups=groups)
     for t, trial in enumerate(trials):
         train, test, block, noise = trial.train, trial.test, trial.block, trial.noise
         # nested training sets: the factor of K_pp + λI leads that of p = pmax

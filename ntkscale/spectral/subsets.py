@@ -68,8 +68,8 @@ def gather(op: Any, rows: np.ndarray, cols: np.ndarray, block: Optional[int] = N
 
 
 def subsample_trials(op: Any, p: int, n_test: int, n_outputs: int, trials: int, *,
-                     noise_std: float = 0.0, seed: int = 0,
-                     cache_bytes: float = 2**30) -> Iterator[Trial]:
+                     noise_std: float = 0.0, seed: int = 0, cache_bytes: float = 2**30,
+                     groups: Optional[np.ndarray] = None) -> Iterator[Trial]:
     """The ``trials`` random splits of the pool of ``op`` (see the module docstring).
 
     Parameters
@@ -88,6 +88,12 @@ def subsample_trials(op: Any, p: int, n_test: int, n_outputs: int, trials: int, 
     cache_bytes : float
         If the float64 pool Gram (8 M² bytes) fits, it is read once; otherwise each trial
         reads ``K[train ∪ test, train]`` by :func:`gather`.
+    groups : ndarray of int, shape (M,), optional
+        Rows of one group (an image and its augmented copies, e.g. its mirror image) never
+        straddle the split: the test rows are the last ``n_test`` of the permutation among the
+        rows whose group has no training row. Then the test error estimates the error on new
+        samples, which a test row whose twin was trained on does not. Default: every row its
+        own group (the same draws as without ``groups``).
 
     Yields
     ------
@@ -96,11 +102,21 @@ def subsample_trials(op: Any, p: int, n_test: int, n_outputs: int, trials: int, 
     op = as_operator(op)  # a plain (M, M) array too (DenseGram: block reads and take)
     m = int(op.shape[0])
     full = np.asarray(op[0:m, 0:m], dtype=np.float64) if 8.0 * m * m <= cache_bytes else None
+    if groups is not None:
+        groups = np.asarray(groups).reshape(-1)
+        if groups.shape != (m,):
+            raise ValueError(f"groups must hold one group per pool row, shape ({m},), got {groups.shape}")
     rng = np.random.default_rng(seed)
     for _ in range(trials):
         perm = rng.permutation(m)
         noise = noise_std * rng.standard_normal((p, n_outputs))
         train, test = perm[:p], perm[m - n_test:]
+        if groups is not None:
+            free = perm[p:][~np.isin(groups[perm[p:]], groups[train])]
+            if free.size < n_test:
+                raise ValueError(f"only {free.size} pool rows share no group with the {p} training "
+                                 f"rows, fewer than n_test = {n_test}: lower the largest p or n_test")
+            test = free[free.size - n_test:]
         rows = np.concatenate([train, test])
         if full is not None:
             block = full[np.ix_(rows, train)]  # shape: (p + n_test, p)
