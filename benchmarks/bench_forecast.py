@@ -108,8 +108,17 @@ def extrapolate_heldout(kf, X, lab, n0, rel, trials, factors):
            "sem": cur.sem.tolist(), "params": law.params.tolist(), "exponent": gam,
            "exponent_se": gam_se, "forecast_p": q, "forecast": mid.tolist(), "low": lo.tolist(),
            "high": hi.tolist()}
+    wrong = cur.misclassified  # the same law through the held-out error rate (1 - accuracy)
+    w_mean, w_sem = wrong.mean(1), wrong.std(1, ddof=1) / np.sqrt(wrong.shape[1])
+    law_w = fit_scaling_law(cur.p, w_mean, w_sem)
+    wm, wl, wh = law_w.predict(q)
+    out.update(error_rate=w_mean.tolist(), error_rate_sem=w_sem.tolist(),
+               accuracy_forecast=(1 - wm).tolist(), accuracy_low=(1 - wh).tolist(),
+               accuracy_high=(1 - wl).tolist(), error_rate_exponent=law_w.exponent[0])
     print(json.dumps({"p": out["p"], "heldout": np.round(cur.mean, 4).tolist(),
-                      "sem": np.round(cur.sem, 4).tolist()}), flush=True)
+                      "sem": np.round(cur.sem, 4).tolist(), "error_rate": np.round(w_mean, 4).tolist()}),
+          flush=True)
+    print(json.dumps({"accuracy_forecast": dict(zip(q, np.round(1 - wm, 4).tolist()))}), flush=True)
     print(json.dumps({"exponent": round(gam, 3), "se": round(gam_se, 3),
                       "forecast": dict(zip(q, np.round(mid, 4).tolist()))}), flush=True)
     return out
@@ -157,6 +166,7 @@ def main():
     ap.add_argument("--risk", choices=("gcv", "heldout"), default="gcv",
                     help="the law's points: GCV of sub-blocks, or held-out errors of sub-block fits")
     ap.add_argument("--measured", default="", help="n:test_mse,... measured fits to check the extrapolation on")
+    ap.add_argument("--measured-accuracy", default="", help="n:test_accuracy,... of the same fits")
     ap.add_argument("--out", default="benchmarks/runs/forecast.json")
     a = ap.parse_args()
     factors = [int(f) for f in a.factors.split(",")]
@@ -174,6 +184,17 @@ def main():
                 ext["check"].append({"n": q, "forecast": mid, "band": [lo, hi], "measured": m,
                                      "ratio": mid / m, "inside": bool(min(lo, hi) <= m <= max(lo, hi))})
                 print(json.dumps(ext["check"][-1]), flush=True)
+    if a.measured_accuracy and "accuracy_forecast" in ext:
+        meas = {int(k): float(v) for k, v in (x.split(":") for x in a.measured_accuracy.split(","))}
+        ext["check_accuracy"] = []
+        for q, mid, lo, hi in zip(ext["forecast_p"], ext["accuracy_forecast"], ext["accuracy_low"],
+                                  ext["accuracy_high"]):
+            if q in meas:
+                m = meas[q]
+                ext["check_accuracy"].append({"n": q, "forecast": mid, "band": [lo, hi], "measured": m,
+                                              "error_rate_ratio": (1 - mid) / (1 - m),
+                                              "inside": bool(lo <= m <= hi)})
+                print(json.dumps(ext["check_accuracy"][-1]), flush=True)
     full = [] if a.extrapolate_only else full_forecasts(kf, X, lab, Xh, labh, Xt, labt, sizes, a.k, a.ridge)
     os.makedirs(os.path.dirname(a.out), exist_ok=True)
     with open(a.out, "w") as f:

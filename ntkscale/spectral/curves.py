@@ -55,6 +55,9 @@ class EmpiricalCurve:
         Absolute ridge and label-noise std used.
     n_test, pool_size : int
         Test rows per trial; M, the rows of the pool.
+    misclassified : ndarray, shape (P, n_trials), or None
+        With C >= 2 outputs (one-hot-like targets): the fraction of test rows whose largest
+        predicted output is not the target's largest (``argmax``), per size and trial.
     """
 
     p: np.ndarray
@@ -65,6 +68,7 @@ class EmpiricalCurve:
     n_test: int
     noise_std: float
     pool_size: int
+    misclassified: Optional[np.ndarray] = None
 
 
 @dataclass(frozen=True)
@@ -209,6 +213,7 @@ def empirical_learning_curve(op: Any, y: Any, p_grid: Any, *, ridge: float = 0.0
     sigma = check_nonneg(noise_std, "noise_std")
     lam = check_ridge(ridge) * (_mean_diag(op) if relative_ridge else 1.0)
     errors = np.empty((ps.size, n_trials))
+    wrong = np.empty((ps.size, n_trials)) if Y.shape[1] >= 2 else None
     trials = subsample_trials(op, pmax, nt, Y.shape[1], n_trials, noise_std=sigma, seed=seed,
                               cache_bytes=cache_bytes, groups=groups)
     for t, trial in enumerate(trials):
@@ -218,10 +223,12 @@ def empirical_learning_curve(op: Any, y: Any, p_grid: Any, *, ridge: float = 0.0
         for i, p in enumerate(ps):
             pred = _fit_predict(block[:p, :p], block[pmax:, :p], Y[train[:p]] + noise[:p], lam, L)
             errors[i, t] = float(np.mean(np.sum((pred - Y[test]) ** 2, axis=1)))
+            if wrong is not None:
+                wrong[i, t] = float(np.mean(pred.argmax(1) != Y[test].argmax(1)))
     sem = (errors.std(axis=1, ddof=1) / np.sqrt(n_trials) if n_trials > 1
            else np.full(ps.size, np.nan))
     return EmpiricalCurve(p=ps, mean=errors.mean(axis=1), sem=sem, errors=errors, ridge=lam,
-                          n_test=nt, noise_std=sigma, pool_size=m)
+                          n_test=nt, noise_std=sigma, pool_size=m, misclassified=wrong)
 
 
 def _spectrum(src: Any, Y: np.ndarray, trace: Optional[float]) -> tuple[np.ndarray, ...]:
