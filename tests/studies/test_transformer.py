@@ -20,6 +20,7 @@ from ntkscale import stax  # noqa: E402
 from ntkscale.kernels.network import empirical_ntk as network_ntk  # noqa: E402
 from ntkscale.studies import transformer as tf  # noqa: E402
 from ntkscale.studies import transformer_dd as dd  # noqa: E402
+from ntkscale.studies import transformer_measures as measures  # noqa: E402
 
 
 def _x64():
@@ -156,9 +157,9 @@ def test_adapter_ntk_matches_forward_mode_jacobian():
 
 
 def test_peak_rule():
-    assert dd._peak(np.array([1.0, 3.0, 2.0])) == {"index": 1, "value": 3.0, "interior": True}
-    assert dd._peak(np.array([1.0, 2.0, 3.0]))["interior"] is False
-    assert dd._peak(np.array([1.0, np.inf, 2.0]))["index"] == 1  # a pole is the peak
+    assert measures._peak(np.array([1.0, 3.0, 2.0])) == {"index": 1, "value": 3.0, "interior": True}
+    assert measures._peak(np.array([1.0, 2.0, 3.0]))["interior"] is False
+    assert measures._peak(np.array([1.0, np.inf, 2.0]))["index"] == 1  # a pole is the peak
 
 
 def test_task_targets_are_standardized_counts():
