@@ -11,7 +11,7 @@ from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted, validate_data
 
 from .. import pipeline, stax
-from .._blas import potrf_threads
+from .._blas import potrf
 from ..kernels import Layer
 from ..solvers import SOLVERS
 from ..solvers.validate import check_ridge
@@ -221,9 +221,15 @@ class NTKBase(BaseEstimator):
 
             if getattr(self, "_cho", None) is None:
                 K = self._grams[self.kernel] + self.ridge_ * np.eye(self.X_fit_.shape[0])
-                with potrf_threads(K.shape[0]):  # (OpenBLAS's threaded potrf crashes at n >= 16 384)
-                    self._cho = sla.cho_factor(K) if self.ridge_ > 0 else None
-                self._pinv = None if self.ridge_ > 0 else np.linalg.pinv(K, hermitian=True)
+                self._cho, self._pinv = None, None
+                if self.ridge_ > 0:
+                    U, info = potrf(np.array(K, order="F"))  # (blocked above OpenBLAS's safe order)
+                    if info:
+                        raise np.linalg.LinAlgError(f"K + ridge I is not positive definite (leading minor "
+                                                    f"{info}); raise the ridge")
+                    self._cho = (U, False)
+                else:
+                    self._pinv = np.linalg.pinv(K, hermitian=True)
             return sla.cho_solve(self._cho, B) if self._cho is not None else self._pinv @ B
         return pipeline.fit(self._train_op(self.kernel), B, self.ridge_, solver=self.solver_,
                             tol=self.tol).alpha

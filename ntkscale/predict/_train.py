@@ -24,7 +24,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import scipy.linalg
 
-from .._blas import potrf_threads
+from .._blas import potrf
 from ..solvers import dense_limit, lanczos_matfuncs, solve as solve_op
 from ._args import is_operator, to_numpy
 
@@ -119,11 +119,13 @@ class TrainKernel:
                               "iterations": res.iterations, "passes": res.passes, "ridge": res.ridge})
             return np.asarray(res.x, dtype=np.float64).reshape(B.shape)
         if self._cho is None:
-            try:
-                with potrf_threads(self.n):  # (OpenBLAS's threaded potrf crashes at n >= 16 384)
-                    self._cho = scipy.linalg.cho_factor(self.K + self.ridge * np.eye(self.n), lower=False)
+            A = np.array(self.K, dtype=np.float64, order="F")
+            A.flat[::self.n + 1] += self.ridge
+            U, info = potrf(A)  # (blocked above the order OpenBLAS's threaded potrf survives)
+            if info == 0:
+                self._cho = (U, False)
                 self.info.append({"method": "lapack-cholesky", "n": self.n, "ridge": self.ridge})
-            except np.linalg.LinAlgError:
+            else:
                 self._cho = False  # singular K + ridge I: the minimum-norm solution (t -> inf)
         if self._cho is False:
             s, v = self._eigh()

@@ -17,12 +17,11 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 from scipy.linalg import cho_solve
-from scipy.linalg.lapack import get_lapack_funcs
 
 from ..errors import ConvergenceWarning, JitterWarning, NotPositiveDefiniteError
 from .regularization import cholesky_info
 from .result import SolveResult
-from .._blas import potrf_threads
+from .._blas import potrf as blas_potrf
 from ..linop import can_factorize, check_ridge, dense_array, jitter_schedule
 from .validate import check_rhs
 
@@ -75,7 +74,6 @@ def _dense(K: np.ndarray, y: np.ndarray, ridge: float, jitter: Any, refine: bool
            max_refine: int) -> SolveResult:
     t0 = time.perf_counter()
     K = np.asarray(K, dtype=np.float64)
-    potrf = get_lapack_funcs("potrf", (K,))
     mean_diag = float(np.mean(np.diag(K))) if K.size else 0.0
     rels = [0.0] + jitter_schedule(jitter)
     breakdowns = []
@@ -83,12 +81,9 @@ def _dense(K: np.ndarray, y: np.ndarray, ridge: float, jitter: Any, refine: bool
         lam = ridge + rel * mean_diag
         A = np.array(K, order="F")  # LAPACK's layout: potrf works in place (16 n² bytes in all)
         A.flat[::len(K) + 1] += lam
-        with potrf_threads(A.shape[0]):  # (OpenBLAS's threaded potrf crashes at n >= 16 384)
-            c, info = potrf(A, lower=0, clean=1, overwrite_a=1)
+        c, info = blas_potrf(A)  # (blocked above the order OpenBLAS's threaded potrf survives)
         if info == 0:
             break
-        if info < 0:  # pragma: no cover
-            raise RuntimeError(f"potrf: illegal argument {-info}")
         breakdowns.append((rel, int(info) - 1, None))
         if rel == rels[-1]:
             extra = f" even with jitter {rel:g} x mean diagonal" if rel else ""

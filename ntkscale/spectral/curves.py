@@ -32,7 +32,7 @@ import numpy as np
 import scipy.linalg as sla
 
 from ..linop import check_ridge
-from .._blas import potrf_threads
+from .._blas import potrf
 from .validate import check_nonneg
 from .spectrum import empirical_spectrum
 from .subsets import gather, pinv_weights, subsample_trials
@@ -146,13 +146,10 @@ def _leading_factor(K: np.ndarray, lam: float) -> Optional[np.ndarray]:
     against 7 s for ``cholesky((K + Kᵀ)/2 + λI)`` and its three p² temporaries (py-spy
     profile of the 120k job's curve stage, benchmarks/RESULTS.md).
     """
-    A = np.array(K, dtype=np.float64, order="F")
+    A = np.array(K.T, dtype=np.float64, order="F")  # its upper triangle: K's lower one
     A[np.diag_indices_from(A)] += lam
-    try:
-        with potrf_threads(A.shape[0]):  # (OpenBLAS's threaded potrf crashes at n >= 16 384)
-            return sla.cholesky(A, lower=True, overwrite_a=True, check_finite=False)
-    except np.linalg.LinAlgError:
-        return None
+    U, info = potrf(A)  # (blocked above the order OpenBLAS's threaded potrf survives)
+    return U.T if info == 0 else None
 
 
 def empirical_learning_curve(op: Any, y: Any, p_grid: Any, *, ridge: float = 0.0,
