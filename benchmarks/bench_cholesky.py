@@ -3,9 +3,9 @@
 Builds a depth-3 ReLU NTK Gram (W_std=sqrt2, b_std=0.1) of n Gaussian points, d=784, stored
 float64, then measures (medians over --reps):
   * tiled float64 factorization on a 2-worker local cluster (single-threaded workers)
-    vs scipy.linalg.cho_factor on the same matrix in memory (this process, all cores; one BLAS
-    thread above n = 12288, where OpenBLAS's threaded potrf segfaults on the AVX-512 VM:
-    compare at n <= 12288);
+    vs scipy's LAPACK potrf on the same matrix in memory (this process, all cores; above
+    n = 12288, where OpenBLAS's threaded potrf segfaults on the AVX-512 VM, blocked by
+    ``ntkscale._blas.potrf`` with every call threaded on blocks <= 12288);
   * the float32 factor + float64 iterative refinement path vs the float64 path
     (factor time, solve/refinement time, steps, final relative residual);
   * the peer: scikit-learn ``KernelRidge(alpha=ridge, kernel='precomputed').fit(K, y)`` on the same
@@ -47,7 +47,7 @@ def _median_time(fn, reps: int) -> tuple[float, list[float], object]:
     return statistics.median(times), times, out
 
 
-from ntkscale._blas import POTRF_THREADED_MAX, potrf_threads  # noqa: E402
+from ntkscale._blas import POTRF_THREADED_MAX, potrf as blas_potrf  # noqa: E402
 
 
 def main() -> None:
@@ -94,7 +94,7 @@ def main() -> None:
                                     symmetric=True)
     res: dict = {"n": n, "d": args.d, "tile": tile, "reps": args.reps, "cores": os.cpu_count(),
                  "gram_store_dtype": "float64", "ridge_relative": args.ridge,
-                 "scipy_blas_threads": 1 if n > POTRF_THREADED_MAX else "default"}
+                 "scipy_potrf": "blocked (ntkscale._blas.potrf)" if n > POTRF_THREADED_MAX else "lapack"}
     try:
         from distributed import LocalCluster
 
@@ -120,11 +120,11 @@ def main() -> None:
             def dense() -> tuple[float, Any]:
                 B = np.array(A, order="F")  # LAPACK's layout, so overwrite_a works in place (no hidden copy)
                 t = time.perf_counter()
-                # one BLAS thread above POTRF_THREADED_MAX: OpenBLAS's threaded potrf segfaults there
-                # on the AVX-512 VM (ntkscale._blas); the JSON records the threads scipy had
-                with potrf_threads(n):
-                    c = sla.cho_factor(B, lower=False, overwrite_a=True, check_finite=False)
-                return time.perf_counter() - t, c
+                # scipy's LAPACK potrf; above POTRF_THREADED_MAX, where OpenBLAS's threaded potrf
+                # segfaults on the AVX-512 VM, blocked with every call threaded (ntkscale._blas.potrf)
+                U, info = blas_potrf(B)
+                assert info == 0, info
+                return time.perf_counter() - t, (U, False)
 
             # float64: the first tiled run before the dense matrix is loaded (client memory of the
             # tiled path alone), then scipy and tiled interleaved so that both see the same machine
@@ -198,7 +198,7 @@ def main() -> None:
     print(f"n={n} d={args.d} Gram tile={tile} ({res['n_tiles']} tiles), factor tile={res['factor_tile']} "
           f"({res['factor_tiles']} tiles), ridge={args.ridge:g} x mean diag (medians of {args.reps}); "
           f"Gram build {res['build_s']:.1f} s")
-    where = "all cores" if res["scipy_blas_threads"] == "default" else "1 thread: n > POTRF_THREADED_MAX"
+    where = "all cores" + ("" if res["scipy_potrf"] == "lapack" else ", blocked above POTRF_THREADED_MAX")
     print(f"  scipy cho_factor in memory ({where})   {res['scipy_cho_factor_s']:8.2f} s "
           f"{flops / res['scipy_cho_factor_s'] / 1e9:6.1f} GFLOP/s")
     for name in ("f64", "f32"):

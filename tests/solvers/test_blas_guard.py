@@ -25,8 +25,9 @@ def test_one_blas_thread_above_the_threshold_only():
 
 @pytest.mark.slow
 def test_dense_cholesky_solve_at_n_20000_does_not_crash():
-    """solve(K, y, solver='cholesky') at n = 20 000 in memory: without the guard this process dies
-    (SIGSEGV in dpotrf, 2 threads, measured); with it the solve is exact to refinement."""
+    """solve(K, y, solver='cholesky') at n = 20 000 in memory: LAPACK's threaded dpotrf at this
+    order kills this process (SIGSEGV, 2 threads, measured); the blocked ``_blas.potrf`` factors
+    it with every call threaded, exact to refinement."""
     from ntkscale.solvers import solve
 
     n = 20_000
