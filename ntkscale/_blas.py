@@ -78,7 +78,7 @@ def potrf(A: np.ndarray, lower: bool = False) -> tuple[np.ndarray, int]:
             raise RuntimeError(f"potrf: illegal argument {-info}")
         return c, int(info)
     A = np.asfortranarray(A)
-    trsm = get_blas_funcs("trsm", (A,))
+    trsm, syrk = get_blas_funcs(("trsm", "syrk"), (A,))
     nb = -(-n // POTRF_THREADED_MAX)
     b = -(-n // nb)
     for k0 in range(0, n, b):
@@ -94,7 +94,11 @@ def potrf(A: np.ndarray, lower: bool = False) -> tuple[np.ndarray, int]:
         panel = trsm(1.0, ukk, np.asfortranarray(A[k0:k1, k1:]), side=0, lower=0, trans_a=1, overwrite_b=1)
         A[k0:k1, k1:] = panel
         A[k1:, k0:k1] = 0.0  # (clean: below the diagonal block)
-        for j0 in range(k1, n, b):  # block column j of the trailing matrix, rows k1 .. j1
-            j1 = min(j0 + b, n)
-            A[k1:j1, j0:j1] -= panel[:, :j1 - k1].T @ panel[:, j0 - k1:j1 - k1]
+        for j0 in range(k1, n, b):  # block column j of the trailing matrix: GEMM above its
+            j1 = min(j0 + b, n)       # diagonal block, SYRK (upper) on it
+            pj = panel[:, j0 - k1:j1 - k1]
+            if j0 > k1:
+                A[k1:j0, j0:j1] -= panel[:, :j0 - k1].T @ pj
+            A[j0:j1, j0:j1] = syrk(-1.0, pj, beta=1.0, c=np.asfortranarray(A[j0:j1, j0:j1]), trans=1,
+                                   lower=0, overwrite_c=1)
     return (A.T if lower else A), 0
