@@ -51,7 +51,7 @@ def plot_forecast(law: Any, full: Any, *, horizon: float = 10.0, measured: Optio
                     label="held-out (curve stage)")
     lo_b, hi_b = full.band
     ax.errorbar([full.n], [full.gcv], yerr=[[full.gcv - lo_b], [hi_b - full.gcv]], fmt="*", ms=11,
-                color="C1", label=f"full-n forecast (GCV, n = {full.n})")
+                color="C1", label=f"spectral GCV (top-k + tail), n = {full.n}")
     if measured is not None:
         ax.plot([full.n], [measured], "x", color="C3", ms=9, mew=2, label="full-n fit, measured")
     ax.axvline(full.n, color="0.6", lw=0.8, ls=":")
