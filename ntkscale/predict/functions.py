@@ -24,8 +24,20 @@ from ._train import Cross, TrainKernel, flow_fns
 __all__ = ["gp_inference", "gradient_descent_mse", "gradient_descent", "max_learning_rate", "ODEState"]
 
 
+def url_client() -> Any:
+    """Where the passes over a store given by URL run: the running ``distributed`` client (the
+    user's ``Client(...)``, dask's own convention for default clients), else in-process."""
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except (ImportError, ValueError):  # (ValueError: no client is running)
+        return "sync"
+
+
 def _opener(k: Any) -> Callable[[str], Any]:
-    """``kind -> kernel`` for a kernel given as array / operator / namedtuple / dict / URL."""
+    """``kind -> kernel`` for a kernel given as array / operator / namedtuple / dict / URL (a
+    URL is opened with :func:`url_client`)."""
     opened: dict[str, Any] = {}
 
     def get(kind: str) -> Any:
@@ -34,7 +46,7 @@ def _opener(k: Any) -> Callable[[str], Any]:
             if kind not in opened:
                 from ..operator import StoredGram
 
-                opened[kind] = StoredGram(part, kind)
+                opened[kind] = StoredGram(part, kind, client=url_client())
             return opened[kind]
         return part
     return get
@@ -88,11 +100,11 @@ def gp_inference(k_train_train: Any, y_train: Any, diag_reg: float = 0., diag_re
     k_train_train : array (n, n), ``Kernel`` namedtuple / dict with ``nngp`` / ``ntk``, Gram operator or URL
         Train-train kernel(s). An array is used for every kind asked (as NT does); a
         :class:`ntkscale.operator.StoredGram` (or a namedtuple of them, or a store URL, opened
-        per kind with the in-process scheduler) is solved out of core
-        (:func:`ntkscale.solvers.solve`: tiled Cholesky or Nyström-PCG; in-memory Cholesky up
-        to ``n_dense``). The NTK covariance needs both kinds. At large n pass
-        ``StoredGram(url, kind, client=client)``: the passes then run on the cluster's workers
-        (a URL's in-process passes run one task at a time; ``benchmarks/predict_store.py``).
+        per kind) is solved out of core (:func:`ntkscale.solvers.solve`: tiled Cholesky or
+        Nyström-PCG; in-memory Cholesky up to ``n_dense``). The NTK covariance needs both kinds.
+        A URL's passes run on the running ``distributed.Client`` if there is one, else
+        in-process one task at a time (slow at large n: start a ``Client()`` first, or pass
+        ``StoredGram(url, kind, client=...)``; ``benchmarks/predict_store.py``).
     y_train : array, shape (n,) or (n, C) (or (n, *out))
     diag_reg : float
         Ridge ``diag_reg * mean(diag K)`` added to ``K`` (absolute with ``diag_reg_absolute_scale``).

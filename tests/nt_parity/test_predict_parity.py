@@ -280,3 +280,23 @@ def test_larger_store_runs_out_of_core(tmp_path):
     alpha = scipy.linalg.solve(K + ridge * np.eye(n), y, assume_a="pos")
     want = np.asarray(arch.kernel_fn(xt, x, "ntk")) @ alpha
     _close(mean_inf, want, 1e-6, "n=3000 t=None")  # float32 store vs float64 cross kernel
+
+
+def test_a_url_runs_its_passes_on_the_running_client(store):
+    """dask's convention: with a ``distributed.Client`` running, a store given by URL runs its
+    passes on that cluster (not in-process one task at a time); without one, in-process."""
+    from distributed import Client, LocalCluster
+
+    from ntkscale.predict.functions import url_client
+
+    s = store
+    assert url_client() == "sync"
+    dense = predict.gp_inference(s["K"], s["y"], diag_reg=1e-3)("ntk", s["Kx"].ntk)
+    with LocalCluster(n_workers=1, processes=False, threads_per_worker=1, dashboard_address=":0") as cl, \
+            Client(cl) as c:
+        assert url_client() is c
+        fn = predict.gp_inference(s["url"], s["y"], diag_reg=1e-3, n_dense=0)
+        got = fn("ntk", s["Kx"].ntk)
+        ran = c.run_on_scheduler(lambda dask_scheduler: len(dask_scheduler.transition_log))
+    _close(got, dense, RTOL_STORED, "gp_inference ntk mean")
+    assert ran > 0  # the solve's tasks went through the client's scheduler
