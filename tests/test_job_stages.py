@@ -311,7 +311,7 @@ def test_forecast_on_mirrored_fashion_mnist_is_grouped(tmp_path):
            "forecast": {"enabled": True, "trials": 2}}
     cfg = parse_job(doc, environ={})
     f = run_stages(cfg, registry.active_stages(cfg))["stages"]["forecast"]
-    assert f["grouped"] is True and f["sizes"] == [18, 37, 75, 150] and f["n_test"] == 225
+    assert f["grouped"] is True and f["sizes"] == [18, 37, 75, 150] and f["n_test"] == 168
     assert len(f["error_rate"]) == 4 and 0.5 < f["accuracy_forecast"][0] < 1  # 10 classes
 
 

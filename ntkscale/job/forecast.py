@@ -10,8 +10,8 @@ Section (defaults shown)::
                                   # m = min(n/2, 8192) for "heldout" (n/4 with mirror twins),
                                   # min(n/2, 4096) for "gcv")
     trials = 3                    # random sub-blocks per size
-    n_test = 0                    # held-out rows per trial (0: min(2000, n - largest size),
-                                  # half that with mirror twins)
+    n_test = 0                    # held-out rows per trial (0: min(2000, n - largest size m),
+                                  # with mirror twins min(2000, (n - m)²/2n))
     horizon = 10.0                # forecast out to horizon × n
 
 Two estimates of the test MSE at the full n, both before any fit:
@@ -139,7 +139,8 @@ def _points(ctx: JobContext, op: Any, Y: np.ndarray, lam: float, sizes: list, fu
         sem_n = max(0.5 * (full.band[1] - full.band[0]), 1e-3 * full.gcv)
         return (sizes + [n], [v for v, _ in pts] + [full.gcv], [e for _, e in pts] + [sem_n], {})
     groups = _groups(ctx)
-    nt = c["n_test"] or min(2000, (n - max(sizes)) // (1 if groups is None else 2))
+    m = max(sizes)  # with twins, ~(n - m)²/n rows have no trained twin: ask for half of them
+    nt = c["n_test"] or min(2000, n - m if groups is None else (n - m) ** 2 // (2 * n))
     cur = empirical_learning_curve(op, Y, sizes, ridge=lam, n_trials=c["trials"], n_test=nt,
                                    seed=ctx.cfg.job["seed"], groups=groups)
     extra = {"n_test": nt, "grouped": groups is not None}
