@@ -224,11 +224,12 @@ def test_host_b_killed_during_pcg_and_brought_back(two_hosts, tmp_path, monkeypa
     assert "restarted" in events, "host B was never killed"
     killed = int(open(trigger + ".fired").read())
     f_ref, f = ref_m["stages"]["fit"], m["stages"]["fit"]
-    assert f.get("iterations") == f_ref.get("iterations")
-    assert f["converged"] and f["relative_residual"] <= 1e-12 and f_ref["relative_residual"] <= 1e-12
     # The passes after the loss sum their tiles in other groups and another order (fewer
     # workers, other task sizes): round-off that PCG at tol 1e-12 carries into the solution,
-    # seen at 7e-13 of the largest prediction; identical iterations and accuracy besides.
+    # seen at 7e-13 of the largest prediction, and into when the residual crosses tol: the same
+    # iterations, or one apart (74 vs 75 in a CI run of 2026-12-07); the same accuracy.
+    assert abs(f.get("iterations") - f_ref.get("iterations")) <= 1
+    assert f["converged"] and f["relative_residual"] <= 1e-12 and f_ref["relative_residual"] <= 1e-12
     np.testing.assert_allclose(got, ref, rtol=0, atol=5e-12 * np.abs(ref).max())
     assert m["stages"]["predict"]["test_accuracy"] == ref_m["stages"]["predict"]["test_accuracy"]
 
