@@ -334,3 +334,16 @@ def test_forecast_of_accuracy_on_digits_against_the_fit(tmp_path):
     assert abs(f["accuracy_forecast"][0] - f["measured_test_accuracy"]) < 0.03
     assert f["error_rate"][0] > f["error_rate"][-1] + 0.02  # the points do fall with p
     assert 0.75 < f["forecast_over_measured"] < 1.25
+
+
+def test_curve_report_says_where_the_tail_model_carries_the_theory():
+    """Past p = 15 k (k computed pairs) the pool theory leans on the tail model, measured low by
+    up to 18 % (RESULTS §00000g.1): the report line says so, and only then."""
+    from ntkscale.job.builtin_stages import _curve_line
+    from ntkscale.job.stages import TAIL_TRUST
+
+    v = {"p": [128, 4096], "trials": 3, "relative_deviation": [0.01, -0.03], "tail_trusted_to_p": TAIL_TRUST * 500}
+    assert "tail model" not in _curve_line(v)
+    assert "theory past p = 7500" in _curve_line({**v, "p": [128, 16384]})
+    dense = {k: x for k, x in v.items() if k != "tail_trusted_to_p"}  # a dense eigh: no tail
+    assert "tail model" not in _curve_line({**dense, "p": [128, 16384]})

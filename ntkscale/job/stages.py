@@ -191,6 +191,12 @@ def stage_spectrum(ctx: JobContext) -> dict:
             "trace_fraction_in_top_k": float(er.evals.sum() / op.diag().sum())}
 
 
+#: p / k up to which the pool theory from the top k pairs + power-law tail stayed within 5 % of
+#: the full-spectrum theory (Fashion-MNIST NTK pools of 4000 and 12 000; beyond, it runs low:
+#: benchmarks/RESULTS.md §00000g.1)
+TAIL_TRUST = 15
+
+
 def stage_curve(ctx: JobContext) -> dict:
     """Empirical learning curve from sub-blocks of the stored Gram next to the theory."""
     from ..spectral import learning_curves
@@ -220,7 +226,8 @@ def stage_curve(ctx: JobContext) -> dict:
             "theory": lc.theory, "relative_deviation": lc.relative_deviation, "ridge": lam,
             "n_test": n_test, "trials": c["trials"],
             "theory_from": (f"top-{eigs.evals.size} eigenpairs + {c['tail']} tail" if eigs is not None
-                            else "dense eigh")}
+                            else "dense eigh"),
+            **({"tail_trusted_to_p": TAIL_TRUST * int(eigs.evals.size)} if eigs is not None else {})}
 
 
 def _saved_eigs(ctx: JobContext, n: int) -> Any:
