@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import collections
 import os
-from typing import Any, NamedTuple, Optional
+from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
 
-__all__ = ["Gaussian", "canonical_get", "named_output", "Targets", "to_numpy", "kernel_part",
+__all__ = ["url_client", "opener", "Gaussian", "canonical_get", "named_output", "Targets", "to_numpy", "kernel_part",
            "is_operator", "is_url", "broadcast_to"]
 
 
@@ -161,3 +161,31 @@ def check_reg(diag_reg: Any) -> float:
     if not (np.isfinite(r) and r >= 0):
         raise ValueError(f"diag_reg must be a finite number >= 0, got {diag_reg!r}")
     return r
+
+
+def url_client() -> Any:
+    """Where the passes over a store given by URL run: the running ``distributed`` client (the
+    user's ``Client(...)``, dask's own convention for default clients), else in-process."""
+    try:
+        from distributed import default_client
+
+        return default_client()
+    except (ImportError, ValueError):  # (ValueError: no client is running)
+        return "sync"
+
+
+def opener(k: Any) -> Callable[[str], Any]:
+    """``kind -> kernel`` for a kernel given as array / operator / namedtuple / dict / URL (a
+    URL is opened with :func:`url_client`)."""
+    opened: dict[str, Any] = {}
+
+    def get(kind: str) -> Any:
+        part = kernel_part(k, kind)
+        if is_url(part):
+            if kind not in opened:
+                from ..operator import StoredGram
+
+                opened[kind] = StoredGram(part, kind, client=url_client())
+            return opened[kind]
+        return part
+    return get

@@ -12,7 +12,8 @@ import numpy as np
 from ._args import Targets, canonical_get, check_reg, check_time, named_output, to_numpy
 from ._posterior import posterior, train_set
 from ._train import Cross
-from .functions import _opener, _solver_opts, _Trains
+from ._args import opener
+from .functions import _solver_opts, _Trains
 
 __all__ = ["gradient_descent_mse_ensemble"]
 
@@ -168,7 +169,7 @@ def gradient_descent_mse_ensemble(kernel_fn: Callable, x_train: Any, y_train: An
     info: list[dict] = []
     if k_train_train is not None:
         trains = _Trains(k_train_train, reg, absolute, opts)
-        stored = _opener(k_train_train)
+        stored = opener(k_train_train)
         sides: dict[str, _StoreSide] = {}
 
         def side(kind: str) -> _StoreSide:

@@ -17,46 +17,18 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from ._args import (Gaussian, Targets, canonical_get, check_reg, check_time, is_operator, is_url, kernel_part,
-                    named_output, to_numpy)
+                    named_output, opener, to_numpy)
 from ._posterior import posterior
 from ._train import Cross, TrainKernel, flow_fns
 
 __all__ = ["gp_inference", "gradient_descent_mse", "gradient_descent", "max_learning_rate", "ODEState"]
 
 
-def url_client() -> Any:
-    """Where the passes over a store given by URL run: the running ``distributed`` client (the
-    user's ``Client(...)``, dask's own convention for default clients), else in-process."""
-    try:
-        from distributed import default_client
-
-        return default_client()
-    except (ImportError, ValueError):  # (ValueError: no client is running)
-        return "sync"
-
-
-def _opener(k: Any) -> Callable[[str], Any]:
-    """``kind -> kernel`` for a kernel given as array / operator / namedtuple / dict / URL (a
-    URL is opened with :func:`url_client`)."""
-    opened: dict[str, Any] = {}
-
-    def get(kind: str) -> Any:
-        part = kernel_part(k, kind)
-        if is_url(part):
-            if kind not in opened:
-                from ..operator import StoredGram
-
-                opened[kind] = StoredGram(part, kind, client=url_client())
-            return opened[kind]
-        return part
-    return get
-
-
 class _Trains:
     """``kind -> TrainKernel``, built on first use (one per distinct kernel object)."""
 
     def __init__(self, k_train_train: Any, diag_reg: float, absolute: bool, opts: dict):
-        self.part = _opener(k_train_train)
+        self.part = opener(k_train_train)
         self.reg, self.absolute, self.opts = diag_reg, absolute, opts
         self.by_id: dict[int, TrainKernel] = {}
         self.by_kind: dict[str, TrainKernel] = {}
@@ -265,7 +237,7 @@ def gradient_descent_mse(k_train_train: Any, y_train: Any, learning_rate: float 
     Eqs. (9)-(11); neural-tangents ``predict.gradient_descent_mse``.
     """
     y = Targets(y_train, trace_axes)
-    k = _opener(k_train_train)("ntk")
+    k = opener(k_train_train)("ntk")
     train = TrainKernel(k, check_reg(diag_reg), bool(diag_reg_absolute_scale),
                         **_solver_opts(solver, tol, n_dense, maxiter, pcg_rank))
     if train.n != y.n:
@@ -346,7 +318,7 @@ def gradient_descent(loss: Any, k_train_train: Any, y_train: Any, learning_rate:
             "(c * 0.5 * mean((f - y)**2)), and only MSE has a closed form here (NT integrates an ODE "
             "for other losses); use ntkscale.predict.gradient_descent_mse for MSE, or neural-tangents' "
             "predict.gradient_descent for other losses")
-    k = _opener(k_train_train)("ntk")
+    k = opener(k_train_train)("ntk")
     train = TrainKernel(k, 0.0, True, **_solver_opts(solver, tol, n_dense, maxiter, pcg_rank))
     inner = _mse_predictor(train, y, c, float(learning_rate), [])
 
@@ -390,7 +362,7 @@ def max_learning_rate(ntk_train_train: Any, y_train_size: Optional[int] = None, 
     Distill 2017; neural-tangents ``predict.max_learning_rate``.
     """
     if is_url(ntk_train_train):
-        ntk_train_train = _opener(ntk_train_train)("ntk")
+        ntk_train_train = opener(ntk_train_train)("ntk")
     if is_operator(ntk_train_train) and not getattr(ntk_train_train, "in_memory", False):
         from scipy.sparse.linalg import LinearOperator, eigsh
 

@@ -287,7 +287,7 @@ def test_a_url_runs_its_passes_on_the_running_client(store):
     passes on that cluster (not in-process one task at a time); without one, in-process."""
     from distributed import Client, LocalCluster
 
-    from ntkscale.predict.functions import url_client
+    from ntkscale.predict._args import url_client
 
     s = store
     assert url_client() == "sync"
