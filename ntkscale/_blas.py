@@ -8,7 +8,8 @@ factors n = 20 000 in 33 s). Known upstream in other versions (OpenBLAS issues 3
 ``dsyrk_thread`` inside ``dpotrf_*_parallel``). :func:`potrf_threads` runs such a call with one
 BLAS thread above :data:`POTRF_THREADED_MAX`: slower, not a crash. :func:`potrf` factors such a
 matrix blocked instead, every LAPACK/BLAS call on blocks of at most that order and threaded
-(measured at n = 20 000: a 2 × 2 split took 22.6 s against 32.4 s for the one-thread ``potrf``).
+(measured at n = 20 000: 27.9 s against 43.2 s for the one-thread ``potrf``,
+``benchmarks/bench_potrf.py``).
 """
 
 from __future__ import annotations
@@ -49,7 +50,8 @@ def potrf(A: np.ndarray, lower: bool = False) -> tuple[np.ndarray, int]:
     :data:`POTRF_THREADED_MAX` this is LAPACK's ``potrf`` with the BLAS threads as they are.
     Above, a right-looking blocked factorization ``A = UᵀU`` with nb = ⌈n / POTRF_THREADED_MAX⌉
     equal blocks, each step ``U_kk = potrf(A_kk)``, ``U_k,>k = U_kk⁻ᵀ A_k,>k`` (``trsm``) and the
-    trailing update ``A_>k,>k −= U_k,>kᵀ U_k,>k`` (one GEMM per block column, upper part only),
+    trailing update ``A_>k,>k −= U_k,>kᵀ U_k,>k`` (per block column: GEMM above its diagonal
+    block, SYRK on it),
     every call threaded on blocks no larger than the order OpenBLAS factors safely (Golub & Van
     Loan, *Matrix Computations*, 4th ed., Alg. 4.2.4, blocked by columns).
 

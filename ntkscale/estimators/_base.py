@@ -220,10 +220,11 @@ class NTKBase(BaseEstimator):
             import scipy.linalg as sla
 
             if getattr(self, "_cho", None) is None:
-                K = self._grams[self.kernel] + self.ridge_ * np.eye(self.X_fit_.shape[0])
+                K = np.array(self._grams[self.kernel], dtype=np.float64, order="F")  # (one copy)
+                K.flat[::K.shape[0] + 1] += self.ridge_
                 self._cho, self._pinv = None, None
                 if self.ridge_ > 0:
-                    U, info = potrf(np.array(K, order="F"))  # (blocked above OpenBLAS's safe order)
+                    U, info = potrf(K)  # (in place; blocked above OpenBLAS's safe order)
                     if info:
                         raise np.linalg.LinAlgError(f"K + ridge I is not positive definite (leading minor "
                                                     f"{info}); raise the ridge")

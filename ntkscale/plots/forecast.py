@@ -38,12 +38,13 @@ def plot_forecast(law: Any, full: Any, *, horizon: float = 10.0, measured: Optio
     matplotlib.figure.Figure
     """
     fig, (ax,) = new_figure(width=5.6, height=4.0)
-    q = np.geomspace(float(np.min(law.p)), horizon * full.n, 60)
-    mid, lo, hi = law.predict(q)
+    q = np.union1d(np.geomspace(float(np.min(law.p)), horizon * full.n, 60), [full.n])
+    mid, lo, hi = law.predict(q)  # (one bootstrap for the curve and the point at n)
+    at_n = int(np.searchsorted(q, full.n))
     ax.fill_between(q, lo, hi, color="C0", alpha=0.2, lw=0, label="scaling law, 90 % band")
     ax.plot(q, mid, color="C0", lw=1.5, label=f"c + a p^-γ, γ = {law.exponent[0]:.2f} ± {law.exponent[1]:.2f}")
     ax.errorbar(law.p, law.E, yerr=law.sem, fmt="o", color="C0", ms=4, label=points)
-    m_n, lo_n, hi_n = (float(v[0]) for v in law.predict([full.n]))
+    m_n, lo_n, hi_n = float(mid[at_n]), float(lo[at_n]), float(hi[at_n])
     ax.errorbar([full.n], [m_n], yerr=[[m_n - lo_n], [hi_n - m_n]], fmt="D", ms=6, color="C0",
                 label=f"law at n = {full.n}")
     if curve is not None:

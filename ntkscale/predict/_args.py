@@ -9,8 +9,8 @@ from typing import Any, Callable, NamedTuple, Optional
 
 import numpy as np
 
-__all__ = ["url_client", "opener", "Gaussian", "canonical_get", "named_output", "Targets", "to_numpy", "kernel_part",
-           "is_operator", "is_url", "broadcast_to"]
+__all__ = ["Gaussian", "canonical_get", "named_output", "Targets", "to_numpy", "kernel_part",
+           "is_operator", "is_url", "broadcast_to", "url_client", "opener"]
 
 
 class Gaussian(NamedTuple):

@@ -9,10 +9,9 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from ._args import Targets, canonical_get, check_reg, check_time, named_output, to_numpy
+from ._args import Targets, canonical_get, check_reg, check_time, named_output, opener, to_numpy
 from ._posterior import posterior, train_set
 from ._train import Cross
-from ._args import opener
 from .functions import _solver_opts, _Trains
 
 __all__ = ["gradient_descent_mse_ensemble"]
