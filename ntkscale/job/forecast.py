@@ -184,7 +184,10 @@ def stage_forecast(ctx: JobContext) -> dict:
     evals, evecs, trace = s["evals"], s["evecs"], float(s["trace"])
     if evals.size >= n:
         raise ValueError(f"spectrum.npz holds all {n} eigenpairs: the forecast expects a top-k spectrum")
-    full = full_n_forecast(evals / n, (evecs.T @ Y) ** 2 / n, trace / n, np.sum(Y * Y, axis=0) / n, n, lam)
+    from ..spectral.quadrature import TailQuadrature
+
+    full = full_n_forecast(evals / n, (evecs.T @ Y) ** 2 / n, trace / n, np.sum(Y * Y, axis=0) / n, n, lam,
+                           quadrature=TailQuadrature.from_arrays(s))
     sizes = forecast_sizes(c, n, c["risk"] == "heldout" and _groups(ctx) is not None)
     p, E, sem, extra = _points(ctx, op, Y, lam, sizes, full)
     law = fit_scaling_law(p, E, sem)
@@ -197,7 +200,7 @@ def stage_forecast(ctx: JobContext) -> dict:
     out = {**full.record(), "risk": c["risk"], **extra, "sizes": p, "points": E, "points_sem": sem,
            "law_params": law.params, "exponent": gam, "exponent_se": gam_se, "forecast_p": q,
            "forecast": mid, "forecast_low": lo, "forecast_high": hi,
-           "trust": _trust(full.tail_share, c["risk"], extra.get("grouped", False)), **_accuracy(p, extra, q)}
+           "trust": _trust(full.tail_share, c["risk"], extra.get("grouped", False), full.tail_method), **_accuracy(p, extra, q)}
     if measured is not None:
         out["measured_test_mse"] = float(measured)
         out["forecast_over_measured"] = float(mid[0]) / float(measured)
@@ -211,14 +214,15 @@ def stage_forecast(ctx: JobContext) -> dict:
     return out
 
 
-def _trust(tail_share: float, risk: str, grouped: bool) -> str:
+def _trust(tail_share: float, risk: str, grouped: bool, method: str = "powerlaw") -> str:
     level = "dominates" if tail_share > 0.5 else "matters" if tail_share > 0.1 else "hardly enters"
     law = ("the law goes through held-out errors of sub-block fits (unbiased at each size"
            + (", mirror twins kept on one side of each split" if grouped else "")
            + "); past the largest sub-block it is an extrapolation, its band from the points' errors"
            if risk == "heldout" else
            "the law goes through sub-block GCVs, which are optimistic at finite n")
-    return (f"{law}. The spectral GCV's modelled tail carries {tail_share:.0%} of its residual power "
+    tail = "tail (Lanczos quadrature)" if method == "quadrature" else "modelled tail (power laws)"
+    return (f"{law}. The spectral GCV's {tail} carries {tail_share:.0%} of its residual power "
             f"(it {level}); GCV runs low at finite n, more with augmented twins. Both estimate the "
             "error on the training data's own distribution: a shifted test split is not seen")
 

@@ -180,15 +180,46 @@ def stage_spectrum(ctx: JobContext) -> dict:
         why = (f"power-law fit skipped on ranks [{kmin}, {kmax}] of k = {k} eigenvalues (n = {n}): {e}; "
                "set 'spectrum.fit_window' within the nonzero eigenvalues")
         log.warning("%s", why)
-    np.savez(ctx.path("spectrum.npz"), evals=er.evals, evecs=er.evecs, trace=float(op.diag().sum()))
+    tail: dict = {}
+    quad = None
+    if sp["tail_steps"] and needs_saved_eigs(n) and k < n:
+        quad, tail = _tail_quadrature(ctx, er.evecs, Y, float(op.diag().sum()) / n - float(eta.sum()))
+    np.savez(ctx.path("spectrum.npz"), evals=er.evals, evecs=er.evecs, trace=float(op.diag().sum()),
+             **(quad.to_arrays() if quad is not None else {}))
     _figure(ctx, "spectrum", lambda p: _plots().plot_spectrum(spec, fit=fit, path=p))
-    return {"k": k, "passes": er.passes, "error_estimate": er.error_estimate,
+    return {"k": k, "passes": er.passes, "error_estimate": er.error_estimate, **tail,
             "eta_top": eta[:10], "eta_k": float(eta[-1]),
             "power_law_exponent": fit.exponent if fit else None,
             "power_law_window": [fit.kmin, fit.kmax] if fit else [kmin, kmax],
             "power_law_r2": fit.r2 if fit else None, **({"power_law_skipped": why} if why else {}),
             "target_power_in_top_k": float(spec.cumulative_power[-1]),
             "trace_fraction_in_top_k": float(er.evals.sum() / op.diag().sum())}
+
+
+def needs_saved_eigs(n: int) -> bool:
+    """Whether the curve and forecast stages take the spectrum stage's top-k pairs (and tail
+    quadrature) instead of a dense eigendecomposition of the n-point Gram."""
+    from ..solvers import dense_limit
+
+    return n > min(dense_limit(), 12000)
+
+
+def _tail_quadrature(ctx: JobContext, evecs: np.ndarray, Y: np.ndarray, tail_mass: float) -> tuple:
+    """Lanczos recurrences of the deflated Gram for the theory past the top k (one pass per
+    step with C + probes columns), and their report entries."""
+    from ..spectral.quadrature import tail_quadrature
+
+    sp = ctx.cfg.spectrum
+    t0 = time.perf_counter()
+    op = ctx.operator(what="tail quadrature", every=5)
+    quad = tail_quadrature(op, evecs, Y, steps=sp["tail_steps"], probes=sp["tail_probes"],
+                           seed=ctx.cfg.job["seed"])
+    # Hutchinson's estimate of the tail's eigenvalue mass against its exact value: the probes' noise
+    probes = [quad.gauss(j) for j in range(quad.outputs, quad.alpha.shape[1])]
+    mass = quad.modes * sum(float(t @ w) for t, w in probes) / max(sum(float(w.sum()) for _, w in probes), 1e-300)
+    return quad, {"tail_quadrature": {"steps": quad.steps, "probes": sp["tail_probes"],
+                                      "seconds": time.perf_counter() - t0,
+                                      "tail_mass": tail_mass, "tail_mass_probes": mass}}
 
 
 #: p / k up to which the pool theory from the top k pairs + power-law tail stayed within 5 % of
@@ -217,31 +248,50 @@ def stage_curve(ctx: JobContext) -> dict:
         lam = float(_load_fit(ctx, build_id)["ridge"])
     except FileNotFoundError:
         lam, _ = _absolute_ridge(ctx, op, ctx.targets()[0])
-    eigs = _saved_eigs(ctx, n)
+    eigs, quad = _saved_eigs(ctx, n)
+    tail = c["tail"]
+    if tail == "auto":
+        tail = "quadrature" if quad is not None else "powerlaw"
+    elif tail == "quadrature" and eigs is not None and quad is None:
+        from .._config import ConfigError
+
+        raise ConfigError("'curve.tail = \"quadrature\"' needs the spectrum stage's tail quadrature, "
+                          "which spectrum.npz lacks: run 'spectrum' again with 'spectrum.tail_steps' > 0, "
+                          "or use tail = \"powerlaw\"")
     Y, _ = ctx.targets()
     lc = learning_curves(op, Y, p, ridge=lam, noise_std=c["noise_std"], n_trials=c["trials"],
-                         n_test=n_test, seed=ctx.cfg.job["seed"], eigs=eigs, tail=c["tail"])
+                         n_test=n_test, seed=ctx.cfg.job["seed"], eigs=eigs, tail=tail, quadrature=quad)
     _figure(ctx, "learning_curve", lambda path: _plots().plot_learning_curves(lc, path=path))
-    return {"p": lc.p, "experiment_mean": lc.experiment_mean, "experiment_sem": lc.experiment_sem,
+    conv = {}
+    if tail == "quadrature" and eigs is not None:  # the theory from half the Lanczos steps
+        from ..spectral import heldout_error, theory_learning_curve
+
+        half = theory_learning_curve(eigs, Y, lc.p, lam, c["noise_std"], trace=float(op.diag().sum()),
+                                     tail="quadrature", quadrature=quad.truncated(quad.steps // 2))
+        conv = {"quadrature_half_steps_change": float(np.max(np.abs(
+            heldout_error(half, lc.experiment.pool_size, lam) / lc.theory - 1)))}
+    return {"p": lc.p, "experiment_mean": lc.experiment_mean, "experiment_sem": lc.experiment_sem, **conv,
             "theory": lc.theory, "relative_deviation": lc.relative_deviation, "ridge": lam,
             "n_test": n_test, "trials": c["trials"],
-            "theory_from": (f"top-{eigs.evals.size} eigenpairs + {c['tail']} tail" if eigs is not None
+            "theory_from": (f"top-{eigs.evals.size} eigenpairs + {tail} tail" if eigs is not None
                             else "dense eigh"),
-            **({"tail_trusted_to_p": TAIL_TRUST * int(eigs.evals.size)} if eigs is not None else {})}
+            **({"tail_trusted_to_p": TAIL_TRUST * int(eigs.evals.size)}
+               if eigs is not None and tail == "powerlaw" else {})}
 
 
-def _saved_eigs(ctx: JobContext, n: int) -> Any:
-    """Eigenpairs from the spectrum stage when the Gram is too big for a dense eigh."""
-    from ..solvers import dense_limit
-
-    if n <= min(dense_limit(), 12000):
-        return None
+def _saved_eigs(ctx: JobContext, n: int) -> tuple[Any, Any]:
+    """Eigenpairs and tail quadrature (None if not saved) from the spectrum stage when the
+    Gram is too big for a dense eigh; (None, None) otherwise."""
+    if not needs_saved_eigs(n):
+        return None, None
     try:
         from ..solvers.eigen import EigResult
+        from ..spectral.quadrature import TailQuadrature
 
         s = np.load(ctx.path("spectrum.npz"))
-        return EigResult(evals=s["evals"], evecs=s["evecs"], passes=0, error_estimate=None,
-                         residual_norms=None, error_bounds=None, method="randomized")
+        return (EigResult(evals=s["evals"], evecs=s["evecs"], passes=0, error_estimate=None,
+                          residual_norms=None, error_bounds=None, method="randomized"),
+                TailQuadrature.from_arrays(s))
     except FileNotFoundError:
         raise FileNotFoundError("the learning-curve theory at this n needs the 'spectrum' stage's "
                                 "eigenpairs; run 'spectrum' first") from None

@@ -15,7 +15,8 @@ from ._measure import n_activations
 from .calibrate import Calibration, calibrate
 from .costs import GPU_ASSUMPTIONS, Resources, gram_stage, predict_stage
 from .report import Plan
-from .solve_costs import curve_grid, curve_stage, dynamics_stage, fit_stage, spectrum_stage
+from .solve_costs import curve_grid, curve_stage, dynamics_stage, fit_stage
+from .spectrum_costs import spectrum_stage
 
 __all__ = ["estimate", "worker_memory_limit"]
 
@@ -54,7 +55,8 @@ def estimate(n: int, d: int, arch: Layer, *, n_test: int = 0, kinds: Sequence[st
              ridge_selection: bool = False, ridge_subsample: Optional[int] = None,
              client_memory: Optional[float] = None, page_cache: Optional[float] = None,
              client_threads: Optional[int] = None, efficiency: Optional[float] = None,
-             fresh_workers: bool = True, dynamics_times: int = 0, preconditioner: str = "auto") -> Plan:
+             fresh_workers: bool = True, dynamics_times: int = 0, preconditioner: str = "auto",
+             tail_steps: int = 0, tail_columns: int = 0) -> Plan:
     """Estimate time, disk and memory of a job's stages, scaled by a calibration.
 
     Stages (as ``ntkscale run`` runs them, :mod:`ntkscale.job.stages`): ``gram`` (train
@@ -91,6 +93,8 @@ def estimate(n: int, d: int, arch: Layer, *, n_test: int = 0, kinds: Sequence[st
         'auto' is planned as RPCholesky (a job's store computes its columns from its inputs).
     spectrum_k, power_iters : int
         Eigenpairs and power steps of the spectrum stage (0: no stage).
+    tail_steps, tail_columns : int
+        The spectrum stage's tail quadrature: passes and their columns (0: none).
     curve_points : int or sequence of int
         Number of log-spaced training sizes, or the sizes (0: no stage).
     curve_trials, curve_n_test : int
@@ -219,7 +223,8 @@ def estimate(n: int, d: int, arch: Layer, *, n_test: int = 0, kinds: Sequence[st
             stages.append(predict_stage(n_test, n, d, T, n_outputs, res))
     if spectrum_k:
         stages.append(spectrum_stage(n, T, itemsize, _int("spectrum_k", spectrum_k, 1), res,
-                                     power_iters=_int("power_iters", power_iters, 0)))
+                                     power_iters=_int("power_iters", power_iters, 0),
+                                     tail_steps=int(tail_steps), tail_columns=int(tail_columns)))
     if not (isinstance(curve_points, (int, np.integer)) and curve_points == 0):
         p = curve_grid(n, curve_points)
         if p.size == 0 or p.min() < 1:

@@ -16,7 +16,7 @@ import numpy as np
 from .costs import Resources, dense_read, pass_cost, subset_compute
 from .report import StageEstimate
 
-__all__ = ["pcg_iterations", "fit_stage", "spectrum_stage", "curve_stage", "curve_grid",
+__all__ = ["pcg_iterations", "fit_stage", "curve_stage", "curve_grid",
            "PCG_MIN_RELATIVE_RIDGE", "dynamics_stage", "lanczos_steps"]
 
 from ..solvers.api import PCG_MIN_RELATIVE_RIDGE, RPC_FLOAT64_MAX_BYTES, auto_method  # noqa: E402  (one rule for both)
@@ -256,37 +256,6 @@ def _tiled_cholesky(n: int, T: int, itemsize: int, C: int, res: Resources, metho
         worker_peak_bytes=int(res.worker_baseline + res.threads * 4 * T * T * 8),
         client_peak_bytes=int(res.client_baseline + max(4.0 * n * C * 8 + T * T * 8, sel_mem)),
         flops=flops + 2.0 * n * n * C * (1 + refine), passes=1 + refine, notes=tuple(notes))
-
-
-def spectrum_stage(n: int, T: int, itemsize: int, k: int, res: Resources,
-                   power_iters: int = 2, n_probes: int = 10) -> StageEstimate:
-    """``randomized_eigh(op, min(k, n-1), power_iters)`` with the error pass: sketch of
-    ``s = k + max(10, k//2)`` columns; ``power_iters + 1`` passes of ``s`` columns and one of
-    ``s + n_probes``; client QRs (``1 + power_iters``), SVD and Rayleigh–Ritz
-    ``≈ (QR_NS2 (1 + power_iters) + SVD_NS2 + 5) n s² + 4 n s k`` GEMM-equivalent flops
-    and an s x s eigh. ``s >= n``: dense LAPACK eigh (exact path)."""
-    cal = res.cal
-    k = min(int(k), n - 1)
-    s = k + max(10, k // 2)
-    base = res.client_baseline
-    if s >= n:
-        read_s, read_b = dense_read(n, T, itemsize, res)
-        t = read_s + n**3 * cal.eigh_s_per_n3 / (res.client_threads * res.efficiency
-                                                 if res.client_threads > 1 else 1)
-        return StageEstimate("spectrum", f"dense eigh (k + oversample >= n = {n})", t, bytes_read=read_b,
-                             worker_peak_bytes=res.worker_baseline, client_peak_bytes=int(base + 32.0 * n * n),
-                             flops=9.0 * n**3, passes=1)
-    sketch = pass_cost(n, T, itemsize, s, res)
-    last = pass_cost(n, T, itemsize, s + n_probes, res)
-    passes = power_iters + 2
-    cflops = (QR_NS2 * (1 + power_iters) + SVD_NS2 + 5.0) * n * s * s + 4.0 * n * s * k
-    t = ((power_iters + 1) * sketch["seconds"] + last["seconds"] + cflops / res.client_flops(cal.gemm_flops)
-         + s**3 * cal.eigh_s_per_n3)
-    return StageEstimate(
-        "spectrum", f"randomized eigh, k={k}, sketch {s} columns, {passes} passes", t,
-        bytes_read=int(passes * sketch["bytes_read"]), worker_peak_bytes=int(last["worker_peak"]),
-        client_peak_bytes=int(base + 8.0 * n * (s + n_probes) * 8),
-        flops=(power_iters + 1) * sketch["flops"] + last["flops"] + cflops, passes=passes)
 
 
 def _computes(rows: int, cols: int, n: int) -> bool:

@@ -8,6 +8,7 @@ operator's ``op[r0:r1, c0:c1]`` and ``diag()``). Modules:
 * :mod:`.spectrum` -- empirical spectra and target weights from a Gram ``eigh``, power-law fits;
 * :mod:`.tail` -- the spectrum past the k computed eigenpairs (power laws carrying the known
   tail mass and target power) for theory at large p;
+* :mod:`.quadrature` -- the same tail measured instead: Lanczos quadrature of the deflated Gram;
 * :mod:`.curves` -- measured learning curves (subsampled kernel regression) vs the theory;
 * :mod:`.subsets` -- the random training/test subsets (trials) those experiments share;
 * :mod:`.selection` -- GCV, KARE, closed-form LOO and ridge selection;
@@ -21,6 +22,7 @@ from __future__ import annotations
 from .curves import (EmpiricalCurve, LearningCurves, empirical_learning_curve, gather,
                      heldout_error, learning_curves, theory_learning_curve)
 from .tail import TailModel, complete_spectrum, fit_tail
+from .quadrature import TailQuadrature, quadrature_spectrum, tail_quadrature
 from .dynamics import Predictions, gradient_descent, gradient_flow, mse_loss, ntk_gp
 from .eigenlearning import (EigenlearningPrediction, conservation_residual,
                             effective_regularization, eigenlearning_predict, learnabilities,
@@ -38,7 +40,7 @@ from .random_features import (RFLearningCurve, kernel_limit_error, random_relu_w
                               relu_feature_kernel, relu_random_features, rf_learning_curve,
                               rf_test_errors)
 
-__all__ = ["TailModel", "complete_spectrum", "fit_tail", 
+__all__ = ["TailModel", "complete_spectrum", "fit_tail", "TailQuadrature", "quadrature_spectrum", "tail_quadrature",
     "LearningCurve", "solve_kappa", "gamma", "mode_errors", "generalization_error",
     "training_error", "learning_curve", "white_spectrum_error",
     "EigenlearningPrediction", "effective_regularization", "learnabilities",

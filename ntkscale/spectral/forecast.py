@@ -49,12 +49,13 @@ from typing import Any, Optional
 import numpy as np
 from scipy.optimize import curve_fit
 
+from .quadrature import TailQuadrature, quadrature_spectrum
 from .tail import TailModel, complete_spectrum, fit_tail
 
 __all__ = ["spectrum_gcv", "FullForecast", "full_n_forecast", "ScalingLaw", "fit_scaling_law"]
 
 
-def spectrum_gcv(eta: Any, v2: Any, lam: float, n: int) -> float:
+def spectrum_gcv(eta: Any, v2: Any, lam: float, n: int, multiplicity: Optional[Any] = None) -> float:
     """GCV / KARE risk of ridge ``lam`` from a spectrum of ``K_n/n``, eq. (1) of the module.
 
     Parameters
@@ -68,6 +69,9 @@ def spectrum_gcv(eta: Any, v2: Any, lam: float, n: int) -> float:
         Absolute ridge of ``K + λI`` (> 0).
     n : int
         Number of samples (modes of the Gram).
+    multiplicity : array_like, shape (N,), optional
+        Modes each entry stands for (a quadrature's weights, see
+        :func:`ntkscale.spectral.quadrature.quadrature_spectrum`); default 1 each.
 
     Returns
     -------
@@ -79,10 +83,12 @@ def spectrum_gcv(eta: Any, v2: Any, lam: float, n: int) -> float:
     w2 = w2.sum(axis=1) if w2.ndim == 2 else w2.reshape(-1)
     if lam <= 0:
         raise ValueError(f"spectrum_gcv needs a ridge > 0, got {lam!r} (at λ = 0 use gcv() with all pairs)")
-    if e.size > n or w2.shape != e.shape:
-        raise ValueError(f"eta and v2 must have the same length ≤ n = {n}, got {e.shape}, {w2.shape}")
+    mu = np.ones_like(e) if multiplicity is None else np.asarray(multiplicity, dtype=np.float64).reshape(-1)
+    if mu.sum() > n * (1 + 1e-9) or w2.shape != e.shape or mu.shape != e.shape:
+        raise ValueError(f"eta, v2 (and multiplicity) must have the same length and count ≤ n = {n} modes, "
+                         f"got {e.shape}, {w2.shape}, {mu.shape}")
     w = lam / (n * np.clip(e, 0.0, None) + lam)
-    mean_w = (float(w.sum()) + (n - e.size)) / n
+    mean_w = (float(mu @ w) + (n - float(mu.sum()))) / n
     return float(w * w @ w2) / mean_w ** 2
 
 
@@ -95,9 +101,12 @@ class FullForecast:
     n : int
     ridge : float
     gcv : float
-        GCV of the completed spectrum (the tail model's exponent).
+        GCV of the completed spectrum: the tail by Lanczos quadrature when given, else the
+        tail model's exponent.
     band : tuple of float
-        ``(low, high)`` over the tail's two exponents (continuity and window fit).
+        ``(low, high)``: quadrature with all and with half its steps and the power-law tail
+        (when a quadrature is given); else over the tail's two exponents (continuity and
+        window fit).
     gcv_top_only : float
         GCV with the tail's eigenvalues set to zero (its power kept): how much the tail's
         shape matters.
@@ -114,15 +123,20 @@ class FullForecast:
     gcv_top_only: float
     tail_share: float
     tail: TailModel
+    tail_method: str = "powerlaw"
+    gcv_powerlaw: Optional[float] = None
 
     def record(self) -> dict:
         """Flat metrics."""
         return {"n": self.n, "ridge": self.ridge, "gcv": self.gcv, "gcv_band": list(self.band),
                 "gcv_top_only": self.gcv_top_only, "tail_share": self.tail_share,
-                "tail_alpha": self.tail.alpha, "tail_alpha_fit": self.tail.alpha_fit, "k": self.tail.k}
+                "tail_alpha": self.tail.alpha, "tail_alpha_fit": self.tail.alpha_fit, "k": self.tail.k,
+                "tail_method": self.tail_method,
+                **({"gcv_powerlaw": self.gcv_powerlaw} if self.gcv_powerlaw is not None else {})}
 
 
-def full_n_forecast(eta: Any, v2: Any, trace: float, y_power: Any, n: int, lam: float) -> FullForecast:
+def full_n_forecast(eta: Any, v2: Any, trace: float, y_power: Any, n: int, lam: float,
+                    quadrature: Optional[TailQuadrature] = None) -> FullForecast:
     """GCV risk at the full n from the top-k spectrum of ``K_n/n`` and two exact totals.
 
     Parameters
@@ -138,6 +152,9 @@ def full_n_forecast(eta: Any, v2: Any, trace: float, y_power: Any, n: int, lam: 
     n : int
     lam : float
         The fit's absolute ridge (> 0).
+    quadrature : TailQuadrature, optional
+        The tail measured by Lanczos quadrature past the same k eigenvectors
+        (:func:`ntkscale.spectral.quadrature.tail_quadrature`); replaces the power-law model.
 
     Returns
     -------
@@ -154,6 +171,16 @@ def full_n_forecast(eta: Any, v2: Any, trace: float, y_power: Any, n: int, lam: 
     g_b = spectrum_gcv(e_b, w_b, lam, n)
     e_0 = np.concatenate([e, np.zeros(n - e.size)])
     g_0 = spectrum_gcv(e_0, w_c, lam, n)
+    if quadrature is not None:
+        e_q, w_q, mu = quadrature_spectrum(e, w, quadrature)
+        e_h, w_h, mu_h = quadrature_spectrum(e, w, quadrature, steps=max(1, quadrature.steps // 2))
+        g_q, g_h = spectrum_gcv(e_q, w_q, lam, n, mu), spectrum_gcv(e_h, w_h, lam, n, mu_h)
+        ww = lam / (n * e_q + lam)
+        num = ww * ww * w_q.sum(axis=1)
+        share = float(num[e.size:].sum() / num.sum()) if num.sum() > 0 else 0.0
+        return FullForecast(n=int(n), ridge=float(lam), gcv=g_q, band=(min(g_q, g_h, g), max(g_q, g_h, g)),
+                            gcv_top_only=g_0, tail_share=share, tail=model, tail_method="quadrature",
+                            gcv_powerlaw=g)
     ww = lam / (n * e_c + lam)
     num = ww * ww * w_c.sum(axis=1)
     share = float(num[e.size:].sum() / num.sum()) if num.sum() > 0 else 0.0

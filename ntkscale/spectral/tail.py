@@ -28,6 +28,14 @@ two constraints make the model exact in the quantities the theory is most sensit
 small p (the total tail ridge and the total unlearned power) and let the shape matter only
 once p reaches the modelled ranks.
 
+Where the pool's Gram can still be applied, :mod:`ntkscale.spectral.quadrature` *measures* the
+tail instead (Lanczos quadrature of the deflated Gram, a pass per step): on pools of 12 000
+Fashion-MNIST images it stays within 0.2 % of the full-spectrum theory where this model is
+7.5 % (k = 200) and 18 % (k = 50) off, because the real tail bends (log-slope ~1 above rank
+~1000, ~0.5 below, then a bulk near the smallest eigenvalues) and no single law with the
+known mass follows it. The model remains for what a quadrature cannot give: ranks past the
+pool (population forecasts) and spectra without the Gram.
+
 The uncertainty band comes from the other admissible choice of ``α`` (and ``β = α``): the
 window fit of ``log η`` on the computed upper ranks (its own mass-matched prefactor),
 against the continuity solution. Where the two give different ``E_g``, the tail model dominates the

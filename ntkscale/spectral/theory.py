@@ -23,7 +23,7 @@ Conventions
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 from scipy.optimize import brentq
@@ -65,13 +65,15 @@ class LearningCurve:
     n_outputs: int
 
 
-def _kappa_one(eta_nz: np.ndarray, p: float, lam: float) -> float:
-    """Root of F(k) = 1 - lam/k - sum eta/(p eta + k) for one p (F increasing in k).
+def _kappa_one(eta_nz: np.ndarray, p: float, lam: float, w: Optional[np.ndarray] = None) -> float:
+    """Root of F(k) = 1 - lam/k - sum w eta/(p eta + k) for one p (F increasing in k).
 
-    ``eta_nz`` holds the nonzero eigenvalues only.
+    ``eta_nz`` holds the nonzero eigenvalues only, ``w`` their multiplicities (default 1).
     """
-    n = eta_nz.size
-    if n == 0:
+    if w is None:
+        w = np.ones_like(eta_nz)
+    n = float(w.sum())
+    if eta_nz.size == 0 or n == 0:
         return lam
     if lam == 0.0 and p >= n:
         return 0.0
@@ -83,14 +85,15 @@ def _kappa_one(eta_nz: np.ndarray, p: float, lam: float) -> float:
         # every sum is of small terms, so no cancellation however wide the spectrum is.
         den = pe + k
         learned = pe > k
-        small = float(np.sum(k / den[learned])) - float(np.sum(pe[~learned] / den[~learned]))
+        small = (float(np.sum(w[learned] * k / den[learned]))
+                 - float(np.sum(w[~learned] * pe[~learned] / den[~learned])))
         reg = lam / k if lam > 0 else 0.0  # k may underflow to 0 when lam = 0
-        return (p - np.count_nonzero(learned) + small) / p - reg
+        return (p - float(w[learned].sum()) + small) / p - reg
 
-    hi = lam + float(eta_nz.sum())  # F(hi) > 0: lam/k + sum < (lam + sum eta)/k = 1
+    hi = lam + float(w @ eta_nz)  # F(hi) > 0: lam/k + sum < (lam + sum eta)/k = 1
     log_lo = np.log(lam) if lam > 0 else -np.inf  # F(lam) = -sum(...) < 0
     if p < n:  # eta/(p eta + k) >= (1 - k/(p eta))/p  =>  F <= 0 for k <= p (n - p)/sum(1/eta)
-        log_lo = max(log_lo, float(np.log(p * (n - p)) - logsumexp(-np.log(eta_nz))))
+        log_lo = max(log_lo, float(np.log(p * (n - p)) - logsumexp(-np.log(eta_nz), b=w)))
     log_hi = float(np.log(hi))
     if log_lo >= log_hi:
         return hi
@@ -109,7 +112,7 @@ def _kappa_one(eta_nz: np.ndarray, p: float, lam: float) -> float:
     fk = f(k)
     for _ in range(3):
         den = pe + k
-        kdf = lam / k + float(np.sum((eta_nz / den) * (k / den)))  # k F'(k), no under/overflow
+        kdf = lam / k + float(np.sum(w * (eta_nz / den) * (k / den)))  # k F'(k), no under/overflow
         if not kdf > 0.0:
             break
         k_new = k * (1.0 - fk / kdf)
@@ -161,10 +164,13 @@ def solve_kappa(eta: Any, p: Any, lam: float = 0.0) -> np.ndarray | float:
     return float(out[0]) if scalar else out.reshape(np.shape(p))
 
 
-def _core(e: np.ndarray, ps: np.ndarray, lam: float) -> dict[str, np.ndarray]:
-    """kappa (P,), learnability L (P,N), r = kappa/(p eta+kappa) (P,N), gamma, lam/kappa."""
-    nz = e[e > 0]
-    kappa = np.array([_kappa_one(nz, float(pi), lam) for pi in ps])
+def _core(e: np.ndarray, ps: np.ndarray, lam: float,
+          w: Optional[np.ndarray] = None) -> dict[str, np.ndarray]:
+    """kappa (P,), learnability L (P,N), r = kappa/(p eta+kappa) (P,N), gamma, lam/kappa;
+    ``w`` (N,): mode multiplicities in the sums over modes (default 1)."""
+    w = np.ones_like(e) if w is None else w
+    nz = e > 0
+    kappa = np.array([_kappa_one(e[nz], float(pi), lam, w[nz]) for pi in ps])
     pe = ps[:, None] * e[None, :]
     denom = pe + kappa[:, None]
     zero_mode = np.broadcast_to(e[None, :] == 0, denom.shape)
@@ -172,12 +178,12 @@ def _core(e: np.ndarray, ps: np.ndarray, lam: float) -> dict[str, np.ndarray]:
     # computed directly (not as 1 - the other) to keep their relative precision.
     r = np.divide(kappa[:, None], denom, out=np.ones_like(denom), where=~zero_mode)
     L = np.divide(pe, denom, out=np.zeros_like(denom), where=~zero_mode)
-    gam = np.sum(L * L, axis=1) / ps  # = sum p eta^2 / (p eta + kappa)^2
+    gam = (L * L) @ w / ps  # = sum w p eta^2 / (p eta + kappa)^2
     # 1 - gamma without cancellation: p - sum L^2 = (p - n_l) + sum_l r (1 + L) - sum_u L^2.
     learned = pe > kappa[:, None]
-    omg = (ps - learned.sum(axis=1) + np.sum(np.where(learned, r * (1.0 + L), -L * L), axis=1)) / ps
+    omg = (ps - learned @ w + np.where(learned, r * (1.0 + L), -L * L) @ w) / ps
     # lam/kappa; in the kappa -> 0 limit (lam = 0, p >= n_nz) it is 1 - n_nz/p.
-    lok = np.divide(lam, kappa, out=1.0 - nz.size / ps, where=kappa > 0)
+    lok = np.divide(lam, kappa, out=1.0 - float(w[nz].sum()) / ps, where=kappa > 0)
     return {"kappa": kappa, "L": L, "r": r, "gamma": gam, "one_minus_gamma": omg,
             "lam_over_kappa": lok}
 
@@ -191,7 +197,8 @@ def _over_one_minus_gamma(num: np.ndarray, omg: np.ndarray) -> np.ndarray:
 
 
 def learning_curve(eta: Any, v2: Any, p: Any, lam: float = 0.0, sigma2: float = 0.0,
-                   n_outputs: int | None = None) -> LearningCurve:
+                   n_outputs: int | None = None, *,
+                   multiplicity: Optional[Any] = None) -> LearningCurve:
     """All theory quantities on a grid of sample sizes.
 
     Parameters
@@ -207,6 +214,12 @@ def learning_curve(eta: Any, v2: Any, p: Any, lam: float = 0.0, sigma2: float = 
         Ridge and per-output noise variance, both >= 0.
     n_outputs : int, optional
         C, the number of outputs (defaults to ``v2.shape[1]`` or 1).
+    multiplicity : array_like, shape (N,), optional
+        How many modes each entry stands for (default 1 each), >= 0 and not necessarily
+        integer: a spectral *measure* given by quadrature nodes (see
+        :mod:`ntkscale.spectral.quadrature`). Every sum over modes in the equations for
+        ``kappa`` and ``gamma`` is weighted by it; ``v2`` is the target power of the whole
+        entry, so an entry of multiplicity 0 carries target power only.
 
     Returns
     -------
@@ -225,9 +238,14 @@ def learning_curve(eta: Any, v2: Any, p: Any, lam: float = 0.0, sigma2: float = 
     ps, _ = as_sizes(p)
     lam = check_ridge(lam, "lam")
     sigma2 = check_nonneg(sigma2, "sigma2")
-    core = _core(e, ps, lam)
+    w = None
+    if multiplicity is not None:
+        w = np.asarray(multiplicity, dtype=np.float64)
+        if w.shape != e.shape or not np.all(np.isfinite(w)) or np.any(w < 0):
+            raise ValueError(f"multiplicity must be finite, >= 0 and of shape {e.shape}, got {w.shape}")
+    core = _core(e, ps, lam, w)
     L, r, gam, omg = core["L"], core["r"], core["gamma"], core["one_minus_gamma"]
-    num_modes = r * r * v[None, :] + c * sigma2 * (L * L) / ps[:, None]
+    num_modes = r * r * v[None, :] + c * sigma2 * (L * L) * (1.0 if w is None else w) / ps[:, None]
     per_mode = _over_one_minus_gamma(num_modes, omg)
     num = num_modes.sum(axis=1)
     eg = _over_one_minus_gamma(num, omg)
