@@ -374,7 +374,7 @@ def test_tail_quadrature_in_the_spectrum_curve_and_forecast_stages(tmp_path, mon
         assert z["lanczos_alpha"].shape == (20, 1 + 8)  # one output + 8 probes
     c, f = m["stages"]["curve"], m["stages"]["forecast"]
     assert c["theory_from"] == "top-60 eigenpairs + quadrature tail" and "tail_trusted_to_p" not in c
-    assert 0 <= c["quadrature_half_steps_change"] < 0.05
+    assert 0 <= c["quadrature_half_steps_change"] < 0.05 and 0 < max(c["theory_probe_se"]) < 0.05
     with StoredGram(cfg.store) as op:
         K = op.to_numpy()
     Y, _ = JobContext(cfg).targets()

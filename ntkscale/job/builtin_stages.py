@@ -9,7 +9,9 @@ Section schemas (defaults shown)::
     power_iters = 2
     fit_window = [2, 0]           # power-law fit ranks [kmin, kmax] (0: k // 2)
     tail_steps = 20               # Lanczos quadrature of the spectrum past the top k: extra
-    tail_probes = 8               # passes (C + probes columns), only where n > 12 000; 0: off
+    tail_max_steps = 100          # passes (C + probes columns) from tail_steps until the theory
+    tail_tol = 0.005              # moves < tail_tol over 10 steps; only where n > 12 000; 0: off
+    tail_probes = 8
 
     [curve]
     enabled = true
@@ -44,7 +46,8 @@ __all__: list[str] = []
 
 # ---------------------------------------------------------------- section schemas
 def _spectrum(t: Mapping[str, Any]) -> dict:
-    check_keys(t, ("enabled", "k", "power_iters", "fit_window", "tail_steps", "tail_probes"), "spectrum")
+    check_keys(t, ("enabled", "k", "power_iters", "fit_window", "tail_steps", "tail_max_steps", "tail_tol",
+                   "tail_probes"), "spectrum")
     win = get(t, "fit_window", list, [2, 0], path="spectrum")
     if len(win) != 2 or any(not isinstance(w, int) or isinstance(w, bool) or w < 0 for w in win):
         raise ConfigError("'spectrum.fit_window' must be two integers [kmin, kmax] (kmax 0: k // 2)")
@@ -53,9 +56,12 @@ def _spectrum(t: Mapping[str, Any]) -> dict:
             "power_iters": get(t, "power_iters", int, 2, path="spectrum", min=0, max=20),
             "fit_window": list(win),
             # Lanczos quadrature of the spectrum past the top k (ntkscale.spectral.quadrature):
-            # steps = extra passes with C + probes columns; only where the curve and forecast
-            # stages use the top-k pairs (n > min(dense limit, 12 000)); 0 switches it off
-            "tail_steps": get(t, "tail_steps", int, 20, path="spectrum", min=0, max=200),
+            # steps = extra passes with C + probes columns, from tail_steps until the theory
+            # moves < tail_tol over 10 steps (at most tail_max_steps); only where the curve and
+            # forecast stages use the top-k pairs (n > min(dense limit, 12 000)); 0: off
+            "tail_steps": get(t, "tail_steps", int, 20, path="spectrum", min=0, max=1000),
+            "tail_max_steps": get(t, "tail_max_steps", int, 100, path="spectrum", min=1, max=1000),
+            "tail_tol": get(t, "tail_tol", float, 0.005, path="spectrum", min=0),
             "tail_probes": get(t, "tail_probes", int, 8, path="spectrum", min=1, max=256)}
 
 
@@ -123,7 +129,9 @@ def _spectrum_line(v: dict) -> str:
          f"{_f(v['target_power_in_top_k'], '.1%')} of the target power in the top k")
     q = v.get("tail_quadrature")
     if q:
-        s += (f"; the rest by Lanczos quadrature ({q['steps']} passes, {q['probes']} probes, "
+        s += (f"; the rest by Lanczos quadrature ({q['steps']} passes"
+              + ("" if q.get("converged", True) else ", **not converged: raise spectrum.tail_max_steps**")
+              + f", {q['probes']} probes, "
               f"{_f(q['seconds'], '.0f')} s; tail mass {_f(q['tail_mass_probes'], '.4g')} from the probes "
               f"vs {_f(q['tail_mass'], '.4g')} exact)")
     return s
@@ -134,7 +142,7 @@ def _curve_line(v: dict) -> str:
     s = f"{len(v['p'])} sizes × {v['trials']} trials; max |exp/theory − 1| = {dev:.1%}"
     if "quadrature_half_steps_change" in v:
         s += (f"; theory from the top pairs + Lanczos quadrature of the rest (half its steps move it by "
-              f"{v['quadrature_half_steps_change']:.1%})")
+              f"{v['quadrature_half_steps_change']:.1%}, probe noise ≤ {max(v['theory_probe_se']):.1%})")
     if "tail_trusted_to_p" in v and max(v["p"]) > v["tail_trusted_to_p"]:  # the power-law tail
         s += (f"; theory past p = {v['tail_trusted_to_p']} (15 × the computed pairs) leans on the tail "
               "model and runs low there (measured up to 18 %)")
@@ -178,7 +186,7 @@ def _spectrum_plan(cfg: JobConfig, sizes: PlanSizes) -> dict:
     sp = cfg.sections["spectrum"]
     k = min(sp["k"], sizes.n - 1)
     tail = bool(sp["tail_steps"]) and needs_saved_eigs(sizes.n) and k < sizes.n
-    return {"spectrum_k": k, "power_iters": sp["power_iters"],
+    return {"spectrum_k": k, "power_iters": sp["power_iters"],  # planned at the first check's steps
             "tail_steps": sp["tail_steps"] if tail else 0,
             "tail_columns": sizes.n_outputs + sp["tail_probes"]}
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 from .curves import (EmpiricalCurve, LearningCurves, empirical_learning_curve, gather,
                      heldout_error, learning_curves, theory_learning_curve)
 from .tail import TailModel, complete_spectrum, fit_tail
-from .quadrature import TailQuadrature, quadrature_spectrum, tail_quadrature
+from .quadrature import TailQuadrature, quadrature_spectrum, tail_quadrature, theory_converged
 from .dynamics import Predictions, gradient_descent, gradient_flow, mse_loss, ntk_gp
 from .eigenlearning import (EigenlearningPrediction, conservation_residual,
                             effective_regularization, eigenlearning_predict, learnabilities,
@@ -40,7 +40,7 @@ from .random_features import (RFLearningCurve, kernel_limit_error, random_relu_w
                               relu_feature_kernel, relu_random_features, rf_learning_curve,
                               rf_test_errors)
 
-__all__ = ["TailModel", "complete_spectrum", "fit_tail", "TailQuadrature", "quadrature_spectrum", "tail_quadrature",
+__all__ = ["TailModel", "complete_spectrum", "fit_tail", "TailQuadrature", "quadrature_spectrum", "tail_quadrature", "theory_converged",
     "LearningCurve", "solve_kappa", "gamma", "mode_errors", "generalization_error",
     "training_error", "learning_curve", "white_spectrum_error",
     "EigenlearningPrediction", "effective_regularization", "learnabilities",

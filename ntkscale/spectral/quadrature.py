@@ -16,8 +16,11 @@ squared first components ``τ_i²`` of its eigenvectors are the m-point Gauss qu
 measure from ``b``:  ``bᵀ f(A) b ≈ ‖b‖² Σ_i τ_i² f(θ_i)``, exact for polynomials of degree
 ``< 2m`` (Golub & Meurant). The theory's integrands (``η/(pη + κ)``, ``κ²/(pη + κ)²``) are
 smooth on the tail's interval ``[0, η_{k+1}]`` for ``κ > 0``; the error falls like
-``((√c − 1)/(√c + 1))^{2m}``, ``c ~ η_{k+1}·p/κ`` (Ubaru, Chen & Saad 2017), so a few tens of
-steps suffice at any p where ``κ`` is not far below the tail's smallest eigenvalues. The
+``((√c − 1)/(√c + 1))^{2m}``, ``c ~ η_{k+1}·p/κ`` (Ubaru, Chen & Saad 2017): a few steps where
+``κ`` stays near the tail's eigenvalues, more where it falls far below them (large p on a tail
+that spans many decades, as a low-dimensional input's kernel has). So the steps are not fixed:
+:func:`theory_converged` stops them once the theory itself stops moving (120 000 Fashion-MNIST
+images: settled at 5-10 steps; 12 000 diamonds, d = 9, k = 50: ~90 steps). The
 counting measure's probe noise is that of Hutchinson's estimator over M − k modes (relative
 ``~ (2/(q (M − k)_eff))^{1/2}`` for q probes); the weights are scaled so they count exactly the
 ``M − k`` tail modes.
@@ -26,8 +29,9 @@ This replaces a model of the tail's *shape* (:mod:`ntkscale.spectral.tail`, powe
 measurement: every step is one pass over the Gram with ``C + q`` columns. On a Fashion-MNIST
 NTK pool of 12 000 images the tail's eigenvalues follow no single law (log-slope ~1 above rank
 ~1000, ~0.5 below, then a bulk near the smallest ones), which is what limits the power-law
-model; with the quadrature the theory from the top 50 pairs matches the full-spectrum theory
-within 0.5 % up to p = 10 000 (``benchmarks/bench_tail.py``).
+model; with the quadrature the theory from the top 50, 200 or 500 pairs matches the
+full-spectrum theory within 0.15 % up to p = 10 000 (``benchmarks/bench_tail.py``,
+``benchmarks/RESULTS.md`` §00000h).
 
 References
 ----------
@@ -43,7 +47,7 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-__all__ = ["TailQuadrature", "tail_quadrature", "quadrature_spectrum"]
+__all__ = ["TailQuadrature", "tail_quadrature", "quadrature_spectrum", "theory_converged"]
 
 
 @dataclass(frozen=True)
@@ -94,6 +98,18 @@ class TailQuadrature:
         return TailQuadrature(alpha=self.alpha[:m], beta=self.beta[:m - 1], length=np.minimum(self.length, m),
                               norm2=self.norm2, outputs=self.outputs, modes=self.modes)
 
+    def leave_one_probe_out(self) -> list["TailQuadrature"]:
+        """One quadrature per probe with that probe left out (jackknife of the counting
+        measure's Hutchinson noise: ``SE² = (q − 1)/q Σ_j (f_j − f̄)²``)."""
+        C, q = self.outputs, self.alpha.shape[1] - self.outputs
+        out = []
+        for j in range(q):
+            keep = list(range(C)) + [C + i for i in range(q) if i != j]
+            out.append(TailQuadrature(alpha=self.alpha[:, keep], beta=self.beta[:, keep],
+                                      length=self.length[keep], norm2=self.norm2[keep], outputs=C,
+                                      modes=self.modes))
+        return out
+
     def to_arrays(self) -> dict[str, np.ndarray]:
         """Plain arrays (for ``np.savez``); :meth:`from_arrays` reads them back."""
         return {"lanczos_alpha": self.alpha, "lanczos_beta": self.beta, "lanczos_length": self.length,
@@ -119,8 +135,10 @@ def _matmat(op: Any) -> Callable[[np.ndarray], np.ndarray]:
     return lambda X: A @ X
 
 
-def tail_quadrature(op: Any, evecs: Any, y: Any, *, steps: int = 20, probes: int = 4,
-                    seed: int = 0) -> TailQuadrature:
+def tail_quadrature(op: Any, evecs: Any, y: Any, *, steps: int = 20, probes: int = 8, seed: int = 0,
+                    max_steps: Optional[int] = None,
+                    converged: Optional[Callable[[TailQuadrature], bool]] = None,
+                    check_every: int = 10) -> TailQuadrature:
     """Lanczos recurrences for the tail measures of ``K_M/M`` past the k eigenvectors.
 
     Parameters
@@ -132,10 +150,17 @@ def tail_quadrature(op: Any, evecs: Any, y: Any, *, steps: int = 20, probes: int
     y : array_like, shape (M,) or (M, C)
         Targets.
     steps : int
-        Lanczos steps m (= passes over the Gram with ``C + probes`` columns).
+        Lanczos steps m (= passes over the Gram with ``C + probes`` columns); with
+        ``converged``, the first check.
     probes : int
         Random ±1 probes for the counting measure.
     seed : int
+    max_steps : int, optional
+        With ``converged``: steps go on, ``check_every`` at a time, until it returns True or
+        ``max_steps`` (default ``steps``: no checks).
+    converged : callable, optional
+        ``converged(q) -> bool`` on the recurrences so far (e.g. :func:`theory_converged`).
+    check_every : int
 
     Returns
     -------
@@ -143,9 +168,9 @@ def tail_quadrature(op: Any, evecs: Any, y: Any, *, steps: int = 20, probes: int
 
     Notes
     -----
-    Each recurrence is the symmetric Lanczos process in exact arithmetic kept so by full
+    Each recurrence is the symmetric Lanczos process kept so in floating point by full
     reorthogonalization against its own basis and against ``evecs`` (memory ``m·M·(C + q)``
-    floats: 270 MB at M = 120 000, m = 20, C + q = 14).
+    floats: 270 MB at M = 120 000, m = 20, C + q = 18).
     """
     V = np.asarray(evecs, dtype=np.float64)
     Y = np.asarray(y, dtype=np.float64)
@@ -153,42 +178,84 @@ def tail_quadrature(op: Any, evecs: Any, y: Any, *, steps: int = 20, probes: int
     M, k = V.shape
     if Y.shape[0] != M:
         raise ValueError(f"y must have {M} rows (one per pool sample), got {Y.shape}")
-    if steps < 1 or probes < 1:
-        raise ValueError(f"steps and probes must be >= 1, got steps={steps}, probes={probes}")
+    top = max(int(steps), int(max_steps or 0))
+    if steps < 1 or probes < 1 or check_every < 1:
+        raise ValueError(f"steps, probes and check_every must be >= 1, got {steps}, {probes}, {check_every}")
     apply = _matmat(op)
     Z = np.random.default_rng(seed).choice([-1.0, 1.0], size=(M, probes))
-    B = np.hstack([Y / np.sqrt(M), Z])
 
     def deflate(X: np.ndarray) -> np.ndarray:
         return X - V @ (V.T @ X) if k else X
 
-    B = deflate(deflate(B))
-    b = B.shape[1]
+    B = deflate(deflate(np.hstack([Y / np.sqrt(M), Z])))
     norm2 = np.sum(B * B, axis=0)
-    m = min(int(steps), M - k)
-    Q = np.zeros((m, M, b))
-    alpha, beta = np.zeros((m, b)), np.zeros((max(m - 1, 0), b))
-    length = np.zeros(b, dtype=np.int64)
+    m_max = min(top, M - k)
+    Q: list[np.ndarray] = []
+    alpha: list[np.ndarray] = []
+    beta: list[np.ndarray] = []
+    length = np.zeros(B.shape[1], dtype=np.int64)
     active = norm2 > 0
-    Q[0] = np.divide(B, np.sqrt(norm2), out=np.zeros_like(B), where=active)
-    for j in range(m):
+    q = np.divide(B, np.sqrt(norm2), out=np.zeros_like(B), where=active)
+
+    def result() -> TailQuadrature:
+        a = np.array(alpha)
+        return TailQuadrature(alpha=a, beta=np.array(beta[:len(alpha) - 1]).reshape(-1, a.shape[1]),
+                              length=length.copy(), norm2=norm2, outputs=Y.shape[1], modes=float(M - k))
+
+    for j in range(m_max):
+        Q.append(q)
         length[active] = j + 1
-        W = deflate(np.asarray(apply(Q[j]), dtype=np.float64) / M)
-        alpha[j] = np.sum(Q[j] * W, axis=0)
+        W = deflate(np.asarray(apply(q), dtype=np.float64) / M)
+        alpha.append(np.sum(q * W, axis=0))
         for _ in range(2):  # full reorthogonalization (twice is enough), basis then evecs
-            W -= np.einsum("snb,sb->nb", Q[:j + 1], np.einsum("snb,nb->sb", Q[:j + 1], W))
+            for u in Q:
+                W -= u * np.sum(u * W, axis=0)
             W = deflate(W)
-        if j == m - 1:
-            break
+        done = j + 1 >= min(int(steps), m_max) and (
+            j + 1 == m_max or (converged is not None and (j + 1 - steps) % check_every == 0
+                               and converged(result())))
         bj = np.sqrt(np.sum(W * W, axis=0))
-        scale = np.maximum(np.abs(alpha[: j + 1]).max(axis=0), 1e-300)
+        scale = np.maximum(np.abs(np.array(alpha)).max(axis=0), 1e-300)
         active &= bj > 1e-12 * scale  # an invariant subspace: the quadrature is exact there
-        beta[j] = np.where(active, bj, 0.0)
-        Q[j + 1] = np.divide(W, bj, out=np.zeros_like(W), where=active)
-        if not active.any():
+        if done or not active.any():
             break
-    return TailQuadrature(alpha=alpha, beta=beta, length=length, norm2=norm2, outputs=Y.shape[1],
-                          modes=float(M - k))
+        beta.append(np.where(active, bj, 0.0))
+        q = np.divide(W, bj, out=np.zeros_like(W), where=active)
+    return result()
+
+
+def theory_converged(eta: Any, v2: Any, p: Any, lam: float, tol: float = 0.005,
+                     back: int = 10) -> Callable[[TailQuadrature], bool]:
+    """A ``converged`` rule for :func:`tail_quadrature`: the learning-curve theory (pool error,
+    top-k pairs + the quadrature) at sizes ``p`` moves by less than ``tol`` (relative, max over
+    p) between the recurrences' last ``back`` steps and all of them.
+
+    Parameters
+    ----------
+    eta : array_like, shape (k,)
+    v2 : array_like, shape (k,) or (k, C)
+    p : array_like, shape (P,)
+        Sizes to check: the hardest are the largest (smallest ``κ``), e.g. up to M.
+    lam : float
+        Absolute ridge; smaller is harder.
+    tol : float
+    back : int
+    """
+    from .theory import learning_curve
+
+    ps = np.asarray(p, dtype=np.float64)
+
+    def theory(q: TailQuadrature) -> np.ndarray:
+        e, w, mu = quadrature_spectrum(eta, v2, q)
+        return learning_curve(e, w, ps, lam=lam, multiplicity=mu).Eg
+
+    def rule(q: TailQuadrature) -> bool:
+        if q.steps <= back:
+            return False
+        now, before = theory(q), theory(q.truncated(q.steps - back))
+        return bool(np.all(np.abs(now - before) <= tol * np.abs(now)))
+
+    return rule
 
 
 def quadrature_spectrum(eta: Any, v2: Any, quad: TailQuadrature,

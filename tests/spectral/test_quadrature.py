@@ -115,6 +115,13 @@ def test_round_trip_and_bad_inputs():
     for a, b in zip(q.gauss(1), r.gauss(1)):
         np.testing.assert_array_equal(a, b)
     assert TailQuadrature.from_arrays({}) is None
+    t = q.truncated(3)  # the first 3 steps: the 3-point Gauss rule of the same recurrences
+    assert t.steps == 3 and t.gauss(0)[0].size == 3
+    np.testing.assert_allclose(t.gauss(0)[0], np.clip(np.linalg.eigvalsh(
+        np.diag(q.alpha[:3, 0]) + np.diag(q.beta[:2, 0], 1) + np.diag(q.beta[:2, 0], -1)), 0, None))
+    jk = q.leave_one_probe_out()
+    assert len(jk) == 2 and all(j.alpha.shape == (5, 2) for j in jk)
+    np.testing.assert_array_equal(jk[0].alpha[:, 1], q.alpha[:, 2])  # probe 0 left out
     with pytest.raises(ValueError, match="rows"):
         tail_quadrature(K, U[:, :10], Y[:50])
     with pytest.raises(ValueError, match="steps"):
@@ -139,4 +146,27 @@ def test_real_ntk_gram_top_k_with_quadrature_follows_the_full_spectrum():
     q = tail_quadrature(K, V[:, o[:k]], Y, steps=20, probes=8)
     got = theory_learning_curve((s[o[:k]], V[:, o[:k]]), Y, p, lam, trace=np.trace(K), tail="quadrature",
                                 quadrature=q).Eg
+    assert np.max(np.abs(got / full - 1)) < 0.01, got / full - 1
+
+
+def test_steps_go_on_until_the_theory_stops_moving():
+    """``converged`` is asked after ``steps`` and every ``check_every`` steps after; a rule that
+    never holds runs to ``max_steps``; :func:`theory_converged` stops where the theory is settled."""
+    from ntkscale.spectral import theory_converged
+
+    M, k = 800, 40
+    K, Y, s, U = _bent_gram(M=M)
+    lam = 1e-3 * np.trace(K) / M
+    asked = []
+    q = tail_quadrature(K, U[:, :k], Y, steps=4, max_steps=19, check_every=5, probes=4,
+                        converged=lambda q: asked.append(q.steps) or False)
+    assert asked == [4, 9, 14] and q.steps == 19
+    eta, v2 = s[:k] / M, (U[:, :k].T @ Y) ** 2 / M
+    rule = theory_converged(eta, v2, [M / 4, M / 2, M], lam, tol=1e-3, back=2)
+    q = tail_quadrature(K, U[:, :k], Y, steps=2, max_steps=60, check_every=2, probes=16, seed=2, converged=rule)
+    assert 4 <= q.steps < 60 and rule(q)
+    assert not rule(q.truncated(3))  # 3 vs 1 steps: not settled
+    p = np.array([200.0, 400, 700])
+    full = theory_learning_curve((s, U), Y, p, lam).Eg
+    got = theory_learning_curve((s[:k], U[:, :k]), Y, p, lam, trace=np.trace(K), tail="quadrature", quadrature=q).Eg
     assert np.max(np.abs(got / full - 1)) < 0.01, got / full - 1
