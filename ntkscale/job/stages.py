@@ -220,15 +220,19 @@ def _check_ridge(ctx: JobContext, op: Any) -> float:
 def _tail_quadrature(ctx: JobContext, evecs: np.ndarray, Y: np.ndarray, eta: np.ndarray, v2: np.ndarray,
                      tail_mass: float, lam: float) -> tuple:
     """Lanczos recurrences of the deflated Gram for the theory past the top k (one pass per
-    step with C + probes columns), run until the pool theory at p = n/64 … n moves by less
-    than ``tail_tol`` over the last 10 steps; and their report entries."""
+    step with C + probes columns), run until the pool theory at p = n/64 … the largest p
+    that uses it moves by less than ``tail_tol`` over the last 10 steps; and their report
+    entries."""
     from ..spectral.quadrature import tail_quadrature, theory_converged
 
     sp = ctx.cfg.spectrum
     t0 = time.perf_counter()
     op = ctx.operator(what="tail quadrature", every=5)
     n = op.shape[0]
-    rule = theory_converged(eta, v2, n * np.array([1 / 64, 1 / 16, 1 / 4, 1 / 2, 1]), lam, tol=sp["tail_tol"])
+    # checked up to the largest p that uses it: n for the forecast's GCV, else the curve's sizes
+    fc = ctx.cfg.sections.get("forecast", {})
+    top = n if fc.get("enabled") else max(ctx.cfg.curve["p"] or [n // 2])
+    rule = theory_converged(eta, v2, np.geomspace(n / 64, top, 5), lam, tol=sp["tail_tol"])
     quad = tail_quadrature(op, evecs, Y, steps=sp["tail_steps"], probes=sp["tail_probes"],
                            seed=ctx.cfg.job["seed"], max_steps=sp["tail_max_steps"], converged=rule)
     # Hutchinson's estimate of the tail's eigenvalue mass against its exact value: the probes' noise
