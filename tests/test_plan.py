@@ -288,7 +288,7 @@ def test_estimate_from_config_defaults_and_overrides():
     assert [s.name for s in p.stages] == ["gram", "fit", "predict", "spectrum", "curve"]
     assert "k=50" in p.stage("spectrum").method and "p=1000" in p.stage("curve").method
     # n = 16384 > 12000: the spectrum stage adds the tail quadrature's 20 passes of 10 + 8 columns
-    assert "tail quadrature, 20 passes of 18 columns" in p.stage("spectrum").method
+    assert "tail quadrature, 20+ passes of 18 columns" in p.stage("spectrum").method
     # the same job as keywords gives the same plan
     q = estimate(16384, 784, ARCH, n_test=10000, kinds=("nngp", "ntk"), workers=4, threads_per_worker=2,
                  memory_per_worker=6 * GiB, spectrum_k=50, curve_points=[100, 1000], curve_trials=2,

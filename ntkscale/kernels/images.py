@@ -14,19 +14,27 @@ from typing import Any, Optional
 import numpy as np
 
 from . import conv_fused, spatial
-from .backend import Namespace
+from .backend import Namespace, is_numpy
 from .combinators import Serial
 from .base import leaves
 from .conv import AvgPool, Conv, Flatten, GlobalAvgPool, Unflatten, image_shape, spatial_mode
 from .layers import Layer, UnsupportedArchitectureError
 from .state import KernelState
 
-__all__ = ["WORK_BYTES", "check_spatial", "check_input_width", "tile_work_bytes", "image_chunk", "image_state",
+__all__ = ["WORK_BYTES", "CACHE_BYTES", "check_spatial", "check_input_width", "tile_work_bytes", "image_chunk", "image_state",
            "image_diag", "image_tile", "from_images"]
 
 WORK_BYTES = 256 * 2**20
 """Working memory an image-kernel tile may use at once: its rows are processed in chunks
 of pairs whose pixel covariances fit (:func:`image_chunk`); feature kernels ignore it."""
+
+CACHE_BYTES = 4 * 2**20
+"""The chunk budget on NumPy (≤ :data:`WORK_BYTES`): the recursion's temporaries of a chunk
+stay in the CPU caches. Measured against one 256 MiB chunk (2 cores, float64, NNGP + NTK,
+identical values): a transformer block on (n, 8, 16) sequences 2.9× faster at n = 256 and 3.4×
+at n = 512, a ReLU CNN on 28×28 images 3.0×, a pooled CNN on 8×8 images 2.3× (8 MiB was best
+for the images, 4 MiB for the sequences; benchmarks/RESULTS.md §00000h.5)."""
+
 
 def check_spatial(layer: Layer) -> None:
     """Images must be unflattened first and reduced (Flatten/GlobalAvgPool) before the end.
@@ -171,7 +179,8 @@ def image_tile(ns: Namespace, layer: Layer, x1: Any, x2: Optional[Any], want_ntk
         v2 = None if x2 is None else conv_fused.act_maps(ns, layer, prog, x2, rows)
         q, t = conv_fused.run_conv_program(prog, x1, x2, v1, v2, odt)
         return {"nngp": q, "ntk": t}
-    pairs = image_chunk(layer, itemsize=np.dtype(x1.dtype).itemsize)
+    pairs = image_chunk(layer, itemsize=np.dtype(x1.dtype).itemsize,
+                        work_bytes=min(WORK_BYTES, CACHE_BYTES) if is_numpy(ns) else WORK_BYTES)
     if ns.name == "jax":
         return _image_tile_mapped(ns, layer, x1, x2, want_ntk, odt, pairs)
     sym = x2 is None

@@ -41,7 +41,7 @@ def spectrum_stage(n: int, T: int, itemsize: int, k: int, res: Resources,
     tail = pass_cost(n, T, itemsize, max(int(tail_columns), 1), res) if tail_steps else None
     if tail is not None:  # the Lanczos basis: tail_steps x n x columns floats on the client
         t += tail_steps * tail["seconds"]
-        how += f" + tail quadrature, {tail_steps} passes of {tail_columns} columns"
+        how += f" + tail quadrature, {tail_steps}+ passes of {tail_columns} columns (more until it settles)"
     return StageEstimate(
         "spectrum", how, t,
         bytes_read=int(passes * sketch["bytes_read"] + (tail_steps * tail["bytes_read"] if tail else 0)),
