@@ -178,6 +178,8 @@ def tail_quadrature(op: Any, evecs: Any, y: Any, *, steps: int = 20, probes: int
     M, k = V.shape
     if Y.shape[0] != M:
         raise ValueError(f"y must have {M} rows (one per pool sample), got {Y.shape}")
+    if k >= M:
+        raise ValueError(f"evecs already hold all {M} eigenvectors: there is no tail to measure")
     top = max(int(steps), int(max_steps or 0))
     if steps < 1 or probes < 1 or check_every < 1:
         raise ValueError(f"steps, probes and check_every must be >= 1, got {steps}, {probes}, {check_every}")

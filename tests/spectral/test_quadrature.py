@@ -126,6 +126,8 @@ def test_round_trip_and_bad_inputs():
         tail_quadrature(K, U[:, :10], Y[:50])
     with pytest.raises(ValueError, match="steps"):
         tail_quadrature(K, U[:, :10], Y, steps=0)
+    with pytest.raises(ValueError, match="no tail"):
+        tail_quadrature(K, U, Y)
     with pytest.raises(ValueError, match="shape"):
         quadrature_spectrum(s[:10], np.ones((10, 2)), q)
 
