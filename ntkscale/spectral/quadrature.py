@@ -20,7 +20,8 @@ smooth on the tail's interval ``[0, η_{k+1}]`` for ``κ > 0``; the error falls 
 ``κ`` stays near the tail's eigenvalues, more where it falls far below them (large p on a tail
 that spans many decades, as a low-dimensional input's kernel has). So the steps are not fixed:
 :func:`theory_converged` stops them once the theory itself stops moving (120 000 Fashion-MNIST
-images: settled at 5-10 steps; 12 000 diamonds, d = 9, k = 50: ~90 steps). The
+images: settled at 5-10 steps for p ≤ 16 384, 30 steps with p = n checked; 12 000 diamonds,
+d = 9, k = 50: 90 steps). The
 counting measure's probe noise is that of Hutchinson's estimator over M − k modes (relative
 ``~ (2/(q (M − k)_eff))^{1/2}`` for q probes); the weights are scaled so they count exactly the
 ``M − k`` tail modes.
