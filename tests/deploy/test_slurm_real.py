@@ -270,8 +270,17 @@ def test_worker_job_cancelled_during_pcg_is_resubmitted(slurm_cluster, tmp_path,
         op.matvec = matvec
         got = solve(op, Y, lam, **kw)
     assert len(calls) > 4
-    assert got.converged and got.iterations == ref.iterations
-    assert float(np.linalg.norm(got.x - ref.x) / np.linalg.norm(ref.x)) < 1e-10
+    # the rerun tasks regroup the partial sums: round-off may move PCG's stopping point by one
+    # iteration (66 vs 67 in a CI run of 2026-12-07); the solve must still meet its tolerance
+    # against the stored Gram, and equal the reference (to 1e-10 at equal iterations; one
+    # iteration apart, the two stopped at residuals a PCG step apart: 1e-7)
+    assert got.converged and abs(got.iterations - ref.iterations) <= 1
+    with StoredGram(gram, "ntk", client="sync") as op:
+        K = op.to_numpy()
+    resid = np.linalg.norm(K @ got.x + lam * got.x - Y) / np.linalg.norm(Y)
+    assert resid <= 2e-10, resid  # (the true residual; PCG stops on its recursive one)
+    rel = float(np.linalg.norm(got.x - ref.x) / np.linalg.norm(ref.x))
+    assert rel < (1e-10 if got.iterations == ref.iterations else 1e-7), rel
     assert _resubmitted(h, original), "the cancelled job was not replaced"
 
 
