@@ -38,8 +38,8 @@ from .._config import ConfigError, check_keys, get
 from .config import JobConfig
 from .registry import PlanSizes, Stage, register
 from .report import format_number as _f
-from .stages import (needs_saved_eigs, stage_curve, stage_dynamics, stage_fit, stage_gram,
-                     stage_predict, stage_spectrum)
+from .stages import stage_curve, stage_dynamics, stage_fit, stage_gram, stage_predict, stage_spectrum
+from .tail import needs_saved_eigs
 
 __all__: list[str] = []
 

@@ -16,6 +16,7 @@ import numpy as np
 
 from ..errors import StaleFitError
 from .context import JobContext
+from .tail import needs_saved_eigs, quadrature_checks, tail_quadrature_stage
 
 log = logging.getLogger("ntkscale.job")
 
@@ -183,7 +184,7 @@ def stage_spectrum(ctx: JobContext) -> dict:
     tail: dict = {}
     quad = None
     if sp["tail_steps"] and needs_saved_eigs(n) and k < n:
-        quad, tail = _tail_quadrature(ctx, er.evecs, Y, eta, v2c, float(op.diag().sum()) / n - float(eta.sum()),
+        quad, tail = tail_quadrature_stage(ctx, er.evecs, Y, eta, v2c, float(op.diag().sum()) / n - float(eta.sum()),
                                       _check_ridge(ctx, op))
     np.savez(ctx.path("spectrum.npz"), evals=er.evals, evecs=er.evecs, trace=float(op.diag().sum()),
              **(quad.to_arrays() if quad is not None else {}))
@@ -197,14 +198,6 @@ def stage_spectrum(ctx: JobContext) -> dict:
             "trace_fraction_in_top_k": float(er.evals.sum() / op.diag().sum())}
 
 
-def needs_saved_eigs(n: int) -> bool:
-    """Whether the curve and forecast stages take the spectrum stage's top-k pairs (and tail
-    quadrature) instead of a dense eigendecomposition of the n-point Gram."""
-    from ..solvers import dense_limit
-
-    return n > min(dense_limit(), 12000)
-
-
 def _check_ridge(ctx: JobContext, op: Any) -> float:
     """The ridge the quadrature's convergence is checked at: the fit's, else a numeric
     ``[solver] ridge``, else (a selection rule not run yet) 1e-3 × mean diag."""
@@ -215,33 +208,6 @@ def _check_ridge(ctx: JobContext, op: Any) -> float:
         scale = float(np.mean(op.diag()))
         return float(r) * (scale if ctx.cfg.solver["relative_ridge"] else 1.0) if not isinstance(r, str) \
             else 1e-3 * scale
-
-
-def _tail_quadrature(ctx: JobContext, evecs: np.ndarray, Y: np.ndarray, eta: np.ndarray, v2: np.ndarray,
-                     tail_mass: float, lam: float) -> tuple:
-    """Lanczos recurrences of the deflated Gram for the theory past the top k (one pass per
-    step with C + probes columns), run until the pool theory at p = n/64 … the largest p
-    that uses it moves by less than ``tail_tol`` over the last 10 steps; and their report
-    entries."""
-    from ..spectral.quadrature import tail_quadrature, theory_converged
-
-    sp = ctx.cfg.spectrum
-    t0 = time.perf_counter()
-    op = ctx.operator(what="tail quadrature", every=5)
-    n = op.shape[0]
-    # checked up to the largest p that uses it: n for the forecast's GCV, else the curve's sizes
-    fc = ctx.cfg.sections.get("forecast", {})
-    top = n if fc.get("enabled") else max(ctx.cfg.curve["p"] or [n // 2])
-    rule = theory_converged(eta, v2, np.geomspace(n / 64, top, 5), lam, tol=sp["tail_tol"])
-    quad = tail_quadrature(op, evecs, Y, steps=sp["tail_steps"], probes=sp["tail_probes"],
-                           seed=ctx.cfg.job["seed"], max_steps=sp["tail_max_steps"], converged=rule)
-    # Hutchinson's estimate of the tail's eigenvalue mass against its exact value: the probes' noise
-    probes = [quad.gauss(j) for j in range(quad.outputs, quad.alpha.shape[1])]
-    mass = quad.modes * sum(float(t @ w) for t, w in probes) / max(sum(float(w.sum()) for _, w in probes), 1e-300)
-    return quad, {"tail_quadrature": {"steps": quad.steps, "probes": sp["tail_probes"],
-                                      "converged": bool(quad.steps < sp["tail_max_steps"] or rule(quad)),
-                                      "seconds": time.perf_counter() - t0,
-                                      "tail_mass": tail_mass, "tail_mass_probes": mass}}
 
 
 #: p / k up to which the pool theory from the top k pairs + power-law tail stayed within 5 % of
@@ -284,7 +250,7 @@ def stage_curve(ctx: JobContext) -> dict:
     lc = learning_curves(op, Y, p, ridge=lam, noise_std=c["noise_std"], n_trials=c["trials"],
                          n_test=n_test, seed=ctx.cfg.job["seed"], eigs=eigs, tail=tail, quadrature=quad)
     _figure(ctx, "learning_curve", lambda path: _plots().plot_learning_curves(lc, path=path))
-    conv = _quadrature_checks(lc, eigs, Y, quad, lam, c["noise_std"], float(op.diag().sum())) \
+    conv = quadrature_checks(lc, eigs, Y, quad, lam, c["noise_std"], float(op.diag().sum())) \
         if tail == "quadrature" and eigs is not None else {}
     return {"p": lc.p, "experiment_mean": lc.experiment_mean, "experiment_sem": lc.experiment_sem, **conv,
             "theory": lc.theory, "relative_deviation": lc.relative_deviation, "ridge": lam,
@@ -293,24 +259,6 @@ def stage_curve(ctx: JobContext) -> dict:
                             else "dense eigh"),
             **({"tail_trusted_to_p": TAIL_TRUST * int(eigs.evals.size)}
                if eigs is not None and tail == "powerlaw" else {})}
-
-
-def _quadrature_checks(lc: Any, eigs: Any, Y: np.ndarray, quad: Any, lam: float, noise: float,
-                       trace: float) -> dict:
-    """How much the curve's theory moves with half the Lanczos steps, and its probe noise
-    (leave-one-probe-out jackknife standard error), relative, per p."""
-    from ..spectral import heldout_error, theory_learning_curve
-
-    def theory(q: Any) -> np.ndarray:
-        return heldout_error(theory_learning_curve(eigs, Y, lc.p, lam, noise, trace=trace, tail="quadrature",
-                                                   quadrature=q), lc.experiment.pool_size, lam)
-
-    half = theory(quad.truncated(quad.steps // 2))
-    jk = np.array([theory(q) for q in quad.leave_one_probe_out()])
-    se = np.sqrt((len(jk) - 1) / len(jk) * np.sum((jk - jk.mean(axis=0)) ** 2, axis=0)) if len(jk) > 1 \
-        else np.full(lc.p.size, np.nan)
-    return {"quadrature_half_steps_change": float(np.max(np.abs(half / lc.theory - 1))),
-            "theory_probe_se": se / lc.theory}
 
 
 def _saved_eigs(ctx: JobContext, n: int) -> tuple[Any, Any]:
