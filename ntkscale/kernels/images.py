@@ -32,9 +32,10 @@ of pairs whose pixel covariances fit (:func:`image_chunk`); feature kernels igno
 CACHE_BYTES = 4 * 2**20
 """The chunk budget on NumPy (≤ :data:`WORK_BYTES`): the recursion's temporaries of a chunk
 stay in the CPU caches. Measured against one 256 MiB chunk (2 cores, float64, NNGP + NTK,
-identical values): a transformer block on (n, 8, 16) sequences 2.9× faster at n = 256 and 3.4×
-at n = 512, a ReLU CNN on 28×28 images 3.0×, a pooled CNN on 8×8 images 2.3× (8 MiB was best
-for the images, 4 MiB for the sequences; benchmarks/RESULTS.md §00000h.5)."""
+identical values; quiet machine, interleaved): a transformer block on (n, 8, 16) sequences
+0.250 → 0.090 s at n = 256 and 0.92 → 0.32 s at n = 512. The size sweep (transformer, ReLU CNNs
+on the generic path, 2.3-3.0× faster) shared the machine with a CI run: 4 MiB was best for the
+sequences, 8 MiB 10-20 % better for images (benchmarks/RESULTS.md §00000h.5)."""
 
 
 @functools.lru_cache(maxsize=None)
