@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import logging
 import os
+from contextlib import contextmanager
 from dataclasses import dataclass
 import subprocess
 from functools import lru_cache
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Iterator, Optional, Sequence, Union
 
 __all__ = ["Runner", "get_runner", "pinned_env", "local_cluster", "local_gpu_cluster", "visible_gpus"]
 
@@ -32,21 +33,60 @@ def pinned_env(threads: int = 1) -> dict[str, str]:
             "NUMBA_NUM_THREADS": t}
 
 
+#: pins a library reads once when it loads (NumPy imports OpenBLAS before Dask applies a
+#: Nanny's ``env=`` in the worker): they go in before the worker process starts
+_PRE_SPAWN_PINS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+                   "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+
+
+@contextmanager
+def _pins_before_spawn(threads: int) -> Iterator[None]:
+    """The BLAS/OpenMP pins for ``threads`` in the environment the Nannies made inside spawn
+    their workers with.
+
+    A Nanny's ``env=`` reaches the worker only after NumPy has loaded OpenBLAS, so with 2 threads
+    per worker NumPy's BLAS ran on 1 (measured; SciPy's, loaded later, on 2). Dask sets its
+    ``distributed.nanny.pre-spawn-environ`` before the spawn, but takes a variable from
+    ``os.environ`` over that configuration, and writes the values into ``os.environ`` itself: a
+    first cluster's pins would decide every later one's. So the pins go into ``os.environ`` and
+    the configuration for the Nannies' creation, and ``os.environ`` is put back as it was
+    afterwards (each Nanny keeps its copy for restarts). numba reads ``NUMBA_NUM_THREADS`` when it
+    is imported, later, so it stays in ``env=``.
+    """
+    import dask
+
+    pins = {k: v for k, v in pinned_env(threads).items() if k in _PRE_SPAWN_PINS}
+    pre = {**dask.config.get("distributed.nanny.pre-spawn-environ", default={}), **pins}
+    saved = {k: os.environ.get(k) for k in pins}
+    os.environ.update(pins)
+    try:
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": pre}):
+            yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 def local_cluster(n_workers: Optional[int] = None, threads_per_worker: int = 1,
                   memory_limit: Union[str, float, None] = "auto", dashboard_address: Optional[str] = ":0",
                   **kwargs: Any) -> Any:
     """A ``LocalCluster`` of worker processes with pinned thread pools.
 
     ``n_workers`` defaults to ``cores // threads_per_worker`` so that
-    workers x threads = cores.
+    workers x threads = cores. The pins are set before each worker process starts
+    (:func:`_pins_before_spawn`).
     """
     from distributed import LocalCluster
 
     cores = os.cpu_count() or 1
     n = n_workers or max(1, cores // threads_per_worker)
-    return LocalCluster(n_workers=n, threads_per_worker=threads_per_worker, processes=True,
-                        memory_limit=memory_limit, dashboard_address=dashboard_address,
-                        env=pinned_env(threads_per_worker), **kwargs)
+    with _pins_before_spawn(threads_per_worker):
+        return LocalCluster(n_workers=n, threads_per_worker=threads_per_worker, processes=True,
+                            memory_limit=memory_limit, dashboard_address=dashboard_address,
+                            env=pinned_env(threads_per_worker), **kwargs)
 
 
 def visible_gpus() -> list[str]:
@@ -106,18 +146,19 @@ def local_gpu_cluster(gpus: Optional[Sequence[str]] = None, threads_per_worker: 
         from distributed.system import MEMORY_LIMIT
 
         memory_limit = int(MEMORY_LIMIT / len(gpus))
-    cluster = _gpu_cluster_class()(gpus, n_workers=0, threads_per_worker=threads_per_worker,
-                                   processes=True, memory_limit=memory_limit,
-                                   dashboard_address=dashboard_address,
-                                   env={**pinned_env(threads_per_worker), "XLA_PYTHON_CLIENT_PREALLOCATE":
-                                        os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", "false")},
-                                   **kwargs)
-    try:
-        cluster.scale(len(gpus))
-        cluster.wait_for_workers(len(gpus), timeout=120)
-    except BaseException:
-        cluster.close()
-        raise
+    with _pins_before_spawn(threads_per_worker):
+        cluster = _gpu_cluster_class()(gpus, n_workers=0, threads_per_worker=threads_per_worker,
+                                       processes=True, memory_limit=memory_limit,
+                                       dashboard_address=dashboard_address,
+                                       env={**pinned_env(threads_per_worker), "XLA_PYTHON_CLIENT_PREALLOCATE":
+                                            os.environ.get("XLA_PYTHON_CLIENT_PREALLOCATE", "false")},
+                                       **kwargs)
+        try:  # the Nannies are made (and read the pre-spawn pins) here
+            cluster.scale(len(gpus))
+            cluster.wait_for_workers(len(gpus), timeout=120)
+        except BaseException:
+            cluster.close()
+            raise
     return cluster
 
 
