@@ -34,9 +34,9 @@ def pinned_env(threads: int = 1) -> dict[str, str]:
 
 
 #: pins a library reads once when it loads (NumPy imports OpenBLAS before Dask applies a
-#: Nanny's ``env=`` in the worker): they go in before the worker process starts
-_PRE_SPAWN_PINS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
-                   "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")
+#: Nanny's ``env=`` in the worker): they go in before the worker process starts. numba's is
+#: read at its (later) import and stays in ``env=``
+_PRE_SPAWN_PINS = tuple(k for k in pinned_env() if k != "NUMBA_NUM_THREADS")
 
 
 @contextmanager
